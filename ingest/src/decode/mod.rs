@@ -1,0 +1,492 @@
+//! Decoders: one record (a Kafka message or a replay line) in, zero or more `Event`s out.
+//!
+//! Each format has its own module with typed serde structs (no intermediate
+//! `serde_json::Value`), so decoding costs about one pass over the bytes. A record that
+//! cannot be decoded returns a [`DecodeError`] with a [`Reason`]; the caller counts and
+//! dead-letters it. A valid record that describes nothing driftwatch models (a Docker
+//! image event, a Kubernetes `list` call) is *ignored*: counted, not dead-lettered.
+
+mod docker;
+mod falco;
+mod fluentbit;
+mod k8s_audit;
+pub(crate) mod lenient;
+mod tetragon;
+
+use std::collections::{HashSet, VecDeque};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::dead_letter::Reason;
+use crate::error::DecodeError;
+use crate::event::{Event, EventKind, Provenance, Source};
+use crate::service::ServiceKeyer;
+use crate::time::Nanos;
+
+/// The input format of a topic or file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Falco,
+    Tetragon,
+    K8sAudit,
+    Docker,
+    #[serde(alias = "fluentbit", alias = "log")]
+    FluentBit,
+    Native,
+    /// Detect the format of each record from its content (for mixed topics and files).
+    Auto,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Falco => "falco",
+            Format::Tetragon => "tetragon",
+            Format::K8sAudit => "k8s-audit",
+            Format::Docker => "docker",
+            Format::FluentBit => "fluent-bit",
+            Format::Native => "native",
+            Format::Auto => "auto",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "falco" => Format::Falco,
+            "tetragon" => Format::Tetragon,
+            "k8s-audit" | "k8s_audit" => Format::K8sAudit,
+            "docker" => Format::Docker,
+            "fluent-bit" | "fluentbit" | "log" => Format::FluentBit,
+            "native" => Format::Native,
+            "auto" => Format::Auto,
+            other => {
+                return Err(format!(
+                    "unknown format {other:?} (expected falco, tetragon, k8s-audit, docker, \
+                     fluent-bit, native or auto)"
+                ));
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Limits a decoder enforces on every record.
+#[derive(Debug, Clone)]
+pub struct DecodeLimits {
+    /// Records larger than this are dead-lettered as `oversized` without being parsed.
+    pub max_record_bytes: usize,
+    /// Event times before this are absurd (dead-lettered).
+    pub min_time: Nanos,
+    /// Event times after this are absurd (dead-lettered).
+    pub max_time: Nanos,
+}
+
+/// 1 MiB: Kafka's default `message.max.bytes` is about the same, so a larger record is
+/// almost certainly not a sensor event.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            // 2000-01-01 and 2100-01-01: no container sensor predates the first, and a
+            // time past the second is a unit mix-up (micro- or nanoseconds read as seconds).
+            min_time: Nanos(946_684_800 * crate::time::NANOS_PER_SECOND),
+            max_time: Nanos(4_102_444_800 * crate::time::NANOS_PER_SECOND),
+        }
+    }
+}
+
+/// What a successfully read record produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// This many events were appended to the output, from this source.
+    Events { source: Source, count: usize },
+    /// A valid record that describes nothing driftwatch models.
+    Ignored { source: Source, why: &'static str },
+}
+
+/// How many audit IDs the Kubernetes audit decoder remembers to drop repeated stages.
+/// Stages of one request arrive within seconds, so a window far smaller than this
+/// already catches them; the bound keeps memory fixed.
+const AUDIT_ID_MEMORY: usize = 65_536;
+
+/// Decodes records into events. Holds the little state decoding needs (recent audit IDs).
+#[derive(Debug)]
+pub struct Decoder {
+    limits: DecodeLimits,
+    keyer: ServiceKeyer,
+    seen_audit_ids: HashSet<String>,
+    audit_id_order: VecDeque<String>,
+}
+
+impl Decoder {
+    pub fn new(limits: DecodeLimits, keyer: ServiceKeyer) -> Self {
+        Decoder {
+            limits,
+            keyer,
+            seen_audit_ids: HashSet::new(),
+            audit_id_order: VecDeque::new(),
+        }
+    }
+
+    /// Decodes one record, appending its events to `out`. On error `out` is unchanged.
+    pub fn decode(
+        &mut self,
+        format: Format,
+        payload: &[u8],
+        provenance: &Provenance,
+        out: &mut Vec<Event>,
+    ) -> Result<Decoded, DecodeError> {
+        if payload.len() > self.limits.max_record_bytes {
+            return Err(DecodeError::new(
+                Reason::Oversized,
+                format!(
+                    "record is {} bytes, more than the {}-byte limit",
+                    payload.len(),
+                    self.limits.max_record_bytes
+                ),
+            ));
+        }
+        let start = out.len();
+        let result = match self.detect_and_decode(format, payload, out) {
+            // Sensors pass through what programs print, invalid UTF-8 included, and JSON
+            // may not carry it. Rather than lose the record, decode it again with the bad
+            // bytes replaced (U+FFFD). Only the failure path pays for the check.
+            Err(e) if e.reason == Reason::NotJson && std::str::from_utf8(payload).is_err() => {
+                out.truncate(start);
+                let lossy = String::from_utf8_lossy(payload);
+                self.detect_and_decode(format, lossy.as_bytes(), out)
+            }
+            Err(_) if payload.iter().all(u8::is_ascii_whitespace) => {
+                Err(DecodeError::new(Reason::NotJson, "record is empty"))
+            }
+            r => r,
+        };
+        let result = result.and_then(|(format, ignored)| {
+            let source = source_of(format);
+            if let Some(why) = ignored {
+                out.truncate(start);
+                return Ok(Decoded::Ignored { source, why });
+            }
+            for event in &mut out[start..] {
+                self.check(event)?;
+                event.provenance.clone_from(provenance);
+                if event.service.is_empty() {
+                    event.service = self.keyer.key(&event.workload);
+                }
+            }
+            Ok(Decoded::Events {
+                source,
+                count: out.len() - start,
+            })
+        });
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// Resolves `Auto` and runs the format's decoder: the format used, and why the record
+    /// was ignored if it was.
+    fn detect_and_decode(
+        &mut self,
+        format: Format,
+        payload: &[u8],
+        out: &mut Vec<Event>,
+    ) -> Result<(Format, Option<&'static str>), DecodeError> {
+        let format = match format {
+            Format::Auto => detect(payload)?,
+            f => f,
+        };
+        let ignored = match format {
+            Format::Falco => falco::decode(payload, out),
+            Format::Tetragon => tetragon::decode(payload, out),
+            Format::K8sAudit => k8s_audit::decode(payload, out, &mut |id| self.first_sight(id)),
+            Format::Docker => docker::decode(payload, out),
+            Format::FluentBit => fluentbit::decode(payload, out),
+            Format::Native => decode_native(payload, out),
+            Format::Auto => unreachable!("resolved above"),
+        }?;
+        Ok((format, ignored))
+    }
+
+    /// Rejects values no real event has.
+    fn check(&self, event: &Event) -> Result<(), DecodeError> {
+        let absurd = |what: String| Err(DecodeError::new(Reason::AbsurdValue, what));
+        if event.time < self.limits.min_time || event.time > self.limits.max_time {
+            return absurd(format!(
+                "event time {} is outside {} .. {}",
+                event.time.0, self.limits.min_time, self.limits.max_time
+            ));
+        }
+        match &event.kind {
+            EventKind::ProcessExec { process } | EventKind::ProcessExit { process, .. }
+                if process.exe.trim().is_empty() =>
+            {
+                absurd("process has an empty executable path".into())
+            }
+            EventKind::FileAccess { path, .. } if path.trim().is_empty() => {
+                absurd("file access has an empty path".into())
+            }
+            EventKind::Network { address, .. } if address.trim().is_empty() => {
+                absurd("network event has an empty address".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// True the first time an audit ID is seen (within the remembered window).
+    fn first_sight(&mut self, audit_id: &str) -> bool {
+        if self.seen_audit_ids.contains(audit_id) {
+            return false;
+        }
+        if self.audit_id_order.len() == AUDIT_ID_MEMORY
+            && let Some(old) = self.audit_id_order.pop_front()
+        {
+            self.seen_audit_ids.remove(&old);
+        }
+        self.seen_audit_ids.insert(audit_id.to_owned());
+        self.audit_id_order.push_back(audit_id.to_owned());
+        true
+    }
+}
+
+fn source_of(format: Format) -> Source {
+    match format {
+        Format::Falco => Source::Falco,
+        Format::Tetragon => Source::Tetragon,
+        Format::K8sAudit => Source::K8sAudit,
+        Format::Docker => Source::Docker,
+        Format::FluentBit => Source::Log,
+        Format::Native | Format::Auto => Source::Native,
+    }
+}
+
+/// The keys that tell the formats apart. Values are skipped, not built.
+#[derive(Deserialize)]
+struct Probe {
+    output_fields: Option<IgnoredAny>,
+    rule: Option<IgnoredAny>,
+    priority: Option<IgnoredAny>,
+    process_exec: Option<IgnoredAny>,
+    process_exit: Option<IgnoredAny>,
+    process_kprobe: Option<IgnoredAny>,
+    process_tracepoint: Option<IgnoredAny>,
+    process_lsm: Option<IgnoredAny>,
+    process_uprobe: Option<IgnoredAny>,
+    #[serde(rename = "auditID")]
+    audit_id: Option<IgnoredAny>,
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<ProbeKind>,
+    #[serde(rename = "Type")]
+    docker_type: Option<IgnoredAny>,
+    #[serde(rename = "Action")]
+    docker_action: Option<IgnoredAny>,
+    #[serde(rename = "@timestamp")]
+    fluent_timestamp: Option<IgnoredAny>,
+    kubernetes: Option<IgnoredAny>,
+    log: Option<IgnoredAny>,
+    time: Option<IgnoredAny>,
+}
+
+/// `kind` is a string in native events and audit events; anything else is kept as "not
+/// a string" rather than failing detection.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ProbeKind {
+    Text(String),
+    Other(IgnoredAny),
+}
+
+/// Detects a record's format from its keys.
+pub fn detect(payload: &[u8]) -> Result<Format, DecodeError> {
+    let probe: Probe = serde_json::from_slice(payload).map_err(|e| DecodeError::from_json(&e))?;
+    let kind = match &probe.kind {
+        Some(ProbeKind::Text(k)) => Some(k.as_str()),
+        _ => None,
+    };
+    let format = if probe.output_fields.is_some()
+        || (probe.rule.is_some() && probe.priority.is_some())
+    {
+        Format::Falco
+    } else if probe.process_exec.is_some()
+        || probe.process_exit.is_some()
+        || probe.process_kprobe.is_some()
+        || probe.process_tracepoint.is_some()
+        || probe.process_lsm.is_some()
+        || probe.process_uprobe.is_some()
+    {
+        Format::Tetragon
+    } else if probe.audit_id.is_some()
+        || probe
+            .api_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("audit.k8s.io/"))
+    {
+        Format::K8sAudit
+    } else if probe.docker_type.is_some() && probe.docker_action.is_some() {
+        Format::Docker
+    } else if probe.fluent_timestamp.is_some()
+        || (probe.kubernetes.is_some() && probe.log.is_some())
+    {
+        Format::FluentBit
+    } else if kind.is_some() && probe.time.is_some() {
+        Format::Native
+    } else {
+        return Err(DecodeError::new(
+            Reason::UnknownFormat,
+            "JSON object matches none of falco, tetragon, k8s-audit, docker, fluent-bit, native",
+        ));
+    };
+    Ok(format)
+}
+
+fn decode_native(
+    payload: &[u8],
+    out: &mut Vec<Event>,
+) -> Result<Option<&'static str>, DecodeError> {
+    out.push(parse::<Event>(payload)?);
+    Ok(None)
+}
+
+/// Parses `payload` as `T`, mapping serde errors to dead-letter reasons.
+pub(crate) fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload).map_err(|e| DecodeError::from_json(&e))
+}
+
+pub(crate) fn wrong_shape(detail: impl Into<String>) -> DecodeError {
+    DecodeError::new(Reason::WrongShape, detail)
+}
+
+/// Parses a time string, or says which field was wrong.
+pub(crate) fn parse_time(field: &str, value: &str) -> Result<Nanos, DecodeError> {
+    Nanos::from_rfc3339(value).ok_or_else(|| {
+        DecodeError::new(
+            Reason::AbsurdValue,
+            format!("{field} {value:?} is not an RFC 3339 time"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_one(format: Format, json: &str) -> Result<Decoded, DecodeError> {
+        let mut d = Decoder::new(DecodeLimits::default(), ServiceKeyer::default());
+        d.decode(
+            format,
+            json.as_bytes(),
+            &Provenance::default(),
+            &mut Vec::new(),
+        )
+    }
+
+    #[test]
+    fn records_over_the_cap_are_oversized() {
+        let mut d = Decoder::new(
+            DecodeLimits {
+                max_record_bytes: 10,
+                ..DecodeLimits::default()
+            },
+            ServiceKeyer::default(),
+        );
+        let err = d
+            .decode(
+                Format::Auto,
+                br#"{"rule":"x","priority":"y"}"#,
+                &Provenance::default(),
+                &mut Vec::new(),
+            )
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::Oversized);
+    }
+
+    #[test]
+    fn non_json_truncated_and_unknown_are_told_apart() {
+        assert_eq!(
+            decode_one(Format::Auto, "hello").unwrap_err().reason,
+            Reason::NotJson
+        );
+        assert_eq!(
+            decode_one(Format::Auto, r#"{"rule":"x","#)
+                .unwrap_err()
+                .reason,
+            Reason::Truncated
+        );
+        assert_eq!(
+            decode_one(Format::Auto, r#"{"a":1}"#).unwrap_err().reason,
+            Reason::UnknownFormat
+        );
+        assert_eq!(
+            decode_one(Format::Auto, "[1,2]").unwrap_err().reason,
+            Reason::WrongShape
+        );
+    }
+
+    #[test]
+    fn a_known_format_with_a_wrong_field_type_is_wrong_shape() {
+        let err = decode_one(Format::Falco, r#"{"rule":["x"],"priority":"Notice"}"#).unwrap_err();
+        assert_eq!(err.reason, Reason::WrongShape);
+    }
+
+    #[test]
+    fn absurd_times_are_rejected() {
+        let json =
+            r#"{"time":"1970-01-01T00:00:01Z","source":"native","kind":"log","message":"x"}"#;
+        assert_eq!(
+            decode_one(Format::Native, json).unwrap_err().reason,
+            Reason::AbsurdValue
+        );
+    }
+
+    #[test]
+    fn repeated_audit_stages_decode_once() {
+        let mut d = Decoder::new(DecodeLimits::default(), ServiceKeyer::default());
+        let stage = |s: &str| {
+            format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a1","stage":"{s}","verb":"create","requestURI":"/api/v1/namespaces/shop/pods/api-0/exec?command=sh&container=api","user":{{"username":"alice"}},"objectRef":{{"resource":"pods","namespace":"shop","name":"api-0","subresource":"exec"}},"requestReceivedTimestamp":"2026-03-02T10:00:00.000000Z"}}"#
+            )
+        };
+        let mut out = Vec::new();
+        let first = d.decode(
+            Format::Auto,
+            stage("ResponseStarted").as_bytes(),
+            &Provenance::default(),
+            &mut out,
+        );
+        let second = d.decode(
+            Format::Auto,
+            stage("ResponseComplete").as_bytes(),
+            &Provenance::default(),
+            &mut out,
+        );
+        assert_eq!(
+            first.unwrap(),
+            Decoded::Events {
+                source: Source::K8sAudit,
+                count: 1
+            }
+        );
+        assert!(matches!(
+            second.unwrap(),
+            Decoded::Ignored {
+                why: "repeated_stage",
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,375 @@
+//! The Kafka source: a consumer group over one or more topics, each with its format.
+//!
+//! At-least-once: `enable.auto.offset.store` is forced off and an offset is stored
+//! only when the pipeline acknowledges the batch holding its record; librdkafka's
+//! auto-commit then commits stored offsets, and shutdown commits them synchronously. A
+//! crash replays at most the uncommitted tail and never skips a record.
+//!
+//! Backpressure: batches go to the pipeline over a bounded channel. When it is full the
+//! consumer pauses its assignment (librdkafka stops fetching), waits for room and
+//! resumes; nothing queues without bound.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Ack, Batch, Pending};
+use crate::dead_letter::DeadLetterSink;
+use crate::decode::{Decoder, Format};
+use crate::error::SourceError;
+use crate::event::Provenance;
+use crate::metrics::IngestMetrics;
+
+/// Kafka source settings (`[kafka]` in the config file).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    pub topics: Vec<TopicConfig>,
+    /// Where undecodable records go, with their error and provenance.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+    /// Records per batch handed to the pipeline.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// A partly filled batch is handed over after this long.
+    #[serde(default = "default_flush_interval", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Batches in flight between the consumer and the pipeline before it pauses.
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+    /// librdkafka properties passed through as they are (`security.protocol`,
+    /// `sasl.mechanisms`, `ssl.ca.location`, …). `enable.auto.offset.store` is always
+    /// false: at-least-once delivery depends on it.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One topic and the format of its records.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TopicConfig {
+    pub name: String,
+    #[serde(default = "default_format")]
+    pub format: Format,
+}
+
+impl KafkaConfig {
+    /// A config with every default, for these brokers and topics.
+    pub fn new(brokers: impl Into<String>, topics: Vec<TopicConfig>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            group_id: default_group_id(),
+            topics,
+            dead_letter_topic: default_dead_letter_topic(),
+            batch_size: default_batch_size(),
+            flush_interval: default_flush_interval(),
+            channel_capacity: default_channel_capacity(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_group_id() -> String {
+    "driftwatch".to_owned()
+}
+fn default_dead_letter_topic() -> String {
+    "driftwatch-dead-letter".to_owned()
+}
+/// 1,000 records amortise a store append (one Arrow batch) while keeping a batch's
+/// latency in the milliseconds.
+fn default_batch_size() -> usize {
+    1_000
+}
+/// 200 ms bounds the delay a quiet topic adds before its events are seen.
+fn default_flush_interval() -> Duration {
+    Duration::from_millis(200)
+}
+/// 8 batches of 1,000 keep both cores busy without holding more than a few MiB.
+fn default_channel_capacity() -> usize {
+    8
+}
+fn default_format() -> Format {
+    Format::Auto
+}
+
+/// How often librdkafka reports statistics (the source of the lag metric), unless the
+/// config sets `statistics.interval.ms` itself.
+const DEFAULT_STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// The consumer's context: rebalance logging and the lag metric from statistics.
+pub struct SourceContext {
+    metrics: IngestMetrics,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // librdkafka reports -1 for partitions it does not consume and the
+                // internal UA partition as -1; neither is a lag.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics.set_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "Partitions revoked."),
+            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "Partitions assigned."),
+            Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(partitions = offsets.count(), "Offsets committed."),
+            // Nothing stored since the last commit: not an error.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(error = %e, "Offset commit failed; it is retried with the next commit.")
+            }
+        }
+    }
+}
+
+pub type Consumer = StreamConsumer<SourceContext>;
+
+/// A running consumer group member.
+pub struct KafkaSource {
+    consumer: Arc<Consumer>,
+    formats: HashMap<String, Format>,
+    config: KafkaConfig,
+    metrics: IngestMetrics,
+}
+
+fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers);
+    for (k, v) in &config.properties {
+        cc.set(k, v);
+    }
+    cc
+}
+
+impl KafkaSource {
+    /// Creates the consumer and subscribes to the configured topics.
+    pub fn new(config: KafkaConfig, metrics: IngestMetrics) -> Result<Self, SourceError> {
+        let mut cc = client_config(&config);
+        cc.set("group.id", &config.group_id);
+        if !config.properties.contains_key("auto.offset.reset") {
+            cc.set("auto.offset.reset", "earliest");
+        }
+        if !config.properties.contains_key("statistics.interval.ms") {
+            cc.set("statistics.interval.ms", DEFAULT_STATISTICS_INTERVAL_MS);
+        }
+        cc.set("enable.auto.offset.store", "false");
+        let consumer: Consumer = cc
+            .create_with_context(SourceContext {
+                metrics: metrics.clone(),
+            })
+            .map_err(|source| SourceError::CreateClient {
+                what: "consumer",
+                source,
+            })?;
+        let topics: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|source| SourceError::Subscribe {
+                topics: topics.clone(),
+                source,
+            })?;
+        let formats = config
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), t.format))
+            .collect();
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            formats,
+            config,
+            metrics,
+        })
+    }
+
+    /// A producer for the dead-letter topic, with the same connection properties.
+    pub fn dead_letter_sink(&self) -> Result<DeadLetterSink, SourceError> {
+        let mut cc = client_config(&self.config);
+        cc.set("enable.idempotence", "true");
+        let producer: FutureProducer = cc.create().map_err(|source| SourceError::CreateClient {
+            what: "dead-letter producer",
+            source,
+        })?;
+        Ok(DeadLetterSink::Kafka {
+            producer,
+            topic: self.config.dead_letter_topic.clone(),
+        })
+    }
+
+    pub fn channel_capacity(&self) -> usize {
+        self.config.channel_capacity.max(1)
+    }
+
+    /// Consumes until `cancel` fires, handing batches to `tx`. Returns when cancelled
+    /// or when the pipeline hangs up; unacknowledged records are simply not committed.
+    pub async fn run(
+        &self,
+        decoder: Decoder,
+        mut dead_letters: DeadLetterSink,
+        tx: mpsc::Sender<Batch>,
+        cancel: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let mut pending = Pending::new(decoder);
+        let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+        let batch_size = self.config.batch_size.max(1);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let flush_due = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = sleep_until(deadline) => true,
+                msg = self.consumer.recv() => match msg {
+                    Ok(m) => {
+                        let topic = m.topic();
+                        let format = self.formats.get(topic).copied().unwrap_or(Format::Auto);
+                        let provenance = Provenance::kafka(topic, m.partition(), m.offset());
+                        pending.push(format, m.payload().unwrap_or_default(), provenance);
+                        offsets.insert((topic.to_owned(), m.partition()), m.offset());
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.config.flush_interval);
+                        pending.records() >= batch_size
+                    }
+                    Err(e) => {
+                        // librdkafka recovers from broker and network errors by itself;
+                        // these are reports, not reasons to stop.
+                        self.metrics.receive_error();
+                        warn!(error = %e, "Kafka consumer reported an error.");
+                        false
+                    }
+                },
+            };
+            if flush_due && pending.records() > 0 {
+                deadline = None;
+                let (events, stats) = pending.take(&mut dead_letters).await?;
+                let batch = Batch {
+                    events,
+                    stats,
+                    ack: Ack::Kafka {
+                        consumer: self.consumer.clone(),
+                        offsets: std::mem::take(&mut offsets),
+                    },
+                };
+                if !self.hand_over(batch, &tx, &cancel).await? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a batch, pausing the consumer while the channel is full. False when
+    /// cancelled first.
+    async fn hand_over(
+        &self,
+        batch: Batch,
+        tx: &mpsc::Sender<Batch>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, SourceError> {
+        let batch = match tx.try_send(batch) {
+            Ok(()) => return Ok(true),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SourceError::PipelineClosed),
+            Err(mpsc::error::TrySendError::Full(batch)) => batch,
+        };
+        self.metrics.paused();
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        if let Err(e) = self.consumer.pause(&assignment) {
+            warn!(error = %e, "Pausing the consumer failed; relying on the bounded fetch queue.");
+        }
+        debug!("Pipeline full; consumer paused.");
+        let sent = tokio::select! {
+            () = cancel.cancelled() => false,
+            r = tx.send(batch) => { r.map_err(|_| SourceError::PipelineClosed)?; true }
+        };
+        // Resume what is assigned now: a rebalance while paused may have changed it.
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        if let Err(e) = self.consumer.resume(&assignment) {
+            warn!(error = %e, "Resuming the consumer failed.");
+        }
+        Ok(sent)
+    }
+
+    /// Commits stored offsets synchronously (on shutdown, after the pipeline drained).
+    pub fn commit(&self) -> Result<(), SourceError> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(SourceError::Commit(e)),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) fn store_offsets(
+    consumer: &Consumer,
+    offsets: &HashMap<(String, i32), i64>,
+) -> Result<(), SourceError> {
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for ((topic, partition), offset) in offsets {
+        // The committed offset is the next record to read.
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))
+            .expect("a fresh list accepts any offset");
+    }
+    match consumer.store_offsets(&tpl) {
+        Ok(()) => Ok(()),
+        // A partition revoked since the batch was read can no longer store offsets; its
+        // new owner re-reads from the last commit (at-least-once, never a skip).
+        Err(KafkaError::StoreOffset(
+            RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition,
+        )) => {
+            debug!("Offsets of a revoked partition were not stored; the new owner re-reads them.");
+            Ok(())
+        }
+        Err(source) => {
+            let ((topic, partition), offset) = offsets
+                .iter()
+                .next()
+                .map(|(k, v)| (k.clone(), *v))
+                .unwrap_or_default();
+            Err(SourceError::StoreOffset {
+                topic,
+                partition,
+                offset,
+                source,
+            })
+        }
+    }
+}

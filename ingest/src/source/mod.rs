@@ -1,0 +1,114 @@
+//! Sources: Kafka topics (`run`, `demo`) and JSON-lines files (`replay`). Both hand the
+//! pipeline [`Batch`]es of decoded events over a bounded channel; a batch's offsets are
+//! stored only when the pipeline acknowledges it, after the events were applied.
+
+pub mod kafka;
+pub mod replay;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::dead_letter::{DeadLetter, DeadLetterSink};
+use crate::decode::{Decoded, Decoder, Format};
+use crate::error::SourceError;
+use crate::event::{Event, Provenance};
+use crate::stats::IngestStats;
+
+/// Decoded events ready for the pipeline, with what is needed to acknowledge them.
+pub struct Batch {
+    pub events: Vec<Event>,
+    pub stats: IngestStats,
+    ack: Ack,
+}
+
+enum Ack {
+    None,
+    Kafka {
+        consumer: Arc<kafka::Consumer>,
+        offsets: HashMap<(String, i32), i64>,
+    },
+}
+
+impl Batch {
+    /// Marks the batch applied: for Kafka, stores the offset after each partition's last
+    /// record so the next commit includes it. Call only once the events are applied.
+    pub fn ack(self) -> Result<(), SourceError> {
+        match self.ack {
+            Ack::None => Ok(()),
+            Ack::Kafka { consumer, offsets } => kafka::store_offsets(&consumer, &offsets),
+        }
+    }
+}
+
+/// Decodes records into a pending batch and collects dead letters for it.
+pub(crate) struct Pending {
+    decoder: Decoder,
+    events: Vec<Event>,
+    stats: IngestStats,
+    dead: Vec<DeadLetter>,
+    records: usize,
+}
+
+impl Pending {
+    pub(crate) fn new(decoder: Decoder) -> Self {
+        Pending {
+            decoder,
+            events: Vec::new(),
+            stats: IngestStats::default(),
+            dead: Vec::new(),
+            records: 0,
+        }
+    }
+
+    pub(crate) fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Decodes one record. Bad records become dead letters; nothing here fails.
+    pub(crate) fn push(&mut self, format: Format, payload: &[u8], provenance: Provenance) {
+        self.records += 1;
+        *self
+            .stats
+            .consumed
+            .entry((provenance.origin.clone(), format.as_str()))
+            .or_default() += 1;
+        match self
+            .decoder
+            .decode(format, payload, &provenance, &mut self.events)
+        {
+            Ok(Decoded::Events { source, count }) => {
+                *self.stats.decoded.entry(source).or_default() += count as u64;
+            }
+            Ok(Decoded::Ignored { source, why }) => {
+                *self.stats.ignored.entry((source, why)).or_default() += 1;
+            }
+            Err(error) => {
+                *self
+                    .stats
+                    .dead_lettered
+                    .entry((format.as_str(), error.reason))
+                    .or_default() += 1;
+                self.dead.push(DeadLetter::new(
+                    provenance,
+                    format.as_str(),
+                    &error,
+                    payload,
+                ));
+            }
+        }
+    }
+
+    /// Writes the dead letters (durably) and returns the decoded events and counts.
+    pub(crate) async fn take(
+        &mut self,
+        sink: &mut DeadLetterSink,
+    ) -> Result<(Vec<Event>, IngestStats), SourceError> {
+        sink.write(&self.dead).await?;
+        self.dead.clear();
+        self.records = 0;
+        Ok((
+            std::mem::take(&mut self.events),
+            std::mem::take(&mut self.stats),
+        ))
+    }
+}

@@ -1,0 +1,226 @@
+//! The daemon's configuration: one serde struct per crate, composed here.
+//!
+//! Keys are kebab-case, unknown keys are errors, durations are human (`"90s"`), and
+//! every default lives in a named function that says where its number comes from.
+//! Secrets may come from the environment instead of the file (`DRIFTWATCH_*`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use ingest::{KafkaConfig, ServiceKeyConfig};
+use serde::Deserialize;
+use store::{ByteSize, StoreConfig};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Required by `run`; `replay` and `demo` do without.
+    pub kafka: Option<KafkaConfig>,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log shippers.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `driftwatch=debug,rdkafka=warn`). `DRIFTWATCH_LOG`
+    /// overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IngestConfig {
+    /// Records larger than this are dead-lettered unread.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: ByteSize,
+    #[serde(default)]
+    pub service_key: ServiceKeyConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_record_bytes: default_max_record_bytes(),
+            service_key: ServiceKeyConfig::default(),
+        }
+    }
+}
+
+fn default_max_record_bytes() -> ByteSize {
+    ByteSize(ingest::decode::DEFAULT_MAX_RECORD_BYTES)
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpConfig {
+    /// Where `/metrics` and the health endpoints listen. Loopback by default.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+/// 8484: driftwatch's HTTP port, on loopback so nothing is exposed by default.
+pub fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8484))
+}
+
+/// Environment variables that override secrets in the Kafka properties.
+const SECRET_ENV: [(&str, &str); 3] = [
+    ("DRIFTWATCH_KAFKA_SASL_PASSWORD", "sasl.password"),
+    ("DRIFTWATCH_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"),
+    (
+        "DRIFTWATCH_KAFKA_SSL_KEYSTORE_PASSWORD",
+        "ssl.keystore.password",
+    ),
+];
+
+impl Config {
+    /// Reads and checks a config file. Errors name the file, and the line and column
+    /// where TOML parsing failed.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config = Config::parse(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config.apply_env(|k| std::env::var(k).ok());
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(kafka) = &mut self.kafka {
+            for (env, property) in SECRET_ENV {
+                if let Some(v) = var(env) {
+                    kafka.properties.insert(property.to_owned(), v);
+                }
+            }
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(kafka) = &self.kafka {
+            if kafka.topics.is_empty() {
+                bail!("[kafka] lists no topics: add at least one [[kafka.topics]]");
+            }
+            let mut names = std::collections::HashSet::new();
+            for t in &kafka.topics {
+                if !names.insert(&t.name) {
+                    bail!("[[kafka.topics]] names topic {:?} twice", t.name);
+                }
+                if t.name == kafka.dead_letter_topic {
+                    bail!(
+                        "topic {:?} is both an input and the dead-letter topic",
+                        t.name
+                    );
+                }
+            }
+            if kafka
+                .properties
+                .get("enable.auto.offset.store")
+                .is_some_and(|v| v != "false")
+            {
+                bail!(
+                    "kafka property enable.auto.offset.store must stay false: offsets are stored after events are applied"
+                );
+            }
+        }
+        if self.ingest.max_record_bytes.0 == 0 {
+            bail!("[ingest] max-record-bytes must be positive");
+        }
+        if self.store.partition.is_zero() || self.store.retention.is_zero() {
+            bail!("[store] retention and partition must be positive durations");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_in_the_repository_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("driftwatch.example.toml");
+        let config = Config::load(&path).unwrap();
+        let kafka = config.kafka.expect("the example configures Kafka");
+        assert!(kafka.topics.len() >= 5);
+        assert_eq!(config.http.listen, default_http_listen());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_say_where() {
+        let err = Config::parse("[store]\nretention = \"1h\"\nretension = \"2h\"\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("retension"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn human_durations_and_sizes_parse() {
+        let c = Config::parse("[store]\nretention = \"90m\"\nmax-bytes = \"512MiB\"\n").unwrap();
+        assert_eq!(c.store.retention.as_secs(), 5400);
+        assert_eq!(c.store.max_bytes.0, 512 << 20);
+    }
+
+    #[test]
+    fn the_offset_store_cannot_be_turned_back_on() {
+        let text = "[kafka]\nbrokers = \"b:9092\"\n[[kafka.topics]]\nname = \"t\"\n[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"\n";
+        assert!(
+            format!("{:#}", Config::parse(text).unwrap_err()).contains("enable.auto.offset.store")
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let mut c =
+            Config::parse("[kafka]\nbrokers = \"b:9092\"\n[[kafka.topics]]\nname = \"t\"\n")
+                .unwrap();
+        c.apply_env(|k| (k == "DRIFTWATCH_KAFKA_SASL_PASSWORD").then(|| "s3cret".to_owned()));
+        assert_eq!(c.kafka.unwrap().properties["sasl.password"], "s3cret");
+    }
+}

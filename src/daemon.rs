@@ -1,0 +1,100 @@
+//! Wiring of the stages for `run` and `demo`: Kafka source → pipeline → store, plus the
+//! HTTP endpoint, all under one supervisor.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use ingest::{
+    DecodeLimits, Decoder, IngestMetrics, IngestStats, KafkaConfig, KafkaSource, ServiceKeyer,
+};
+use store::{EventTable, StoreMetrics};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::config::Config;
+use crate::pipeline::Stages;
+use crate::supervisor::Supervisor;
+use crate::{http, telemetry};
+
+/// What a started daemon exposes to its caller.
+pub struct Daemon {
+    pub stages: Stages,
+    pub totals: Arc<Mutex<IngestStats>>,
+    pub http_addr: SocketAddr,
+}
+
+pub fn decoder(config: &Config) -> Decoder {
+    let limits = DecodeLimits {
+        max_record_bytes: config.ingest.max_record_bytes.0,
+        ..DecodeLimits::default()
+    };
+    Decoder::new(limits, ServiceKeyer::new(config.ingest.service_key.clone()))
+}
+
+/// Starts the daemon's tasks under `sup`. Returns once everything is bound and subscribed.
+pub async fn start(
+    config: &Config,
+    kafka: KafkaConfig,
+    sup: &mut Supervisor,
+) -> anyhow::Result<Daemon> {
+    let mut registry = telemetry::registry();
+    let ingest_metrics = IngestMetrics::register(&mut registry);
+    let store_metrics = StoreMetrics::register(&mut registry);
+    let stages = Stages {
+        events: Arc::new(EventTable::new(config.store.clone())),
+        ingest_metrics: ingest_metrics.clone(),
+        store_metrics,
+    };
+
+    let listener = http::bind(config.http.listen).await?;
+    let http_addr = listener
+        .local_addr()
+        .context("HTTP listener has no address")?;
+    sup.spawn(
+        "http",
+        http::serve(
+            listener,
+            http::router(Arc::new(registry)),
+            sup.cancel.clone(),
+        ),
+    );
+
+    let source = Arc::new(
+        KafkaSource::new(kafka.clone(), ingest_metrics).context("cannot start the Kafka source")?,
+    );
+    let dead_letters = source.dead_letter_sink()?;
+    let (tx, rx) = mpsc::channel(source.channel_capacity());
+    let decoder = decoder(config);
+    let cancel = sup.cancel.clone();
+    let consumer = source.clone();
+    sup.spawn("kafka-source", async move {
+        consumer
+            .run(decoder, dead_letters, tx, cancel)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+
+    let totals = Arc::new(Mutex::new(IngestStats::default()));
+    let pipeline = stages.clone();
+    let shared_totals = totals.clone();
+    sup.spawn("pipeline", async move {
+        let result = pipeline.apply_all(rx, &shared_totals).await;
+        // Everything applied is acknowledged; make the commit durable before leaving the group.
+        source.commit().context("final offset commit failed")?;
+        info!("Pipeline drained; offsets committed.");
+        result
+    });
+    info!(
+        brokers = %kafka.brokers,
+        topics = ?kafka.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        group = %kafka.group_id,
+        http = %http_addr,
+        "driftwatch is consuming."
+    );
+    Ok(Daemon {
+        stages,
+        totals,
+        http_addr,
+    })
+}

@@ -1,0 +1,201 @@
+//! `driftwatch demo`: everything on one machine with no setup. An embedded
+//! Kafka-protocol broker (librdkafka's mock cluster, on a loopback port any Kafka client
+//! can reach), the workload simulator publishing into it, and the daemon consuming
+//! through the same Kafka source `run` uses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use ingest::{IngestStats, KafkaConfig, Nanos, TopicConfig};
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::config::Config;
+use crate::daemon;
+use crate::simulator::{Simulator, TOPICS};
+use crate::supervisor::Supervisor;
+use crate::telemetry;
+
+pub struct Args {
+    pub duration: Option<Duration>,
+    pub rate: u64,
+    pub speed: u64,
+    pub bad_per_thousand: u64,
+    pub http: SocketAddr,
+    pub report_every: Duration,
+}
+
+/// Partitions per demo topic: more than one, so the consumer group has something to balance.
+const PARTITIONS: i32 = 3;
+const DEAD_LETTER_TOPIC: &str = "driftwatch-dead-letter";
+
+pub async fn demo(args: Args) -> anyhow::Result<()> {
+    let mut config = Config::parse("")?;
+    config.log.level = "info,rdkafka=warn".to_owned();
+    config.http.listen = args.http;
+    telemetry::init_logging(&config.log);
+
+    // The mock cluster is not Send: it stays in this function, alive until the end.
+    let cluster = MockCluster::new(1).context("cannot start the embedded Kafka broker")?;
+    for (topic, _) in TOPICS.iter().chain([&(DEAD_LETTER_TOPIC, "")]) {
+        cluster
+            .create_topic(topic, PARTITIONS, 1)
+            .with_context(|| format!("cannot create topic {topic}"))?;
+    }
+    let brokers = cluster.bootstrap_servers();
+    let topics = TOPICS
+        .iter()
+        .map(|(name, format)| TopicConfig {
+            name: (*name).to_owned(),
+            format: format.parse().expect("known format"),
+        })
+        .collect();
+    let mut kafka = KafkaConfig::new(brokers.clone(), topics);
+    kafka.group_id = "driftwatch-demo".to_owned();
+    kafka.dead_letter_topic = DEAD_LETTER_TOPIC.to_owned();
+
+    let mut sup = Supervisor::new();
+    sup.cancel_on_signals();
+    let daemon = match daemon::start(&config, kafka, &mut sup).await {
+        Ok(d) => d,
+        Err(e) => {
+            sup.cancel.cancel();
+            let _ = sup.wait().await;
+            return Err(e);
+        }
+    };
+
+    println!("driftwatch demo");
+    println!("  Kafka broker (embedded): {brokers}");
+    println!("    try: kcat -b {brokers} -L");
+    println!(
+        "    topics: {}",
+        TOPICS
+            .iter()
+            .map(|(t, f)| format!("{t} ({f})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  metrics: http://{}/metrics", daemon.http_addr);
+    println!(
+        "  simulating a shop: {} records/s, {}x event time{}",
+        args.rate,
+        args.speed,
+        args.duration
+            .map(|d| format!(", for {}", humantime::format_duration(d)))
+            .unwrap_or_else(|| ", until Ctrl-C".into())
+    );
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .context("cannot create the simulator's producer")?;
+    let simulator = Simulator::new(
+        0x5eed,
+        Nanos::now(),
+        args.rate,
+        args.speed,
+        args.bad_per_thousand,
+    );
+    sup.spawn(
+        "simulator",
+        simulate(simulator, producer, args.rate, sup.cancel.clone()),
+    );
+
+    let cancel = sup.cancel.clone();
+    let totals = daemon.totals.clone();
+    let events = daemon.stages.events.clone();
+    let every = args.report_every;
+    sup.spawn("reporter", async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    let t = totals.lock().expect("totals lock poisoned").clone();
+                    println!("{}", progress_line(&t, events.rows(), events.bytes()));
+                }
+            }
+        }
+    });
+    if let Some(d) = args.duration {
+        let cancel = sup.cancel.clone();
+        sup.spawn("duration", async move {
+            tokio::select! {
+                () = tokio::time::sleep(d) => cancel.cancel(),
+                () = cancel.cancelled() => {}
+            }
+            Ok(())
+        });
+    }
+    let result = sup.wait().await;
+    let t = daemon.totals.lock().expect("totals lock poisoned").clone();
+    println!(
+        "demo finished: {}",
+        progress_line(
+            &t,
+            daemon.stages.events.rows(),
+            daemon.stages.events.bytes()
+        )
+    );
+    for ((topic, format), n) in &t.consumed {
+        println!("  topic {topic} ({format}): {n} records");
+    }
+    drop(cluster);
+    result
+}
+
+fn progress_line(t: &IngestStats, rows: usize, bytes: usize) -> String {
+    let by_source = t
+        .decoded
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "ingested {} records -> {} events ({by_source}); {} ignored, {} dead-lettered; events table {rows} rows, {:.1} MiB",
+        t.records(),
+        t.events(),
+        t.ignored_records(),
+        t.dead_letters(),
+        bytes as f64 / (1024.0 * 1024.0)
+    )
+}
+
+/// Publishes the simulator's records at `rate` per second until cancelled.
+async fn simulate(
+    mut sim: Simulator,
+    producer: FutureProducer,
+    rate: u64,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    // 20 ticks a second keep the stream smooth without a timer per record.
+    const TICKS_PER_SECOND: u64 = 20;
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / TICKS_PER_SECOND));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut carry = 0u64;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        carry += rate;
+        let n = carry / TICKS_PER_SECOND;
+        carry %= TICKS_PER_SECOND;
+        for _ in 0..n {
+            let r = sim.next_record();
+            let record = FutureRecord::to(r.topic).key(&r.key).payload(&r.payload);
+            if let Err((e, _)) = producer.send_result(record) {
+                warn!(error = %e, "Simulator could not enqueue a record.");
+            }
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! driftwatch: a container runtime-security daemon. It consumes sensor events and
+//! container logs from Kafka, keeps them in columnar in-memory tables, learns how each
+//! service behaves and explains drift.
+//!
+//! This binary owns the CLI, config loading, wiring of the stages, the supervisor and
+//! shutdown, and the `demo`. The work itself lives in the workspace crates.
+
+mod config;
+mod daemon;
+mod demo;
+mod http;
+mod pipeline;
+mod replay;
+mod simulator;
+mod supervisor;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "driftwatch",
+    version,
+    about = "Learns how container services behave and explains drift."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon against real Kafka brokers.
+    Run {
+        /// The configuration file (see driftwatch.example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the pipeline over JSON-lines files, driven by event time.
+    Replay {
+        /// Input files; `-` reads standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The records' format, or `auto` to detect each record's format.
+        #[arg(long, short, default_value = "auto")]
+        format: ingest::Format,
+        /// Where alerts and findings go as JSON lines; `-` is standard output.
+        #[arg(long, short, default_value = "-")]
+        output: PathBuf,
+        /// Where undecodable records go, as JSON lines with their error.
+        #[arg(long, default_value = "dead-letter.jsonl")]
+        dead_letter: PathBuf,
+        /// A configuration file for the ingest, service-key and store settings.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Never draw a progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Start an embedded Kafka-protocol broker, a simulated shop and the daemon.
+    Demo {
+        /// Stop after this long (`30s`, `5m`); without it, run until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Records the simulator publishes per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Seconds of event time per wall-clock second.
+        #[arg(long, default_value_t = 60)]
+        speed: u64,
+        /// Broken records per thousand, to show dead-lettering.
+        #[arg(long, default_value_t = 2)]
+        bad_per_thousand: u64,
+        /// Where `/metrics` listens.
+        #[arg(long, default_value_t = config::default_http_listen())]
+        http: std::net::SocketAddr,
+        /// How often progress is printed.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        report_every: Duration,
+    },
+    /// Check a configuration file and print what it configures.
+    CheckConfig { file: PathBuf },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(config).await,
+        Command::Replay {
+            files,
+            format,
+            output,
+            dead_letter,
+            config,
+            no_progress,
+        } => {
+            replay::replay(replay::Args {
+                files,
+                format,
+                output,
+                dead_letter,
+                config,
+                no_progress,
+            })
+            .await
+        }
+        Command::Demo {
+            duration,
+            rate,
+            speed,
+            bad_per_thousand,
+            http,
+            report_every,
+        } => {
+            demo::demo(demo::Args {
+                duration,
+                rate,
+                speed,
+                bad_per_thousand,
+                http,
+                report_every,
+            })
+            .await
+        }
+        Command::CheckConfig { file } => check_config(file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("driftwatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    telemetry::init_logging(&config.log);
+    let kafka = config.kafka.clone().ok_or_else(|| {
+        anyhow::anyhow!("{} has no [kafka] section; `run` needs one", path.display())
+    })?;
+    let mut sup = supervisor::Supervisor::new();
+    sup.cancel_on_signals();
+    if let Err(e) = daemon::start(&config, kafka, &mut sup).await {
+        sup.cancel.cancel();
+        let _ = sup.wait().await;
+        return Err(e);
+    }
+    sup.wait().await
+}
+
+fn check_config(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    println!("{}: OK", path.display());
+    match &config.kafka {
+        Some(k) => {
+            println!(
+                "  kafka: {} (group {}), dead letters to {}",
+                k.brokers, k.group_id, k.dead_letter_topic
+            );
+            for t in &k.topics {
+                println!("    topic {} as {}", t.name, t.format);
+            }
+        }
+        None => println!("  kafka: not configured (replay only)"),
+    }
+    println!(
+        "  store: retention {}, at most {} bytes, partitions of {}",
+        humantime::format_duration(config.store.retention),
+        config.store.max_bytes.0,
+        humantime::format_duration(config.store.partition)
+    );
+    println!("  http: {}", config.http.listen);
+    Ok(())
+}

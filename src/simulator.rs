@@ -1,0 +1,501 @@
+//! The demo's workload simulator: a small shop (web frontend, API, database, worker,
+//! checkout, and a legacy Docker cron job) whose sensors and log shipper publish what
+//! real ones would, in the real formats: Tetragon process and kprobe events, Fluent Bit
+//! container logs, Kubernetes audit events, Docker engine events and the odd Falco
+//! notice. Event time runs faster than the wall clock (`speed`), so a learning phase of
+//! an hour of event time passes in a minute.
+//!
+//! A small share of records is deliberately broken (cut short, not JSON) so the demo
+//! shows dead-lettering at work.
+
+use serde_json::json;
+
+use ingest::Nanos;
+
+/// Topics the simulator publishes to, with the format each carries.
+pub const TOPICS: [(&str, &str); 6] = [
+    ("tetragon", "tetragon"),
+    ("falco", "falco"),
+    ("k8s-audit", "k8s-audit"),
+    ("docker", "docker"),
+    ("logs", "fluent-bit"),
+    // Nothing simulated goes here; it is for custom shippers (and `kcat`) to try.
+    ("native", "native"),
+];
+
+/// One record for one topic.
+pub struct Record {
+    pub topic: &'static str,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// SplitMix64: tiny, fast, and reproducible from a seed; the simulator needs no more.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+    fn chance(&mut self, per_thousand: u64) -> bool {
+        self.below(1000) < per_thousand
+    }
+    fn hex(&mut self, len: usize) -> String {
+        (0..len)
+            .map(|_| char::from(b"0123456789abcdef"[self.below(16) as usize]))
+            .collect()
+    }
+}
+
+/// A simulated Kubernetes service.
+struct Service {
+    name: &'static str,
+    pod: String,
+    container_id: String,
+    image: &'static str,
+    digest: &'static str,
+    node: &'static str,
+    /// (binary, arguments, parent binary)
+    processes: &'static [(&'static str, &'static str, &'static str)],
+    /// Paths written (a `{n}` is replaced by a random number).
+    writes: &'static [&'static str],
+    reads: &'static [&'static str],
+    /// (address, port)
+    connects: &'static [(&'static str, u16)],
+    logs: &'static [&'static str],
+}
+
+const NAMESPACE: &str = "shop";
+
+pub struct Simulator {
+    rng: Rng,
+    services: Vec<Service>,
+    now: Nanos,
+    /// Event-time nanoseconds per record, so `rate` records a wall second cover
+    /// `speed` seconds of event time.
+    step: i64,
+    bad_per_thousand: u64,
+    audit_seq: u64,
+}
+
+fn pod_name(rng: &mut Rng, workload: &str, stateful: bool) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut s = |n: usize| -> String { (0..n).map(|_| char::from(*rng.pick(ALPHABET))).collect() };
+    if stateful {
+        format!("{workload}-0")
+    } else {
+        format!("{workload}-{}-{}", s(9), s(5))
+    }
+}
+
+impl Simulator {
+    /// `rate` records per wall second covering `speed` seconds of event time each second.
+    pub fn new(seed: u64, start: Nanos, rate: u64, speed: u64, bad_per_thousand: u64) -> Self {
+        let mut rng = Rng(seed);
+        let mut service = |name: &'static str, stateful: bool| {
+            let pod = pod_name(&mut rng, name, stateful);
+            (pod, rng.hex(64))
+        };
+        let (frontend_pod, frontend_id) = service("frontend", false);
+        let (api_pod, api_id) = service("api", false);
+        let (db_pod, db_id) = service("postgres", true);
+        let (worker_pod, worker_id) = service("worker", false);
+        let (checkout_pod, checkout_id) = service("checkout", false);
+        let services = vec![
+            Service {
+                name: "frontend",
+                pod: frontend_pod,
+                container_id: frontend_id,
+                image: "docker.io/library/nginx:1.27",
+                digest: "sha256:6f1c9a7e3b2d",
+                node: "node-a",
+                processes: &[("/usr/sbin/nginx", "-g daemon off;", "/usr/sbin/nginx")],
+                writes: &[
+                    "/var/cache/nginx/proxy_temp/{n}",
+                    "/var/log/nginx/access.log",
+                ],
+                reads: &["/etc/nginx/nginx.conf", "/usr/share/nginx/html/index.html"],
+                connects: &[("10.96.12.40", 8080)],
+                logs: &[
+                    "10.0.3.{n} - - \"GET /product/{n} HTTP/1.1\" 200 5123 \"-\" \"Mozilla/5.0\"",
+                    "10.0.3.{n} - - \"GET /cart HTTP/1.1\" 200 812 \"-\" \"Mozilla/5.0\"",
+                    "10.0.3.{n} - - \"POST /checkout HTTP/1.1\" 302 0 \"-\" \"Mozilla/5.0\"",
+                ],
+            },
+            Service {
+                name: "api",
+                pod: api_pod,
+                container_id: api_id,
+                image: "ghcr.io/acme/shop-api:2.4.1",
+                digest: "sha256:0b8e4f1d2c3a",
+                node: "node-a",
+                processes: &[
+                    (
+                        "/usr/local/bin/python3.12",
+                        "/usr/local/bin/gunicorn app:app -w 4",
+                        "/usr/local/bin/python3.12",
+                    ),
+                    (
+                        "/usr/local/bin/python3.12",
+                        "-m app.healthcheck",
+                        "/usr/local/bin/gunicorn",
+                    ),
+                ],
+                writes: &["/tmp/upload-{n}", "/tmp/gunicorn-{n}.tmp"],
+                reads: &[
+                    "/app/config.yaml",
+                    "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+                ],
+                connects: &[("10.96.20.15", 5432), ("10.96.30.7", 6379)],
+                logs: &[
+                    "INFO request handled path=/api/cart/{n} status=200 duration_ms={n}",
+                    "INFO request handled path=/api/product/{n} status=200 duration_ms={n}",
+                    "WARNING slow query took {n} ms",
+                ],
+            },
+            Service {
+                name: "postgres",
+                pod: db_pod,
+                container_id: db_id,
+                image: "docker.io/library/postgres:16.4",
+                digest: "sha256:9a2b7c4d1e0f",
+                node: "node-b",
+                processes: &[(
+                    "/usr/lib/postgresql/16/bin/postgres",
+                    "-D /var/lib/postgresql/data",
+                    "/usr/lib/postgresql/16/bin/postgres",
+                )],
+                writes: &[
+                    "/var/lib/postgresql/data/base/16384/{n}",
+                    "/var/lib/postgresql/data/pg_wal/0000000100000000000000{n}",
+                ],
+                reads: &["/var/lib/postgresql/data/postgresql.conf"],
+                connects: &[],
+                logs: &[
+                    "LOG:  checkpoint starting: time",
+                    "LOG:  checkpoint complete: wrote {n} buffers ({n}.0%); 0 WAL file(s) added",
+                    "LOG:  connection received: host=10.0.4.{n} port={n}",
+                ],
+            },
+            Service {
+                name: "worker",
+                pod: worker_pod,
+                container_id: worker_id,
+                image: "ghcr.io/acme/shop-worker:2.4.1",
+                digest: "sha256:3c5d7e9f1a2b",
+                node: "node-b",
+                processes: &[
+                    (
+                        "/usr/local/bin/python3.12",
+                        "/usr/local/bin/celery -A tasks worker",
+                        "/usr/local/bin/python3.12",
+                    ),
+                    (
+                        "/usr/bin/convert",
+                        "/tmp/in-{n}.png -resize 200x200 /tmp/out-{n}.png",
+                        "/usr/local/bin/python3.12",
+                    ),
+                ],
+                writes: &["/tmp/report-{n}.csv", "/tmp/out-{n}.png"],
+                reads: &["/app/celeryconfig.py"],
+                connects: &[("10.96.30.7", 6379), ("10.96.20.15", 5432)],
+                logs: &[
+                    "Task tasks.send_email[{n}] succeeded in 0.{n}s: None",
+                    "Task tasks.resize_image[{n}] received",
+                ],
+            },
+            Service {
+                name: "checkout",
+                pod: checkout_pod,
+                container_id: checkout_id,
+                image: "ghcr.io/acme/checkout:1.8.2",
+                digest: "sha256:aa11bb22cc33",
+                node: "node-a",
+                processes: &[("/app/checkout", "--listen :8443", "/app/checkout")],
+                writes: &[],
+                reads: &["/etc/ssl/certs/ca-certificates.crt"],
+                connects: &[("10.96.12.40", 8080), ("34.120.8.9", 443)],
+                logs: &[
+                    "{\"level\":\"info\",\"msg\":\"payment authorized\",\"order\":{n}}",
+                    "{\"level\":\"info\",\"msg\":\"cart checked out\",\"items\":{n}}",
+                ],
+            },
+        ];
+        let rate = rate.max(1) as i64;
+        let speed = speed.max(1) as i64;
+        Simulator {
+            rng,
+            services,
+            now: start,
+            step: speed * 1_000_000_000 / rate,
+            bad_per_thousand,
+            audit_seq: 0,
+        }
+    }
+
+    /// The next record, advancing event time by one step (with jitter).
+    pub fn next_record(&mut self) -> Record {
+        self.now = self
+            .now
+            .saturating_add(self.step / 2 + self.rng.below(self.step.max(1) as u64) as i64);
+        let roll = self.rng.below(1000);
+        let mut record = if roll < 5 {
+            self.docker_event()
+        } else if roll < 15 {
+            self.audit_event()
+        } else if roll < 18 {
+            self.falco_notice()
+        } else if roll < 450 {
+            self.log_line()
+        } else {
+            self.tetragon_event()
+        };
+        if self.rng.chance(self.bad_per_thousand) {
+            // A shipper restart cuts a record short, or a sidecar writes plain text.
+            let cut = record.payload.len() / 2;
+            if self.rng.chance(500) {
+                record.payload.truncate(cut);
+            } else {
+                record.payload = b"WARN shipper buffer overflow, dropping chunk".to_vec();
+            }
+        }
+        record
+    }
+
+    fn fill(&mut self, template: &str) -> String {
+        let mut out = String::with_capacity(template.len() + 8);
+        let mut parts = template.split("{n}");
+        out.push_str(parts.next().unwrap_or_default());
+        for part in parts {
+            out.push_str(&self.rng.below(10_000).to_string());
+            out.push_str(part);
+        }
+        out
+    }
+
+    fn pod_json(&self, s: &Service) -> serde_json::Value {
+        json!({
+            "namespace": NAMESPACE,
+            "name": s.pod,
+            "container": {
+                "id": format!("containerd://{}", s.container_id),
+                "name": s.name,
+                "image": { "id": format!("{}@{}", s.image.rsplit_once(':').map_or(s.image, |(r, _)| r), s.digest), "name": s.image },
+            },
+            "pod_labels": { "app": s.name },
+            "workload": s.name,
+            "workload_kind": if s.name == "postgres" { "StatefulSet" } else { "Deployment" },
+        })
+    }
+
+    fn tetragon_event(&mut self) -> Record {
+        let i = self.rng.below(self.services.len() as u64) as usize;
+        let time = self.now.to_rfc3339();
+        let (binary, args, parent) = *self.rng.pick(self.services[i].processes);
+        let args = self.fill(args);
+        let pid = 100 + self.rng.below(30_000);
+        let s = &self.services[i];
+        let process = json!({
+            "exec_id": format!("{}:{}", s.node, pid),
+            "pid": pid,
+            "cwd": "/app",
+            "binary": binary,
+            "arguments": args,
+            "flags": "execve clone",
+            "start_time": time,
+            "pod": self.pod_json(s),
+        });
+        let parent = json!({ "binary": parent, "pid": 1 });
+        let node = s.node;
+        let (writes, reads, connects) = (s.writes, s.reads, s.connects);
+        let roll = self.rng.below(10);
+        let body = if roll < 3 {
+            json!({ "process_exec": { "process": process, "parent": parent } })
+        } else if roll < 6 && !writes.is_empty() {
+            let template = *self.rng.pick(writes);
+            let path = self.fill(template);
+            json!({ "process_kprobe": {
+                "process": process, "parent": parent,
+                "function_name": "security_file_permission",
+                "args": [ { "file_arg": { "path": path, "permission": "-rw-r--r--" } }, { "int_arg": 2 } ],
+                "return": { "int_arg": 0 }, "action": "KPROBE_ACTION_POST", "policy_name": "file-monitoring",
+            }})
+        } else if roll < 8 && !connects.is_empty() {
+            let (addr, port) = *self.rng.pick(connects);
+            let sport = 32768 + self.rng.below(28_000);
+            json!({ "process_kprobe": {
+                "process": process, "parent": parent,
+                "function_name": "tcp_connect",
+                "args": [ { "sock_arg": { "family": "AF_INET", "type": "SOCK_STREAM", "protocol": "IPPROTO_TCP",
+                    "saddr": "10.0.1.5", "daddr": addr, "sport": sport, "dport": port } } ],
+                "action": "KPROBE_ACTION_POST", "policy_name": "network-monitoring",
+            }})
+        } else if roll < 9 && !reads.is_empty() {
+            let path = *self.rng.pick(reads);
+            json!({ "process_kprobe": {
+                "process": process, "parent": parent,
+                "function_name": "fd_install",
+                "args": [ { "int_arg": 3 }, { "file_arg": { "path": path } } ],
+                "action": "KPROBE_ACTION_POST", "policy_name": "file-monitoring",
+            }})
+        } else {
+            json!({ "process_exit": { "process": process, "parent": parent, "time": time } })
+        };
+        let mut body = body;
+        body["node_name"] = json!(node);
+        body["time"] = json!(time);
+        Record {
+            topic: "tetragon",
+            key: self.services[i].name.to_owned(),
+            payload: body.to_string().into_bytes(),
+        }
+    }
+
+    fn log_line(&mut self) -> Record {
+        let i = self.rng.below(self.services.len() as u64) as usize;
+        let template = *self.rng.pick(self.services[i].logs);
+        let line = self.fill(template);
+        let s = &self.services[i];
+        let stream = if line.starts_with("WARNING") || line.starts_with("LOG:") {
+            "stderr"
+        } else {
+            "stdout"
+        };
+        let body = json!({
+            "@timestamp": self.now.0 as f64 / 1e9,
+            "log": format!("{line}\n"),
+            "stream": stream,
+            "kubernetes": {
+                "pod_name": s.pod,
+                "namespace_name": NAMESPACE,
+                "container_name": s.name,
+                "container_image": s.image,
+                "docker_id": s.container_id,
+                "labels": { "app": s.name },
+                "host": s.node,
+            },
+        });
+        Record {
+            topic: "logs",
+            key: s.name.to_owned(),
+            payload: body.to_string().into_bytes(),
+        }
+    }
+
+    fn audit_event(&mut self) -> Record {
+        self.audit_seq += 1;
+        let i = self.rng.below(self.services.len() as u64) as usize;
+        let s = &self.services[i];
+        let time = self
+            .now
+            .to_datetime()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        // Mostly controllers reading pods; now and then the CI bot execs a migration check.
+        let exec = self.rng.chance(100) && s.name == "api";
+        let body = if exec {
+            json!({
+                "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
+                "auditID": format!("00000000-0000-4000-8000-{:012x}", self.audit_seq),
+                "stage": "ResponseStarted", "verb": "get",
+                "requestURI": format!("/api/v1/namespaces/{NAMESPACE}/pods/{}/exec?command=python3&command=-m&command=app.migrations&command=--check&container=api&stdout=true", s.pod),
+                "user": { "username": "system:serviceaccount:ci:deploy-bot", "groups": ["system:serviceaccounts"] },
+                "sourceIPs": ["10.0.0.12"], "userAgent": "kubectl/v1.31.0",
+                "objectRef": { "resource": "pods", "namespace": NAMESPACE, "name": s.pod, "apiVersion": "v1", "subresource": "exec" },
+                "responseStatus": { "metadata": {}, "code": 101 },
+                "requestReceivedTimestamp": time, "stageTimestamp": time,
+            })
+        } else {
+            json!({
+                "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
+                "auditID": format!("00000000-0000-4000-8000-{:012x}", self.audit_seq),
+                "stage": "ResponseComplete", "verb": "get",
+                "requestURI": format!("/api/v1/namespaces/{NAMESPACE}/pods/{}", s.pod),
+                "user": { "username": "system:serviceaccount:kube-system:endpointslice-controller" },
+                "sourceIPs": ["10.0.0.2"],
+                "objectRef": { "resource": "pods", "namespace": NAMESPACE, "name": s.pod, "apiVersion": "v1" },
+                "responseStatus": { "metadata": {}, "code": 200 },
+                "requestReceivedTimestamp": time, "stageTimestamp": time,
+            })
+        };
+        Record {
+            topic: "k8s-audit",
+            key: s.name.to_owned(),
+            payload: body.to_string().into_bytes(),
+        }
+    }
+
+    fn docker_event(&mut self) -> Record {
+        let action = *self.rng.pick(&[
+            "start",
+            "die",
+            "start",
+            "exec_start: /usr/local/bin/backup --incremental",
+        ]);
+        let mut attributes = json!({
+            "image": "registry.local:5000/billing/cron:3.2",
+            "name": "billing-cron",
+            "com.docker.compose.service": "billing-cron",
+        });
+        if action == "die" {
+            attributes["exitCode"] = json!("0");
+        }
+        let body = json!({
+            "Type": "container",
+            "Action": action,
+            "Actor": { "ID": "9c1f7e2b4a6d8c0e1f3a5b7c9d1e3f5a7b9c1d3e5f7a9b1c3d5e7f9a1b3c5d7e", "Attributes": attributes },
+            "scope": "local",
+            "time": self.now.0 / 1_000_000_000,
+            "timeNano": self.now.0,
+        });
+        Record {
+            topic: "docker",
+            key: "billing-cron".to_owned(),
+            payload: body.to_string().into_bytes(),
+        }
+    }
+
+    fn falco_notice(&mut self) -> Record {
+        let s = &self.services[3]; // the worker talks to the API server for its leases
+        let body = json!({
+            "time": self.now.to_rfc3339(),
+            "rule": "Contact K8S API Server From Container",
+            "priority": "Notice",
+            "source": "syscall",
+            "hostname": s.node,
+            "tags": ["container", "k8s", "network", "mitre_discovery"],
+            "output": "Unexpected connection to K8s API Server from container",
+            "output_fields": {
+                "evt.time": self.now.0,
+                "proc.name": "python3.12",
+                "proc.exepath": "/usr/local/bin/python3.12",
+                "proc.cmdline": "python3.12 /usr/local/bin/celery -A tasks worker",
+                "proc.pname": "celery",
+                "user.name": "app",
+                "user.uid": 1000,
+                "container.id": &s.container_id[..12],
+                "container.name": s.name,
+                "container.image.repository": "ghcr.io/acme/shop-worker",
+                "container.image.tag": "2.4.1",
+                "k8s.ns.name": NAMESPACE,
+                "k8s.pod.name": s.pod,
+                "fd.name": "10.0.1.7:41234->10.96.0.1:443",
+            },
+        });
+        Record {
+            topic: "falco",
+            key: s.name.to_owned(),
+            payload: body.to_string().into_bytes(),
+        }
+    }
+}

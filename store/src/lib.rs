@@ -1,0 +1,16 @@
+//! Store: driftwatch's columnar in-memory tables (Arrow).
+//!
+//! It owns the table schemas, appends with retention, and consistent snapshots that
+//! readers (SQL, reports) take without blocking ingest. It depends only on `ingest` (for
+//! the event model) and never on detection, compliance or the query engine: those read
+//! its snapshots, it does not know they exist.
+
+mod config;
+mod events;
+pub mod metrics;
+mod schema;
+
+pub use config::{ByteSize, StoreConfig};
+pub use events::{AppendOutcome, EventTable, EventsSnapshot};
+pub use metrics::StoreMetrics;
+pub use schema::events_schema;
