@@ -1,19 +1,4 @@
-//! driftwatch: a container runtime-security daemon. It consumes sensor events and
-//! container logs from Kafka, keeps them in columnar in-memory tables, learns how each
-//! service behaves and explains drift.
-//!
-//! This binary owns the CLI, config loading, wiring of the stages, the supervisor and
-//! shutdown, and the `demo`. The work itself lives in the workspace crates.
-
-mod config;
-mod daemon;
-mod demo;
-mod http;
-mod pipeline;
-mod replay;
-mod simulator;
-mod supervisor;
-mod telemetry;
+//! The `driftwatch` command line. Everything it runs lives in the library beside it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use driftwatch::config::{self, Config};
+use driftwatch::{daemon, demo, replay, supervisor, telemetry};
 
 #[derive(Parser)]
 #[command(

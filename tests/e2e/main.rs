@@ -1,0 +1,8 @@
+//! End-to-end tests: the real binary, a real Kafka-protocol broker (librdkafka's mock
+//! cluster) and real outside clients (`kcat`).
+
+mod common;
+mod demo_kcat;
+mod kafka_ingest;
+mod replay_cli;
+mod run_cli;

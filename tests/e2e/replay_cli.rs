@@ -1,0 +1,146 @@
+//! `driftwatch replay` and `check-config` as a user runs them.
+
+use std::process::{Command, Stdio};
+
+use crate::common::{binary, fixtures};
+
+#[test]
+fn replay_reads_mixed_files_and_reports_counts_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let out = Command::new(binary())
+        .args(["replay", "--no-progress", "--dead-letter"])
+        .arg(&dead)
+        .arg(fixtures().join("mixed.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("replayed 9 records from 1 file(s): 6 events, 1 ignored, 2 dead-lettered"),
+        "{stderr}"
+    );
+    for line in [
+        "events from falco: 1",
+        "events from tetragon: 2",
+        "events from log: 1",
+        "events from k8s_audit: 1",
+        "events from docker: 1",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in {stderr}");
+    }
+    // No alert or finding comes out of plain ingest: the output is empty JSON lines.
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["reason"], "not_json");
+    assert_eq!(letters[0]["provenance"]["offset"], 4);
+    assert!(
+        letters[0]["provenance"]["origin"]
+            .as_str()
+            .unwrap()
+            .ends_with("mixed.jsonl")
+    );
+    assert_eq!(letters[1]["reason"], "truncated");
+    assert_eq!(letters[1]["payload_encoding"], "utf8");
+}
+
+#[test]
+fn replay_reads_standard_input_with_a_declared_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .current_dir(dir.path())
+        .args(["replay", "--format", "native", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            r#"{{"time":"2026-03-02T10:15:00Z","kind":"log","service":"a/b","message":"hello"}}"#
+        )
+        .unwrap();
+        writeln!(
+            stdin,
+            r#"{{"time":1772446501000000000,"kind":"log","message":"no service"}}"#
+        )
+        .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("replayed 2 records from 1 file(s): 2 events, 0 ignored, 0 dead-lettered"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("dead-letter.jsonl").exists(),
+        "a clean replay leaves no dead-letter file"
+    );
+}
+
+#[test]
+fn a_missing_input_file_is_a_clear_error() {
+    let out = Command::new(binary())
+        .args(["replay", "/nonexistent/events.jsonl"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reading /nonexistent/events.jsonl failed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_line_of_a_mistake() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("driftwatch.example.toml");
+    let out = Command::new(binary())
+        .arg("check-config")
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("topic tetragon as tetragon"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[kafka]\nbrokers = \"b:9092\"\n[[kafka.topics]]\nname = \"t\"\nformat = \"syslog\"\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("line 5") && stderr.contains("syslog"),
+        "{stderr}"
+    );
+}
