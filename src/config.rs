@@ -66,6 +66,9 @@ pub struct IngestConfig {
     /// Records larger than this are dead-lettered unread.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: ByteSize,
+    /// Events timed further than this ahead of the wall clock are dead-lettered.
+    #[serde(default = "default_max_future_skew", with = "humantime_serde")]
+    pub max_future_skew: std::time::Duration,
     #[serde(default)]
     pub service_key: ServiceKeyConfig,
 }
@@ -74,9 +77,14 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             max_record_bytes: default_max_record_bytes(),
+            max_future_skew: default_max_future_skew(),
             service_key: ServiceKeyConfig::default(),
         }
     }
+}
+
+fn default_max_future_skew() -> std::time::Duration {
+    ingest::decode::DEFAULT_MAX_FUTURE_SKEW
 }
 
 fn default_max_record_bytes() -> ByteSize {

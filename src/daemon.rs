@@ -27,6 +27,7 @@ pub struct Daemon {
 pub fn decoder(config: &Config) -> Decoder {
     let limits = DecodeLimits {
         max_record_bytes: config.ingest.max_record_bytes.0,
+        max_future_skew: config.ingest.max_future_skew,
         ..DecodeLimits::default()
     };
     Decoder::new(limits, ServiceKeyer::new(config.ingest.service_key.clone()))
@@ -79,11 +80,20 @@ pub async fn start(
     let pipeline = stages.clone();
     let shared_totals = totals.clone();
     sup.spawn("pipeline", async move {
-        let result = pipeline.apply_all(rx, &shared_totals).await;
-        // Everything applied is acknowledged; make the commit durable before leaving the group.
-        source.commit().context("final offset commit failed")?;
-        info!("Pipeline drained; offsets committed.");
-        result
+        let applied = pipeline.apply_all(rx, &shared_totals).await;
+        // Everything applied is acknowledged (also when the pipeline failed part way);
+        // make the commit durable before leaving the group.
+        let committed = tokio::task::spawn_blocking(move || source.commit())
+            .await
+            .context("commit task panicked")?;
+        match (&applied, committed) {
+            (_, Ok(())) => info!("Pipeline drained; offsets committed."),
+            (Ok(()), Err(e)) => {
+                return Err(anyhow::Error::new(e).context("final offset commit failed"));
+            }
+            (Err(_), Err(e)) => tracing::error!(error = %e, "Final offset commit failed too."),
+        }
+        applied
     });
     info!(
         brokers = %kafka.brokers,

@@ -50,7 +50,7 @@ impl Supervisor {
             #[cfg(not(unix))]
             let term = std::future::pending::<()>();
             tokio::select! {
-                _ = ctrl_c => info!("Interrupted; shutting down."),
+                Ok(()) = ctrl_c => info!("Interrupted; shutting down."),
                 () = term => info!("Terminated; shutting down."),
                 () = cancel.cancelled() => {}
             }

@@ -202,3 +202,49 @@ impl DeadLetterSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_payloads_are_kept_as_base64() {
+        let error = DecodeError::new(Reason::NotJson, "expected value");
+        let letter = DeadLetter::new(
+            Provenance::kafka("falco", 2, 41),
+            "falco",
+            &error,
+            b"\x00\xff\xfe",
+        );
+        assert_eq!(letter.payload_encoding, PayloadEncoding::Base64);
+        assert_eq!(letter.payload, "AP/+");
+        assert_eq!(letter.provenance.to_string(), "falco/2@41");
+    }
+
+    #[test]
+    fn oversized_payloads_keep_their_head_and_say_how_big_they_were() {
+        let error = DecodeError::new(Reason::Oversized, "too big");
+        let payload = vec![b'x'; 3 * OVERSIZED_PAYLOAD_KEPT];
+        let letter = DeadLetter::new(Provenance::file("big.jsonl", 7), "auto", &error, &payload);
+        assert_eq!(letter.payload.len(), OVERSIZED_PAYLOAD_KEPT);
+        assert_eq!(letter.payload_bytes, payload.len());
+    }
+
+    #[tokio::test]
+    async fn the_file_sink_appends_one_json_line_per_letter_and_creates_nothing_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let mut sink = DeadLetterSink::file(&path);
+        sink.write(&[]).await.unwrap();
+        assert!(!path.exists());
+        let error = DecodeError::new(Reason::Truncated, "EOF while parsing");
+        let letter = DeadLetter::new(Provenance::file("in.jsonl", 3), "auto", &error, b"{\"a\":");
+        sink.write(&[letter.clone(), letter.clone()]).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let back: Vec<DeadLetter> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(back, vec![letter.clone(), letter]);
+    }
+}

@@ -66,6 +66,15 @@ pub fn workload_from_pod_name(pod: &str) -> &str {
     &pod[..end]
 }
 
+/// `ghcr.io/acme/worker` → `acme/worker`: the registry host is where an image is
+/// stored, not what it is; the rest of the path tells `acme/api` from `other/api`.
+fn without_registry(repository: &str) -> &str {
+    match repository.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+        _ => repository,
+    }
+}
+
 impl ServiceKeyer {
     pub fn new(config: ServiceKeyConfig) -> Self {
         ServiceKeyer { config }
@@ -91,10 +100,7 @@ impl ServiceKeyer {
         non_empty(w.workload.as_ref())
             .or_else(|| non_empty(w.pod.as_ref()).map(workload_from_pod_name))
             .or_else(|| non_empty(w.labels.get(COMPOSE_SERVICE_LABEL)))
-            .or_else(|| {
-                non_empty(w.image.repository.as_ref())
-                    .map(|repo| repo.rsplit('/').next().unwrap_or(repo))
-            })
+            .or_else(|| non_empty(w.image.repository.as_ref()).map(without_registry))
             .or_else(|| non_empty(w.container_name.as_ref()))
     }
 }
@@ -148,7 +154,7 @@ mod tests {
             container_name: Some("worker_1".into()),
             ..Workload::default()
         };
-        assert_eq!(ServiceKeyer::default().key(&w), "worker");
+        assert_eq!(ServiceKeyer::default().key(&w), "acme/worker");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! driftwatch models exec and attach into pods. They are recognised by the
 //! subresource, never the verb: over SPDY the verb is `create`, over WebSocket (kubectl's
 //! default since about 1.30) it is `get`. The container and the command are only in the
-//! `requestURI` query string. One request produces an event per audit stage, so repeated
-//! audit IDs are dropped. Other audit events are ignored.
+//! `requestURI` query string. One request produces an event per audit stage: the
+//! exec is reported from the first stage that carries the response code (101 started,
+//! 403 denied), so `RequestReceived` is ignored and later repeats of the audit ID are
+//! dropped. Other audit events are ignored.
 
 use serde::Deserialize;
 
@@ -22,6 +24,8 @@ struct AuditEvent {
     items: Option<Vec<AuditEvent>>,
     #[serde(rename = "auditID", default, deserialize_with = "opt_string")]
     audit_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_string")]
+    stage: Option<String>,
     #[serde(rename = "requestURI", default, deserialize_with = "opt_string")]
     request_uri: Option<String>,
     user: Option<User>,
@@ -58,11 +62,13 @@ struct ResponseStatus {
     code: Option<i64>,
 }
 
-/// `first_sight(audit_id)` is true the first time an audit ID is seen.
+/// `seen(audit_id)` says whether an audit ID was already reported; the IDs this record
+/// reports are added to `new_ids`, for the caller to remember once the record is accepted.
 pub(super) fn decode(
     payload: &[u8],
     out: &mut Vec<Event>,
-    first_sight: &mut dyn FnMut(&str) -> bool,
+    seen: &dyn Fn(&str) -> bool,
+    new_ids: &mut Vec<String>,
 ) -> Result<Option<&'static str>, DecodeError> {
     let doc: AuditEvent = parse(payload)?;
     match (doc.kind.as_deref(), doc.items) {
@@ -70,7 +76,7 @@ pub(super) fn decode(
             let start = out.len();
             let mut last_ignored = "empty_event_list";
             for item in items {
-                if let Some(why) = one(item, out, first_sight)? {
+                if let Some(why) = one(item, out, seen, new_ids)? {
                     last_ignored = why;
                 }
             }
@@ -79,7 +85,7 @@ pub(super) fn decode(
         (Some("EventList"), None) => Err(wrong_shape("EventList has no items")),
         (_, None) => {
             let single = AuditEvent { items: None, ..doc };
-            one(single, out, first_sight)
+            one(single, out, seen, new_ids)
         }
         (Some(_), Some(_)) => Err(wrong_shape("audit Event carries items")),
     }
@@ -88,7 +94,8 @@ pub(super) fn decode(
 fn one(
     e: AuditEvent,
     out: &mut Vec<Event>,
-    first_sight: &mut dyn FnMut(&str) -> bool,
+    seen: &dyn Fn(&str) -> bool,
+    new_ids: &mut Vec<String>,
 ) -> Result<Option<&'static str>, DecodeError> {
     let Some(object) = &e.object_ref else {
         return Ok(Some("not_exec"));
@@ -110,9 +117,13 @@ fn one(
         (None, Some(t)) => parse_time("stageTimestamp", t)?,
         (None, None) => return Err(wrong_shape("audit event has no timestamp")),
     };
-    if !first_sight(audit_id) {
+    if e.stage.as_deref() == Some("RequestReceived") {
+        return Ok(Some("request_received_stage"));
+    }
+    if seen(audit_id) || new_ids.iter().any(|id| id == audit_id) {
         return Ok(Some("repeated_stage"));
     }
+    new_ids.push(audit_id.to_owned());
     let mut command = Vec::new();
     let mut container = None;
     if let Some(query) = e

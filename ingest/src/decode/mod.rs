@@ -90,11 +90,18 @@ pub struct DecodeLimits {
     pub min_time: Nanos,
     /// Event times after this are absurd (dead-lettered).
     pub max_time: Nanos,
+    /// Event times further than this ahead of the wall clock are absurd: one record from
+    /// a node with a wrong clock must not push event-time windows (and retention) into
+    /// the future.
+    pub max_future_skew: std::time::Duration,
 }
 
 /// 1 MiB: Kafka's default `message.max.bytes` is about the same, so a larger record is
 /// almost certainly not a sensor event.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// One hour: far beyond NTP drift, short enough that a bad clock cannot move windows far.
+pub const DEFAULT_MAX_FUTURE_SKEW: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Default for DecodeLimits {
     fn default() -> Self {
@@ -104,6 +111,7 @@ impl Default for DecodeLimits {
             // time past the second is a unit mix-up (micro- or nanoseconds read as seconds).
             min_time: Nanos(946_684_800 * crate::time::NANOS_PER_SECOND),
             max_time: Nanos(4_102_444_800 * crate::time::NANOS_PER_SECOND),
+            max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
         }
     }
 }
@@ -129,6 +137,8 @@ pub struct Decoder {
     keyer: ServiceKeyer,
     seen_audit_ids: HashSet<String>,
     audit_id_order: VecDeque<String>,
+    /// Audit IDs the record being decoded reports; remembered only if it is accepted.
+    new_audit_ids: Vec<String>,
 }
 
 impl Decoder {
@@ -138,6 +148,7 @@ impl Decoder {
             keyer,
             seen_audit_ids: HashSet::new(),
             audit_id_order: VecDeque::new(),
+            new_audit_ids: Vec::new(),
         }
     }
 
@@ -160,12 +171,14 @@ impl Decoder {
             ));
         }
         let start = out.len();
+        self.new_audit_ids.clear();
         let result = match self.detect_and_decode(format, payload, out) {
             // Sensors pass through what programs print, invalid UTF-8 included, and JSON
             // may not carry it. Rather than lose the record, decode it again with the bad
             // bytes replaced (U+FFFD). Only the failure path pays for the check.
             Err(e) if e.reason == Reason::NotJson && std::str::from_utf8(payload).is_err() => {
                 out.truncate(start);
+                self.new_audit_ids.clear();
                 let lossy = String::from_utf8_lossy(payload);
                 self.detect_and_decode(format, lossy.as_bytes(), out)
             }
@@ -186,6 +199,9 @@ impl Decoder {
                 if event.service.is_empty() {
                     event.service = self.keyer.key(&event.workload);
                 }
+            }
+            for id in std::mem::take(&mut self.new_audit_ids) {
+                self.remember_audit_id(id);
             }
             Ok(Decoded::Events {
                 source,
@@ -213,7 +229,15 @@ impl Decoder {
         let ignored = match format {
             Format::Falco => falco::decode(payload, out),
             Format::Tetragon => tetragon::decode(payload, out),
-            Format::K8sAudit => k8s_audit::decode(payload, out, &mut |id| self.first_sight(id)),
+            Format::K8sAudit => {
+                let seen = &self.seen_audit_ids;
+                k8s_audit::decode(
+                    payload,
+                    out,
+                    &|id| seen.contains(id),
+                    &mut self.new_audit_ids,
+                )
+            }
             Format::Docker => docker::decode(payload, out),
             Format::FluentBit => fluentbit::decode(payload, out),
             Format::Native => decode_native(payload, out),
@@ -229,6 +253,14 @@ impl Decoder {
             return absurd(format!(
                 "event time {} is outside {} .. {}",
                 event.time.0, self.limits.min_time, self.limits.max_time
+            ));
+        }
+        let skew = i64::try_from(self.limits.max_future_skew.as_nanos()).unwrap_or(i64::MAX);
+        let latest = Nanos::now().saturating_add(skew);
+        if event.time > latest {
+            return absurd(format!(
+                "event time {} is more than {:?} ahead of the clock",
+                event.time, self.limits.max_future_skew
             ));
         }
         match &event.kind {
@@ -247,19 +279,15 @@ impl Decoder {
         }
     }
 
-    /// True the first time an audit ID is seen (within the remembered window).
-    fn first_sight(&mut self, audit_id: &str) -> bool {
-        if self.seen_audit_ids.contains(audit_id) {
-            return false;
-        }
+    /// Remembers a reported audit ID, forgetting the oldest beyond the window.
+    fn remember_audit_id(&mut self, audit_id: String) {
         if self.audit_id_order.len() == AUDIT_ID_MEMORY
             && let Some(old) = self.audit_id_order.pop_front()
         {
             self.seen_audit_ids.remove(&old);
         }
-        self.seen_audit_ids.insert(audit_id.to_owned());
-        self.audit_id_order.push_back(audit_id.to_owned());
-        true
+        self.seen_audit_ids.insert(audit_id.clone());
+        self.audit_id_order.push_back(audit_id);
     }
 }
 
@@ -283,9 +311,7 @@ struct Probe {
     process_exec: Option<IgnoredAny>,
     process_exit: Option<IgnoredAny>,
     process_kprobe: Option<IgnoredAny>,
-    process_tracepoint: Option<IgnoredAny>,
-    process_lsm: Option<IgnoredAny>,
-    process_uprobe: Option<IgnoredAny>,
+    node_name: Option<IgnoredAny>,
     #[serde(rename = "auditID")]
     audit_id: Option<IgnoredAny>,
     #[serde(rename = "apiVersion")]
@@ -301,6 +327,18 @@ struct Probe {
     log: Option<IgnoredAny>,
     time: Option<IgnoredAny>,
 }
+
+/// The `kind` tags of native events (see [`EventKind::name`]).
+const NATIVE_KINDS: [&str; 8] = [
+    "process_exec",
+    "process_exit",
+    "file_access",
+    "network",
+    "exec_into",
+    "container",
+    "log",
+    "sensor_alert",
+];
 
 /// `kind` is a string in native events and audit events; anything else is kept as "not
 /// a string" rather than failing detection.
@@ -318,16 +356,16 @@ pub fn detect(payload: &[u8]) -> Result<Format, DecodeError> {
         Some(ProbeKind::Text(k)) => Some(k.as_str()),
         _ => None,
     };
-    let format = if probe.output_fields.is_some()
-        || (probe.rule.is_some() && probe.priority.is_some())
-    {
+    let native_kind = kind.is_some_and(|k| NATIVE_KINDS.contains(&k));
+    let format = if native_kind && probe.time.is_some() {
+        // Checked first: a native sensor_alert also has `rule` and `priority`.
+        Format::Native
+    } else if probe.output_fields.is_some() || (probe.rule.is_some() && probe.priority.is_some()) {
         Format::Falco
     } else if probe.process_exec.is_some()
         || probe.process_exit.is_some()
         || probe.process_kprobe.is_some()
-        || probe.process_tracepoint.is_some()
-        || probe.process_lsm.is_some()
-        || probe.process_uprobe.is_some()
+        || probe.node_name.is_some()
     {
         Format::Tetragon
     } else if probe.audit_id.is_some()
@@ -343,8 +381,6 @@ pub fn detect(payload: &[u8]) -> Result<Format, DecodeError> {
         || (probe.kubernetes.is_some() && probe.log.is_some())
     {
         Format::FluentBit
-    } else if kind.is_some() && probe.time.is_some() {
-        Format::Native
     } else {
         return Err(DecodeError::new(
             Reason::UnknownFormat,
@@ -451,6 +487,34 @@ mod tests {
             decode_one(Format::Native, json).unwrap_err().reason,
             Reason::AbsurdValue
         );
+    }
+
+    #[test]
+    fn times_far_ahead_of_the_clock_are_absurd() {
+        let ahead = Nanos::now().saturating_add(2 * 3600 * crate::time::NANOS_PER_SECOND);
+        let json = format!(
+            r#"{{"time":{},"kind":"log","message":"from a node with a bad clock"}}"#,
+            ahead.0
+        );
+        assert_eq!(
+            decode_one(Format::Native, &json).unwrap_err().reason,
+            Reason::AbsurdValue
+        );
+    }
+
+    #[test]
+    fn native_sensor_alerts_are_not_mistaken_for_falco() {
+        let json = r#"{"time":"2026-03-02T10:00:00Z","kind":"sensor_alert","rule":"r","priority":"Notice","service":"a/b"}"#;
+        assert_eq!(detect(json.as_bytes()).unwrap(), Format::Native);
+    }
+
+    #[test]
+    fn native_kinds_are_the_event_kind_tags() {
+        let kind = EventKind::ProcessExec {
+            process: Default::default(),
+        };
+        assert!(NATIVE_KINDS.contains(&kind.name()));
+        assert_eq!(NATIVE_KINDS.len(), 8);
     }
 
     #[test]

@@ -21,9 +21,6 @@ struct Record {
     process_exec: Option<Exec>,
     process_exit: Option<Exit>,
     process_kprobe: Option<Kprobe>,
-    process_tracepoint: Option<serde::de::IgnoredAny>,
-    process_lsm: Option<serde::de::IgnoredAny>,
-    process_uprobe: Option<serde::de::IgnoredAny>,
     #[serde(default, deserialize_with = "opt_string")]
     node_name: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
@@ -133,8 +130,6 @@ struct SockArg {
     protocol: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     daddr: Option<String>,
-    #[serde(default, deserialize_with = "opt_string")]
-    saddr: Option<String>,
     #[serde(default, deserialize_with = "opt_u16")]
     dport: Option<u16>,
     #[serde(default, deserialize_with = "opt_u16")]
@@ -171,10 +166,9 @@ pub(super) fn decode(
             return Ok(Some("unmodelled_kprobe"));
         };
         (kprobe.process, kind)
-    } else if record.process_tracepoint.is_some()
-        || record.process_lsm.is_some()
-        || record.process_uprobe.is_some()
-    {
+    } else if record.node_name.is_some() {
+        // process_tracepoint, process_lsm, process_loader, rate_limit_info, …: Tetragon
+        // adds event types over time, all carrying node_name.
         return Ok(Some("unmodelled_event"));
     } else {
         return Err(wrong_shape(
@@ -294,7 +288,8 @@ fn kprobe_kind(k: &Kprobe, process: Process) -> Result<Option<EventKind>, Decode
             network(Direction::Connect, sock, &k.function_name, process)?
         }
         "inet_csk_accept" => {
-            // The accepted socket is the return value; its source is the peer.
+            // The accepted socket is the return value: `daddr` is the peer, `sport` the
+            // local port it connected to.
             let sock = k.return_arg.as_ref().and_then(|a| a.sock_arg.as_ref());
             network(Direction::Accept, sock, &k.function_name, process)?
         }
@@ -313,7 +308,7 @@ fn network(
         sock.ok_or_else(|| wrong_shape(format!("{function} event has no socket argument")))?;
     let (address, port) = match direction {
         Direction::Connect => (sock.daddr.clone(), sock.dport),
-        Direction::Accept => (sock.saddr.clone(), sock.sport),
+        Direction::Accept => (sock.daddr.clone(), sock.sport),
     };
     let address =
         address.ok_or_else(|| wrong_shape(format!("{function} socket has no address")))?;

@@ -5,9 +5,9 @@
 //! auto-commit then commits stored offsets, and shutdown commits them synchronously. A
 //! crash replays at most the uncommitted tail and never skips a record.
 //!
-//! Backpressure: batches go to the pipeline over a bounded channel. When it is full the
-//! consumer pauses its assignment (librdkafka stops fetching), waits for room and
-//! resumes; nothing queues without bound.
+//! Backpressure: batches go to the pipeline over a bounded channel. When it stays full
+//! the consumer pauses its assignment (librdkafka stops fetching), keeps polling so the
+//! group stays healthy, waits for room and resumes; nothing queues without bound.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -108,6 +108,11 @@ fn default_channel_capacity() -> usize {
 fn default_format() -> Format {
     Format::Auto
 }
+
+/// How long a batch may wait for room in the channel before the consumer pauses its
+/// partitions. Pausing makes librdkafka drop what it prefetched and fetch it again on
+/// resume, so it is for a pipeline that is really behind, not for a moment's jitter.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
 
 /// How often librdkafka reports statistics (the source of the lag metric), unless the
 /// config sets `statistics.interval.ms` itself.
@@ -251,75 +256,90 @@ impl KafkaSource {
         loop {
             let flush_due = tokio::select! {
                 biased;
-                () = cancel.cancelled() => break,
+                () = cancel.cancelled() => return Ok(()),
                 () = sleep_until(deadline) => true,
-                msg = self.consumer.recv() => match msg {
-                    Ok(m) => {
-                        let topic = m.topic();
-                        let format = self.formats.get(topic).copied().unwrap_or(Format::Auto);
-                        let provenance = Provenance::kafka(topic, m.partition(), m.offset());
-                        pending.push(format, m.payload().unwrap_or_default(), provenance);
-                        offsets.insert((topic.to_owned(), m.partition()), m.offset());
-                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.config.flush_interval);
-                        pending.records() >= batch_size
-                    }
-                    Err(e) => {
-                        // librdkafka recovers from broker and network errors by itself;
-                        // these are reports, not reasons to stop.
-                        self.metrics.receive_error();
-                        warn!(error = %e, "Kafka consumer reported an error.");
-                        false
-                    }
-                },
-            };
-            if flush_due && pending.records() > 0 {
-                deadline = None;
-                let (events, stats) = pending.take(&mut dead_letters).await?;
-                let batch = Batch {
-                    events,
-                    stats,
-                    ack: Ack::Kafka {
-                        consumer: self.consumer.clone(),
-                        offsets: std::mem::take(&mut offsets),
-                    },
-                };
-                if !self.hand_over(batch, &tx, &cancel).await? {
-                    break;
+                msg = self.consumer.recv() => {
+                    self.accept(msg, &mut pending, &mut offsets);
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.config.flush_interval);
+                    pending.records() >= batch_size
                 }
+            };
+            if !flush_due || pending.records() == 0 {
+                continue;
+            }
+            deadline = None;
+            let (events, stats) = pending.take(&mut dead_letters).await?;
+            let ack = Ack::Kafka {
+                consumer: self.consumer.clone(),
+                offsets: std::mem::take(&mut offsets),
+            };
+            let batch = Batch { events, stats, ack };
+            // A full channel for a moment is ordinary; only a pipeline that stays
+            // behind is backpressure worth pausing the partitions for.
+            let batch = match tx.send_timeout(batch, PAUSE_AFTER).await {
+                Ok(()) => continue,
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                    return Err(SourceError::PipelineClosed);
+                }
+                Err(mpsc::error::SendTimeoutError::Timeout(batch)) => batch,
+            };
+            self.metrics.paused();
+            self.pause();
+            debug!("Pipeline full; consumer paused.");
+            // Keep polling while paused: librdkafka serves rebalances and liveness
+            // from the poll loop. Records it still delivers join the next batch.
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Ok(()),
+                    permit = tx.reserve() => break permit.map_err(|_| SourceError::PipelineClosed)?,
+                    msg = self.consumer.recv() => {
+                        self.accept(msg, &mut pending, &mut offsets);
+                        // A rebalance may have assigned partitions that are not paused.
+                        self.pause();
+                    }
+                }
+            };
+            permit.send(batch);
+            let assignment = self.consumer.assignment().unwrap_or_default();
+            if let Err(e) = self.consumer.resume(&assignment) {
+                warn!(error = %e, "Resuming the consumer failed.");
+            }
+            if pending.records() > 0 {
+                deadline = Some(tokio::time::Instant::now());
             }
         }
-        Ok(())
     }
 
-    /// Sends a batch, pausing the consumer while the channel is full. False when
-    /// cancelled first.
-    async fn hand_over(
+    /// Decodes one received message into the pending batch.
+    fn accept(
         &self,
-        batch: Batch,
-        tx: &mpsc::Sender<Batch>,
-        cancel: &CancellationToken,
-    ) -> Result<bool, SourceError> {
-        let batch = match tx.try_send(batch) {
-            Ok(()) => return Ok(true),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SourceError::PipelineClosed),
-            Err(mpsc::error::TrySendError::Full(batch)) => batch,
-        };
-        self.metrics.paused();
+        msg: KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
+        pending: &mut Pending,
+        offsets: &mut HashMap<(String, i32), i64>,
+    ) {
+        match msg {
+            Ok(m) => {
+                let topic = m.topic();
+                let format = self.formats.get(topic).copied().unwrap_or(Format::Auto);
+                let provenance = Provenance::kafka(topic, m.partition(), m.offset());
+                pending.push(format, m.payload().unwrap_or_default(), provenance);
+                offsets.insert((topic.to_owned(), m.partition()), m.offset());
+            }
+            Err(e) => {
+                // librdkafka recovers from broker and network errors by itself; these
+                // are reports, not reasons to stop.
+                self.metrics.receive_error();
+                warn!(error = %e, "Kafka consumer reported an error.");
+            }
+        }
+    }
+
+    fn pause(&self) {
         let assignment = self.consumer.assignment().unwrap_or_default();
         if let Err(e) = self.consumer.pause(&assignment) {
-            warn!(error = %e, "Pausing the consumer failed; relying on the bounded fetch queue.");
+            warn!(error = %e, "Pausing the consumer failed; relying on librdkafka's bounded fetch queue.");
         }
-        debug!("Pipeline full; consumer paused.");
-        let sent = tokio::select! {
-            () = cancel.cancelled() => false,
-            r = tx.send(batch) => { r.map_err(|_| SourceError::PipelineClosed)?; true }
-        };
-        // Resume what is assigned now: a rebalance while paused may have changed it.
-        let assignment = self.consumer.assignment().unwrap_or_default();
-        if let Err(e) = self.consumer.resume(&assignment) {
-            warn!(error = %e, "Resuming the consumer failed.");
-        }
-        Ok(sent)
     }
 
     /// Commits stored offsets synchronously (on shutdown, after the pipeline drained).
