@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use detect::DetectConfig;
 use ingest::{KafkaConfig, ServiceKeyConfig};
 use serde::Deserialize;
 use store::{ByteSize, StoreConfig};
@@ -23,6 +24,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub detect: DetectConfig,
     #[serde(default)]
     pub http: HttpConfig,
 }

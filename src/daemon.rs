@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use detect::Detector;
 use ingest::{
     DecodeLimits, Decoder, IngestMetrics, IngestStats, KafkaConfig, KafkaSource, ServiceKeyer,
 };
@@ -44,8 +45,10 @@ pub async fn start(
     let store_metrics = StoreMetrics::register(&mut registry);
     let stages = Stages {
         events: Arc::new(EventTable::new(config.store.clone())),
+        detector: Arc::new(Mutex::new(Detector::new(config.detect.clone()))),
         ingest_metrics: ingest_metrics.clone(),
         store_metrics,
+        print_alerts: false,
     };
 
     let listener = http::bind(config.http.listen).await?;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use detect::Detector;
 use indicatif::{ProgressBar, ProgressStyle};
 use ingest::{DeadLetterSink, Format, IngestMetrics, IngestStats, ReplaySource};
 use store::{EventTable, StoreMetrics};
@@ -56,8 +57,10 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     let mut registry = telemetry::registry();
     let stages = Stages {
         events: Arc::new(EventTable::new(config.store.clone())),
+        detector: Arc::new(Mutex::new(Detector::new(config.detect.clone()))),
         ingest_metrics: IngestMetrics::register(&mut registry),
         store_metrics: StoreMetrics::register(&mut registry),
+        print_alerts: false,
     };
     let source = ReplaySource::new(args.files.clone(), args.format);
     let progress = progress_bar(&args);
@@ -89,10 +92,22 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     }
     read_result?;
     applied?;
+    // Alerts as JSON lines, oldest first, in their final state (repeats counted in).
+    let detector = stages.detector.lock().expect("detector lock poisoned");
+    let alerts = detector.alerts();
+    for alert in &alerts {
+        let mut line = serde_json::to_value(alert).context("cannot serialize an alert")?;
+        line.as_object_mut()
+            .expect("alerts are objects")
+            .insert("type".into(), "alert".into());
+        serde_json::to_writer(&mut output, &line).context("cannot write the output")?;
+        output.write_all(b"\n").context("cannot write the output")?;
+    }
     output.flush().context("cannot write the output")?;
 
     let totals = totals.into_inner().expect("totals lock poisoned");
     eprint!("{}", summary(&totals, stages.events.rows(), &args));
+    eprintln!("  alerts: {}", alerts.len());
     Ok(())
 }
 

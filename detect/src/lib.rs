@@ -1,8 +1,22 @@
 //! Detect: per-service behavioural baselines, the detectors that compare new events
 //! with them, and the `Alert` they raise.
 //!
-//! It reads events (`ingest`) and the store's tables (`store`) and must never depend on
-//! the query engine, Kafka or any delivery code: detection has to build and test in
-//! seconds and run on the per-event hot path with hash lookups only.
+//! A baseline is an allow-list per service along five dimensions (processes with their
+//! parent and argument patterns, file changes by path pattern, sensitive reads, network
+//! destinations, exec-ins). A service learns for a while, then monitors; what it does
+//! outside its baseline is drift, explained against what it was seen doing.
 //!
-//! Nothing is implemented here yet; the pipeline currently ends at the store.
+//! It depends on `ingest` (the event model) and never on Kafka, the query engine or
+//! delivery code: detection builds and tests in seconds and runs on the per-event path
+//! with hash lookups only.
+
+mod alert;
+mod config;
+mod detector;
+mod observe;
+pub mod pattern;
+
+pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key};
+pub use config::DetectConfig;
+pub use detector::{Detector, Entry, EntryKey, Origin, Phase, ServiceState};
+pub use observe::{Dimension, is_sensitive};

@@ -1,0 +1,88 @@
+//! Detection settings (`[detect]` in the config file).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DetectConfig {
+    /// A service learns for at least this long in event time…
+    #[serde(default = "default_learning_period", with = "humantime_serde")]
+    pub learning_period: Duration,
+    /// …and until it has seen at least this many events.
+    #[serde(default = "default_min_learning_events")]
+    pub min_learning_events: u64,
+    /// After a new image digest, new behaviour is learned (and reported as `info`) for
+    /// this long instead of raising drift.
+    #[serde(default = "default_image_grace", with = "humantime_serde")]
+    pub image_grace: Duration,
+    /// The same subject on the same service within this window increments the open
+    /// alert instead of raising a new one.
+    #[serde(default = "default_dedup_window", with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// A sensor (Falco) alert joins a drift alert about the same act within this much
+    /// event time of it.
+    #[serde(default = "default_correlation_window", with = "humantime_serde")]
+    pub correlation_window: Duration,
+    /// Baseline entries a service may hold; past it nothing more is learned and one
+    /// alert says so.
+    #[serde(default = "default_max_baseline_entries")]
+    pub max_baseline_entries: usize,
+    /// IPv4 destinations are learned as networks of this prefix length.
+    #[serde(default = "default_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    /// IPv6 destinations are learned as networks of this prefix length.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            learning_period: default_learning_period(),
+            min_learning_events: default_min_learning_events(),
+            image_grace: default_image_grace(),
+            dedup_window: default_dedup_window(),
+            correlation_window: default_correlation_window(),
+            max_baseline_entries: default_max_baseline_entries(),
+            ipv4_prefix: default_ipv4_prefix(),
+            ipv6_prefix: default_ipv6_prefix(),
+        }
+    }
+}
+
+/// One hour: long enough to see a service's periodic jobs of the hour, short enough to
+/// protect a new service soon.
+fn default_learning_period() -> Duration {
+    Duration::from_secs(3600)
+}
+/// 100 events: an hour of a nearly idle service is not a baseline.
+fn default_min_learning_events() -> u64 {
+    100
+}
+/// Ten minutes: a rollout's new pods start and settle well within it.
+fn default_image_grace() -> Duration {
+    Duration::from_secs(600)
+}
+/// One hour: a repeated act within an hour is the same incident for a pager.
+fn default_dedup_window() -> Duration {
+    Duration::from_secs(3600)
+}
+/// Five minutes: sensors report the same syscall within seconds; minutes cover
+/// shipping delays between topics.
+fn default_correlation_window() -> Duration {
+    Duration::from_secs(300)
+}
+/// 10,000 entries: hundreds of times what a well-behaved service learns.
+fn default_max_baseline_entries() -> usize {
+    10_000
+}
+/// /32: exact addresses; set 24 to learn destination subnets.
+fn default_ipv4_prefix() -> u8 {
+    32
+}
+/// /64: one IPv6 subnet, the smallest unit addresses are assigned from.
+fn default_ipv6_prefix() -> u8 {
+    64
+}

@@ -1,0 +1,500 @@
+//! The detector: per-service baselines and lifecycle, drift alerts with dedup, and
+//! correlation of sensor (Falco) alerts into the drift alerts about the same act.
+//!
+//! Everything on the per-event path is a hash lookup; scans happen only when an alert is
+//! raised (to write its explanation).
+
+use std::collections::{HashMap, VecDeque};
+
+use ingest::event::{EventKind, FileOp};
+use ingest::{Event, Nanos, Provenance};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::alert::{Alert, AlertKind, AlertStatus, MAX_EVIDENCE, Severity, alert_id, dedup_key};
+use crate::config::DetectConfig;
+use crate::observe::{Dimension, Observation, observe};
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Everything seen is learned; nothing alerts (but sensitive reads).
+    Learning,
+    /// Drift alerts.
+    Monitoring,
+    /// Monitoring, and nothing is ever learned again (not even in an image grace).
+    Locked,
+}
+
+/// How an entry came into a baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Learned,
+    /// Learned during the grace period after a new image.
+    Grace,
+    /// An analyst accepted an alert's subject.
+    Accepted,
+    /// Imported from a baseline file.
+    Imported,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EntryKey {
+    pub dimension: Dimension,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub first_seen: Nanos,
+    pub count: u64,
+    pub origin: Origin,
+}
+
+/// How many recently written paths a service remembers, to recognise a binary written
+/// then executed.
+const WRITTEN_PATHS_KEPT: usize = 1024;
+
+/// One service's state.
+#[derive(Debug, Clone)]
+pub struct ServiceState {
+    pub phase: Phase,
+    pub learning_since: Nanos,
+    pub events: u64,
+    /// Event time and event count when learning ended.
+    pub learned_at: Option<(Nanos, u64)>,
+    pub image_digest: Option<String>,
+    pub grace_until: Option<Nanos>,
+    pub baseline: HashMap<EntryKey, Entry>,
+    pub cap_alerted: bool,
+    written: VecDeque<String>,
+}
+
+impl ServiceState {
+    fn new(now: Nanos) -> Self {
+        ServiceState {
+            phase: Phase::Learning,
+            learning_since: now,
+            events: 0,
+            learned_at: None,
+            image_digest: None,
+            grace_until: None,
+            baseline: HashMap::new(),
+            cap_alerted: false,
+            written: VecDeque::new(),
+        }
+    }
+}
+
+/// A sensor alert waiting for the drift alert about the same act.
+#[derive(Debug, Clone)]
+struct PendingSensor {
+    time: Nanos,
+    rule: String,
+    exe: Option<String>,
+    file: Option<String>,
+    provenance: Provenance,
+}
+
+/// The detector over every service.
+pub struct Detector {
+    config: DetectConfig,
+    services: HashMap<String, ServiceState>,
+    /// Every alert, by id.
+    alerts: HashMap<String, Alert>,
+    /// The latest alert id for each dedup key.
+    latest: HashMap<String, String>,
+    /// Ids of each service's alerts, for correlation.
+    by_service: HashMap<String, Vec<String>>,
+    pending_sensor: HashMap<String, Vec<PendingSensor>>,
+}
+
+fn nanos(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl Detector {
+    pub fn new(config: DetectConfig) -> Self {
+        Detector {
+            config,
+            services: HashMap::new(),
+            alerts: HashMap::new(),
+            latest: HashMap::new(),
+            by_service: HashMap::new(),
+            pending_sensor: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &DetectConfig {
+        &self.config
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceState> {
+        self.services.get(name)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = (&String, &ServiceState)> {
+        self.services.iter()
+    }
+
+    /// Every alert, oldest first.
+    pub fn alerts(&self) -> Vec<&Alert> {
+        let mut all: Vec<&Alert> = self.alerts.values().collect();
+        all.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        all
+    }
+
+    /// Feeds one event; newly raised alerts are appended to `raised`.
+    pub fn observe(&mut self, event: &Event, raised: &mut Vec<Alert>) {
+        let config = &self.config;
+        let state = self
+            .services
+            .entry(event.service.clone())
+            .or_insert_with(|| ServiceState::new(event.time));
+        state.events += 1;
+        if state.phase == Phase::Learning
+            && event.time.0.saturating_sub(state.learning_since.0) >= nanos(config.learning_period)
+            && state.events >= config.min_learning_events
+        {
+            state.phase = Phase::Monitoring;
+            state.learned_at = Some((event.time, state.events));
+            info!(service = %event.service, entries = state.baseline.len(), "Learning ended; monitoring.");
+        }
+        if let Some(digest) = &event.workload.image.digest
+            && state.image_digest.as_ref() != Some(digest)
+        {
+            if state.image_digest.is_some() && state.phase == Phase::Monitoring {
+                state.grace_until = Some(event.time.saturating_add(nanos(config.image_grace)));
+                info!(service = %event.service, %digest, "New image; learning during the grace period.");
+            }
+            state.image_digest = Some(digest.clone());
+        }
+        if let EventKind::FileAccess {
+            op: FileOp::Write | FileOp::Create | FileOp::Chmod,
+            path,
+            ..
+        } = &event.kind
+        {
+            if state.written.len() == WRITTEN_PATHS_KEPT {
+                state.written.pop_front();
+            }
+            state.written.push_back(path.clone());
+        }
+        if let EventKind::SensorAlert {
+            rule,
+            process,
+            file,
+            ..
+        } = &event.kind
+        {
+            let pending = PendingSensor {
+                time: event.time,
+                rule: rule.clone(),
+                exe: process.as_ref().map(|p| p.exe.clone()),
+                file: file.clone(),
+                provenance: event.provenance.clone(),
+            };
+            self.correlate(&event.service, pending);
+            return;
+        }
+
+        let written = &state.written;
+        let observations = observe(event, config, |exe| written.iter().any(|w| w == exe));
+        let max_entries = config.max_baseline_entries;
+        let mut new_process = false;
+        for obs in observations {
+            let state = self
+                .services
+                .get_mut(&event.service)
+                .expect("inserted above");
+            let key = EntryKey {
+                dimension: obs.dimension,
+                key: obs.key.clone(),
+            };
+            if let Some(entry) = state.baseline.get_mut(&key) {
+                entry.count += 1;
+                continue;
+            }
+            let in_grace = state.grace_until.is_some_and(|g| event.time <= g)
+                && state.phase == Phase::Monitoring;
+            let learn = match (state.phase, obs.dimension) {
+                // Sensitive reads are never learned silently.
+                (_, Dimension::SensitiveRead) => None,
+                (Phase::Learning, _) => Some(Origin::Learned),
+                (Phase::Monitoring, _) if in_grace => Some(Origin::Grace),
+                _ => None,
+            };
+            if let Some(origin) = learn {
+                if state.baseline.len() >= max_entries {
+                    if !state.cap_alerted {
+                        state.cap_alerted = true;
+                        let cap = Observation {
+                            dimension: obs.dimension,
+                            key: format!("{max_entries} baseline entries"),
+                            severity: Severity::Medium,
+                            mitre: None,
+                            exe: None,
+                        };
+                        let explanation = format!(
+                            "{} reached its cap of {} baseline entries; behaviour new from here on is not learned \
+                             and raises drift once the service monitors.",
+                            event.service, max_entries
+                        );
+                        self.raise(event, AlertKind::BaselineCap, &cap, explanation, raised);
+                    }
+                    continue;
+                }
+                state.baseline.insert(
+                    key,
+                    Entry {
+                        first_seen: event.time,
+                        count: 1,
+                        origin,
+                    },
+                );
+                let quiet = obs.dimension == Dimension::Args && new_process;
+                new_process |= obs.dimension == Dimension::Process;
+                if origin == Origin::Grace && !quiet {
+                    let explanation = format!(
+                        "`{}` is new for {} and was learned during the grace period after image {} appeared.",
+                        obs.key,
+                        event.service,
+                        state.image_digest.as_deref().unwrap_or("?")
+                    );
+                    let info = Observation {
+                        severity: Severity::Info,
+                        ..obs
+                    };
+                    self.raise(
+                        event,
+                        info.dimension.alert_kind(),
+                        &info,
+                        explanation,
+                        raised,
+                    );
+                }
+                continue;
+            }
+            if state.phase == Phase::Learning && obs.dimension != Dimension::SensitiveRead {
+                continue;
+            }
+            // A new executable already alerts; its argument pattern adds nothing.
+            if obs.dimension == Dimension::Args && new_process {
+                continue;
+            }
+            new_process |= obs.dimension == Dimension::Process;
+            let explanation = explain(&event.service, state, &obs);
+            self.raise(event, obs.dimension.alert_kind(), &obs, explanation, raised);
+        }
+    }
+
+    /// Raises a new alert, or counts a repeat into the open one.
+    fn raise(
+        &mut self,
+        event: &Event,
+        kind: AlertKind,
+        obs: &Observation,
+        explanation: String,
+        raised: &mut Vec<Alert>,
+    ) {
+        let key = dedup_key(&event.service, kind, &obs.key);
+        let window = nanos(self.config.dedup_window);
+        if let Some(open) = self.latest.get(&key).and_then(|id| self.alerts.get_mut(id))
+            && open.status != AlertStatus::Resolved
+            && event.time.0.saturating_sub(open.last_seen.0) <= window
+        {
+            open.count += 1;
+            open.last_seen = open.last_seen.max(event.time);
+            if open.evidence.len() < MAX_EVIDENCE {
+                open.evidence.push(event.provenance.clone());
+            }
+            return;
+        }
+        let mut alert = Alert {
+            id: alert_id(&key, event.time),
+            time: event.time,
+            last_seen: event.time,
+            service: event.service.clone(),
+            kind,
+            severity: obs.severity,
+            subject: obs.key.clone(),
+            explanation,
+            evidence: vec![event.provenance.clone()],
+            mitre: obs.mitre.clone(),
+            dedup_key: key.clone(),
+            count: 1,
+            status: AlertStatus::Open,
+            sensor_rules: Vec::new(),
+        };
+        // Sensor alerts that arrived first about the same act join this alert.
+        let window = nanos(self.config.correlation_window);
+        if let Some(pending) = self.pending_sensor.get_mut(&event.service) {
+            pending.retain(|p| {
+                let close = (p.time.0 - event.time.0).abs() <= window;
+                let same_act = matches_act(p.exe.as_deref(), p.file.as_deref(), obs, &event.kind);
+                if close && same_act {
+                    if !alert.sensor_rules.contains(&p.rule) {
+                        alert.sensor_rules.push(p.rule.clone());
+                    }
+                    if alert.evidence.len() < MAX_EVIDENCE {
+                        alert.evidence.push(p.provenance.clone());
+                    }
+                }
+                !(close && same_act)
+            });
+        }
+        self.by_service
+            .entry(event.service.clone())
+            .or_default()
+            .push(alert.id.clone());
+        self.latest.insert(key, alert.id.clone());
+        raised.push(alert.clone());
+        self.alerts.insert(alert.id.clone(), alert);
+    }
+
+    /// Attaches a sensor alert to the open drift alert about the same act, or keeps it
+    /// until one is raised (within the correlation window).
+    fn correlate(&mut self, service: &str, sensor: PendingSensor) {
+        let window = nanos(self.config.correlation_window);
+        if let Some(keys) = self.by_service.get(service) {
+            for id in keys.iter().rev() {
+                let Some(alert) = self.alerts.get_mut(id) else {
+                    continue;
+                };
+                if alert.status == AlertStatus::Resolved
+                    || (alert.last_seen.0 - sensor.time.0).abs() > window
+                {
+                    continue;
+                }
+                let subject_exe = alert.subject.split(' ').next().unwrap_or_default();
+                let hit = sensor
+                    .exe
+                    .as_deref()
+                    .is_some_and(|e| e == subject_exe || alert.subject.contains(e))
+                    || sensor
+                        .file
+                        .as_deref()
+                        .is_some_and(|f| alert.subject.ends_with(&crate::pattern::fold(f)));
+                if hit {
+                    if !alert.sensor_rules.contains(&sensor.rule) {
+                        alert.sensor_rules.push(sensor.rule);
+                    }
+                    if alert.evidence.len() < MAX_EVIDENCE {
+                        alert.evidence.push(sensor.provenance);
+                    }
+                    return;
+                }
+            }
+        }
+        let pending = self.pending_sensor.entry(service.to_owned()).or_default();
+        pending.retain(|p| sensor.time.0 - p.time.0 <= window);
+        pending.push(sensor);
+    }
+
+    /// Starts learning a service again from scratch, at its next event.
+    pub fn relearn(&mut self, service: &str) -> bool {
+        self.services.remove(service).is_some()
+    }
+
+    /// Stops all learning for a service; it monitors from now on.
+    pub fn lock(&mut self, service: &str) -> bool {
+        let Some(state) = self.services.get_mut(service) else {
+            return false;
+        };
+        state.phase = Phase::Locked;
+        state.grace_until = None;
+        true
+    }
+
+    /// Accepts an alert's subject into its service's baseline and resolves the alert.
+    pub fn accept(&mut self, alert_id: &str) -> Option<&Alert> {
+        let alert = self.alerts.get_mut(alert_id)?;
+        let dimension = match alert.kind {
+            AlertKind::Process if alert.subject.contains(" (parent ") => Dimension::Process,
+            AlertKind::Process => Dimension::Args,
+            AlertKind::File => Dimension::File,
+            AlertKind::SensitiveRead => Dimension::SensitiveRead,
+            AlertKind::Network => Dimension::Network,
+            AlertKind::Exec => Dimension::Exec,
+            AlertKind::BaselineCap => return None,
+        };
+        let state = self.services.get_mut(&alert.service)?;
+        state.baseline.insert(
+            EntryKey {
+                dimension,
+                key: alert.subject.clone(),
+            },
+            Entry {
+                first_seen: alert.time,
+                count: alert.count,
+                origin: Origin::Accepted,
+            },
+        );
+        alert.status = AlertStatus::Resolved;
+        Some(alert)
+    }
+}
+
+fn matches_act(exe: Option<&str>, file: Option<&str>, obs: &Observation, kind: &EventKind) -> bool {
+    let by_exe = exe.is_some_and(|e| {
+        obs.exe.as_deref() == Some(e) || kind.process().is_some_and(|p| p.exe == e)
+    });
+    let by_file =
+        file.is_some_and(|f| matches!(kind, EventKind::FileAccess { path, .. } if path == f));
+    by_exe || by_file
+}
+
+/// Contrasts the new behaviour with what the service was seen doing.
+fn explain(service: &str, state: &ServiceState, obs: &Observation) -> String {
+    let mut known: Vec<&str> = state
+        .baseline
+        .keys()
+        .filter(|k| k.dimension == obs.dimension)
+        .filter(|k| {
+            obs.dimension != Dimension::Args || k.key.split(' ').next() == obs.exe.as_deref()
+        })
+        .map(|k| k.key.as_str())
+        .collect();
+    known.sort_unstable();
+    let total = known.len();
+    let listed = known
+        .iter()
+        .take(5)
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let known_text = match total {
+        0 => format!("it has no known {}", obs.dimension.plural()),
+        n if n <= 5 => format!("known {}: {listed}", obs.dimension.plural()),
+        n => format!("known {}: {listed}, … ({n} in all)", obs.dimension.plural()),
+    };
+    let learning = match state.learned_at {
+        Some((at, events)) => {
+            let secs = (at.0 - state.learning_since.0).max(0) / 1_000_000_000;
+            format!(
+                "in {} of learning over {} events",
+                humantime::format_duration(std::time::Duration::from_secs(secs as u64)),
+                events
+            )
+        }
+        None => format!(
+            "while it is still learning ({} events so far)",
+            state.events
+        ),
+    };
+    let what = match obs.dimension {
+        Dimension::SensitiveRead => format!("A read of sensitive file `{}`", obs.key),
+        Dimension::Args => format!("The argument pattern `{}`", obs.key),
+        _ => format!("`{}`", obs.key),
+    };
+    let never = if obs.dimension == Dimension::SensitiveRead {
+        format!(
+            "is not in the baseline of {service} (sensitive reads are never learned silently, {learning})"
+        )
+    } else {
+        format!("was never seen for {service} {learning}")
+    };
+    format!("{what} {never}; {known_text}.")
+}

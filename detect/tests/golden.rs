@@ -1,0 +1,115 @@
+//! Golden detection cases: each `golden/<case>.input.jsonl` (events, any input format)
+//! runs through a detector with short test windows, and the alerts it ends with are
+//! compared with `golden/<case>.expected.jsonl`. `DRIFTWATCH_BLESS=1` rewrites the
+//! expected files after a deliberate change; review the diff before committing it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use detect::{DetectConfig, Detector};
+use ingest::{DecodeLimits, Decoder, Format, Provenance, ServiceKeyer};
+use serde_json::json;
+
+/// Ten minutes of learning and three events, so a case stays a few lines long.
+fn test_config() -> DetectConfig {
+    DetectConfig {
+        learning_period: Duration::from_secs(600),
+        min_learning_events: 3,
+        image_grace: Duration::from_secs(600),
+        dedup_window: Duration::from_secs(3600),
+        correlation_window: Duration::from_secs(300),
+        ..DetectConfig::default()
+    }
+}
+
+pub fn run_case(input: &Path) -> (Detector, usize) {
+    let mut decoder = Decoder::new(DecodeLimits::default(), ServiceKeyer::default());
+    let mut detector = Detector::new(test_config());
+    let name = input.file_name().unwrap().to_string_lossy().into_owned();
+    let mut raised = Vec::new();
+    for (i, line) in std::fs::read_to_string(input).unwrap().lines().enumerate() {
+        let mut events = Vec::new();
+        decoder
+            .decode(
+                Format::Auto,
+                line.as_bytes(),
+                &Provenance::file(&name, i as i64 + 1),
+                &mut events,
+            )
+            .unwrap();
+        for e in &events {
+            detector.observe(e, &mut raised);
+        }
+    }
+    let n = raised.len();
+    (detector, n)
+}
+
+fn render(detector: &Detector) -> String {
+    let mut out = String::new();
+    for a in detector.alerts() {
+        let line = json!({
+            "time": a.time, "service": a.service, "kind": a.kind, "severity": a.severity, "subject": a.subject,
+            "count": a.count, "mitre": a.mitre.as_ref().map(|t| &t.id), "sensor_rules": a.sensor_rules,
+            "evidence": a.evidence.iter().map(|p| p.offset).collect::<Vec<_>>(), "explanation": a.explanation,
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+fn check(case: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let (detector, _) = run_case(&dir.join(format!("{case}.input.jsonl")));
+    let actual = render(&detector);
+    let expected_path = dir.join(format!("{case}.expected.jsonl"));
+    if std::env::var_os("DRIFTWATCH_BLESS").is_some() {
+        std::fs::write(&expected_path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&expected_path).unwrap();
+    for (i, (a, e)) in actual.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(a, e, "{case}: alert {} differs", i + 1);
+    }
+    assert_eq!(
+        actual.lines().count(),
+        expected.lines().count(),
+        "{case}: alert counts differ"
+    );
+}
+
+#[test]
+fn new_processes_shells_package_managers_and_argument_patterns() {
+    check("process");
+}
+
+#[test]
+fn file_changes_fold_into_patterns_and_dropped_binaries_are_critical() {
+    check("file");
+}
+
+#[test]
+fn sensitive_reads_alert_even_while_learning() {
+    check("sensitive");
+}
+
+#[test]
+fn new_network_destinations() {
+    check("network");
+}
+
+#[test]
+fn exec_into_by_an_unusual_actor() {
+    check("exec");
+}
+
+#[test]
+fn a_new_image_opens_a_grace_period_instead_of_wiping_the_baseline() {
+    check("grace");
+}
+
+#[test]
+fn falco_alerts_join_the_drift_alert_about_the_same_act() {
+    check("correlation");
+}
