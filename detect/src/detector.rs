@@ -219,11 +219,16 @@ impl Detector {
             }
             let in_grace = state.grace_until.is_some_and(|g| event.time <= g)
                 && state.phase == Phase::Monitoring;
-            let learn = match (state.phase, obs.dimension) {
+            // Windows are event time: a record that arrives late (another topic lagging)
+            // but happened before learning ended is still learning material.
+            let learning = state.phase == Phase::Learning
+                || (state.phase == Phase::Monitoring
+                    && state.learned_at.is_some_and(|(at, _)| event.time < at));
+            let learn = match (learning, obs.dimension) {
                 // Sensitive reads are never learned silently.
                 (_, Dimension::SensitiveRead) => None,
-                (Phase::Learning, _) => Some(Origin::Learned),
-                (Phase::Monitoring, _) if in_grace => Some(Origin::Grace),
+                (true, _) => Some(Origin::Learned),
+                (false, _) if in_grace => Some(Origin::Grace),
                 _ => None,
             };
             if let Some(origin) = learn {
@@ -277,11 +282,27 @@ impl Detector {
                 }
                 continue;
             }
-            if state.phase == Phase::Learning && obs.dimension != Dimension::SensitiveRead {
+            if learning && obs.dimension != Dimension::SensitiveRead {
                 continue;
             }
-            // A new executable already alerts; its argument pattern adds nothing.
+            // A new executable already alerts; its argument pattern adds nothing. The
+            // pattern is kept, so that repeats count into the process alert and an
+            // accepted executable does not alert again for the arguments it ran with.
             if obs.dimension == Dimension::Args && new_process {
+                let state = self
+                    .services
+                    .get_mut(&event.service)
+                    .expect("inserted above");
+                if state.baseline.len() < max_entries {
+                    state.baseline.insert(
+                        key,
+                        Entry {
+                            first_seen: event.time,
+                            count: 1,
+                            origin: Origin::Learned,
+                        },
+                    );
+                }
                 continue;
             }
             new_process |= obs.dimension == Dimension::Process;
@@ -497,4 +518,119 @@ fn explain(service: &str, state: &ServiceState, obs: &Observation) -> String {
         format!("was never seen for {service} {learning}")
     };
     format!("{what} {never}; {known_text}.")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ingest::event::{EventKind, Process, Source, Workload};
+
+    use super::*;
+
+    const MIN: i64 = 60 * 1_000_000_000;
+    const T0: i64 = 1_772_445_600 * 1_000_000_000;
+
+    fn config() -> DetectConfig {
+        DetectConfig {
+            learning_period: Duration::from_secs(600),
+            min_learning_events: 3,
+            max_baseline_entries: 4,
+            ..DetectConfig::default()
+        }
+    }
+
+    fn exec(minute: i64, exe: &str) -> Event {
+        Event {
+            time: Nanos(T0 + minute * MIN),
+            source: Source::Native,
+            provenance: Provenance::file("t", minute),
+            workload: Workload::default(),
+            service: "shop/api".into(),
+            kind: EventKind::ProcessExec {
+                process: Process {
+                    exe: exe.into(),
+                    parent_exe: Some("/app/server".into()),
+                    ..Process::default()
+                },
+            },
+        }
+    }
+
+    fn learned(d: &mut Detector) {
+        let mut raised = Vec::new();
+        for m in 0..=10 {
+            d.observe(&exec(m, "/app/server"), &mut raised);
+        }
+        assert!(raised.is_empty(), "nothing alerts while learning");
+        assert_eq!(d.service("shop/api").unwrap().phase, Phase::Monitoring);
+    }
+
+    #[test]
+    fn an_accepted_subject_joins_the_baseline_and_stops_alerting() {
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        let mut raised = Vec::new();
+        d.observe(&exec(11, "/usr/bin/curl"), &mut raised);
+        assert_eq!(raised.len(), 1);
+        let accepted = d.accept(&raised[0].id).unwrap();
+        assert_eq!(accepted.status, AlertStatus::Resolved);
+        let mut again = Vec::new();
+        d.observe(&exec(12, "/usr/bin/curl"), &mut again);
+        assert!(again.is_empty());
+        let entry = &d.service("shop/api").unwrap().baseline[&EntryKey {
+            dimension: Dimension::Process,
+            key: "/usr/bin/curl (parent /app/server)".into(),
+        }];
+        assert_eq!(entry.origin, Origin::Accepted);
+    }
+
+    #[test]
+    fn a_locked_service_learns_nothing_even_after_a_new_image() {
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        assert!(d.lock("shop/api"));
+        let mut e = exec(11, "/usr/bin/node");
+        e.workload.image.digest = Some("sha256:new".into());
+        let mut raised = Vec::new();
+        d.observe(&e, &mut raised);
+        assert_eq!(raised.len(), 1);
+        assert_eq!(raised[0].severity, Severity::Medium);
+    }
+
+    #[test]
+    fn relearning_starts_a_new_learning_period() {
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        assert!(d.relearn("shop/api"));
+        let mut raised = Vec::new();
+        d.observe(&exec(20, "/usr/bin/curl"), &mut raised);
+        assert!(raised.is_empty());
+        assert_eq!(d.service("shop/api").unwrap().phase, Phase::Learning);
+    }
+
+    #[test]
+    fn the_baseline_cap_stops_learning_and_says_so_once() {
+        let mut d = Detector::new(config());
+        let mut raised = Vec::new();
+        for (m, exe) in ["/a", "/b", "/c", "/d", "/e", "/f"].iter().enumerate() {
+            d.observe(&exec(m as i64, exe), &mut raised);
+        }
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(raised[0].kind, AlertKind::BaselineCap);
+        assert_eq!(d.service("shop/api").unwrap().baseline.len(), 4);
+    }
+
+    #[test]
+    fn dedup_keys_are_stable_across_detectors() {
+        let run = || {
+            let mut d = Detector::new(config());
+            learned(&mut d);
+            let mut raised = Vec::new();
+            d.observe(&exec(11, "/bin/sh"), &mut raised);
+            raised.remove(0)
+        };
+        let (a, b) = (run(), run());
+        assert_eq!((a.id, a.dedup_key), (b.id, b.dedup_key));
+    }
 }

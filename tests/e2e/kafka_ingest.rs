@@ -172,7 +172,7 @@ async fn every_produced_record_is_applied_exactly_once_and_bad_ones_are_dead_let
     );
     kafka.batch_size = 250;
     let mut sup = Supervisor::new();
-    let d = daemon::start(&test_config(), kafka, &mut sup)
+    let d = daemon::start(&test_config(), kafka, &mut sup, false)
         .await
         .unwrap();
     let total = records.len() as u64;
@@ -253,8 +253,12 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
     let source = Arc::new(KafkaSource::new(kafka, IngestMetrics::default()).unwrap());
     let stages = Stages {
         events: Arc::new(EventTable::new(StoreConfig::default())),
+        detector: Arc::new(Mutex::new(detect::Detector::new(
+            detect::DetectConfig::default(),
+        ))),
         ingest_metrics: IngestMetrics::default(),
         store_metrics: StoreMetrics::default(),
+        print_alerts: false,
     };
     let (tx, rx) = mpsc::channel(source.channel_capacity());
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -306,7 +310,7 @@ async fn a_consumer_stopped_mid_stream_resumes_without_skipping() {
     let mut kafka = KafkaConfig::new(brokers.clone(), vec![topic("tetragon", "tetragon")]);
     kafka.group_id = "resume-group".to_owned();
     let mut sup = Supervisor::new();
-    let d = daemon::start(&test_config(), kafka, &mut sup)
+    let d = daemon::start(&test_config(), kafka, &mut sup, false)
         .await
         .unwrap();
     let events = d.stages.events.clone();

@@ -3,6 +3,7 @@
 
 mod common;
 mod demo_kcat;
+mod detection;
 mod kafka_ingest;
 mod replay_cli;
 mod run_cli;
