@@ -69,7 +69,7 @@ pub struct ServiceState {
     pub grace_until: Option<Nanos>,
     pub baseline: HashMap<EntryKey, Entry>,
     pub cap_alerted: bool,
-    written: VecDeque<String>,
+    pub(crate) written: VecDeque<String>,
 }
 
 impl ServiceState {
@@ -89,13 +89,16 @@ impl ServiceState {
 }
 
 /// A sensor alert waiting for the drift alert about the same act.
-#[derive(Debug, Clone)]
-struct PendingSensor {
-    time: Nanos,
-    rule: String,
-    exe: Option<String>,
-    file: Option<String>,
-    provenance: Provenance,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingSensor {
+    pub service: String,
+    pub time: Nanos,
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub provenance: Provenance,
 }
 
 /// The detector over every service.
@@ -190,6 +193,7 @@ impl Detector {
         } = &event.kind
         {
             let pending = PendingSensor {
+                service: event.service.clone(),
                 time: event.time,
                 rule: rule.clone(),
                 exe: process.as_ref().map(|p| p.exe.clone()),
@@ -412,6 +416,42 @@ impl Detector {
         let pending = self.pending_sensor.entry(service.to_owned()).or_default();
         pending.retain(|p| sensor.time.0 - p.time.0 <= window);
         pending.push(sensor);
+    }
+
+    /// Sensor alerts still waiting for their drift alert, oldest first.
+    pub fn pending_sensor_alerts(&self) -> Vec<PendingSensor> {
+        let mut all: Vec<PendingSensor> = self.pending_sensor.values().flatten().cloned().collect();
+        all.sort_by(|a, b| (a.time, &a.service).cmp(&(b.time, &b.service)));
+        all
+    }
+
+    pub(crate) fn insert_pending_sensor(&mut self, pending: PendingSensor) {
+        self.pending_sensor
+            .entry(pending.service.clone())
+            .or_default()
+            .push(pending);
+    }
+
+    pub(crate) fn insert_service(&mut self, name: String, state: ServiceState) {
+        self.services.insert(name, state);
+    }
+
+    /// Puts a restored alert back, as the latest of its dedup key when it is newer.
+    pub(crate) fn insert_alert(&mut self, alert: Alert) {
+        let newer = self
+            .latest
+            .get(&alert.dedup_key)
+            .and_then(|id| self.alerts.get(id))
+            .is_none_or(|a| a.time <= alert.time);
+        if newer {
+            self.latest
+                .insert(alert.dedup_key.clone(), alert.id.clone());
+        }
+        self.by_service
+            .entry(alert.service.clone())
+            .or_default()
+            .push(alert.id.clone());
+        self.alerts.insert(alert.id.clone(), alert);
     }
 
     /// Starts learning a service again from scratch, at its next event.

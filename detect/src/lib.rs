@@ -15,8 +15,9 @@ mod config;
 mod detector;
 mod observe;
 pub mod pattern;
+mod snapshot;
 
 pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key};
 pub use config::DetectConfig;
-pub use detector::{Detector, Entry, EntryKey, Origin, Phase, ServiceState};
+pub use detector::{Detector, Entry, EntryKey, Origin, PendingSensor, Phase, ServiceState};
 pub use observe::{Dimension, is_sensitive};

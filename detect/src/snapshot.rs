@@ -1,0 +1,148 @@
+//! The detector's state as a plain, serializable value: what a restart restores, and
+//! the source of baseline files (security as code).
+
+use std::collections::VecDeque;
+
+use ingest::Nanos;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Alert;
+use crate::detector::{Detector, Entry, EntryKey, Origin, PendingSensor, Phase, ServiceState};
+use crate::observe::Dimension;
+
+/// Bumped when the layout changes incompatibly; a snapshot of another version is refused.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorSnapshot {
+    pub version: u32,
+    pub services: Vec<ServiceSnapshot>,
+    pub alerts: Vec<Alert>,
+    /// Sensor alerts waiting to be correlated.
+    #[serde(default)]
+    pub pending_sensor: Vec<PendingSensor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSnapshot {
+    pub service: String,
+    pub phase: Phase,
+    pub learning_since: Nanos,
+    pub events: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_at: Option<(Nanos, u64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_until: Option<Nanos>,
+    #[serde(default)]
+    pub cap_alerted: bool,
+    pub baseline: Vec<BaselineEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written: Vec<String>,
+}
+
+/// One allowed behaviour of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineEntry {
+    pub dimension: Dimension,
+    pub key: String,
+    pub origin: Origin,
+    pub first_seen: Nanos,
+    pub count: u64,
+}
+
+pub(crate) fn entries(state: &ServiceState) -> Vec<BaselineEntry> {
+    let mut entries: Vec<BaselineEntry> = state
+        .baseline
+        .iter()
+        .map(|(k, e)| BaselineEntry {
+            dimension: k.dimension,
+            key: k.key.clone(),
+            origin: e.origin,
+            first_seen: e.first_seen,
+            count: e.count,
+        })
+        .collect();
+    entries.sort_by(|a, b| (a.dimension, &a.key).cmp(&(b.dimension, &b.key)));
+    entries
+}
+
+impl Detector {
+    /// The whole state, services sorted by name, entries by dimension and key.
+    pub fn snapshot(&self) -> DetectorSnapshot {
+        let mut services: Vec<ServiceSnapshot> = self
+            .services()
+            .map(|(name, s)| ServiceSnapshot {
+                service: name.clone(),
+                phase: s.phase,
+                learning_since: s.learning_since,
+                events: s.events,
+                learned_at: s.learned_at,
+                image_digest: s.image_digest.clone(),
+                grace_until: s.grace_until,
+                cap_alerted: s.cap_alerted,
+                baseline: entries(s),
+                written: s.written.iter().cloned().collect(),
+            })
+            .collect();
+        services.sort_by(|a, b| a.service.cmp(&b.service));
+        DetectorSnapshot {
+            version: SNAPSHOT_VERSION,
+            services,
+            alerts: self.alerts().into_iter().cloned().collect(),
+            pending_sensor: self.pending_sensor_alerts(),
+        }
+    }
+
+    /// A detector in the state a snapshot describes.
+    pub fn restore(
+        config: crate::DetectConfig,
+        snapshot: DetectorSnapshot,
+    ) -> Result<Detector, String> {
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(format!(
+                "snapshot version {} is not {SNAPSHOT_VERSION}",
+                snapshot.version
+            ));
+        }
+        let mut d = Detector::new(config);
+        for s in snapshot.services {
+            let state = ServiceState {
+                phase: s.phase,
+                learning_since: s.learning_since,
+                events: s.events,
+                learned_at: s.learned_at,
+                image_digest: s.image_digest,
+                grace_until: s.grace_until,
+                baseline: s
+                    .baseline
+                    .into_iter()
+                    .map(|e| {
+                        (
+                            EntryKey {
+                                dimension: e.dimension,
+                                key: e.key,
+                            },
+                            Entry {
+                                first_seen: e.first_seen,
+                                count: e.count,
+                                origin: e.origin,
+                            },
+                        )
+                    })
+                    .collect(),
+                cap_alerted: s.cap_alerted,
+                written: VecDeque::from(s.written),
+            };
+            d.insert_service(s.service, state);
+        }
+        for alert in snapshot.alerts {
+            d.insert_alert(alert);
+        }
+        for pending in snapshot.pending_sensor {
+            d.insert_pending_sensor(pending);
+        }
+        Ok(d)
+    }
+}
