@@ -9,6 +9,8 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use detect::DetectConfig;
+
+use crate::state::StateConfig;
 use ingest::{KafkaConfig, ServiceKeyConfig};
 use serde::Deserialize;
 use store::{ByteSize, StoreConfig};
@@ -26,6 +28,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub detect: DetectConfig,
+    #[serde(default)]
+    pub state: StateConfig,
     #[serde(default)]
     pub http: HttpConfig,
 }

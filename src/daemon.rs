@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use detect::Detector;
 use ingest::{
     DecodeLimits, Decoder, IngestMetrics, IngestStats, KafkaConfig, KafkaSource, ServiceKeyer,
 };
@@ -14,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::config::Config;
-use crate::pipeline::Stages;
+use crate::pipeline::{self, Persistence, Stages};
 use crate::supervisor::Supervisor;
 use crate::{http, telemetry};
 
@@ -42,12 +41,13 @@ pub async fn start(
     sup: &mut Supervisor,
     print_alerts: bool,
 ) -> anyhow::Result<Daemon> {
+    let (detector, restored) = pipeline::restore(config)?;
     let mut registry = telemetry::registry();
     let ingest_metrics = IngestMetrics::register(&mut registry);
     let store_metrics = StoreMetrics::register(&mut registry);
     let stages = Stages {
         events: Arc::new(EventTable::new(config.store.clone())),
-        detector: Arc::new(Mutex::new(Detector::new(config.detect.clone()))),
+        detector: Arc::new(Mutex::new(detector)),
         ingest_metrics: ingest_metrics.clone(),
         store_metrics,
         print_alerts,
@@ -81,13 +81,20 @@ pub async fn start(
             .map_err(anyhow::Error::from)
     });
 
+    let persistence = config.state.data_dir.clone().map(|dir| Persistence {
+        dir,
+        interval: config.state.snapshot_interval,
+        source: source.clone(),
+        restored,
+    });
     let totals = Arc::new(Mutex::new(IngestStats::default()));
     let pipeline = stages.clone();
     let shared_totals = totals.clone();
     sup.spawn("pipeline", async move {
-        let applied = pipeline.apply_all(rx, &shared_totals).await;
+        let applied = pipeline.apply_all(rx, &shared_totals, persistence).await;
         // Everything applied is acknowledged (also when the pipeline failed part way);
-        // make the commit durable before leaving the group.
+        // make the commit durable before leaving the group. With a data directory the
+        // last state file's offsets are already committed and nothing else is stored.
         let committed = tokio::task::spawn_blocking(move || source.commit())
             .await
             .context("commit task panicked")?;

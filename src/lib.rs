@@ -13,5 +13,6 @@ pub mod http;
 pub mod pipeline;
 pub mod replay;
 pub mod simulator;
+pub mod state;
 pub mod supervisor;
 pub mod telemetry;

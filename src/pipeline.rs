@@ -1,14 +1,19 @@
 //! The pipeline stage: applies decoded batches to the store and to detection, publishes
-//! their counts, and only then acknowledges them to the source (which stores their
-//! Kafka offsets).
+//! their counts, and only then lets the source commit their offsets: at once, or, with a
+//! data directory, when a state file holding them has been written.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use anyhow::Context;
 use detect::{Alert, Detector};
-use ingest::{Batch, IngestMetrics, IngestStats};
+use ingest::{Batch, IngestMetrics, IngestStats, KafkaSource, Nanos};
 use store::{EventTable, StoreMetrics};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, info, warn};
+
+use crate::state::{self, Offsets, StateFile};
 
 /// Shared state every stage of one daemon uses.
 #[derive(Clone)]
@@ -21,15 +26,48 @@ pub struct Stages {
     pub print_alerts: bool,
 }
 
+/// Periodic state files, and offsets committed only with them.
+pub struct Persistence {
+    pub dir: PathBuf,
+    pub interval: Duration,
+    pub source: Arc<KafkaSource>,
+    /// Offsets the restored state file reflects.
+    pub restored: Offsets,
+}
+
 impl Stages {
     /// Applies batches until the source hangs up, adding their counts to `totals`.
+    /// Without `persistence`, each batch's offsets are stored once it is applied.
     pub async fn apply_all(
         &self,
         mut rx: mpsc::Receiver<Batch>,
         totals: &Mutex<IngestStats>,
+        persistence: Option<Persistence>,
     ) -> anyhow::Result<()> {
         let mut raised = Vec::new();
-        while let Some(batch) = rx.recv().await {
+        let mut applied = persistence
+            .as_ref()
+            .map(|p| p.restored.clone())
+            .unwrap_or_default();
+        // What the last state file holds: nothing to write (or commit) until it changes.
+        let mut persisted = applied.clone();
+        let period = persistence
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |p| p.interval);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            let batch = tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(b) => b,
+                    None => break,
+                },
+                _ = tick.tick(), if persistence.is_some() => {
+                    if applied != persisted && self.persist(persistence.as_ref().expect("checked"), &applied).await {
+                        persisted.clone_from(&applied);
+                    }
+                    continue;
+                }
+            };
             let outcome = self.events.append(&batch.events);
             self.store_metrics.record(&self.events, &outcome);
             {
@@ -46,9 +84,75 @@ impl Stages {
                 .lock()
                 .expect("totals lock poisoned")
                 .add(&batch.stats);
-            batch.ack()?;
+            if persistence.is_some() {
+                for (topic, partition, offset) in batch.offsets() {
+                    applied
+                        .entry(topic.to_owned())
+                        .or_default()
+                        .insert(partition, offset + 1);
+                }
+            } else {
+                batch.ack()?;
+            }
+        }
+        if let Some(p) = &persistence
+            && applied != persisted
+        {
+            self.persist(p, &applied).await;
         }
         Ok(())
+    }
+
+    /// Writes the state file, then commits the offsets it holds; false if either failed.
+    /// A failure is logged and retried at the next tick: until then the previous file and
+    /// the committed offsets still agree, or the commit lags the file (which only makes a
+    /// restart re-read a little).
+    async fn persist(&self, p: &Persistence, applied: &Offsets) -> bool {
+        let started = std::time::Instant::now();
+        let snapshot = self
+            .detector
+            .lock()
+            .expect("detector lock poisoned")
+            .snapshot();
+        let state = StateFile {
+            written_at: Nanos::now(),
+            offsets: applied.clone(),
+            detector: snapshot,
+        };
+        let dir = p.dir.clone();
+        let saved = tokio::task::spawn_blocking(move || state::save(&dir, &state))
+            .await
+            .context("state writer panicked");
+        if let Err(e) = saved.and_then(|r| r) {
+            warn!(
+                error = format!("{e:#}"),
+                "Writing the state file failed; offsets stay uncommitted until it succeeds."
+            );
+            return false;
+        }
+        let source = p.source.clone();
+        let next: Vec<(String, i32, i64)> = applied
+            .iter()
+            .flat_map(|(t, parts)| parts.iter().map(move |(p, o)| (t.clone(), *p, *o)))
+            .collect();
+        let committed = tokio::task::spawn_blocking(move || {
+            source.commit_offsets(next.iter().map(|(t, p, o)| (t.as_str(), *p, *o)))
+        })
+        .await;
+        match committed {
+            Ok(Ok(())) => {
+                debug!(elapsed = ?started.elapsed(), "State written; offsets committed.");
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "Committing the state file's offsets failed; the next state file retries.");
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "The commit task panicked.");
+                false
+            }
+        }
     }
 
     fn announce(&self, alert: &Alert) {
@@ -72,4 +176,21 @@ impl Stages {
             );
         }
     }
+}
+
+/// Restores the detector from the data directory's state file, if there is one.
+pub fn restore(config: &crate::config::Config) -> anyhow::Result<(Detector, Offsets)> {
+    let fresh = || (Detector::new(config.detect.clone()), Offsets::new());
+    let Some(dir) = &config.state.data_dir else {
+        return Ok(fresh());
+    };
+    let Some(file) = state::load(dir)? else {
+        return Ok(fresh());
+    };
+    let services = file.detector.services.len();
+    let alerts = file.detector.alerts.len();
+    let detector =
+        Detector::restore(config.detect.clone(), file.detector).map_err(anyhow::Error::msg)?;
+    info!(services, alerts, written_at = %file.written_at, "State restored.");
+    Ok((detector, file.offsets))
 }

@@ -82,7 +82,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             }
         })
     });
-    let applied = stages.apply_all(rx, &totals).await;
+    let applied = stages.apply_all(rx, &totals, None).await;
     let read_result = reader.await.context("the replay reader panicked")?;
     if let Some(t) = ticker {
         t.abort();

@@ -21,3 +21,4 @@ pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key};
 pub use config::DetectConfig;
 pub use detector::{Detector, Entry, EntryKey, Origin, PendingSensor, Phase, ServiceState};
 pub use observe::{Dimension, is_sensitive};
+pub use snapshot::{BaselineEntry, DetectorSnapshot, SNAPSHOT_VERSION, ServiceSnapshot};

@@ -272,7 +272,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
     let totals = Arc::new(Mutex::new(IngestStats::default()));
     let pipeline = {
         let (stages, totals) = (stages.clone(), totals.clone());
-        tokio::spawn(async move { stages.apply_all(rx, &totals).await })
+        tokio::spawn(async move { stages.apply_all(rx, &totals, None).await })
     };
     eventually(Duration::from_secs(60), "the first batches", || {
         totals.lock().unwrap().records() >= stop_after

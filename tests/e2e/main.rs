@@ -6,4 +6,5 @@ mod demo_kcat;
 mod detection;
 mod kafka_ingest;
 mod replay_cli;
+mod restart;
 mod run_cli;

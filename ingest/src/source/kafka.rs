@@ -342,6 +342,25 @@ impl KafkaSource {
         }
     }
 
+    /// Synchronously commits explicit offsets (the next record to read, per
+    /// partition): for callers that commit only what a state file already holds.
+    pub fn commit_offsets<'a>(
+        &self,
+        next: impl IntoIterator<Item = (&'a str, i32, i64)>,
+    ) -> Result<(), SourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in next {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .expect("a fresh list accepts any offset");
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(SourceError::Commit)
+    }
+
     /// Commits stored offsets synchronously (on shutdown, after the pipeline drained).
     pub fn commit(&self) -> Result<(), SourceError> {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {

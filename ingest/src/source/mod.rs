@@ -30,6 +30,17 @@ enum Ack {
 }
 
 impl Batch {
+    /// The last offset of each Kafka partition in the batch (none for replays).
+    pub fn offsets(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        let map = match &self.ack {
+            Ack::Kafka { offsets, .. } => Some(offsets),
+            Ack::None => None,
+        };
+        map.into_iter()
+            .flatten()
+            .map(|((topic, partition), offset)| (topic.as_str(), *partition, *offset))
+    }
+
     /// Marks the batch applied: for Kafka, stores the offset after each partition's last
     /// record so the next commit includes it. Call only once the events are applied.
     pub fn ack(self) -> Result<(), SourceError> {

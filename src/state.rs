@@ -1,0 +1,139 @@
+//! The state file: the detector's state (baselines, lifecycle, open alerts) together with
+//! the Kafka offsets it reflects, written atomically to the data directory.
+//!
+//! With a data directory, Kafka offsets are committed only when a state file holding
+//! them has been written: the committed offsets and the last state file agree, so a
+//! restart restores the file and resumes exactly where it was taken. A crash loses at
+//! most the behaviour learned since the last file (it is re-learned from the replayed
+//! records), and alerts already raised come back restored, so their repeats count in
+//! instead of raising again.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use detect::DetectorSnapshot;
+use ingest::Nanos;
+use serde::{Deserialize, Serialize};
+
+const STATE_FILE: &str = "state.json";
+
+/// Where and how often state is written (`[state]` in the config file).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StateConfig {
+    /// Directory for the state file. Without it nothing survives a restart, and offsets
+    /// are committed as soon as their events are applied.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// How often the state file is written (and offsets committed).
+    #[serde(default = "default_snapshot_interval", with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            data_dir: None,
+            snapshot_interval: default_snapshot_interval(),
+        }
+    }
+}
+
+/// A minute: what a crash may make the daemon re-read, against the cost of writing
+/// every baseline each time.
+fn default_snapshot_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Offsets by topic and partition: the next record to read.
+pub type Offsets = BTreeMap<String, BTreeMap<i32, i64>>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    pub written_at: Nanos,
+    pub offsets: Offsets,
+    pub detector: DetectorSnapshot,
+}
+
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(STATE_FILE)
+}
+
+/// Reads the state file, if there is one.
+pub fn load(dir: &Path) -> anyhow::Result<Option<StateFile>> {
+    let file = path(dir);
+    let text = match std::fs::read(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let state: StateFile = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a driftwatch state file", file.display()))?;
+    if state.detector.version != detect::SNAPSHOT_VERSION {
+        bail!(
+            "{} has state version {}, this driftwatch reads {}",
+            file.display(),
+            state.detector.version,
+            detect::SNAPSHOT_VERSION
+        );
+    }
+    Ok(Some(state))
+}
+
+/// Writes the state file atomically: a temporary file, synced, renamed over the old
+/// one, and the directory synced, so a crash leaves either the old file or the new one.
+pub fn save(dir: &Path, state: &StateFile) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let file = path(dir);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let mut out =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut writer = std::io::BufWriter::new(&mut out);
+    serde_json::to_writer(&mut writer, state).context("cannot serialize the state")?;
+    writer
+        .flush()
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(writer);
+    out.sync_all()
+        .with_context(|| format!("cannot sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, &file).with_context(|| format!("cannot replace {}", file.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_state_loads_back_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).unwrap().is_none());
+        let detector = detect::Detector::new(detect::DetectConfig::default());
+        let mut offsets = Offsets::new();
+        offsets.entry("tetragon".into()).or_default().insert(2, 41);
+        let state = StateFile {
+            written_at: Nanos(1),
+            offsets,
+            detector: detector.snapshot(),
+        };
+        save(dir.path(), &state).unwrap();
+        save(dir.path(), &state).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Some(state));
+        assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(path(dir.path()), "{\"written_at\":").unwrap();
+        let err = format!("{:#}", load(dir.path()).unwrap_err());
+        assert!(err.contains("is not a driftwatch state file"), "{err}");
+    }
+}
