@@ -6,6 +6,7 @@
 //! `replay` and the `demo`; `main.rs` is only the command line. The work itself lives in
 //! the workspace crates (`ingest`, `store`, …), which never depend on this one.
 
+pub mod baseline;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -72,6 +72,35 @@ enum Command {
     },
     /// Check a configuration file and print what it configures.
     CheckConfig { file: PathBuf },
+    /// Baselines as code: export, import and compare baseline files.
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BaselineAction {
+    /// Write the baselines in the data directory's state file as a baseline file.
+    Export {
+        /// The daemon's `[state] data-dir`.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Where to write; `-` is standard output.
+        #[arg(long, short, default_value = "-")]
+        output: PathBuf,
+    },
+    /// Add a baseline file's entries to the state file (stop the daemon first).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Show what a newer baseline file allows that an older one does not, and back.
+    Diff { old: PathBuf, new: PathBuf },
 }
 
 #[tokio::main]
@@ -116,6 +145,7 @@ async fn main() -> ExitCode {
             .await
         }
         Command::CheckConfig { file } => check_config(file),
+        Command::Baseline { action } => baseline(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,6 +170,44 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         return Err(e);
     }
     sup.wait().await
+}
+
+fn baseline(action: BaselineAction) -> anyhow::Result<()> {
+    use driftwatch::baseline;
+    match action {
+        BaselineAction::Export {
+            data_dir,
+            service,
+            output,
+        } => {
+            let file = baseline::export(&data_dir, service.as_deref())?;
+            if output.as_os_str() == "-" {
+                baseline::write(&file, &mut std::io::stdout().lock())
+            } else {
+                let mut out = std::fs::File::create(&output)
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", output.display()))?;
+                baseline::write(&file, &mut out)
+            }
+        }
+        BaselineAction::Import { file, data_dir } => {
+            let added = baseline::import(&data_dir, &baseline::read(&file)?)?;
+            println!(
+                "imported {added} new baseline entries from {}",
+                file.display()
+            );
+            Ok(())
+        }
+        BaselineAction::Diff { old, new } => {
+            let lines = baseline::diff(&baseline::read(&old)?, &baseline::read(&new)?);
+            if lines.is_empty() {
+                println!("no differences");
+            }
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
 }
 
 fn check_config(path: PathBuf) -> anyhow::Result<()> {
