@@ -16,6 +16,7 @@ mod detector;
 mod observe;
 pub mod pattern;
 mod snapshot;
+mod tables;
 
 pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key};
 pub use config::DetectConfig;

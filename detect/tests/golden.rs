@@ -173,3 +173,28 @@ fn a_restart_from_a_snapshot_mid_stream_changes_nothing() {
         }
     }
 }
+
+/// The detector's tables hold a row per alert and per baseline entry, as the SQL
+/// surfaces will read them.
+#[test]
+fn alerts_and_baselines_are_tables() {
+    use arrow::array::{Array, AsArray};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let (detector, _) = run_case(&dir.join("process.input.jsonl"));
+    let alerts = detector.alerts_table();
+    assert_eq!(alerts.num_rows(), detector.alerts().len());
+    let subjects = alerts.column_by_name("subject").unwrap().as_string::<i32>();
+    assert_eq!(
+        subjects.value(0),
+        "/bin/sh (parent /usr/local/bin/python3.12)"
+    );
+    let severity = alerts
+        .column_by_name("severity")
+        .unwrap()
+        .as_string::<i32>();
+    assert_eq!(severity.value(0), "critical");
+    let baselines = detector.baselines_table();
+    let entries: usize = detector.services().map(|(_, s)| s.baseline.len()).sum();
+    assert_eq!(baselines.num_rows(), entries);
+    assert!(baselines.column_by_name("origin").unwrap().null_count() == 0);
+}

@@ -7,16 +7,30 @@
 
 use std::sync::Arc;
 
+use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use store::EventsSnapshot;
 
-/// A DataFusion session with the `events` table registered over a snapshot.
-pub fn session(events: &EventsSnapshot) -> Result<SessionContext, DataFusionError> {
+/// A DataFusion session with the `events` table registered over a snapshot, and any
+/// further tables (`alerts`, `baselines`) as given.
+pub fn session(
+    events: &EventsSnapshot,
+    tables: &[(&str, RecordBatch)],
+) -> Result<SessionContext, DataFusionError> {
     let ctx = SessionContext::new();
     let table = MemTable::try_new(events.schema.clone(), vec![events.batches.clone()])?;
     ctx.register_table("events", Arc::new(table))?;
+    for (name, batch) in tables {
+        ctx.register_table(
+            *name,
+            Arc::new(MemTable::try_new(
+                batch.schema(),
+                vec![vec![batch.clone()]],
+            )?),
+        )?;
+    }
     Ok(ctx)
 }
 
@@ -45,7 +59,31 @@ mod tests {
             },
         };
         table.append(&[event("shop/api"), event("shop/api"), event("shop/db")]);
-        let ctx = session(&table.snapshot()).unwrap();
+        let alerts = store::alerts_batch([store::AlertRow {
+            id: "a1",
+            time: 1,
+            last_seen: 2,
+            service: "shop/api",
+            kind: "process",
+            severity: "critical",
+            subject: "/bin/sh (parent /app)",
+            explanation: "never seen",
+            mitre: None,
+            count: 3,
+            status: "open",
+            dedup_key: "k",
+            sensor_rules: None,
+            evidence: "t/0@1".into(),
+        }]);
+        let ctx = session(&table.snapshot(), &[("alerts", alerts)]).unwrap();
+        let open = ctx
+            .sql("SELECT sum(count) FROM alerts WHERE severity = 'critical'")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(open[0].column(0).as_primitive::<Int64Type>().value(0), 3);
         let batches = ctx
             .sql("SELECT service, count(*) AS n FROM events GROUP BY service ORDER BY service")
             .await

@@ -9,8 +9,12 @@ mod config;
 mod events;
 pub mod metrics;
 mod schema;
+pub mod tables;
 
 pub use config::{ByteSize, StoreConfig};
 pub use events::{AppendOutcome, EventTable, EventsSnapshot};
 pub use metrics::StoreMetrics;
 pub use schema::events_schema;
+pub use tables::{
+    AlertRow, BaselineRow, alerts_batch, alerts_schema, baselines_batch, baselines_schema,
+};

@@ -1,0 +1,77 @@
+//! The detector's state as the store's `alerts` and `baselines` tables.
+
+use arrow::record_batch::RecordBatch;
+use store::{AlertRow, BaselineRow};
+
+use crate::detector::Detector;
+
+fn label<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl Detector {
+    /// Every alert as a record batch of the `alerts` table, oldest first.
+    pub fn alerts_table(&self) -> RecordBatch {
+        let alerts = self.alerts();
+        let labels: Vec<(String, String)> = alerts
+            .iter()
+            .map(|a| (label(&a.severity), label(&a.status)))
+            .collect();
+        store::alerts_batch(alerts.iter().zip(&labels).map(|(a, (severity, status))| {
+            AlertRow {
+                id: &a.id,
+                time: a.time.0,
+                last_seen: a.last_seen.0,
+                service: &a.service,
+                kind: a.kind.as_str(),
+                severity,
+                subject: &a.subject,
+                explanation: &a.explanation,
+                mitre: a.mitre.as_ref().map(|t| format!("{} {}", t.id, t.name)),
+                count: a.count as i64,
+                status,
+                dedup_key: &a.dedup_key,
+                sensor_rules: (!a.sensor_rules.is_empty()).then(|| a.sensor_rules.join(",")),
+                evidence: a
+                    .evidence
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            }
+        }))
+    }
+
+    /// Every baseline entry as a record batch of the `baselines` table.
+    pub fn baselines_table(&self) -> RecordBatch {
+        let mut rows: Vec<(&String, String, &String, String, i64, i64)> = self
+            .services()
+            .flat_map(|(service, state)| {
+                state.baseline.iter().map(move |(k, e)| {
+                    (
+                        service,
+                        label(&k.dimension),
+                        &k.key,
+                        label(&e.origin),
+                        e.first_seen.0,
+                        e.count as i64,
+                    )
+                })
+            })
+            .collect();
+        rows.sort();
+        store::baselines_batch(rows.iter().map(
+            |(service, dimension, key, origin, first_seen, count)| BaselineRow {
+                service,
+                dimension,
+                key,
+                origin,
+                first_seen: *first_seen,
+                count: *count,
+            },
+        ))
+    }
+}

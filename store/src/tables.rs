@@ -1,0 +1,168 @@
+//! The `alerts` and `baselines` tables: Arrow batches built from plain rows, so that the
+//! store stays ignorant of detection's types (detection depends on the store, not the
+//! other way round). Detection builds the rows; readers get consistent batches.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampNanosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+
+fn ts(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        false,
+    )
+}
+
+static ALERTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        ts("time"),
+        ts("last_seen"),
+        Field::new("service", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        Field::new("subject", DataType::Utf8, false),
+        Field::new("explanation", DataType::Utf8, false),
+        Field::new("mitre", DataType::Utf8, true),
+        Field::new("count", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("dedup_key", DataType::Utf8, false),
+        Field::new("sensor_rules", DataType::Utf8, true),
+        Field::new("evidence", DataType::Utf8, false),
+    ]))
+});
+
+static BASELINES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("service", DataType::Utf8, false),
+        Field::new("dimension", DataType::Utf8, false),
+        Field::new("key", DataType::Utf8, false),
+        Field::new("origin", DataType::Utf8, false),
+        ts("first_seen"),
+        Field::new("count", DataType::Int64, false),
+    ]))
+});
+
+pub fn alerts_schema() -> SchemaRef {
+    ALERTS.clone()
+}
+
+pub fn baselines_schema() -> SchemaRef {
+    BASELINES.clone()
+}
+
+/// One row of `alerts`.
+pub struct AlertRow<'a> {
+    pub id: &'a str,
+    pub time: i64,
+    pub last_seen: i64,
+    pub service: &'a str,
+    pub kind: &'a str,
+    pub severity: &'a str,
+    pub subject: &'a str,
+    pub explanation: &'a str,
+    /// `T1059.004 Command and Scripting Interpreter: Unix Shell`
+    pub mitre: Option<String>,
+    pub count: i64,
+    pub status: &'a str,
+    pub dedup_key: &'a str,
+    /// Comma-separated Falco rules.
+    pub sensor_rules: Option<String>,
+    /// Provenance of the cited records, `topic/partition@offset` or `file:line`, comma-separated.
+    pub evidence: String,
+}
+
+/// One row of `baselines`.
+pub struct BaselineRow<'a> {
+    pub service: &'a str,
+    pub dimension: &'a str,
+    pub key: &'a str,
+    pub origin: &'a str,
+    pub first_seen: i64,
+    pub count: i64,
+}
+
+pub fn alerts_batch<'a>(rows: impl IntoIterator<Item = AlertRow<'a>>) -> RecordBatch {
+    let mut id = StringBuilder::new();
+    let mut time = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let mut last_seen = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let (mut service, mut kind, mut severity, mut subject, mut explanation) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let (mut mitre, mut status, mut dedup, mut rules, mut evidence) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut count = Int64Builder::new();
+    for r in rows {
+        id.append_value(r.id);
+        time.append_value(r.time);
+        last_seen.append_value(r.last_seen);
+        service.append_value(r.service);
+        kind.append_value(r.kind);
+        severity.append_value(r.severity);
+        subject.append_value(r.subject);
+        explanation.append_value(r.explanation);
+        mitre.append_option(r.mitre);
+        count.append_value(r.count);
+        status.append_value(r.status);
+        dedup.append_value(r.dedup_key);
+        rules.append_option(r.sensor_rules);
+        evidence.append_value(r.evidence);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(id.finish()),
+        Arc::new(time.finish()),
+        Arc::new(last_seen.finish()),
+        Arc::new(service.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(severity.finish()),
+        Arc::new(subject.finish()),
+        Arc::new(explanation.finish()),
+        Arc::new(mitre.finish()),
+        Arc::new(count.finish()),
+        Arc::new(status.finish()),
+        Arc::new(dedup.finish()),
+        Arc::new(rules.finish()),
+        Arc::new(evidence.finish()),
+    ];
+    RecordBatch::try_new(alerts_schema(), columns).expect("builders match the schema")
+}
+
+pub fn baselines_batch<'a>(rows: impl IntoIterator<Item = BaselineRow<'a>>) -> RecordBatch {
+    let (mut service, mut dimension, mut key, mut origin) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut first_seen = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let mut count = Int64Builder::new();
+    for r in rows {
+        service.append_value(r.service);
+        dimension.append_value(r.dimension);
+        key.append_value(r.key);
+        origin.append_value(r.origin);
+        first_seen.append_value(r.first_seen);
+        count.append_value(r.count);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(service.finish()),
+        Arc::new(dimension.finish()),
+        Arc::new(key.finish()),
+        Arc::new(origin.finish()),
+        Arc::new(first_seen.finish()),
+        Arc::new(count.finish()),
+    ];
+    RecordBatch::try_new(baselines_schema(), columns).expect("builders match the schema")
+}
