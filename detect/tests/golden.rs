@@ -22,24 +22,36 @@ fn test_config() -> DetectConfig {
     }
 }
 
+/// Decodes line `i` (0-based) of a case file and feeds its events to the detector.
+fn feed(
+    decoder: &mut Decoder,
+    detector: &mut Detector,
+    name: &str,
+    i: usize,
+    line: &str,
+    raised: &mut Vec<detect::Alert>,
+) {
+    let mut events = Vec::new();
+    decoder
+        .decode(
+            Format::Auto,
+            line.as_bytes(),
+            &Provenance::file(name, i as i64 + 1),
+            &mut events,
+        )
+        .unwrap();
+    for e in &events {
+        detector.observe(e, raised);
+    }
+}
+
 pub fn run_case(input: &Path) -> (Detector, usize) {
     let mut decoder = Decoder::new(DecodeLimits::default(), ServiceKeyer::default());
     let mut detector = Detector::new(test_config());
     let name = input.file_name().unwrap().to_string_lossy().into_owned();
     let mut raised = Vec::new();
     for (i, line) in std::fs::read_to_string(input).unwrap().lines().enumerate() {
-        let mut events = Vec::new();
-        decoder
-            .decode(
-                Format::Auto,
-                line.as_bytes(),
-                &Provenance::file(&name, i as i64 + 1),
-                &mut events,
-            )
-            .unwrap();
-        for e in &events {
-            detector.observe(e, &mut raised);
-        }
+        feed(&mut decoder, &mut detector, &name, i, line, &mut raised);
     }
     let n = raised.len();
     (detector, n)
@@ -148,18 +160,7 @@ fn a_restart_from_a_snapshot_mid_stream_changes_nothing() {
                         Detector::restore(test_config(), serde_json::from_str(&text).unwrap())
                             .unwrap();
                 }
-                let mut events = Vec::new();
-                decoder
-                    .decode(
-                        Format::Auto,
-                        line.as_bytes(),
-                        &Provenance::file(&name, i as i64 + 1),
-                        &mut events,
-                    )
-                    .unwrap();
-                for e in &events {
-                    detector.observe(e, &mut raised);
-                }
+                feed(&mut decoder, &mut detector, &name, i, line, &mut raised);
             }
             assert_eq!(
                 render(&detector),

@@ -75,37 +75,14 @@ impl ReplaySource {
                     continue;
                 }
                 pending.push(self.format, record, Provenance::file(&name, number));
-                if pending.records() >= BATCH_RECORDS {
-                    let (events, stats) = pending.take(&mut dead_letters).await?;
-                    if !send(
-                        Batch {
-                            events,
-                            stats,
-                            ack: Ack::None,
-                        },
-                        &tx,
-                        &cancel,
-                    )
-                    .await?
-                    {
-                        return Ok(());
-                    }
+                if pending.records() >= BATCH_RECORDS
+                    && !flush(&mut pending, &mut dead_letters, &tx, &cancel).await?
+                {
+                    return Ok(());
                 }
             }
         }
-        let (events, stats) = pending.take(&mut dead_letters).await?;
-        if !events.is_empty() || !stats.is_empty() {
-            send(
-                Batch {
-                    events,
-                    stats,
-                    ack: Ack::None,
-                },
-                &tx,
-                &cancel,
-            )
-            .await?;
-        }
+        flush(&mut pending, &mut dead_letters, &tx, &cancel).await?;
         Ok(())
     }
 }
@@ -123,11 +100,23 @@ fn trim_line(line: &[u8]) -> &[u8] {
     &line[start..end]
 }
 
-async fn send(
-    batch: Batch,
+/// Writes the pending dead letters and hands the pending events over; false when
+/// cancelled first.
+async fn flush(
+    pending: &mut Pending,
+    dead_letters: &mut DeadLetterSink,
     tx: &mpsc::Sender<Batch>,
     cancel: &CancellationToken,
 ) -> Result<bool, SourceError> {
+    let (events, stats) = pending.take(dead_letters).await?;
+    if events.is_empty() && stats.is_empty() {
+        return Ok(true);
+    }
+    let batch = Batch {
+        events,
+        stats,
+        ack: Ack::None,
+    };
     tokio::select! {
         () = cancel.cancelled() => Ok(false),
         r = tx.send(batch) => r.map(|()| true).map_err(|_| SourceError::PipelineClosed),
