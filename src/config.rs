@@ -76,6 +76,10 @@ pub struct IngestConfig {
     /// Events timed further than this ahead of the wall clock are dead-lettered.
     #[serde(default = "default_max_future_skew", with = "humantime_serde")]
     pub max_future_skew: std::time::Duration,
+    /// Events timed further than this behind the newest event are dead-lettered; unset
+    /// accepts any lag.
+    #[serde(default, with = "humantime_serde")]
+    pub max_past_skew: Option<std::time::Duration>,
     #[serde(default)]
     pub service_key: ServiceKeyConfig,
 }
@@ -85,6 +89,7 @@ impl Default for IngestConfig {
         IngestConfig {
             max_record_bytes: default_max_record_bytes(),
             max_future_skew: default_max_future_skew(),
+            max_past_skew: None,
             service_key: ServiceKeyConfig::default(),
         }
     }
@@ -220,6 +225,12 @@ mod tests {
         let c = Config::parse("[store]\nretention = \"90m\"\nmax-bytes = \"512MiB\"\n").unwrap();
         assert_eq!(c.store.retention.as_secs(), 5400);
         assert_eq!(c.store.max_bytes.0, 512 << 20);
+        assert_eq!(c.ingest.max_past_skew, None);
+        let c = Config::parse("[ingest]\nmax-past-skew = \"6h\"\n").unwrap();
+        assert_eq!(
+            c.ingest.max_past_skew,
+            Some(std::time::Duration::from_secs(6 * 3600))
+        );
     }
 
     #[test]

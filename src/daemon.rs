@@ -28,6 +28,7 @@ pub fn decoder(config: &Config) -> Decoder {
     let limits = DecodeLimits {
         max_record_bytes: config.ingest.max_record_bytes.0,
         max_future_skew: config.ingest.max_future_skew,
+        max_past_skew: config.ingest.max_past_skew,
         ..DecodeLimits::default()
     };
     Decoder::new(limits, ServiceKeyer::new(config.ingest.service_key.clone()))

@@ -94,6 +94,10 @@ pub struct DecodeLimits {
     /// a node with a wrong clock must not push event-time windows (and retention) into
     /// the future.
     pub max_future_skew: std::time::Duration,
+    /// Event times further than this behind the newest event decoded so far are absurd
+    /// (a node whose clock is a day behind must not start a service's learning window a
+    /// day early). `None` accepts any lag, as replays of mixed files need.
+    pub max_past_skew: Option<std::time::Duration>,
 }
 
 /// 1 MiB: Kafka's default `message.max.bytes` is about the same, so a larger record is
@@ -112,6 +116,7 @@ impl Default for DecodeLimits {
             min_time: Nanos(946_684_800 * crate::time::NANOS_PER_SECOND),
             max_time: Nanos(4_102_444_800 * crate::time::NANOS_PER_SECOND),
             max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
+            max_past_skew: None,
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct Decoder {
     audit_id_order: VecDeque<String>,
     /// Audit IDs the record being decoded reports; remembered only if it is accepted.
     new_audit_ids: Vec<String>,
+    /// The newest event time accepted: "now" for the past-skew bound.
+    newest: Nanos,
 }
 
 impl Decoder {
@@ -149,6 +156,7 @@ impl Decoder {
             seen_audit_ids: HashSet::new(),
             audit_id_order: VecDeque::new(),
             new_audit_ids: Vec::new(),
+            newest: Nanos(i64::MIN),
         }
     }
 
@@ -195,6 +203,7 @@ impl Decoder {
             }
             for event in &mut out[start..] {
                 self.check(event)?;
+                self.newest = self.newest.max(event.time);
                 event.provenance.clone_from(provenance);
                 if event.service.is_empty() {
                     event.service = self.keyer.key(&event.workload);
@@ -262,6 +271,17 @@ impl Decoder {
                 "event time {} is more than {:?} ahead of the clock",
                 event.time, self.limits.max_future_skew
             ));
+        }
+        if let Some(past) = self.limits.max_past_skew {
+            let earliest = self
+                .newest
+                .saturating_add(-i64::try_from(past.as_nanos()).unwrap_or(i64::MAX));
+            if event.time < earliest {
+                return absurd(format!(
+                    "event time {} is more than {past:?} behind the newest event ({})",
+                    event.time, self.newest
+                ));
+            }
         }
         match &event.kind {
             EventKind::ProcessExec { process } | EventKind::ProcessExit { process, .. }
@@ -500,6 +520,39 @@ mod tests {
             decode_one(Format::Native, &json).unwrap_err().reason,
             Reason::AbsurdValue
         );
+    }
+
+    #[test]
+    fn with_a_past_bound_times_far_behind_the_newest_event_are_absurd() {
+        let limits = DecodeLimits {
+            max_past_skew: Some(std::time::Duration::from_secs(3600)),
+            ..DecodeLimits::default()
+        };
+        let mut d = Decoder::new(limits, ServiceKeyer::default());
+        let at = |t: &str| format!(r#"{{"time":"{t}","kind":"log","message":"m"}}"#);
+        let mut out = Vec::new();
+        let p = Provenance::default();
+        d.decode(
+            Format::Native,
+            at("2026-03-02T10:00:00Z").as_bytes(),
+            &p,
+            &mut out,
+        )
+        .unwrap();
+        d.decode(
+            Format::Native,
+            at("2026-03-02T09:30:00Z").as_bytes(),
+            &p,
+            &mut out,
+        )
+        .unwrap();
+        let late = d.decode(
+            Format::Native,
+            at("2026-03-02T08:00:00Z").as_bytes(),
+            &p,
+            &mut out,
+        );
+        assert_eq!(late.unwrap_err().reason, Reason::AbsurdValue);
     }
 
     #[test]
