@@ -4,7 +4,7 @@
 //! Everything on the per-event path is a hash lookup; scans happen only when an alert is
 //! raised (to write its explanation).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use ingest::event::{EventKind, FileOp};
 use ingest::{Event, Nanos, Provenance};
@@ -57,6 +57,37 @@ pub struct Entry {
 /// then executed.
 const WRITTEN_PATHS_KEPT: usize = 1024;
 
+/// The paths a service wrote most recently, oldest forgotten first; a hash lookup per
+/// exec tells a binary the service dropped itself.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecentWrites {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl RecentWrites {
+    pub(crate) fn remember(&mut self, path: &str) {
+        if self.set.contains(path) {
+            return;
+        }
+        if self.order.len() == WRITTEN_PATHS_KEPT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(path.to_owned());
+        self.set.insert(path.to_owned());
+    }
+
+    pub(crate) fn contains(&self, path: &str) -> bool {
+        self.set.contains(path)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &String> {
+        self.order.iter()
+    }
+}
+
 /// One service's state.
 #[derive(Debug, Clone)]
 pub struct ServiceState {
@@ -69,7 +100,7 @@ pub struct ServiceState {
     pub grace_until: Option<Nanos>,
     pub baseline: HashMap<EntryKey, Entry>,
     pub cap_alerted: bool,
-    pub(crate) written: VecDeque<String>,
+    pub(crate) written: RecentWrites,
 }
 
 impl ServiceState {
@@ -83,7 +114,7 @@ impl ServiceState {
             grace_until: None,
             baseline: HashMap::new(),
             cap_alerted: false,
-            written: VecDeque::new(),
+            written: RecentWrites::default(),
         }
     }
 }
@@ -180,10 +211,7 @@ impl Detector {
             ..
         } = &event.kind
         {
-            if state.written.len() == WRITTEN_PATHS_KEPT {
-                state.written.pop_front();
-            }
-            state.written.push_back(path.clone());
+            state.written.remember(path);
         }
         if let EventKind::SensorAlert {
             rule,
@@ -205,7 +233,7 @@ impl Detector {
         }
 
         let written = &state.written;
-        let observations = observe(event, config, |exe| written.iter().any(|w| w == exe));
+        let observations = observe(event, config, |exe| written.contains(exe));
         let max_entries = config.max_baseline_entries;
         let mut new_process = false;
         for obs in observations {

@@ -1,13 +1,13 @@
 //! The detector's state as a plain, serializable value: what a restart restores, and
 //! the source of baseline files (security as code).
 
-use std::collections::VecDeque;
-
 use ingest::Nanos;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
-use crate::detector::{Detector, Entry, EntryKey, Origin, PendingSensor, Phase, ServiceState};
+use crate::detector::{
+    Detector, Entry, EntryKey, Origin, PendingSensor, Phase, RecentWrites, ServiceState,
+};
 use crate::observe::Dimension;
 
 /// Bumped when the layout changes incompatibly; a snapshot of another version is refused.
@@ -133,7 +133,13 @@ impl Detector {
                     })
                     .collect(),
                 cap_alerted: s.cap_alerted,
-                written: VecDeque::from(s.written),
+                written: {
+                    let mut w = RecentWrites::default();
+                    for path in &s.written {
+                        w.remember(path);
+                    }
+                    w
+                },
             };
             d.insert_service(s.service, state);
         }
