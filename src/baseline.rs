@@ -177,6 +177,47 @@ pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
     Ok(added)
 }
 
+/// A manual control on the state file (stop the daemon first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Forget a service's baseline; it learns again from its next event.
+    Relearn(String),
+    /// Stop all learning for a service, image grace periods included.
+    Lock(String),
+    /// Allow an alert's subject in its service's baseline and resolve the alert.
+    Accept(String),
+}
+
+/// Applies a manual control to the state file and says what it did.
+pub fn control(data_dir: &Path, control: &Control) -> anyhow::Result<String> {
+    let mut state = load_state(data_dir)?;
+    let mut detector =
+        detect::Detector::restore(detect::DetectConfig::default(), state.detector.clone())
+            .map_err(anyhow::Error::msg)?;
+    let said = match control {
+        Control::Relearn(service) if detector.relearn(service) => {
+            format!("{service} will learn again from its next event")
+        }
+        Control::Lock(service) if detector.lock(service) => {
+            format!("{service} is locked: it learns nothing more")
+        }
+        Control::Relearn(service) | Control::Lock(service) => {
+            bail!("the state file has no service {service:?}")
+        }
+        Control::Accept(id) => match detector.accept(id) {
+            Some(alert) => format!(
+                "accepted {} into the baseline of {}; alert {id} resolved",
+                alert.subject, alert.service
+            ),
+            None => bail!("no alert {id:?} that can be accepted (baseline-cap alerts cannot)"),
+        },
+    };
+    state.detector = detector.snapshot();
+    state.written_at = Nanos::now();
+    state::save(data_dir, &state)?;
+    Ok(said)
+}
+
 /// Lines `+ service dimension key` for what `new` allows and `old` does not, `-` for the
 /// reverse; sorted, origins ignored.
 pub fn diff(old: &BaselineFile, new: &BaselineFile) -> Vec<String> {
@@ -289,5 +330,30 @@ mod tests {
             Phase::Monitoring
         );
         assert!(export(dir.path(), Some("shop/none")).is_err());
+    }
+
+    #[test]
+    fn controls_change_the_state_file_and_name_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        import(
+            dir.path(),
+            &file(&[("shop/api", Dimension::Process, "/a (parent /b)")]),
+        )
+        .unwrap();
+        control(dir.path(), &Control::Lock("shop/api".into())).unwrap();
+        let s = state::load(dir.path()).unwrap().unwrap();
+        assert_eq!(s.detector.services[0].phase, Phase::Locked);
+        control(dir.path(), &Control::Relearn("shop/api".into())).unwrap();
+        assert!(
+            state::load(dir.path())
+                .unwrap()
+                .unwrap()
+                .detector
+                .services
+                .is_empty()
+        );
+        let err = control(dir.path(), &Control::Lock("shop/none".into())).unwrap_err();
+        assert!(err.to_string().contains("shop/none"));
+        assert!(control(dir.path(), &Control::Accept("0123".into())).is_err());
     }
 }

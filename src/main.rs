@@ -101,6 +101,27 @@ enum BaselineAction {
     },
     /// Show what a newer baseline file allows that an older one does not, and back.
     Diff { old: PathBuf, new: PathBuf },
+    /// Forget a service's baseline so it learns again (stop the daemon first).
+    Relearn {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Stop all learning for a service (stop the daemon first).
+    Lock {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Accept an alert's subject into its service's baseline (stop the daemon first).
+    Accept {
+        /// The alert's id.
+        alert: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -194,6 +215,27 @@ fn baseline(action: BaselineAction) -> anyhow::Result<()> {
             println!(
                 "imported {added} new baseline entries from {}",
                 file.display()
+            );
+            Ok(())
+        }
+        BaselineAction::Relearn { service, data_dir } => {
+            println!(
+                "{}",
+                baseline::control(&data_dir, &baseline::Control::Relearn(service))?
+            );
+            Ok(())
+        }
+        BaselineAction::Lock { service, data_dir } => {
+            println!(
+                "{}",
+                baseline::control(&data_dir, &baseline::Control::Lock(service))?
+            );
+            Ok(())
+        }
+        BaselineAction::Accept { alert, data_dir } => {
+            println!(
+                "{}",
+                baseline::control(&data_dir, &baseline::Control::Accept(alert))?
             );
             Ok(())
         }

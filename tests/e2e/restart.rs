@@ -158,4 +158,50 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
     let api = &s["detector"]["services"][0];
     assert_eq!(api["phase"], "monitoring", "the baseline survived the kill");
     assert_eq!(s["offsets"]["native"]["0"], 14);
+
+    // The learned baseline as a file, reviewable and comparable.
+    let export = |extra: &[&str]| {
+        let out = Command::new(binary())
+            .args(["baseline", "export", "--data-dir"])
+            .arg(&data)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let before = dir.path().join("before.json");
+    std::fs::write(&before, export(&[])).unwrap();
+    let text = std::fs::read_to_string(&before).unwrap();
+    assert!(
+        text.contains("/usr/local/bin/python3.12 (parent /usr/local/bin/gunicorn)"),
+        "{text}"
+    );
+    let alert_id = shell["id"].as_str().unwrap().to_owned();
+    let accepted = Command::new(binary())
+        .args(["baseline", "accept", &alert_id, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let after = dir.path().join("after.json");
+    std::fs::write(&after, export(&["--service", "shop/api"])).unwrap();
+    let diff = Command::new(binary())
+        .args(["baseline", "diff"])
+        .arg(&before)
+        .arg(&after)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&diff.stdout),
+        "+ shop/api process /bin/sh (parent /usr/local/bin/gunicorn)\n"
+    );
 }
