@@ -138,6 +138,7 @@ pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
                     events: 0,
                     learned_at: Some((now, 0)),
                     image_digest: None,
+                    seen_digests: Vec::new(),
                     grace_until: None,
                     cap_alerted: false,
                     baseline: Vec::new(),

@@ -1,12 +1,15 @@
 //! The state file: the detector's state (baselines, lifecycle, open alerts) together with
 //! the Kafka offsets it reflects, written atomically to the data directory.
 //!
-//! With a data directory, Kafka offsets are committed only when a state file holding
-//! them has been written: the committed offsets and the last state file agree, so a
-//! restart restores the file and resumes exactly where it was taken. A crash loses at
-//! most the behaviour learned since the last file (it is re-learned from the replayed
-//! records), and alerts already raised come back restored, so their repeats count in
-//! instead of raising again.
+//! With a data directory, Kafka offsets are committed only once a state file holding
+//! them has been written, so the committed offsets never run ahead of the last state
+//! file: a restart restores the file and resumes from the committed offsets. A crash
+//! loses at most the behaviour learned since the last file (re-learned from the
+//! re-read records), and alerts already raised come back restored, so their repeats
+//! count in instead of raising again. Should the commit after a file fail (or the
+//! process die between the two), the restart re-reads records the file already
+//! reflects: nothing is skipped, but those records count twice in alert and baseline
+//! counts.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -79,6 +79,8 @@ pub struct Alert {
     pub severity: Severity,
     /// What drifted, e.g. `/usr/bin/curl (parent /bin/sh)`.
     pub subject: String,
+    /// The baseline dimension the subject belongs to (where accepting it puts it).
+    pub dimension: crate::observe::Dimension,
     pub explanation: String,
     /// Records behind the alert (the first ones).
     pub evidence: Vec<Provenance>,

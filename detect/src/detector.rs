@@ -53,6 +53,9 @@ pub struct Entry {
     pub origin: Origin,
 }
 
+/// How many image digests a service remembers: far more than run side by side.
+const DIGESTS_KEPT: usize = 32;
+
 /// How many recently written paths a service remembers, to recognise a binary written
 /// then executed.
 const WRITTEN_PATHS_KEPT: usize = 1024;
@@ -97,6 +100,8 @@ pub struct ServiceState {
     /// Event time and event count when learning ended.
     pub learned_at: Option<(Nanos, u64)>,
     pub image_digest: Option<String>,
+    /// Image digests this service has run (the latest `DIGESTS_KEPT`).
+    pub seen_digests: Vec<String>,
     pub grace_until: Option<Nanos>,
     pub baseline: HashMap<EntryKey, Entry>,
     pub cap_alerted: bool,
@@ -111,6 +116,7 @@ impl ServiceState {
             events: 0,
             learned_at: None,
             image_digest: None,
+            seen_digests: Vec::new(),
             grace_until: None,
             baseline: HashMap::new(),
             cap_alerted: false,
@@ -199,7 +205,16 @@ impl Detector {
         if let Some(digest) = &event.workload.image.digest
             && state.image_digest.as_ref() != Some(digest)
         {
-            if state.image_digest.is_some() && state.phase == Phase::Monitoring {
+            // Only an image never seen opens a grace period: during a rollout old and
+            // new pods alternate, and flapping back must not keep learning open.
+            let new_image = !state.seen_digests.contains(digest);
+            if new_image {
+                if state.seen_digests.len() == DIGESTS_KEPT {
+                    state.seen_digests.remove(0);
+                }
+                state.seen_digests.push(digest.clone());
+            }
+            if new_image && state.image_digest.is_some() && state.phase == Phase::Monitoring {
                 state.grace_until = Some(event.time.saturating_add(nanos(config.image_grace)));
                 info!(service = %event.service, %digest, "New image; learning during the grace period.");
             }
@@ -325,7 +340,7 @@ impl Detector {
                     .services
                     .get_mut(&event.service)
                     .expect("inserted above");
-                if state.baseline.len() < max_entries {
+                if state.phase != Phase::Locked && state.baseline.len() < max_entries {
                     state.baseline.insert(
                         key,
                         Entry {
@@ -338,9 +353,35 @@ impl Detector {
                 continue;
             }
             new_process |= obs.dimension == Dimension::Process;
+            let kind = obs.dimension.alert_kind();
+            if self.count_repeat(event, kind, &obs) {
+                continue;
+            }
+            let state = self.services.get(&event.service).expect("inserted above");
             let explanation = explain(&event.service, state, &obs);
-            self.raise(event, obs.dimension.alert_kind(), &obs, explanation, raised);
+            self.raise(event, kind, &obs, explanation, raised);
         }
+    }
+
+    /// Counts a repeat into the open alert with the same dedup key, if there is one
+    /// within the window; false when a new alert is due.
+    fn count_repeat(&mut self, event: &Event, kind: AlertKind, obs: &Observation) -> bool {
+        let key = dedup_key(&event.service, kind, &obs.key);
+        let window = nanos(self.config.dedup_window);
+        let Some(open) = self.latest.get(&key).and_then(|id| self.alerts.get_mut(id)) else {
+            return false;
+        };
+        if open.status == AlertStatus::Resolved
+            || event.time.0.saturating_sub(open.last_seen.0) > window
+        {
+            return false;
+        }
+        open.count += 1;
+        open.last_seen = open.last_seen.max(event.time);
+        if open.evidence.len() < MAX_EVIDENCE {
+            open.evidence.push(event.provenance.clone());
+        }
+        true
     }
 
     /// Raises a new alert, or counts a repeat into the open one.
@@ -352,19 +393,10 @@ impl Detector {
         explanation: String,
         raised: &mut Vec<Alert>,
     ) {
-        let key = dedup_key(&event.service, kind, &obs.key);
-        let window = nanos(self.config.dedup_window);
-        if let Some(open) = self.latest.get(&key).and_then(|id| self.alerts.get_mut(id))
-            && open.status != AlertStatus::Resolved
-            && event.time.0.saturating_sub(open.last_seen.0) <= window
-        {
-            open.count += 1;
-            open.last_seen = open.last_seen.max(event.time);
-            if open.evidence.len() < MAX_EVIDENCE {
-                open.evidence.push(event.provenance.clone());
-            }
+        if self.count_repeat(event, kind, obs) {
             return;
         }
+        let key = dedup_key(&event.service, kind, &obs.key);
         let mut alert = Alert {
             id: alert_id(&key, event.time),
             time: event.time,
@@ -373,6 +405,7 @@ impl Detector {
             kind,
             severity: obs.severity,
             subject: obs.key.clone(),
+            dimension: obs.dimension,
             explanation,
             evidence: vec![event.provenance.clone()],
             mitre: obs.mitre.clone(),
@@ -385,7 +418,7 @@ impl Detector {
         let window = nanos(self.config.correlation_window);
         if let Some(pending) = self.pending_sensor.get_mut(&event.service) {
             pending.retain(|p| {
-                let close = (p.time.0 - event.time.0).abs() <= window;
+                let close = p.time.0.abs_diff(event.time.0) <= window.unsigned_abs();
                 let same_act = matches_act(p.exe.as_deref(), p.file.as_deref(), obs, &event.kind);
                 if close && same_act {
                     if !alert.sensor_rules.contains(&p.rule) {
@@ -412,25 +445,23 @@ impl Detector {
     fn correlate(&mut self, service: &str, sensor: PendingSensor) {
         let window = nanos(self.config.correlation_window);
         if let Some(keys) = self.by_service.get(service) {
+            // Newest first; alerts are created in (roughly) event-time order, so the
+            // scan stops at the first one raised well before the sensor alert.
             for id in keys.iter().rev() {
                 let Some(alert) = self.alerts.get_mut(id) else {
                     continue;
                 };
+                if alert.time.0.saturating_add(window) < sensor.time.0
+                    && alert.last_seen.0.saturating_add(window) < sensor.time.0
+                {
+                    break;
+                }
                 if alert.status == AlertStatus::Resolved
-                    || (alert.last_seen.0 - sensor.time.0).abs() > window
+                    || alert.last_seen.0.abs_diff(sensor.time.0) > window.unsigned_abs()
                 {
                     continue;
                 }
-                let subject_exe = alert.subject.split(' ').next().unwrap_or_default();
-                let hit = sensor
-                    .exe
-                    .as_deref()
-                    .is_some_and(|e| e == subject_exe || alert.subject.contains(e))
-                    || sensor
-                        .file
-                        .as_deref()
-                        .is_some_and(|f| alert.subject.ends_with(&crate::pattern::fold(f)));
-                if hit {
+                if subject_is_act(alert, sensor.exe.as_deref(), sensor.file.as_deref()) {
                     if !alert.sensor_rules.contains(&sensor.rule) {
                         alert.sensor_rules.push(sensor.rule);
                     }
@@ -442,7 +473,7 @@ impl Detector {
             }
         }
         let pending = self.pending_sensor.entry(service.to_owned()).or_default();
-        pending.retain(|p| sensor.time.0 - p.time.0 <= window);
+        pending.retain(|p| sensor.time.0.saturating_sub(p.time.0) <= window);
         pending.push(sensor);
     }
 
@@ -500,15 +531,10 @@ impl Detector {
     /// Accepts an alert's subject into its service's baseline and resolves the alert.
     pub fn accept(&mut self, alert_id: &str) -> Option<&Alert> {
         let alert = self.alerts.get_mut(alert_id)?;
-        let dimension = match alert.kind {
-            AlertKind::Process if alert.subject.contains(" (parent ") => Dimension::Process,
-            AlertKind::Process => Dimension::Args,
-            AlertKind::File => Dimension::File,
-            AlertKind::SensitiveRead => Dimension::SensitiveRead,
-            AlertKind::Network => Dimension::Network,
-            AlertKind::Exec => Dimension::Exec,
-            AlertKind::BaselineCap => return None,
-        };
+        if alert.kind == AlertKind::BaselineCap {
+            return None;
+        }
+        let dimension = alert.dimension;
         let state = self.services.get_mut(&alert.service)?;
         state.baseline.insert(
             EntryKey {
@@ -523,6 +549,24 @@ impl Detector {
         );
         alert.status = AlertStatus::Resolved;
         Some(alert)
+    }
+}
+
+/// Whether a drift alert's subject is the act a sensor alert names: the same
+/// executable, or the same file (as a path pattern). Exact, never a substring.
+fn subject_is_act(alert: &Alert, exe: Option<&str>, file: Option<&str>) -> bool {
+    match alert.dimension {
+        Dimension::Process => {
+            exe.is_some_and(|e| alert.subject.split(" (parent ").next() == Some(e))
+        }
+        Dimension::Args => {
+            exe.is_some_and(|e| alert.subject == e || alert.subject.starts_with(&format!("{e} ")))
+        }
+        Dimension::File => file.is_some_and(|f| {
+            alert.subject.split_once(' ').map(|(_, p)| p) == Some(crate::pattern::fold(f).as_str())
+        }),
+        Dimension::SensitiveRead => file.is_some_and(|f| alert.subject == crate::pattern::fold(f)),
+        Dimension::Network | Dimension::Exec => false,
     }
 }
 
@@ -664,6 +708,59 @@ mod tests {
         d.observe(&e, &mut raised);
         assert_eq!(raised.len(), 1);
         assert_eq!(raised[0].severity, Severity::Medium);
+    }
+
+    #[test]
+    fn flapping_back_to_a_known_image_opens_no_new_grace_period() {
+        let mut d = Detector::new(config());
+        let with = |mut e: Event, digest: &str| {
+            e.workload.image.digest = Some(digest.into());
+            e
+        };
+        let mut raised = Vec::new();
+        for m in 0..=10 {
+            d.observe(&with(exec(m, "/app/server"), "sha256:a"), &mut raised);
+        }
+        d.observe(&with(exec(11, "/app/server"), "sha256:b"), &mut raised);
+        d.observe(&with(exec(30, "/app/server"), "sha256:a"), &mut raised);
+        d.observe(&with(exec(31, "/usr/bin/nc"), "sha256:a"), &mut raised);
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(
+            raised[0].severity,
+            Severity::Medium,
+            "drift, not a grace-period info"
+        );
+    }
+
+    #[test]
+    fn a_sensor_alert_joins_only_the_alert_about_its_own_executable() {
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        let mut raised = Vec::new();
+        let mut curl = exec(11, "/usr/bin/curl");
+        if let EventKind::ProcessExec { process } = &mut curl.kind {
+            process.parent_exe = Some("/bin/sh".into());
+        }
+        d.observe(&curl, &mut raised);
+        let shell_rule = Event {
+            kind: EventKind::SensorAlert {
+                rule: "Terminal shell in container".into(),
+                priority: "Notice".into(),
+                tags: vec![],
+                process: Some(Process {
+                    exe: "/bin/sh".into(),
+                    ..Process::default()
+                }),
+                file: None,
+                output: None,
+            },
+            ..exec(11, "/bin/sh")
+        };
+        d.observe(&shell_rule, &mut raised);
+        assert!(
+            d.alerts()[0].sensor_rules.is_empty(),
+            "a rule about /bin/sh joined the curl alert"
+        );
     }
 
     #[test]

@@ -83,12 +83,13 @@ const SYSTEM_BINARY_DIRS: [&str; 8] = [
 
 /// Files whose read is never normal until an analyst says so.
 pub fn is_sensitive(path: &str) -> bool {
-    const EXACT: [&str; 6] = [
+    // Prefixes: `/etc/shadow-` is the backup copy, keys live below `/etc/ssl/private/`.
+    const PREFIXES: [&str; 6] = [
         "/etc/shadow",
         "/etc/gshadow",
         "/etc/sudoers",
         "/etc/kubernetes/admin.conf",
-        "/etc/ssl/private",
+        "/etc/ssl/private/",
         "/proc/kcore",
     ];
     const CONTAINS: [&str; 9] = [
@@ -102,7 +103,7 @@ pub fn is_sensitive(path: &str) -> bool {
         "/id_rsa",
         "/etc/sudoers.d/",
     ];
-    EXACT.contains(&path) || CONTAINS.iter().any(|c| path.contains(c))
+    PREFIXES.iter().any(|p| path.starts_with(p)) || CONTAINS.iter().any(|c| path.contains(c))
 }
 
 fn sensitive_read_technique(path: &str) -> Technique {
@@ -354,5 +355,7 @@ mod tests {
             "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
         ));
         assert!(!is_sensitive("/etc/passwd"));
+        assert!(is_sensitive("/etc/shadow-"));
+        assert!(is_sensitive("/etc/ssl/private/server.key"));
     }
 }

@@ -33,6 +33,8 @@ pub struct ServiceSnapshot {
     pub learned_at: Option<(Nanos, u64)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen_digests: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_until: Option<Nanos>,
     #[serde(default)]
@@ -80,6 +82,7 @@ impl Detector {
                 events: s.events,
                 learned_at: s.learned_at,
                 image_digest: s.image_digest.clone(),
+                seen_digests: s.seen_digests.clone(),
                 grace_until: s.grace_until,
                 cap_alerted: s.cap_alerted,
                 baseline: entries(s),
@@ -114,6 +117,7 @@ impl Detector {
                 events: s.events,
                 learned_at: s.learned_at,
                 image_digest: s.image_digest,
+                seen_digests: s.seen_digests,
                 grace_until: s.grace_until,
                 baseline: s
                     .baseline
