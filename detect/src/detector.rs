@@ -189,10 +189,15 @@ impl Detector {
     /// Feeds one event; newly raised alerts are appended to `raised`.
     pub fn observe(&mut self, event: &Event, raised: &mut Vec<Alert>) {
         let config = &self.config;
+        // Look up first: the service key is cloned only for a service seen the first time.
+        if !self.services.contains_key(&event.service) {
+            self.services
+                .insert(event.service.clone(), ServiceState::new(event.time));
+        }
         let state = self
             .services
-            .entry(event.service.clone())
-            .or_insert_with(|| ServiceState::new(event.time));
+            .get_mut(&event.service)
+            .expect("inserted above");
         state.events += 1;
         if state.phase == Phase::Learning
             && event.time.0.saturating_sub(state.learning_since.0) >= nanos(config.learning_period)
@@ -251,19 +256,25 @@ impl Detector {
         let observations = observe(event, config, |exe| written.contains(exe));
         let max_entries = config.max_baseline_entries;
         let mut new_process = false;
-        for obs in observations {
+        for mut obs in observations {
             let state = self
                 .services
                 .get_mut(&event.service)
                 .expect("inserted above");
+            // The common case, known behaviour, borrows the key instead of copying it.
+            let probe = EntryKey {
+                dimension: obs.dimension,
+                key: std::mem::take(&mut obs.key),
+            };
+            if let Some(entry) = state.baseline.get_mut(&probe) {
+                entry.count += 1;
+                continue;
+            }
+            obs.key = probe.key;
             let key = EntryKey {
                 dimension: obs.dimension,
                 key: obs.key.clone(),
             };
-            if let Some(entry) = state.baseline.get_mut(&key) {
-                entry.count += 1;
-                continue;
-            }
             let in_grace = state.grace_until.is_some_and(|g| event.time <= g)
                 && state.phase == Phase::Monitoring;
             // Windows are event time: a record that arrives late (another topic lagging)

@@ -55,14 +55,14 @@ impl Dimension {
 
 /// One baseline entry an event touches.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Observation {
+pub struct Observation<'a> {
     pub dimension: Dimension,
     /// The baseline key, also the alert subject.
     pub key: String,
     pub severity: Severity,
     pub mitre: Option<Technique>,
     /// The executable, for written-then-executed checks and sensor correlation.
-    pub exe: Option<String>,
+    pub exe: Option<&'a str>,
 }
 
 const SHELLS: [&str; 8] = ["sh", "bash", "dash", "zsh", "ash", "ksh", "csh", "busybox"];
@@ -175,11 +175,11 @@ fn is_public(address: &str) -> bool {
 
 /// The baseline entries an event touches. `dropped(exe)` says whether this service
 /// wrote `exe` itself earlier (a binary written then executed).
-pub fn observe(
-    event: &Event,
+pub fn observe<'a>(
+    event: &'a Event,
     config: &DetectConfig,
     dropped: impl Fn(&str) -> bool,
-) -> Vec<Observation> {
+) -> Vec<Observation<'a>> {
     match &event.kind {
         EventKind::ProcessExec { process } => {
             let exe = process.exe.as_str();
@@ -212,7 +212,7 @@ pub fn observe(
                     key: format!("{exe} (parent {parent})"),
                     severity,
                     mitre,
-                    exe: Some(exe.to_owned()),
+                    exe: Some(exe),
                 },
                 Observation {
                     dimension: Dimension::Args,
@@ -221,12 +221,12 @@ pub fn observe(
                         .to_owned(),
                     severity: Severity::Low,
                     mitre: None,
-                    exe: Some(exe.to_owned()),
+                    exe: Some(exe),
                 },
             ]
         }
         EventKind::FileAccess { op, path, process } => {
-            let exe = process.as_ref().map(|p| p.exe.clone());
+            let exe = process.as_ref().map(|p| p.exe.as_str());
             if *op == FileOp::Read {
                 if !is_sensitive(path) {
                     return Vec::new();
@@ -281,7 +281,7 @@ pub fn observe(
             dns_name,
             process,
         } => {
-            let exe = process.as_ref().map(|p| p.exe.clone());
+            let exe = process.as_ref().map(|p| p.exe.as_str());
             let (key, severity, mitre) = match direction {
                 Direction::Connect => {
                     let dest = dns_name
@@ -323,7 +323,7 @@ pub fn observe(
                 key: format!("{actor} ran {}", basename(program)),
                 severity,
                 mitre: Some(Technique::new("T1609", "Container Administration Command")),
-                exe: Some(program.to_owned()),
+                exe: Some(program),
             }]
         }
         _ => Vec::new(),
