@@ -342,16 +342,21 @@ impl KafkaSource {
         }
     }
 
-    /// Synchronously commits explicit offsets (the next record to read, per
+    /// Synchronously commits explicit offsets of the partitions assigned to this member (the next record to read, per
     /// partition): for callers that commit only what a state file already holds.
     pub fn commit_offsets<'a>(
         &self,
         next: impl IntoIterator<Item = (&'a str, i32, i64)>,
     ) -> Result<(), SourceError> {
+        // Only partitions this member owns now: committing for one a rebalance moved to
+        // another member would move that member's progress back.
+        let assigned = self.consumer.assignment().unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, offset) in next {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-                .expect("a fresh list accepts any offset");
+            if assigned.find_partition(topic, partition).is_some() {
+                tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+                    .expect("a fresh list accepts any offset");
+            }
         }
         if tpl.count() == 0 {
             return Ok(());
