@@ -134,9 +134,11 @@ pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
                 state.detector.services.push(ServiceSnapshot {
                     service: incoming.service.clone(),
                     phase: Phase::Monitoring,
-                    learning_since: now,
+                    // Learning "ended" at the epoch: every real event is judged
+                    // against the imported entries, none is learned silently.
+                    learning_since: Nanos(0),
                     events: 0,
-                    learned_at: Some((now, 0)),
+                    learned_at: Some((Nanos(0), 0)),
                     image_digest: None,
                     seen_digests: Vec::new(),
                     grace_until: None,

@@ -615,8 +615,10 @@ fn explain(service: &str, state: &ServiceState, obs: &Observation) -> String {
         n => format!("known {}: {listed}, … ({n} in all)", obs.dimension.plural()),
     };
     let learning = match state.learned_at {
+        // A service that never learned: its baseline came from a file.
+        Some((_, 0)) => "(its baseline was imported, not learned)".to_owned(),
         Some((at, events)) => {
-            let secs = (at.0 - state.learning_since.0).max(0) / 1_000_000_000;
+            let secs = at.0.saturating_sub(state.learning_since.0).max(0) / 1_000_000_000;
             format!(
                 "in {} of learning over {} events",
                 humantime::format_duration(std::time::Duration::from_secs(secs as u64)),
