@@ -144,7 +144,9 @@ pub(crate) struct EventColumns {
 
 impl EventColumns {
     pub(crate) fn with_capacity(rows: usize) -> Self {
-        let s = || StringBuilder::with_capacity(rows, rows * 8);
+        // Offsets are sized up front; value bytes grow on demand, because most columns
+        // are null for most kinds and a guessed size would be held for nothing.
+        let s = || StringBuilder::with_capacity(rows, 0);
         let list = || ListBuilder::with_capacity(StringBuilder::new(), rows);
         EventColumns {
             time: TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC"),
