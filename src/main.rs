@@ -72,6 +72,12 @@ enum Command {
     },
     /// Check a configuration file and print what it configures.
     CheckConfig { file: PathBuf },
+    /// Mine log templates: one line in, `<template id>\t<template text>` out, per line.
+    Templates {
+        /// Raw messages, one per line; `-` reads standard input.
+        #[arg(default_value = "-")]
+        file: PathBuf,
+    },
     /// Baselines as code: export, import and compare baseline files.
     Baseline {
         #[command(subcommand)]
@@ -167,6 +173,7 @@ async fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => check_config(file),
         Command::Baseline { action } => baseline(action),
+        Command::Templates { file } => templates(file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -250,6 +257,37 @@ fn baseline(action: BaselineAction) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Every line through one miner with the default configuration; the output names each
+/// line's template in its final form (templates generalise as lines arrive).
+fn templates(path: PathBuf) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let input: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+        ))
+    };
+    let mut miner = detect::templates::Miner::default();
+    let mut ids = Vec::new();
+    for line in input.split(b'\n') {
+        let line = line.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        ids.push(
+            miner
+                .add(String::from_utf8_lossy(&line).trim_end_matches('\r'))
+                .id,
+        );
+    }
+    let texts: Vec<String> = miner.templates().iter().map(|t| t.text()).collect();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for id in ids {
+        writeln!(out, "{id}\t{}", texts[id as usize])?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn check_config(path: PathBuf) -> anyhow::Result<()> {

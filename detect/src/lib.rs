@@ -17,6 +17,7 @@ mod observe;
 pub mod pattern;
 mod snapshot;
 mod tables;
+pub mod templates;
 
 pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key};
 pub use config::DetectConfig;

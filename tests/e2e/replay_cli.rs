@@ -144,3 +144,34 @@ fn check_config_accepts_the_example_and_names_the_line_of_a_mistake() {
         "{stderr}"
     );
 }
+
+#[test]
+fn templates_names_each_line_template_in_its_final_form() {
+    let mut child = Command::new(binary())
+        .args(["templates", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "PacketResponder 1 for block blk_38865049064139660 terminating"
+        )
+        .unwrap();
+        writeln!(stdin, "Verification succeeded for blk_1").unwrap();
+        writeln!(
+            stdin,
+            "PacketResponder 0 for block blk_-6952295868487656571 terminating"
+        )
+        .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "0\tPacketResponder <*> for block <*> terminating\n1\tVerification succeeded for <*>\n0\tPacketResponder <*> for block <*> terminating\n"
+    );
+}
