@@ -1,8 +1,8 @@
 //! `driftwatch replay` and `check-config` as a user runs them.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::common::{binary, fixtures};
+use crate::common::{binary, fixtures, run_with_input};
 
 #[test]
 fn replay_reads_mixed_files_and_reports_counts_on_stderr() {
@@ -61,29 +61,18 @@ fn replay_reads_mixed_files_and_reports_counts_on_stderr() {
 #[test]
 fn replay_reads_standard_input_with_a_declared_format() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(binary())
-        .current_dir(dir.path())
-        .args(["replay", "--format", "native", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = child.stdin.as_mut().unwrap();
-        writeln!(
-            stdin,
-            r#"{{"time":"2026-03-02T10:15:00Z","kind":"log","service":"a/b","message":"hello"}}"#
-        )
-        .unwrap();
-        writeln!(
-            stdin,
-            r#"{{"time":1772446501000000000,"kind":"log","message":"no service"}}"#
-        )
-        .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let input = concat!(
+        r#"{"time":"2026-03-02T10:15:00Z","kind":"log","service":"a/b","message":"hello"}"#,
+        "\n",
+        r#"{"time":1772446501000000000,"kind":"log","message":"no service"}"#,
+        "\n",
+    );
+    let out = run_with_input(
+        Command::new(binary())
+            .current_dir(dir.path())
+            .args(["replay", "--format", "native", "-"]),
+        input,
+    );
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -147,28 +136,10 @@ fn check_config_accepts_the_example_and_names_the_line_of_a_mistake() {
 
 #[test]
 fn templates_names_each_line_template_in_its_final_form() {
-    let mut child = Command::new(binary())
-        .args(["templates", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = child.stdin.as_mut().unwrap();
-        writeln!(
-            stdin,
-            "PacketResponder 1 for block blk_38865049064139660 terminating"
-        )
-        .unwrap();
-        writeln!(stdin, "Verification succeeded for blk_1").unwrap();
-        writeln!(
-            stdin,
-            "PacketResponder 0 for block blk_-6952295868487656571 terminating"
-        )
-        .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let input = "PacketResponder 1 for block blk_38865049064139660 terminating\n\
+                 Verification succeeded for blk_1\n\
+                 PacketResponder 0 for block blk_-6952295868487656571 terminating\n";
+    let out = run_with_input(Command::new(binary()).args(["templates", "-"]), input);
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
