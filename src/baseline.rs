@@ -145,12 +145,26 @@ pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
                     cap_alerted: false,
                     baseline: Vec::new(),
                     written: Vec::new(),
+                    logs: None,
                 });
                 state.detector.services.len() - 1
             }
         };
         let service = &mut state.detector.services[index];
         for e in &incoming.entries {
+            // Template ids name templates of this service's own miner: an id it never
+            // made would allow whatever template gets that number later.
+            if e.dimension == Dimension::LogTemplate {
+                let known = e
+                    .key
+                    .strip_prefix('#')
+                    .and_then(|id| id.parse::<usize>().ok())
+                    .zip(service.logs.as_ref())
+                    .is_some_and(|(id, logs)| id < logs.templates.templates.len());
+                if !known {
+                    continue;
+                }
+            }
             if service
                 .baseline
                 .iter()

@@ -275,15 +275,17 @@ fn templates(path: PathBuf) -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for line in input.split(b'\n') {
         let line = line.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        ids.push(
-            miner
-                .add(String::from_utf8_lossy(&line).trim_end_matches('\r'))
-                .id,
+        let line = String::from_utf8_lossy(&line);
+        let line = ingest::truncate_line(
+            line.trim_end_matches('\r'),
+            ingest::decode::DEFAULT_MAX_LOG_LINE_BYTES,
         );
+        ids.push(miner.add(&line).id);
     }
-    let texts: Vec<String> = miner.templates().iter().map(|t| t.text()).collect();
+    let texts: Vec<String> = miner.all_templates().iter().map(|t| t.text()).collect();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for id in ids {
+        let id = miner.resolve(id);
         writeln!(out, "{id}\t{}", texts[id as usize])?;
     }
     out.flush()?;

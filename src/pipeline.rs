@@ -68,14 +68,26 @@ impl Stages {
                     continue;
                 }
             };
-            let outcome = self.events.append(&batch.events);
-            self.store_metrics.record(&self.events, &outcome);
+            let mut batch = batch;
             {
+                // Detection first: it names each log line's template, which the store keeps.
                 let mut detector = self.detector.lock().expect("detector lock poisoned");
-                for event in &batch.events {
-                    detector.observe(event, &mut raised);
+                let mut newest = Nanos(i64::MIN);
+                for event in &mut batch.events {
+                    let template = detector.observe(event, &mut raised);
+                    if let (Some(id), ingest::EventKind::Log { template_id, .. }) =
+                        (template, &mut event.kind)
+                    {
+                        *template_id = Some(id);
+                    }
+                    newest = newest.max(event.time);
+                }
+                if newest.0 != i64::MIN {
+                    detector.advance(newest, &mut raised);
                 }
             }
+            let outcome = self.events.append(&batch.events);
+            self.store_metrics.record(&self.events, &outcome);
             for alert in raised.drain(..) {
                 self.announce(&alert);
             }

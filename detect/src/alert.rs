@@ -15,6 +15,11 @@ pub enum AlertKind {
     Exec,
     /// A service's baseline reached its entry cap.
     BaselineCap,
+    /// A log template never seen while learning, a shift of the template mix, or the
+    /// template cap reached.
+    LogTemplate,
+    /// A spike or drop of an event rate.
+    Rate,
 }
 
 impl AlertKind {
@@ -26,6 +31,8 @@ impl AlertKind {
             AlertKind::Network => "network",
             AlertKind::Exec => "exec",
             AlertKind::BaselineCap => "baseline_cap",
+            AlertKind::LogTemplate => "log_template",
+            AlertKind::Rate => "rate",
         }
     }
 }

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+use crate::logs::LogConfig;
+use crate::rates::RateSettings;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DetectConfig {
     /// A service learns for at least this long in event time…
@@ -35,6 +38,12 @@ pub struct DetectConfig {
     /// IPv6 destinations are learned as networks of this prefix length.
     #[serde(default = "default_ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// Log templates and template-mix drift (`[detect.logs]`).
+    #[serde(default)]
+    pub logs: LogConfig,
+    /// Rate anomalies per event kind and log template (`[detect.rate]`).
+    #[serde(default)]
+    pub rate: RateSettings,
 }
 
 impl Default for DetectConfig {
@@ -48,6 +57,8 @@ impl Default for DetectConfig {
             max_baseline_entries: default_max_baseline_entries(),
             ipv4_prefix: default_ipv4_prefix(),
             ipv6_prefix: default_ipv6_prefix(),
+            logs: LogConfig::default(),
+            rate: RateSettings::default(),
         }
     }
 }

@@ -13,7 +13,10 @@ use tracing::info;
 
 use crate::alert::{Alert, AlertKind, AlertStatus, MAX_EVIDENCE, Severity, alert_id, dedup_key};
 use crate::config::DetectConfig;
+use crate::logs::{LogState, weigh};
 use crate::observe::{Dimension, Observation, observe};
+use crate::rate::Direction;
+use crate::rates::{RateFinding, RateState};
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,10 +109,12 @@ pub struct ServiceState {
     pub baseline: HashMap<EntryKey, Entry>,
     pub cap_alerted: bool,
     pub(crate) written: RecentWrites,
+    pub logs: LogState,
+    pub rates: RateState,
 }
 
 impl ServiceState {
-    fn new(now: Nanos) -> Self {
+    pub(crate) fn new(now: Nanos, config: &DetectConfig) -> Self {
         ServiceState {
             phase: Phase::Learning,
             learning_since: now,
@@ -121,6 +126,8 @@ impl ServiceState {
             baseline: HashMap::new(),
             cap_alerted: false,
             written: RecentWrites::default(),
+            logs: LogState::new(&config.logs),
+            rates: RateState::default(),
         }
     }
 }
@@ -149,6 +156,8 @@ pub struct Detector {
     /// Ids of each service's alerts, for correlation.
     by_service: HashMap<String, Vec<String>>,
     pending_sensor: HashMap<String, Vec<PendingSensor>>,
+    /// The rate bucket every series has been closed up to.
+    rate_clock: i64,
 }
 
 fn nanos(d: std::time::Duration) -> i64 {
@@ -164,6 +173,7 @@ impl Detector {
             latest: HashMap::new(),
             by_service: HashMap::new(),
             pending_sensor: HashMap::new(),
+            rate_clock: i64::MIN,
         }
     }
 
@@ -186,13 +196,14 @@ impl Detector {
         all
     }
 
-    /// Feeds one event; newly raised alerts are appended to `raised`.
-    pub fn observe(&mut self, event: &Event, raised: &mut Vec<Alert>) {
+    /// Feeds one event; newly raised alerts are appended to `raised`. For a log line,
+    /// returns the id of the template it belongs to.
+    pub fn observe(&mut self, event: &Event, raised: &mut Vec<Alert>) -> Option<u32> {
         let config = &self.config;
         // Look up first: the service key is cloned only for a service seen the first time.
         if !self.services.contains_key(&event.service) {
             self.services
-                .insert(event.service.clone(), ServiceState::new(event.time));
+                .insert(event.service.clone(), ServiceState::new(event.time, config));
         }
         let state = self
             .services
@@ -205,6 +216,8 @@ impl Detector {
         {
             state.phase = Phase::Monitoring;
             state.learned_at = Some((event.time, state.events));
+            state.logs.freeze_mix();
+            state.rates.templates = state.logs.top_templates(config.rate.top_templates);
             info!(service = %event.service, entries = state.baseline.len(), "Learning ended; monitoring.");
         }
         if let Some(digest) = &event.workload.image.digest
@@ -249,11 +262,48 @@ impl Detector {
                 provenance: event.provenance.clone(),
             };
             self.correlate(&event.service, pending);
-            return;
+            self.count_rate(event, None, raised);
+            return None;
         }
 
-        let written = &state.written;
-        let observations = observe(event, config, |exe| written.contains(exe));
+        let mut template = None;
+        let observations = if let EventKind::Log { message, .. } = &event.kind {
+            let added = state.logs.add(message, event.time, config.logs.mix_window);
+            let id = state.logs.miner.resolve(added.id);
+            template = Some(id);
+            let text = state
+                .logs
+                .miner
+                .template(id)
+                .map(|t| t.text())
+                .unwrap_or_default();
+            let monitoring = state.phase != Phase::Learning;
+            let shift = if monitoring {
+                state.logs.measure_mix(&config.logs)
+            } else {
+                None
+            };
+            if added.overflowed {
+                self.log_cap_alert(event, raised);
+            }
+            if let Some(shift) = shift
+                && shift.divergence >= self.config.logs.mix_threshold
+            {
+                self.mix_alert(event, &shift, raised);
+            }
+            vec![Observation {
+                dimension: Dimension::LogTemplate,
+                key: format!("#{id}"),
+                severity: weigh(&text).0,
+                mitre: None,
+                exe: None,
+            }]
+        } else {
+            let written = &state.written;
+            observe(event, config, |exe| written.contains(exe))
+        };
+        self.count_rate(event, template, raised);
+        let config = &self.config;
         let max_entries = config.max_baseline_entries;
         let mut new_process = false;
         for mut obs in observations {
@@ -372,27 +422,265 @@ impl Detector {
             let explanation = explain(&event.service, state, &obs);
             self.raise(event, kind, &obs, explanation, raised);
         }
+        template
+    }
+
+    /// One alert when a service's template miner reaches its cap.
+    fn log_cap_alert(&mut self, event: &Event, raised: &mut Vec<Alert>) {
+        let cap = self.config.logs.templates.max_templates;
+        let obs = Observation {
+            dimension: Dimension::LogTemplate,
+            key: "template cap".to_owned(),
+            severity: Severity::Medium,
+            mitre: None,
+            exe: None,
+        };
+        let explanation = format!(
+            "{} reached its cap of {cap} log templates; further new kinds of line count against one \
+             overflow template and are no longer told apart (a flood of unique lines, or logging \
+             that embeds unique words in every line).",
+            event.service
+        );
+        self.raise(event, AlertKind::LogTemplate, &obs, explanation, raised);
+    }
+
+    /// The template mix drifted from the learned one.
+    fn mix_alert(&mut self, event: &Event, shift: &crate::logs::MixShift, raised: &mut Vec<Alert>) {
+        let state = self.services.get(&event.service).expect("observed service");
+        let text = |id: u32| {
+            state
+                .logs
+                .miner()
+                .template(id)
+                .map_or_else(|| format!("#{id}"), |t| format!("#{id} {}", t.text()))
+        };
+        let movers = shift
+            .movers
+            .iter()
+            .map(|(id, was, now)| {
+                format!("`{}` {:.1}% → {:.1}%", text(*id), was * 100.0, now * 100.0)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let explanation = format!(
+            "The mix of {}'s log templates shifted: Jensen–Shannon divergence {:.2} bits between the \
+             {} lines learned and the last {} lines (threshold {:.2}). Moved most: {movers}.",
+            event.service,
+            shift.divergence,
+            state.logs.learned_lines(),
+            self.config.logs.mix_window,
+            self.config.logs.mix_threshold
+        );
+        let obs = Observation {
+            dimension: Dimension::LogTemplate,
+            key: "template mix".to_owned(),
+            severity: Severity::Medium,
+            mitre: None,
+            exe: None,
+        };
+        self.raise(event, AlertKind::LogTemplate, &obs, explanation, raised);
+    }
+
+    /// Counts an event into its service's rate series.
+    fn count_rate(&mut self, event: &Event, template: Option<u32>, raised: &mut Vec<Alert>) {
+        let settings = &self.config.rate;
+        let bucket = event.time.0.div_euclid(nanos(settings.bucket).max(1));
+        let state = self
+            .services
+            .get_mut(&event.service)
+            .expect("observed service");
+        let monitoring = state.phase != Phase::Learning;
+        let mut found = Vec::new();
+        found.extend(state.rates.count(event.kind.name(), bucket, settings));
+        if let Some(id) = template
+            && state.rates.templates.contains(&id)
+        {
+            found.extend(state.rates.count(&format!("log #{id}"), bucket, settings));
+        }
+        if monitoring {
+            for f in found {
+                self.rate_alert(&event.service, &f, raised);
+            }
+        }
+    }
+
+    /// Moves the rate clock to `now` (the newest event time seen): buckets every series
+    /// has passed are closed and scored, so that a service gone silent is noticed.
+    pub fn advance(&mut self, now: Nanos, raised: &mut Vec<Alert>) {
+        let settings = &self.config.rate;
+        // One bucket of slack for events that arrive a little out of order.
+        let bucket = now.0.div_euclid(nanos(settings.bucket).max(1)) - 1;
+        if bucket <= self.rate_clock {
+            return;
+        }
+        self.rate_clock = bucket;
+        let mut found = Vec::new();
+        for (name, state) in &mut self.services {
+            let closed = state.rates.advance(bucket, settings);
+            if state.phase != Phase::Learning {
+                found.extend(closed.into_iter().map(|f| (name.clone(), f)));
+            }
+        }
+        found.sort_by(|a, b| (&a.0, &a.1.series).cmp(&(&b.0, &b.1.series)));
+        for (service, f) in found {
+            self.rate_alert(&service, &f, raised);
+        }
+    }
+
+    fn rate_alert(&mut self, service: &str, f: &RateFinding, raised: &mut Vec<Alert>) {
+        let way = match f.direction {
+            Direction::Down => "drop",
+            _ => "spike",
+        };
+        let key = format!("{} {way}", f.series);
+        let bucket = self.config.rate.bucket;
+        let time = Nanos(f.bucket_start.saturating_mul(1_000_000_000));
+        if self.count_repeat_at(service, time, None, AlertKind::Rate, &key) {
+            return;
+        }
+        let series = match f.series.strip_prefix("log #") {
+            Some(id) => {
+                let text = id
+                    .parse()
+                    .ok()
+                    .and_then(|id| self.services.get(service)?.logs.miner().template(id))
+                    .map(|t| t.text())
+                    .unwrap_or_default();
+                format!("log lines of template #{id} `{text}`")
+            }
+            None => format!("{} events", f.series),
+        };
+        let recent = f
+            .recent
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let explanation = format!(
+            "A {way} of {series} for {service}: {} in the {} from {} (anomaly score {:.2}); the {} before: {recent}.",
+            f.value,
+            humantime::format_duration(bucket),
+            crate::rate::format_timestamp(f.bucket_start),
+            f.score,
+            if f.recent.len() == 1 {
+                "bucket"
+            } else {
+                "buckets"
+            },
+        );
+        let severity = if f.score >= 0.99 {
+            Severity::Medium
+        } else {
+            Severity::Low
+        };
+        let obs = Observation {
+            dimension: Dimension::Rate,
+            key,
+            severity,
+            mitre: None,
+            exe: None,
+        };
+        let alert = self.new_alert(
+            service,
+            time,
+            Vec::new(),
+            AlertKind::Rate,
+            &obs,
+            explanation,
+        );
+        self.record(alert, raised);
     }
 
     /// Counts a repeat into the open alert with the same dedup key, if there is one
     /// within the window; false when a new alert is due.
     fn count_repeat(&mut self, event: &Event, kind: AlertKind, obs: &Observation) -> bool {
-        let key = dedup_key(&event.service, kind, &obs.key);
+        self.count_repeat_at(
+            &event.service,
+            event.time,
+            Some(&event.provenance),
+            kind,
+            &obs.key,
+        )
+    }
+
+    fn count_repeat_at(
+        &mut self,
+        service: &str,
+        time: Nanos,
+        evidence: Option<&Provenance>,
+        kind: AlertKind,
+        subject_key: &str,
+    ) -> bool {
+        let key = dedup_key(service, kind, subject_key);
         let window = nanos(self.config.dedup_window);
         let Some(open) = self.latest.get(&key).and_then(|id| self.alerts.get_mut(id)) else {
             return false;
         };
-        if open.status == AlertStatus::Resolved
-            || event.time.0.saturating_sub(open.last_seen.0) > window
+        if open.status == AlertStatus::Resolved || time.0.saturating_sub(open.last_seen.0) > window
         {
             return false;
         }
         open.count += 1;
-        open.last_seen = open.last_seen.max(event.time);
-        if open.evidence.len() < MAX_EVIDENCE {
-            open.evidence.push(event.provenance.clone());
+        open.last_seen = open.last_seen.max(time);
+        if let Some(p) = evidence
+            && open.evidence.len() < MAX_EVIDENCE
+        {
+            open.evidence.push(p.clone());
         }
         true
+    }
+
+    fn new_alert(
+        &self,
+        service: &str,
+        time: Nanos,
+        evidence: Vec<Provenance>,
+        kind: AlertKind,
+        obs: &Observation,
+        explanation: String,
+    ) -> Alert {
+        let key = dedup_key(service, kind, &obs.key);
+        // A template's key is its id; the subject adds what it says.
+        let subject = match obs.dimension {
+            Dimension::LogTemplate => self
+                .services
+                .get(service)
+                .and_then(|s| {
+                    let id = obs.key.strip_prefix('#')?.parse().ok()?;
+                    s.logs.miner().template(id)
+                })
+                .map_or_else(|| obs.key.clone(), |t| format!("{} {}", obs.key, t.text())),
+            _ => obs.key.clone(),
+        };
+        Alert {
+            id: alert_id(&key, time),
+            time,
+            last_seen: time,
+            service: service.to_owned(),
+            kind,
+            severity: obs.severity,
+            subject,
+            dimension: obs.dimension,
+            explanation,
+            evidence,
+            mitre: obs.mitre.clone(),
+            dedup_key: key,
+            count: 1,
+            status: AlertStatus::Open,
+            sensor_rules: Vec::new(),
+        }
+    }
+
+    /// Keeps a new alert and reports it.
+    fn record(&mut self, alert: Alert, raised: &mut Vec<Alert>) {
+        self.by_service
+            .entry(alert.service.clone())
+            .or_default()
+            .push(alert.id.clone());
+        self.latest
+            .insert(alert.dedup_key.clone(), alert.id.clone());
+        raised.push(alert.clone());
+        self.alerts.insert(alert.id.clone(), alert);
     }
 
     /// Raises a new alert, or counts a repeat into the open one.
@@ -407,24 +695,14 @@ impl Detector {
         if self.count_repeat(event, kind, obs) {
             return;
         }
-        let key = dedup_key(&event.service, kind, &obs.key);
-        let mut alert = Alert {
-            id: alert_id(&key, event.time),
-            time: event.time,
-            last_seen: event.time,
-            service: event.service.clone(),
+        let mut alert = self.new_alert(
+            &event.service,
+            event.time,
+            vec![event.provenance.clone()],
             kind,
-            severity: obs.severity,
-            subject: obs.key.clone(),
-            dimension: obs.dimension,
+            obs,
             explanation,
-            evidence: vec![event.provenance.clone()],
-            mitre: obs.mitre.clone(),
-            dedup_key: key.clone(),
-            count: 1,
-            status: AlertStatus::Open,
-            sensor_rules: Vec::new(),
-        };
+        );
         // Sensor alerts that arrived first about the same act join this alert.
         let window = nanos(self.config.correlation_window);
         if let Some(pending) = self.pending_sensor.get_mut(&event.service) {
@@ -442,13 +720,7 @@ impl Detector {
                 !(close && same_act)
             });
         }
-        self.by_service
-            .entry(event.service.clone())
-            .or_default()
-            .push(alert.id.clone());
-        self.latest.insert(key, alert.id.clone());
-        raised.push(alert.clone());
-        self.alerts.insert(alert.id.clone(), alert);
+        self.record(alert, raised);
     }
 
     /// Attaches a sensor alert to the open drift alert about the same act, or keeps it
@@ -542,16 +814,24 @@ impl Detector {
     /// Accepts an alert's subject into its service's baseline and resolves the alert.
     pub fn accept(&mut self, alert_id: &str) -> Option<&Alert> {
         let alert = self.alerts.get_mut(alert_id)?;
-        if alert.kind == AlertKind::BaselineCap {
+        if alert.kind == AlertKind::BaselineCap || alert.kind == AlertKind::Rate {
             return None;
         }
         let dimension = alert.dimension;
+        // A template's subject is its key (`#<id>`) and what it says.
+        let key = match dimension {
+            Dimension::LogTemplate if alert.subject.starts_with('#') => alert
+                .subject
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            Dimension::LogTemplate => return None,
+            _ => alert.subject.clone(),
+        };
         let state = self.services.get_mut(&alert.service)?;
         state.baseline.insert(
-            EntryKey {
-                dimension,
-                key: alert.subject.clone(),
-            },
+            EntryKey { dimension, key },
             Entry {
                 first_seen: alert.time,
                 count: alert.count,
@@ -577,7 +857,7 @@ fn subject_is_act(alert: &Alert, exe: Option<&str>, file: Option<&str>) -> bool 
             alert.subject.split_once(' ').map(|(_, p)| p) == Some(crate::pattern::fold(f).as_str())
         }),
         Dimension::SensitiveRead => file.is_some_and(|f| alert.subject == crate::pattern::fold(f)),
-        Dimension::Network | Dimension::Exec => false,
+        Dimension::Network | Dimension::Exec | Dimension::LogTemplate | Dimension::Rate => false,
     }
 }
 
@@ -592,6 +872,9 @@ fn matches_act(exe: Option<&str>, file: Option<&str>, obs: &Observation, kind: &
 
 /// Contrasts the new behaviour with what the service was seen doing.
 fn explain(service: &str, state: &ServiceState, obs: &Observation) -> String {
+    if obs.dimension == Dimension::LogTemplate {
+        return explain_template(service, state, obs);
+    }
     let mut known: Vec<&str> = state
         .baseline
         .keys()
@@ -614,7 +897,25 @@ fn explain(service: &str, state: &ServiceState, obs: &Observation) -> String {
         n if n <= 5 => format!("known {}: {listed}", obs.dimension.plural()),
         n => format!("known {}: {listed}, … ({n} in all)", obs.dimension.plural()),
     };
-    let learning = match state.learned_at {
+    let learning = learning_text(state);
+    let what = match obs.dimension {
+        Dimension::SensitiveRead => format!("A read of sensitive file `{}`", obs.key),
+        Dimension::Args => format!("The argument pattern `{}`", obs.key),
+        _ => format!("`{}`", obs.key),
+    };
+    let never = if obs.dimension == Dimension::SensitiveRead {
+        format!(
+            "is not in the baseline of {service} (sensitive reads are never learned silently, {learning})"
+        )
+    } else {
+        format!("was never seen for {service} {learning}")
+    };
+    format!("{what} {never}; {known_text}.")
+}
+
+/// How the service came by its baseline.
+fn learning_text(state: &ServiceState) -> String {
+    match state.learned_at {
         // A service that never learned: its baseline came from a file.
         Some((_, 0)) => "(its baseline was imported, not learned)".to_owned(),
         Some((at, events)) => {
@@ -629,20 +930,60 @@ fn explain(service: &str, state: &ServiceState, obs: &Observation) -> String {
             "while it is still learning ({} events so far)",
             state.events
         ),
+    }
+}
+
+/// A new template: what it says, an example line, and the templates the service was
+/// learned with (the most frequent first, with their shares).
+fn explain_template(service: &str, state: &ServiceState, obs: &Observation) -> String {
+    let logs = &state.logs;
+    let id: Option<u32> = obs.key.strip_prefix('#').and_then(|i| i.parse().ok());
+    let text = id
+        .and_then(|id| logs.miner().template(id))
+        .map(|t| t.text())
+        .unwrap_or_default();
+    let example = id
+        .and_then(|id| logs.info(id))
+        .map(|i| format!(" Example: `{}`.", i.example))
+        .unwrap_or_default();
+    let weight = match weigh(&text).1 {
+        Some(word) => format!(
+            " It says `{word}`, which weighs it {}.",
+            format!("{:?}", obs.severity).to_lowercase()
+        ),
+        None => String::new(),
     };
-    let what = match obs.dimension {
-        Dimension::SensitiveRead => format!("A read of sensitive file `{}`", obs.key),
-        Dimension::Args => format!("The argument pattern `{}`", obs.key),
-        _ => format!("`{}`", obs.key),
+    let mut known: Vec<(&str, u64)> = state
+        .baseline
+        .iter()
+        .filter(|(k, _)| k.dimension == Dimension::LogTemplate)
+        .map(|(k, e)| (k.key.as_str(), e.count))
+        .collect();
+    known.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let total: u64 = known.iter().map(|(_, n)| n).sum();
+    let listed = known
+        .iter()
+        .take(5)
+        .map(|(key, n)| {
+            let text = key
+                .strip_prefix('#')
+                .and_then(|i| i.parse().ok())
+                .and_then(|i| logs.miner().template(i))
+                .map(|t| t.text())
+                .unwrap_or_default();
+            format!("`{text}` {:.1}%", *n as f64 * 100.0 / total.max(1) as f64)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let known_text = match known.len() {
+        0 => "it had no known log templates".to_owned(),
+        n => format!("its {n} known templates over {total} lines, most frequent first: {listed}"),
     };
-    let never = if obs.dimension == Dimension::SensitiveRead {
-        format!(
-            "is not in the baseline of {service} (sensitive reads are never learned silently, {learning})"
-        )
-    } else {
-        format!("was never seen for {service} {learning}")
-    };
-    format!("{what} {never}; {known_text}.")
+    format!(
+        "New log template `{text}` for {service}, never seen {}.{weight}{example} Baseline: {known_text}.",
+        learning_text(state)
+    )
+    .replace(".. ", ". ")
 }
 
 #[cfg(test)]

@@ -13,8 +13,12 @@
 mod alert;
 mod config;
 mod detector;
+pub mod logs;
+pub mod nab;
 mod observe;
 pub mod pattern;
+pub mod rate;
+pub mod rates;
 mod snapshot;
 mod tables;
 pub mod templates;

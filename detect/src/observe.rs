@@ -27,6 +27,10 @@ pub enum Dimension {
     Network,
     /// Who ran what inside the service's containers.
     Exec,
+    /// A log template (`#<id>`, the service's template miner's id).
+    LogTemplate,
+    /// An event rate (never a baseline entry: rates are learned by their detectors).
+    Rate,
 }
 
 impl Dimension {
@@ -37,6 +41,8 @@ impl Dimension {
             Dimension::SensitiveRead => AlertKind::SensitiveRead,
             Dimension::Network => AlertKind::Network,
             Dimension::Exec => AlertKind::Exec,
+            Dimension::LogTemplate => AlertKind::LogTemplate,
+            Dimension::Rate => AlertKind::Rate,
         }
     }
 
@@ -49,6 +55,8 @@ impl Dimension {
             Dimension::SensitiveRead => "sensitive reads",
             Dimension::Network => "network destinations",
             Dimension::Exec => "exec-ins",
+            Dimension::LogTemplate => "log templates",
+            Dimension::Rate => "rates",
         }
     }
 }

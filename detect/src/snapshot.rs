@@ -8,6 +8,7 @@ use crate::alert::Alert;
 use crate::detector::{
     Detector, Entry, EntryKey, Origin, PendingSensor, Phase, RecentWrites, ServiceState,
 };
+use crate::logs::{LogSnapshot, LogState};
 use crate::observe::Dimension;
 
 /// Bumped when the layout changes incompatibly; a snapshot of another version is refused.
@@ -42,6 +43,9 @@ pub struct ServiceSnapshot {
     pub baseline: Vec<BaselineEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub written: Vec<String>,
+    /// The log templates (their ids stay stable across restarts) and learned mix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSnapshot>,
 }
 
 /// One allowed behaviour of a service.
@@ -87,6 +91,7 @@ impl Detector {
                 cap_alerted: s.cap_alerted,
                 baseline: entries(s),
                 written: s.written.iter().cloned().collect(),
+                logs: s.logs.snapshot(),
             })
             .collect();
         services.sort_by(|a, b| a.service.cmp(&b.service));
@@ -109,8 +114,16 @@ impl Detector {
                 snapshot.version
             ));
         }
+        let logs_config = config.logs.clone();
+        let top_templates = config.rate.top_templates;
         let mut d = Detector::new(config);
         for s in snapshot.services {
+            let logs = s
+                .logs
+                .map(|l| LogState::restore(&logs_config, l))
+                .unwrap_or_else(|| LogState::new(&logs_config));
+            let mut rates = crate::rates::RateState::default();
+            rates.templates = logs.top_templates(top_templates);
             let state = ServiceState {
                 phase: s.phase,
                 learning_since: s.learning_since,
@@ -144,6 +157,8 @@ impl Detector {
                     }
                     w
                 },
+                logs,
+                rates,
             };
             d.insert_service(s.service, state);
         }

@@ -1,49 +1,94 @@
 //! An online log-template miner in the style of Drain (He et al., ICWS 2017): a
-//! fixed-depth tree routes each line by its token count and first token to a few
+//! fixed-depth tree routes each line by its token count and first two tokens to a few
 //! candidate templates; the most similar one absorbs the line (positions that differ
 //! become `<*>`), or the line starts a new template.
 //!
-//! One configuration serves every service: tokens that carry digits are treated as
-//! parameters before routing (so `blk_-69522958`, `10.0.0.7:8080` and `1.8.2` never
-//! split templates), which is the masking Drain's users otherwise tune per format with
-//! regexes, done here with a scan instead of regexes.
+//! One configuration serves every service; nobody writes per-format regexes:
+//! - A token that carries a digit, and an absolute path, is a parameter before routing
+//!   (`blk_-69522958`, `10.0.0.7:8080`, `1.8.2`, `/var/vm/image`), and `key=value`
+//!   keeps its key (`uid=0` becomes
+//!   `uid=<*>`), so `setTotalSteps=12` and `setDiffSteps=3` stay apart. This is the
+//!   masking Drain's users tune with regexes, done with one scan of the token.
+//! - Two different words at one position are evidence of two messages (`Link Up` /
+//!   `Link Down`, `client SPP.` / `client WindowsUpdateAgent.`): a line that differs from
+//!   a template by words only starts a *variant* of it. When a template has collected
+//!   `merge-after-variants` variants, the varying word is a parameter after all (user
+//!   names, job names) and the family merges into one template whose old ids resolve
+//!   to it. Drain instead merges at the first such line, and a single rare message then
+//!   swallows the frequent one it resembles.
+//! - Growth is bounded: a leaf holds at most `max-per-leaf` templates (past it a line
+//!   joins its most similar template), and a miner at most `max-templates`; past that,
+//!   lines count against one overflow template and [`Added::overflowed`] says so once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 
 /// The parameter placeholder in template text.
 pub const WILDCARD: &str = "<*>";
 
-/// Miner settings.
-#[derive(Debug, Clone, PartialEq)]
+/// The text of the template that counts lines past the template cap.
+pub const OVERFLOW_TEXT: &str = "<template cap reached: line not mined>";
+
+/// Miner settings: one default for every service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct MinerConfig {
     /// A line joins a template when at least this share of its tokens match (a
     /// parameter where the template has `<*>` matches).
     pub similarity: f64,
-    /// Templates kept per tree leaf; past it the least used is merged into the
-    /// overflow template of the leaf rather than growing without bound.
+    /// Templates kept per tree leaf (token count, first two tokens).
     pub max_per_leaf: usize,
+    /// Word variants of one template that make the varying words parameters.
+    pub merge_after_variants: usize,
+    /// Live templates per miner (per service); past it lines count as overflow.
+    pub max_templates: usize,
 }
 
 impl Default for MinerConfig {
     fn default() -> Self {
-        // 0.7, where a parameter under a template's `<*>` counts as agreement: the best
-        // single value over the eight LogHub samples (0.5 and 0.6 merge distinct
-        // messages, 0.75 and up split Linux's). Leaves of 64 hold every template the
-        // samples have per (length, first two tokens) several times over.
         MinerConfig {
+            // 0.7: the best single value over the eight LogHub samples (0.5 and 0.6
+            // merge distinct messages, 0.75 and up split Linux's).
             similarity: 0.7,
+            // Holds every template the LogHub samples have per leaf several times over.
             max_per_leaf: 64,
+            // LogHub's ground truth keeps up to a handful of word variants apart
+            // (interface states, lifecycle verbs); more than that is a parameter.
+            // 4 to 8 score the same on the samples (GA within 0.003).
+            merge_after_variants: 6,
+            // Far above the few hundred templates a busy service logs (Mac's sample,
+            // the most varied in LogHub, has 341 in 2,000 lines).
+            max_templates: 2000,
         }
     }
 }
 
 /// One learned template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Template {
-    /// Stable for the life of the miner: assigned in order of first appearance.
+    /// Stable for the life of the miner (and across snapshots): assigned in order of
+    /// first appearance. A template merged into another keeps its id, which resolves.
     pub id: u32,
     pub tokens: Vec<String>,
     pub count: u64,
+    /// The template this one is a word variant of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_of: Option<u32>,
+    /// Variants collected since the last merge (roots only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub variants: u32,
+    /// Set once this template was merged into another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<u32>,
+    /// The tree leaf holding it: `<token count> <first> <second>`.
+    #[serde(default)]
+    pub route: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Template {
@@ -52,109 +97,358 @@ impl Template {
     }
 }
 
+/// What [`Miner::add`] did with a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    /// The template the line belongs to now.
+    pub id: u32,
+    /// The line started a template (a variant counts).
+    pub created: bool,
+    /// The line was the first to hit the template cap.
+    pub overflowed: bool,
+}
+
 /// The miner for one service.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Miner {
     config: MinerConfig,
     templates: Vec<Template>,
-    /// (token count, first token or `<*>`) → template indices.
-    leaves: HashMap<(usize, String), Vec<usize>>,
+    leaves: HashMap<String, Vec<u32>>,
+    live: usize,
+    overflow: Option<u32>,
 }
 
-fn is_parameter(token: &str) -> bool {
+/// The snapshot form of a miner: its templates in id order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MinerSnapshot {
+    pub templates: Vec<Template>,
+}
+
+fn has_digit(token: &str) -> bool {
     token.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// An absolute path of two or more segments (`/var/log/app.log`), a parameter in
+/// every log format; `/` alone or `and/or` is not.
+fn is_path(token: &str) -> bool {
+    token.starts_with('/') && token[1..].contains('/')
+}
+
+/// A token as templates hold it: words as they are, parameters as `<*>`, `key=value`
+/// parameters as `key=<*>`.
+fn mask(token: &str) -> Cow<'_, str> {
+    if !has_digit(token) && !is_path(token) {
+        return Cow::Borrowed(token);
+    }
+    match token.find('=') {
+        Some(p) if p > 0 && !has_digit(&token[..p]) => {
+            Cow::Owned(format!("{}={WILDCARD}", &token[..p]))
+        }
+        _ => Cow::Borrowed(WILDCARD),
+    }
+}
+
+fn is_parameter(masked: &str) -> bool {
+    masked.ends_with(WILDCARD)
+}
+
+/// The key of a `key=value` token.
+fn key(token: &str) -> Option<&str> {
+    match token.find('=') {
+        Some(p) if p > 0 => Some(&token[..=p]),
+        _ => None,
+    }
+}
+
+/// How a line compares with a template of the same length.
+#[derive(Debug, Clone, Copy)]
+struct Comparison {
+    score: f64,
+    wildcards: usize,
+    /// Positions where both hold a different word.
+    word_mismatches: usize,
+}
+
+fn compare(template: &[String], line: &[Cow<'_, str>]) -> Comparison {
+    let (mut same, mut wildcards, mut word_mismatches) = (0usize, 0usize, 0usize);
+    for (a, b) in template.iter().zip(line) {
+        let b = b.as_ref();
+        if a == b {
+            same += 1;
+            wildcards += usize::from(a == WILDCARD);
+        } else if a == WILDCARD {
+            wildcards += 1;
+            // A parameter where the template has one is agreement, not noise.
+            same += usize::from(is_parameter(b));
+        } else if key(a).is_some() && key(a) == key(b) {
+            // `rhost=<*>` and `rhost=example.org`: the same key, another value.
+            same += 1;
+        } else if b != WILDCARD {
+            word_mismatches += 1;
+        }
+    }
+    let score = if line.is_empty() {
+        1.0
+    } else {
+        same as f64 / line.len() as f64
+    };
+    Comparison {
+        score,
+        wildcards,
+        word_mismatches,
+    }
+}
+
+fn generalise(template: &mut [String], other: &[impl AsRef<str>]) {
+    for (a, b) in template.iter_mut().zip(other) {
+        let b = b.as_ref();
+        if a != b && a != WILDCARD {
+            *a = match key(a) {
+                Some(k) if key(b) == Some(k) => format!("{k}{WILDCARD}"),
+                _ => WILDCARD.to_owned(),
+            };
+        }
+    }
 }
 
 impl Miner {
     pub fn new(config: MinerConfig) -> Self {
         Miner {
             config,
-            templates: Vec::new(),
-            leaves: HashMap::new(),
+            ..Miner::default()
         }
     }
 
-    pub fn templates(&self) -> &[Template] {
+    pub fn config(&self) -> &MinerConfig {
+        &self.config
+    }
+
+    /// Every template ever made, merged ones included, in id order.
+    pub fn all_templates(&self) -> &[Template] {
         &self.templates
     }
 
-    /// Adds a line; returns the template it now belongs to.
-    pub fn add(&mut self, line: &str) -> &Template {
-        let tokens: Vec<&str> = line.split_whitespace().collect();
+    /// The templates lines resolve to (merged ones left out).
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.templates.iter().filter(|t| t.merged_into.is_none())
+    }
+
+    /// Live templates, the overflow template included.
+    pub fn len(&self) -> usize {
+        self.live + usize::from(self.overflow.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.templates.is_empty()
+    }
+
+    /// The id a (possibly merged) template id resolves to now.
+    pub fn resolve(&self, mut id: u32) -> u32 {
+        while let Some(next) = self.templates.get(id as usize).and_then(|t| t.merged_into) {
+            id = next;
+        }
+        id
+    }
+
+    /// The template an id resolves to.
+    pub fn template(&self, id: u32) -> Option<&Template> {
+        self.templates.get(self.resolve(id) as usize)
+    }
+
+    /// Adds a line; says which template it belongs to now.
+    pub fn add(&mut self, line: &str) -> Added {
+        let tokens: Vec<Cow<'_, str>> = line.split_whitespace().map(mask).collect();
         // Drain's depth 4: the length, then the first two tokens, route a line.
-        let route = |t: Option<&&str>| match t {
-            Some(t) if !is_parameter(t) => (*t).to_owned(),
-            _ => WILDCARD.to_owned(),
-        };
-        let prefix = format!("{} {}", route(tokens.first()), route(tokens.get(1)));
-        let leaf = self.leaves.entry((tokens.len(), prefix)).or_default();
-        let mut best: Option<(usize, f64, usize)> = None;
-        for &i in leaf.iter() {
-            let t = &self.templates[i];
-            let mut same = 0;
-            let mut wild = 0;
-            for (a, b) in t.tokens.iter().zip(&tokens) {
-                if a == WILDCARD {
-                    wild += 1;
-                    // A parameter where the template has one is agreement, not noise.
-                    if is_parameter(b) {
-                        same += 1;
-                    }
-                } else if a == b {
-                    same += 1;
-                }
-            }
-            let score = if tokens.is_empty() {
-                1.0
-            } else {
-                same as f64 / tokens.len() as f64
-            };
-            if best.is_none_or(|(_, s, w)| score > s || (score == s && wild > w)) {
-                best = Some((i, score, wild));
+        fn route_token<'a>(t: Option<&'a Cow<'_, str>>) -> &'a str {
+            match t {
+                Some(t) if t.as_ref() != WILDCARD => t.as_ref(),
+                _ => WILDCARD,
             }
         }
-        let index = match best {
-            Some((i, score, _))
-                if score >= self.config.similarity || leaf.len() >= self.config.max_per_leaf =>
-            {
-                let t = &mut self.templates[i];
-                for (a, b) in t.tokens.iter_mut().zip(&tokens) {
-                    if a != b && a != WILDCARD {
-                        *a = WILDCARD.to_owned();
-                    }
-                }
-                t.count += 1;
-                i
+        let route = format!(
+            "{} {} {}",
+            tokens.len(),
+            route_token(tokens.first()),
+            route_token(tokens.get(1))
+        );
+        let leaf = self.leaves.get(&route).map(Vec::as_slice).unwrap_or(&[]);
+        let mut strict: Option<(u32, Comparison)> = None;
+        let mut loose: Option<(u32, Comparison)> = None;
+        for &id in leaf {
+            let c = compare(&self.templates[id as usize].tokens, &tokens);
+            let slot = if c.word_mismatches == 0 {
+                &mut strict
+            } else {
+                &mut loose
+            };
+            if slot.is_none_or(|(_, b)| {
+                c.score > b.score || (c.score == b.score && c.wildcards > b.wildcards)
+            }) {
+                *slot = Some((id, c));
             }
-            _ => {
-                let id = self.templates.len() as u32;
-                let tokens = tokens
-                    .iter()
-                    .map(|t| {
-                        if is_parameter(t) {
-                            WILDCARD.to_owned()
-                        } else {
-                            (*t).to_owned()
-                        }
-                    })
-                    .collect();
-                self.templates.push(Template {
-                    id,
-                    tokens,
-                    count: 1,
-                });
-                let i = self.templates.len() - 1;
-                leaf.push(i);
-                i
+        }
+        let leaf_full = leaf.len() >= self.config.max_per_leaf;
+        let similarity = self.config.similarity;
+        match (strict, loose) {
+            (Some((id, c)), _) if c.score >= similarity => self.absorb(id, &tokens),
+            (_, Some((id, c))) if c.score >= similarity && !leaf_full => {
+                let root = self.templates[id as usize].variant_of.unwrap_or(id);
+                self.create(route, tokens, Some(root))
             }
+            _ if leaf_full => {
+                // The leaf is full: the closest template takes the line, whatever it is.
+                let best = [strict, loose]
+                    .into_iter()
+                    .flatten()
+                    .max_by(|a, b| a.1.score.total_cmp(&b.1.score))
+                    .map(|(id, _)| id)
+                    .expect("a full leaf has templates");
+                self.absorb(best, &tokens)
+            }
+            _ => self.create(route, tokens, None),
+        }
+    }
+
+    fn absorb(&mut self, id: u32, tokens: &[Cow<'_, str>]) -> Added {
+        let t = &mut self.templates[id as usize];
+        generalise(&mut t.tokens, tokens);
+        t.count += 1;
+        Added {
+            id,
+            created: false,
+            overflowed: false,
+        }
+    }
+
+    fn create(
+        &mut self,
+        route: String,
+        tokens: Vec<Cow<'_, str>>,
+        variant_of: Option<u32>,
+    ) -> Added {
+        if self.live >= self.config.max_templates {
+            return self.overflow();
+        }
+        let id = self.templates.len() as u32;
+        self.templates.push(Template {
+            id,
+            tokens: tokens.into_iter().map(Cow::into_owned).collect(),
+            count: 1,
+            variant_of,
+            variants: 0,
+            merged_into: None,
+            route: route.clone(),
+        });
+        self.live += 1;
+        self.leaves.entry(route).or_default().push(id);
+        let Some(root) = variant_of else {
+            return Added {
+                id,
+                created: true,
+                overflowed: false,
+            };
         };
-        &self.templates[index]
+        let r = &mut self.templates[root as usize];
+        r.variants += 1;
+        if (r.variants as usize) < self.config.merge_after_variants {
+            return Added {
+                id,
+                created: true,
+                overflowed: false,
+            };
+        }
+        self.merge_family(root);
+        Added {
+            id: root,
+            created: true,
+            overflowed: false,
+        }
+    }
+
+    /// Folds every live variant of `root` into it: the words they vary in are
+    /// parameters.
+    fn merge_family(&mut self, root: u32) {
+        let members: Vec<u32> = self
+            .templates
+            .iter()
+            .filter(|t| t.variant_of == Some(root) && t.merged_into.is_none())
+            .map(|t| t.id)
+            .collect();
+        for m in members {
+            let (tokens, count, route) = {
+                let t = &mut self.templates[m as usize];
+                t.merged_into = Some(root);
+                (t.tokens.clone(), t.count, t.route.clone())
+            };
+            if let Some(leaf) = self.leaves.get_mut(&route) {
+                leaf.retain(|&i| i != m);
+            }
+            let r = &mut self.templates[root as usize];
+            generalise(&mut r.tokens, &tokens);
+            r.count += count;
+            self.live -= 1;
+        }
+        self.templates[root as usize].variants = 0;
+    }
+
+    fn overflow(&mut self) -> Added {
+        if let Some(id) = self.overflow {
+            self.templates[id as usize].count += 1;
+            return Added {
+                id,
+                created: false,
+                overflowed: false,
+            };
+        }
+        let id = self.templates.len() as u32;
+        self.templates.push(Template {
+            id,
+            tokens: vec![OVERFLOW_TEXT.to_owned()],
+            count: 1,
+            variant_of: None,
+            variants: 0,
+            merged_into: None,
+            route: String::new(),
+        });
+        self.overflow = Some(id);
+        Added {
+            id,
+            created: true,
+            overflowed: true,
+        }
+    }
+
+    pub fn snapshot(&self) -> MinerSnapshot {
+        MinerSnapshot {
+            templates: self.templates.clone(),
+        }
+    }
+
+    /// Rebuilds a miner from its snapshot; ids stay what they were.
+    pub fn restore(config: MinerConfig, snapshot: MinerSnapshot) -> Self {
+        let mut miner = Miner::new(config);
+        for t in snapshot.templates {
+            if t.merged_into.is_none() {
+                if t.route.is_empty() {
+                    miner.overflow = Some(t.id);
+                } else {
+                    miner.live += 1;
+                    miner.leaves.entry(t.route.clone()).or_default().push(t.id);
+                }
+            }
+            miner.templates.push(t);
+        }
+        miner
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text(m: &Miner, id: u32) -> String {
+        m.template(id).unwrap().text()
+    }
 
     #[test]
     fn lines_differing_in_parameters_share_a_template() {
@@ -166,10 +460,7 @@ mod tests {
             .add("PacketResponder 0 for block blk_-6952295868487656571 terminating")
             .id;
         assert_eq!(a, b);
-        assert_eq!(
-            m.templates()[0].text(),
-            "PacketResponder <*> for block <*> terminating"
-        );
+        assert_eq!(text(&m, a), "PacketResponder <*> for block <*> terminating");
     }
 
     #[test]
@@ -183,27 +474,117 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_key_value_parameters_stay_apart() {
+        let mut m = Miner::default();
+        let a = m
+            .add("setTodayTotalDetailSteps=1514038530000##7007##548##8661")
+            .id;
+        let b = m
+            .add("setTodayTotalDetailSteps=1514038440000##6995##547##8649")
+            .id;
+        let c = m.add("setDiffTotalSteps=12").id;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(text(&m, a), "setTodayTotalDetailSteps=<*>");
+    }
+
+    #[test]
+    fn a_rare_word_variant_does_not_swallow_the_frequent_message() {
+        let mut m = Miner::default();
+        for i in 0..50 {
+            m.add(&format!(
+                "Session: 3018{i}_14 initialized by client WindowsUpdateAgent."
+            ));
+        }
+        let spp = m.add("Session: 30546174_3 initialized by client SPP.");
+        assert!(spp.created);
+        let wua = m.add("Session: 30546175_3 initialized by client WindowsUpdateAgent.");
+        assert_ne!(spp.id, wua.id);
+        assert_eq!(text(&m, spp.id), "Session: <*> initialized by client SPP.");
+    }
+
+    #[test]
+    fn many_word_variants_become_a_parameter() {
+        let mut m = Miner::default();
+        let users = [
+            "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+        ];
+        let first = m.add("accepted login for alice from gateway").id;
+        for u in users {
+            m.add(&format!("accepted login for {u} from gateway"));
+        }
+        assert_eq!(m.templates().count(), 1, "{:?}", m.all_templates());
+        assert_eq!(m.resolve(first), first);
+        assert_eq!(text(&m, first), "accepted login for <*> from gateway");
+        // Ids of the merged variants resolve to the family's template.
+        for t in m.all_templates() {
+            assert_eq!(m.resolve(t.id), first);
+        }
+        let later = m.add("accepted login for mallory from gateway");
+        assert_eq!(later.id, first);
+        assert!(!later.created);
+    }
+
+    #[test]
     fn a_hundred_passes_over_parameter_heavy_lines_do_not_grow_the_templates() {
         let mut m = Miner::default();
         let lines: Vec<String> = (0..200)
             .map(|i| {
                 format!(
-                    "user u{i} logged in from 10.0.{}.{} after {i}ms session {i:x}",
+                    "user u{i} logged in from 10.0.{}.{} after {i}ms session {i:x} state={}",
                     i % 7,
-                    i % 13
+                    i % 13,
+                    [
+                        "new", "old", "idle", "busy", "gone", "back", "away", "home", "lost",
+                        "kept"
+                    ][i % 10]
                 )
             })
             .collect();
         for l in &lines {
             m.add(l);
         }
-        let after_one = m.templates().len();
+        let after_one = m.len();
         for _ in 0..100 {
             for l in &lines {
-                m.add(l);
+                assert!(!m.add(l).created);
             }
         }
-        assert_eq!(m.templates().len(), after_one);
-        assert!(after_one <= 2, "{:?}", m.templates());
+        assert_eq!(m.len(), after_one);
+        assert!(after_one <= 2, "{:?}", m.all_templates());
+    }
+
+    #[test]
+    fn a_flood_of_unique_lines_hits_the_cap_once() {
+        let mut m = Miner::new(MinerConfig {
+            max_templates: 10,
+            ..MinerConfig::default()
+        });
+        let mut overflowed = 0;
+        for i in 0..500 {
+            // Every line a different shape: its own token count.
+            let line = vec!["w"; i + 1].join(" ");
+            let added = m.add(&line);
+            overflowed += usize::from(added.overflowed);
+        }
+        assert_eq!(overflowed, 1);
+        assert_eq!(m.len(), 11);
+        let overflow = m.templates().find(|t| t.text() == OVERFLOW_TEXT).unwrap();
+        assert_eq!(overflow.count, 490);
+    }
+
+    #[test]
+    fn a_restored_miner_keeps_ids_and_goes_on_matching() {
+        let mut m = Miner::default();
+        let a = m.add("connection from 10.0.0.1 refused").id;
+        let b = m.add("disk full on /var").id;
+        let restored = Miner::restore(
+            MinerConfig::default(),
+            serde_json::from_str(&serde_json::to_string(&m.snapshot()).unwrap()).unwrap(),
+        );
+        let mut r = restored;
+        assert_eq!(r.add("connection from 10.0.0.9 refused").id, a);
+        assert_eq!(r.add("disk full on /var").id, b);
+        assert_eq!(r.add("something new entirely").id, 2);
     }
 }

@@ -269,6 +269,10 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stream: Option<String>,
         message: String,
+        /// The service's log template the line belongs to, set by detection (the
+        /// template miner); input leaves it out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template_id: Option<u32>,
     },
     /// An alert a sensor (Falco) raised itself, with the fields it carried.
     SensorAlert {

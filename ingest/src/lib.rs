@@ -18,7 +18,7 @@ pub mod stats;
 pub mod time;
 
 pub use dead_letter::{DeadLetter, DeadLetterSink, Reason};
-pub use decode::{DecodeLimits, Decoded, Decoder, Format};
+pub use decode::{DecodeLimits, Decoded, Decoder, Format, Repairs, truncate_line};
 pub use error::{DecodeError, SourceError};
 pub use event::{Event, EventKind, Provenance, Source};
 pub use metrics::IngestMetrics;

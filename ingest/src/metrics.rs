@@ -45,6 +45,7 @@ pub struct IngestMetrics {
     events_decoded: Family<SourceLabels, Counter>,
     records_ignored: Family<IgnoredLabels, Counter>,
     records_dead_lettered: Family<DeadLetterLabels, Counter>,
+    records_repaired: Family<IgnoredLabels, Counter>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     consumer_pauses: Counter,
     receive_errors: Counter,
@@ -73,6 +74,11 @@ impl IngestMetrics {
             "records_dead_lettered",
             "Records that could not be decoded and went to the dead-letter sink",
             m.records_dead_lettered.clone(),
+        );
+        registry.register(
+            "records_repaired",
+            "Records kept after a repair: invalid UTF-8 replaced (lossy_utf8), a log line cut (truncated_line)",
+            m.records_repaired.clone(),
         );
         registry.register(
             "consumer_lag",
@@ -122,6 +128,18 @@ impl IngestMetrics {
                 .get_or_create(&DeadLetterLabels {
                     format: (*format).to_owned(),
                     reason: reason.as_str().to_owned(),
+                })
+                .inc_by(*n);
+        }
+        self.record_repairs(stats);
+    }
+
+    fn record_repairs(&self, stats: &IngestStats) {
+        for ((source, repair), n) in &stats.repaired {
+            self.records_repaired
+                .get_or_create(&IgnoredLabels {
+                    source: source.as_str().to_owned(),
+                    reason: (*repair).to_owned(),
                 })
                 .inc_by(*n);
         }

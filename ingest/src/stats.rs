@@ -19,6 +19,9 @@ pub struct IngestStats {
     pub ignored: BTreeMap<(Source, &'static str), u64>,
     /// Records dead-lettered, by format (as configured, or detected) and reason.
     pub dead_lettered: BTreeMap<(&'static str, Reason), u64>,
+    /// Records kept after a repair, by source and repair (`lossy_utf8`,
+    /// `truncated_line`).
+    pub repaired: BTreeMap<(Source, &'static str), u64>,
 }
 
 impl IngestStats {
@@ -34,6 +37,9 @@ impl IngestStats {
         }
         for (k, v) in &other.dead_lettered {
             *self.dead_lettered.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.repaired {
+            *self.repaired.entry(*k).or_default() += v;
         }
     }
 

@@ -56,6 +56,7 @@ mod tests {
             kind: EventKind::Log {
                 stream: None,
                 message: "hello".into(),
+                template_id: None,
             },
         };
         table.append(&[event("shop/api"), event("shop/api"), event("shop/db")]);

@@ -212,6 +212,7 @@ mod tests {
             kind: EventKind::Log {
                 stream: None,
                 message: message.into(),
+                template_id: None,
             },
         }
     }

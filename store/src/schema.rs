@@ -82,6 +82,7 @@ static EVENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         // logs
         text("stream"),
         text("message"),
+        Field::new("template_id", DataType::Int64, true),
         // sensor alerts
         text("rule"),
         text("priority"),
@@ -137,6 +138,7 @@ pub(crate) struct EventColumns {
     exit_code: Int64Builder,
     stream: StringBuilder,
     message: StringBuilder,
+    template_id: Int64Builder,
     rule: StringBuilder,
     priority: StringBuilder,
     details: StringBuilder,
@@ -189,6 +191,7 @@ impl EventColumns {
             exit_code: Int64Builder::with_capacity(rows),
             stream: s(),
             message: s(),
+            template_id: Int64Builder::with_capacity(rows),
             rule: s(),
             priority: s(),
             details: s(),
@@ -239,6 +242,7 @@ impl EventColumns {
         let mut exit_code = None;
         let mut stream = None;
         let mut message = None;
+        let mut template_id = None;
         let mut rule = None;
         let mut priority = None;
         let mut details = None;
@@ -293,9 +297,11 @@ impl EventColumns {
             EventKind::Log {
                 stream: s,
                 message: m,
+                template_id: t,
             } => {
                 stream = s.as_deref();
                 message = Some(m.as_str());
+                template_id = t.map(i64::from);
             }
             EventKind::SensorAlert {
                 rule: r,
@@ -325,6 +331,7 @@ impl EventColumns {
         self.exit_code.append_option(exit_code);
         self.stream.append_option(stream);
         self.message.append_option(message);
+        self.template_id.append_option(template_id);
         self.rule.append_option(rule);
         self.priority.append_option(priority);
         self.details.append_option(details);
@@ -383,6 +390,7 @@ impl EventColumns {
             Arc::new(self.exit_code.finish()),
             Arc::new(self.stream.finish()),
             Arc::new(self.message.finish()),
+            Arc::new(self.template_id.finish()),
             Arc::new(self.rule.finish()),
             Arc::new(self.priority.finish()),
             Arc::new(self.details.finish()),

@@ -102,6 +102,7 @@ pub(super) fn decode(
         kind: EventKind::Log {
             stream: r.stream,
             message,
+            template_id: None,
         },
     });
     Ok(None)

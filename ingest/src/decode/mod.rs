@@ -98,11 +98,18 @@ pub struct DecodeLimits {
     /// (a node whose clock is a day behind must not start a service's learning window a
     /// day early). `None` accepts any lag, as replays of mixed files need.
     pub max_past_skew: Option<std::time::Duration>,
+    /// Log lines longer than this are cut at a character boundary, with a marker that
+    /// says how much was cut.
+    pub max_log_line_bytes: usize,
 }
 
 /// 1 MiB: Kafka's default `message.max.bytes` is about the same, so a larger record is
 /// almost certainly not a sensor event.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// 16 KiB: holds any stack-trace line worth reading and bounds what one runaway line
+/// costs the template miner and the search index.
+pub const DEFAULT_MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 
 /// One hour: far beyond NTP drift, short enough that a bad clock cannot move windows far.
 pub const DEFAULT_MAX_FUTURE_SKEW: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -117,15 +124,29 @@ impl Default for DecodeLimits {
             max_time: Nanos(4_102_444_800 * crate::time::NANOS_PER_SECOND),
             max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
             max_past_skew: None,
+            max_log_line_bytes: DEFAULT_MAX_LOG_LINE_BYTES,
         }
     }
+}
+
+/// How a record was repaired to be kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Invalid UTF-8 was replaced with U+FFFD.
+    pub lossy_utf8: bool,
+    /// Log lines cut to the line limit.
+    pub truncated_lines: u32,
 }
 
 /// What a successfully read record produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded {
     /// This many events were appended to the output, from this source.
-    Events { source: Source, count: usize },
+    Events {
+        source: Source,
+        count: usize,
+        repairs: Repairs,
+    },
     /// A valid record that describes nothing driftwatch models.
     Ignored { source: Source, why: &'static str },
 }
@@ -180,6 +201,7 @@ impl Decoder {
         }
         let start = out.len();
         self.new_audit_ids.clear();
+        let mut repairs = Repairs::default();
         let result = match self.detect_and_decode(format, payload, out) {
             // Sensors pass through what programs print, invalid UTF-8 included, and JSON
             // may not carry it. Rather than lose the record, decode it again with the bad
@@ -188,6 +210,7 @@ impl Decoder {
                 out.truncate(start);
                 self.new_audit_ids.clear();
                 let lossy = String::from_utf8_lossy(payload);
+                repairs.lossy_utf8 = true;
                 self.detect_and_decode(format, lossy.as_bytes(), out)
             }
             Err(_) if payload.iter().all(u8::is_ascii_whitespace) => {
@@ -208,6 +231,12 @@ impl Decoder {
                 if event.service.is_empty() {
                     event.service = self.keyer.key(&event.workload);
                 }
+                if let EventKind::Log { message, .. } = &mut event.kind
+                    && message.len() > self.limits.max_log_line_bytes
+                {
+                    *message = truncate_line(message, self.limits.max_log_line_bytes).into_owned();
+                    repairs.truncated_lines += 1;
+                }
             }
             for id in std::mem::take(&mut self.new_audit_ids) {
                 self.remember_audit_id(id);
@@ -215,6 +244,7 @@ impl Decoder {
             Ok(Decoded::Events {
                 source,
                 count: out.len() - start,
+                repairs,
             })
         });
         if result.is_err() {
@@ -437,6 +467,23 @@ pub(crate) fn parse_time(field: &str, value: &str) -> Result<Nanos, DecodeError>
     })
 }
 
+/// Cuts a line longer than `max_bytes` at a character boundary and says how much was
+/// cut, so that one runaway line costs neither the miner nor the index more than that.
+pub fn truncate_line(line: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
+    if line.len() <= max_bytes {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut end = max_bytes;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{} …[truncated {} bytes]",
+        &line[..end],
+        line.len() - end
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,7 +642,8 @@ mod tests {
             first.unwrap(),
             Decoded::Events {
                 source: Source::K8sAudit,
-                count: 1
+                count: 1,
+                repairs: Repairs::default(),
             }
         );
         assert!(matches!(
@@ -605,5 +653,72 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn long_log_lines_are_cut_with_a_marker_and_counted() {
+        let mut d = Decoder::new(
+            DecodeLimits {
+                max_log_line_bytes: 64,
+                ..DecodeLimits::default()
+            },
+            ServiceKeyer::default(),
+        );
+        let long = "é".repeat(100);
+        let record = format!(
+            r#"{{"date":1700000000.0,"log":"{long}","stream":"stderr","kubernetes":{{"namespace_name":"shop","pod_name":"api-7d9f8b6c5d-x2x9q","container_name":"api"}}}}"#
+        );
+        let mut out = Vec::new();
+        let decoded = d
+            .decode(
+                Format::FluentBit,
+                record.as_bytes(),
+                &Provenance::default(),
+                &mut out,
+            )
+            .unwrap();
+        assert!(matches!(
+            decoded,
+            Decoded::Events {
+                repairs: Repairs {
+                    truncated_lines: 1,
+                    lossy_utf8: false
+                },
+                ..
+            }
+        ));
+        let EventKind::Log { message, .. } = &out[0].kind else {
+            panic!("{:?}", out[0].kind)
+        };
+        assert_eq!(
+            message,
+            &format!("{} …[truncated 136 bytes]", "é".repeat(32))
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_counted() {
+        let mut d = Decoder::new(DecodeLimits::default(), ServiceKeyer::default());
+        let mut record = br#"{"date":1700000000.0,"log":"bad "#.to_vec();
+        record.extend_from_slice(&[0xff, 0xfe]);
+        record.extend_from_slice(br#" bytes","kubernetes":{"namespace_name":"shop","pod_name":"api-0","container_name":"api"}}"#);
+        let mut out = Vec::new();
+        let decoded = d
+            .decode(Format::FluentBit, &record, &Provenance::default(), &mut out)
+            .unwrap();
+        assert!(matches!(
+            decoded,
+            Decoded::Events {
+                repairs: Repairs {
+                    lossy_utf8: true,
+                    ..
+                },
+                ..
+            }
+        ));
+        let EventKind::Log { message, .. } = &out[0].kind else {
+            panic!("{:?}", out[0].kind)
+        };
+        assert_eq!(message, "bad \u{fffd}\u{fffd} bytes");
     }
 }

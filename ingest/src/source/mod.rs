@@ -98,8 +98,26 @@ impl Pending {
             .decoder
             .decode(format, payload, &provenance, &mut self.events)
         {
-            Ok(Decoded::Events { source, count }) => {
+            Ok(Decoded::Events {
+                source,
+                count,
+                repairs,
+            }) => {
                 *self.stats.decoded.entry(source).or_default() += count as u64;
+                if repairs.lossy_utf8 {
+                    *self
+                        .stats
+                        .repaired
+                        .entry((source, "lossy_utf8"))
+                        .or_default() += 1;
+                }
+                if repairs.truncated_lines > 0 {
+                    *self
+                        .stats
+                        .repaired
+                        .entry((source, "truncated_line"))
+                        .or_default() += u64::from(repairs.truncated_lines);
+                }
             }
             Ok(Decoded::Ignored { source, why }) => {
                 *self.stats.ignored.entry((source, why)).or_default() += 1;
