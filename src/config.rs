@@ -5,7 +5,8 @@
 //! Secrets may come from the environment instead of the file (`DRIFTWATCH_*`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use detect::DetectConfig;
@@ -32,6 +33,54 @@ pub struct Config {
     pub state: StateConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub search: SearchConfig,
+}
+
+/// Full-text search over log lines (`[search]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SearchConfig {
+    /// Index log lines at all.
+    #[serde(default = "default_search_enabled")]
+    pub enabled: bool,
+    /// Where the index lives; by default `log-index` in the state's data directory, and
+    /// in memory when there is none.
+    #[serde(default)]
+    pub index_dir: Option<PathBuf>,
+    /// Lines become searchable at most this long after they are applied.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            enabled: default_search_enabled(),
+            index_dir: None,
+            commit_interval: default_commit_interval(),
+        }
+    }
+}
+
+fn default_search_enabled() -> bool {
+    true
+}
+
+/// Five seconds: an analyst searching an incident waits no longer than a page refresh,
+/// and a commit (segment flush and file syncs) every few seconds costs little.
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Config {
+    /// The log index's directory, if it has one (else it lives in memory).
+    pub fn index_dir(&self) -> Option<PathBuf> {
+        self.search
+            .index_dir
+            .clone()
+            .or_else(|| self.state.data_dir.as_ref().map(|d| d.join("log-index")))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -52,6 +52,7 @@ pub async fn start(
         ingest_metrics: ingest_metrics.clone(),
         store_metrics,
         print_alerts,
+        log_index: crate::logindex::LogIndexer::start(config)?,
     };
 
     let listener = http::bind(config.http.listen).await?;
@@ -93,6 +94,9 @@ pub async fn start(
     let shared_totals = totals.clone();
     sup.spawn("pipeline", async move {
         let applied = pipeline.apply_all(rx, &shared_totals, persistence).await;
+        if let Some(indexer) = &pipeline.log_index {
+            indexer.flush().await;
+        }
         // Everything applied is acknowledged (also when the pipeline failed part way);
         // make the commit durable before leaving the group. With a data directory the
         // last state file's offsets are already committed and nothing else is stored.

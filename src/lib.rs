@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod http;
+pub mod logindex;
 pub mod pipeline;
 pub mod replay;
 pub mod simulator;

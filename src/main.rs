@@ -78,6 +78,42 @@ enum Command {
         #[arg(default_value = "-")]
         file: PathBuf,
     },
+    /// Read `timestamp,value` CSV (with header) and write `timestamp,value,anomaly_score`
+    /// per row, through the rate detector with its default configuration.
+    AnomalyScores {
+        /// The CSV file; `-` reads standard input.
+        #[arg(default_value = "-")]
+        file: PathBuf,
+    },
+    /// Search log lines in the log index, newest first.
+    Search {
+        /// Words to find (all of them); quote a phrase: '"connection refused"'.
+        query: String,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only lines from this long ago (`1h`, `30m`) or this time (RFC 3339) on.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines before this long ago or this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only lines of this log template.
+        #[arg(long)]
+        template: Option<u32>,
+        /// At most this many lines.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// The index directory (by default the one the config names).
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// The daemon's configuration file, to find its index.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Baselines as code: export, import and compare baseline files.
     Baseline {
         #[command(subcommand)]
@@ -174,6 +210,32 @@ async fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(file),
         Command::Baseline { action } => baseline(action),
         Command::Templates { file } => templates(file),
+        Command::AnomalyScores { file } => anomaly_scores(file),
+        Command::Search {
+            query,
+            service,
+            since,
+            until,
+            template,
+            limit,
+            index,
+            config,
+            json,
+        } => (|| {
+            search(
+                queries::search::SearchQuery {
+                    text: query,
+                    service,
+                    since: since.as_deref().map(when).transpose()?,
+                    until: until.as_deref().map(when).transpose()?,
+                    template_id: template,
+                    limit,
+                },
+                index,
+                config,
+                json,
+            )
+        })(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -263,14 +325,7 @@ fn baseline(action: BaselineAction) -> anyhow::Result<()> {
 /// line's template in its final form (templates generalise as lines arrive).
 fn templates(path: PathBuf) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
-    let input: Box<dyn BufRead> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
-        ))
-    };
+    let input = input(&path)?;
     let mut miner = detect::templates::Miner::default();
     let mut ids = Vec::new();
     for line in input.split(b'\n') {
@@ -289,6 +344,114 @@ fn templates(path: PathBuf) -> anyhow::Result<()> {
         writeln!(out, "{id}\t{}", texts[id as usize])?;
     }
     out.flush()?;
+    Ok(())
+}
+
+fn input(path: &PathBuf) -> anyhow::Result<Box<dyn std::io::BufRead>> {
+    Ok(if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(path).map_err(
+            |e| anyhow::anyhow!("cannot read {}: {e}", path.display()),
+        )?))
+    })
+}
+
+/// NAB's layout in and out: the header, then `timestamp,value` rows; each row gets the
+/// score the rate detector gives it as it streams by.
+fn anomaly_scores(path: PathBuf) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut detector = detect::rate::RateDetector::default();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut lines = input(&path)?.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) => {
+            let header = header?;
+            let header = header.trim_end_matches('\r');
+            if !header.starts_with("timestamp") {
+                anyhow::bail!(
+                    "{}: the first line must be the header `timestamp,value`, not {header:?}",
+                    path.display()
+                );
+            }
+            writeln!(out, "{header},anomaly_score")?;
+        }
+        None => anyhow::bail!("{}: empty input", path.display()),
+    }
+    for (n, line) in lines {
+        let line = line?;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (t, v) = detect::rate::parse_nab_row(line).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} line {}: expected `YYYY-MM-DD HH:MM:SS,value`, found {line:?}",
+                path.display(),
+                n + 1
+            )
+        })?;
+        let score = detector.update(t, v);
+        writeln!(out, "{line},{score}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `1h` (that long ago) or an RFC 3339 time.
+fn when(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(chrono::Utc::now() - chrono::Duration::from_std(d)?);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| anyhow::anyhow!("{text:?} is neither a duration (`1h`) nor an RFC 3339 time"))
+}
+
+fn search(
+    query: queries::search::SearchQuery,
+    index: Option<PathBuf>,
+    config: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = match (index, config) {
+        (Some(dir), _) => dir,
+        (None, Some(path)) => Config::load(&path)?.index_dir().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no [state] data-dir nor [search] index-dir: its index lives in memory",
+                path.display()
+            )
+        })?,
+        (None, None) => anyhow::bail!("say where the index is: --index DIR or --config FILE"),
+    };
+    let index = queries::search::LogIndex::open_read_only(&dir)?;
+    let hits = index.search(&query)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for h in &hits {
+        let time = h.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        if json {
+            let line = serde_json::json!({
+                "time": time,
+                "service": h.service,
+                "container": h.container,
+                "stream": h.stream,
+                "template_id": h.template_id,
+                "line": h.line,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(
+                out,
+                "{time} {} {} #{} {}",
+                h.service, h.stream, h.template_id, h.line
+            )?;
+        }
+    }
+    out.flush()?;
+    if hits.is_empty() {
+        eprintln!("no matching lines");
+    }
     Ok(())
 }
 

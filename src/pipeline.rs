@@ -24,6 +24,8 @@ pub struct Stages {
     pub store_metrics: StoreMetrics,
     /// Print each raised alert on stdout as a readable line (the demo does).
     pub print_alerts: bool,
+    /// Log lines go to full-text search through it.
+    pub log_index: Option<crate::logindex::LogIndexer>,
 }
 
 /// Periodic state files, and offsets committed only with them.
@@ -88,6 +90,14 @@ impl Stages {
             }
             let outcome = self.events.append(&batch.events);
             self.store_metrics.record(&self.events, &outcome);
+            if let Some(indexer) = &self.log_index {
+                let lines = batch
+                    .events
+                    .iter()
+                    .filter_map(crate::logindex::log_line)
+                    .collect();
+                indexer.send(lines).await;
+            }
             for alert in raised.drain(..) {
                 self.announce(&alert);
             }

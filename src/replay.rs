@@ -61,6 +61,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
         ingest_metrics: IngestMetrics::register(&mut registry),
         store_metrics: StoreMetrics::register(&mut registry),
         print_alerts: false,
+        log_index: crate::logindex::LogIndexer::start(&config)?,
     };
     let source = ReplaySource::new(args.files.clone(), args.format);
     let progress = progress_bar(&args);
@@ -92,6 +93,9 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     }
     read_result?;
     applied?;
+    if let Some(indexer) = &stages.log_index {
+        indexer.flush().await;
+    }
     // Alerts as JSON lines, oldest first, in their final state (repeats counted in).
     let detector = stages.detector.lock().expect("detector lock poisoned");
     let alerts = detector.alerts();

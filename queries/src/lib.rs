@@ -1,9 +1,11 @@
-//! Queries: the analyst's surfaces over the store. SQL through DataFusion, and in time
-//! the PostgreSQL wire server, the HTTP API, full-text log search (tantivy) and metrics.
+//! Queries: the analyst's surfaces over the store. SQL through DataFusion, full-text log
+//! search (tantivy, [`search`]), and in time the PostgreSQL wire server and HTTP API.
 //!
-//! DataFusion (and later pgwire and tantivy) live here and nowhere else, so the crates
+//! DataFusion and tantivy (and later pgwire) live here and nowhere else, so the crates
 //! below build without them. Queries run over store snapshots, never over live tables,
 //! so a query cannot block ingest.
+
+pub mod search;
 
 use std::sync::Arc;
 

@@ -157,6 +157,12 @@ pub enum SearchError {
         #[source]
         source: TantivyError,
     },
+    /// There is no index directory to search.
+    #[error("no log index in {path:?} (is [search] enabled, and the path the daemon's?)")]
+    NoIndex { path: PathBuf },
+    /// The index was opened for searching only (another process writes it).
+    #[error("the log index was opened read-only: it cannot {operation}")]
+    ReadOnly { operation: &'static str },
     /// A stored document lacks a field or holds a value out of range.
     #[error("stored log line has no valid `{field}`")]
     Corrupt { field: &'static str },
@@ -192,7 +198,8 @@ impl Fields {
 /// batching contract.
 pub struct LogIndex {
     fields: Fields,
-    writer: IndexWriter,
+    /// `None` when opened read-only.
+    writer: Option<IndexWriter>,
     reader: IndexReader,
     parser: QueryParser,
     uncommitted: u64,
@@ -227,6 +234,37 @@ impl LogIndex {
         LogIndex::with_index(index, fields, config).map_err(open_err)
     }
 
+    /// Opens the index in `dir` for searching only, without the writer lock: a tool can
+    /// search while the daemon writes. It sees what was committed when it opened.
+    pub fn open_read_only(dir: &Path) -> Result<LogIndex, SearchError> {
+        let open_err = |source: TantivyError| SearchError::Open {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if !dir.is_dir() {
+            return Err(SearchError::NoIndex {
+                path: dir.to_path_buf(),
+            });
+        }
+        let directory = MmapDirectory::open(dir).map_err(|e| open_err(e.into()))?;
+        let index = Index::open(directory).map_err(open_err)?;
+        let (_, fields) = Fields::schema();
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(open_err)?;
+        let mut parser = QueryParser::for_index(&index, vec![fields.line]);
+        parser.set_conjunction_by_default();
+        Ok(LogIndex {
+            fields,
+            writer: None,
+            reader,
+            parser,
+            uncommitted: 0,
+        })
+    }
+
     /// An index held in RAM only, for tests and tools.
     pub fn in_memory(config: LogIndexConfig) -> Result<LogIndex, SearchError> {
         let (schema, fields) = Fields::schema();
@@ -254,7 +292,7 @@ impl LogIndex {
         parser.set_conjunction_by_default();
         Ok(LogIndex {
             fields,
-            writer,
+            writer: Some(writer),
             reader,
             parser,
             uncommitted: 0,
@@ -273,7 +311,7 @@ impl LogIndex {
         doc.add_u64(f.template_id, u64::from(line.template_id));
         doc.add_i64(f.time, line.time.timestamp_micros());
         doc.add_text(f.line, &line.line);
-        self.writer
+        self.writer("add")?
             .add_document(doc)
             .map_err(|source| SearchError::Index {
                 operation: "add",
@@ -281,6 +319,12 @@ impl LogIndex {
             })?;
         self.uncommitted += 1;
         Ok(())
+    }
+
+    fn writer(&mut self, operation: &'static str) -> Result<&mut IndexWriter, SearchError> {
+        self.writer
+            .as_mut()
+            .ok_or(SearchError::ReadOnly { operation })
     }
 
     /// Lines added since the last commit.
@@ -294,10 +338,12 @@ impl LogIndex {
     /// Blocking and costly (file syncs): the daemon calls it periodically from a blocking
     /// thread, never per line and never on the ingest runtime.
     pub fn commit(&mut self) -> Result<(), SearchError> {
-        self.writer.commit().map_err(|source| SearchError::Index {
-            operation: "commit",
-            source,
-        })?;
+        self.writer("commit")?
+            .commit()
+            .map_err(|source| SearchError::Index {
+                operation: "commit",
+                source,
+            })?;
         self.uncommitted = 0;
         self.reader.reload().map_err(|source| SearchError::Index {
             operation: "reload",
@@ -318,7 +364,7 @@ impl LogIndex {
                 cutoff.timestamp_micros(),
             )),
         );
-        self.writer
+        self.writer("delete")?
             .delete_query(Box::new(older))
             .map_err(|source| SearchError::Index {
                 operation: "delete",

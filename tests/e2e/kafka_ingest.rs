@@ -259,6 +259,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
         ingest_metrics: IngestMetrics::default(),
         store_metrics: StoreMetrics::default(),
         print_alerts: false,
+        log_index: None,
     };
     let (tx, rx) = mpsc::channel(source.channel_capacity());
     let cancel = tokio_util::sync::CancellationToken::new();

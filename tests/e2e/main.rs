@@ -5,6 +5,7 @@ mod common;
 mod demo_kcat;
 mod detection;
 mod kafka_ingest;
+mod logs_cli;
 mod replay_cli;
 mod restart;
 mod run_cli;

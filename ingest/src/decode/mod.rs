@@ -666,7 +666,7 @@ mod tests {
         );
         let long = "é".repeat(100);
         let record = format!(
-            r#"{{"date":1700000000.0,"log":"{long}","stream":"stderr","kubernetes":{{"namespace_name":"shop","pod_name":"api-7d9f8b6c5d-x2x9q","container_name":"api"}}}}"#
+            r#"{{"@timestamp":1700000000.0,"log":"{long}","stream":"stderr","kubernetes":{{"namespace_name":"shop","pod_name":"api-7d9f8b6c5d-x2x9q","container_name":"api"}}}}"#
         );
         let mut out = Vec::new();
         let decoded = d
@@ -699,7 +699,7 @@ mod tests {
     #[test]
     fn invalid_utf8_is_replaced_and_counted() {
         let mut d = Decoder::new(DecodeLimits::default(), ServiceKeyer::default());
-        let mut record = br#"{"date":1700000000.0,"log":"bad "#.to_vec();
+        let mut record = br#"{"@timestamp":1700000000.0,"log":"bad "#.to_vec();
         record.extend_from_slice(&[0xff, 0xfe]);
         record.extend_from_slice(br#" bytes","kubernetes":{"namespace_name":"shop","pod_name":"api-0","container_name":"api"}}"#);
         let mut out = Vec::new();
