@@ -60,8 +60,11 @@ fn default_mix_min_lines() -> u64 {
     200
 }
 
-/// How often (in lines) the mix is measured once the window is full.
-const MIX_CHECK_EVERY: u32 = 50;
+/// How often (in lines) the mix is measured once the window is full: a tenth of the
+/// window, at most every 50 lines (a JSD over 500 lines costs a few microseconds).
+fn mix_check_every(window: usize) -> u32 {
+    (window / 10).clamp(1, 50) as u32
+}
 
 /// Bytes of a line kept as a template's example.
 const EXAMPLE_BYTES: usize = 512;
@@ -169,7 +172,7 @@ impl LogState {
     /// learned mix is large enough; `None` between measurements.
     pub(crate) fn measure_mix(&mut self, config: &LogConfig) -> Option<MixShift> {
         if self.window.len() < config.mix_window
-            || self.since_check < MIX_CHECK_EVERY
+            || self.since_check < mix_check_every(config.mix_window)
             || self.learned_lines() < config.mix_min_lines
         {
             return None;

@@ -1,7 +1,8 @@
-//! The detector's state as the store's `alerts` and `baselines` tables.
+//! The detector's state as the store's `alerts`, `baselines` and `log_templates`
+//! tables.
 
 use arrow::record_batch::RecordBatch;
-use store::{AlertRow, BaselineRow};
+use store::{AlertRow, BaselineRow, LogTemplateRow};
 
 use crate::detector::Detector;
 
@@ -43,6 +44,31 @@ impl Detector {
                     .join(","),
             }
         }))
+    }
+
+    /// Every service's live log templates as a record batch of `log_templates`, by
+    /// service and id.
+    pub fn log_templates_table(&self) -> RecordBatch {
+        let mut services: Vec<_> = self.services().collect();
+        services.sort_by(|a, b| a.0.cmp(b.0));
+        let rows = services.into_iter().flat_map(|(service, state)| {
+            state.logs.miner().templates().map(move |t| {
+                let info = state.logs.info(t.id);
+                LogTemplateRow {
+                    service,
+                    template_id: i64::from(t.id),
+                    template: t.text(),
+                    first_seen: info.map_or(0, |i| i.first_seen.0),
+                    count: t.count as i64,
+                    example: info.map_or("", |i| i.example.as_str()),
+                    learned: state.baseline.contains_key(&crate::EntryKey {
+                        dimension: crate::Dimension::LogTemplate,
+                        key: format!("#{}", t.id),
+                    }),
+                }
+            })
+        });
+        store::log_templates_batch(rows)
     }
 
     /// Every baseline entry as a record batch of the `baselines` table.

@@ -18,6 +18,12 @@ fn test_config() -> DetectConfig {
         image_grace: Duration::from_secs(600),
         dedup_window: Duration::from_secs(3600),
         correlation_window: Duration::from_secs(300),
+        // A short window, measured every few lines, so a mix shift fits in a case.
+        logs: detect::logs::LogConfig {
+            mix_window: 40,
+            mix_min_lines: 20,
+            ..detect::logs::LogConfig::default()
+        },
         ..DetectConfig::default()
     }
 }
@@ -126,6 +132,16 @@ fn falco_alerts_join_the_drift_alert_about_the_same_act() {
     check("correlation");
 }
 
+#[test]
+fn a_new_log_template_after_learning_weighed_by_what_it_says() {
+    check("log_template");
+}
+
+#[test]
+fn a_shift_in_the_log_template_mix() {
+    check("log_mix");
+}
+
 /// A detector restored from a snapshot taken mid-stream ends with exactly the alerts of
 /// an uninterrupted run: nothing lost, nothing raised twice.
 #[test]
@@ -139,6 +155,7 @@ fn a_restart_from_a_snapshot_mid_stream_changes_nothing() {
         "exec",
         "grace",
         "correlation",
+        "log_template",
     ] {
         let input = dir.join(format!("{case}.input.jsonl"));
         let (whole, _) = run_case(&input);
@@ -194,6 +211,29 @@ fn alerts_and_baselines_are_tables() {
         .unwrap()
         .as_string::<i32>();
     assert_eq!(severity.value(0), "critical");
+    let (logs, _) = run_case(&dir.join("log_template.input.jsonl"));
+    let templates = logs.log_templates_table();
+    let text = templates
+        .column_by_name("template")
+        .unwrap()
+        .as_string::<i32>();
+    let texts: Vec<&str> = (0..text.len()).map(|i| text.value(i)).collect();
+    assert_eq!(
+        texts,
+        [
+            "GET <*> <*> in <*>",
+            "cache refreshed: <*> keys in <*>",
+            "ERROR upstream <*> connection refused after <*> retries",
+            "worker <*> terminated: segfault at <*> ip <*>",
+        ]
+    );
+    let learned = templates.column_by_name("learned").unwrap().as_boolean();
+    assert_eq!(
+        (0..learned.len())
+            .map(|i| learned.value(i))
+            .collect::<Vec<_>>(),
+        [true, true, false, false]
+    );
     let baselines = detector.baselines_table();
     let entries: usize = detector.services().map(|(_, s)| s.baseline.len()).sum();
     assert_eq!(baselines.num_rows(), entries);

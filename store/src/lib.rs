@@ -16,5 +16,6 @@ pub use events::{AppendOutcome, EventTable, EventsSnapshot};
 pub use metrics::StoreMetrics;
 pub use schema::events_schema;
 pub use tables::{
-    AlertRow, BaselineRow, alerts_batch, alerts_schema, baselines_batch, baselines_schema,
+    AlertRow, BaselineRow, LogTemplateRow, alerts_batch, alerts_schema, baselines_batch,
+    baselines_schema, log_templates_batch, log_templates_schema,
 };

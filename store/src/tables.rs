@@ -1,4 +1,4 @@
-//! The `alerts` and `baselines` tables: Arrow batches built from plain rows, so that the
+//! The `alerts`, `baselines` and `log_templates` tables: Arrow batches built from plain rows, so that the
 //! store stays ignorant of detection's types (detection depends on the store, not the
 //! other way round). Detection builds the rows; readers get consistent batches.
 
@@ -45,6 +45,65 @@ static BASELINES: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("count", DataType::Int64, false),
     ]))
 });
+
+static LOG_TEMPLATES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("service", DataType::Utf8, false),
+        Field::new("template_id", DataType::Int64, false),
+        Field::new("template", DataType::Utf8, false),
+        ts("first_seen"),
+        Field::new("count", DataType::Int64, false),
+        Field::new("example", DataType::Utf8, false),
+        Field::new("learned", DataType::Boolean, false),
+    ]))
+});
+
+pub fn log_templates_schema() -> SchemaRef {
+    LOG_TEMPLATES.clone()
+}
+
+/// One row of `log_templates`: a service's template as its miner holds it now.
+pub struct LogTemplateRow<'a> {
+    pub service: &'a str,
+    pub template_id: i64,
+    pub template: String,
+    pub first_seen: i64,
+    pub count: i64,
+    /// The first line of the template (cut at 512 bytes).
+    pub example: &'a str,
+    /// In the service's baseline (learned, accepted or imported).
+    pub learned: bool,
+}
+
+pub fn log_templates_batch<'a>(rows: impl IntoIterator<Item = LogTemplateRow<'a>>) -> RecordBatch {
+    let (mut service, mut template, mut example) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let (mut id, mut count) = (Int64Builder::new(), Int64Builder::new());
+    let mut first_seen = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let mut learned = arrow::array::BooleanBuilder::new();
+    for r in rows {
+        service.append_value(r.service);
+        id.append_value(r.template_id);
+        template.append_value(&r.template);
+        first_seen.append_value(r.first_seen);
+        count.append_value(r.count);
+        example.append_value(r.example);
+        learned.append_value(r.learned);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(service.finish()),
+        Arc::new(id.finish()),
+        Arc::new(template.finish()),
+        Arc::new(first_seen.finish()),
+        Arc::new(count.finish()),
+        Arc::new(example.finish()),
+        Arc::new(learned.finish()),
+    ];
+    RecordBatch::try_new(log_templates_schema(), columns).expect("builders match the schema")
+}
 
 pub fn alerts_schema() -> SchemaRef {
     ALERTS.clone()
