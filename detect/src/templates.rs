@@ -22,6 +22,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -82,9 +83,9 @@ pub struct Template {
     /// Set once this template was merged into another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<u32>,
-    /// The tree leaf holding it: `<token count> <first> <second>`.
-    #[serde(default)]
-    pub route: String,
+    /// The template that counts lines past the cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overflow: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -108,12 +109,52 @@ pub struct Added {
     pub overflowed: bool,
 }
 
+/// Leaf keys are already hashes: the map uses them as they are.
+#[derive(Default)]
+struct RouteHasher(u64);
+
+impl Hasher for RouteHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The leaf of a line: a hash of its token count and first two tokens (`<*>` for a
+/// parameter). Within a leaf those never change, so a template's leaf follows from its
+/// tokens; a collision only puts two leaves' templates side by side, and `compare`
+/// checks every token anyway.
+fn route<S: AsRef<str>>(tokens: &[S]) -> u64 {
+    // FNV-1a: stable, and fast on short tokens.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&(tokens.len() as u64).to_le_bytes());
+    for t in tokens.iter().take(2) {
+        let t = t.as_ref();
+        eat(if t == WILDCARD { b"\xff" } else { t.as_bytes() });
+        eat(b"\0");
+    }
+    h
+}
+
 /// The miner for one service.
 #[derive(Debug, Default, Clone)]
 pub struct Miner {
     config: MinerConfig,
     templates: Vec<Template>,
-    leaves: HashMap<String, Vec<u32>>,
+    leaves: HashMap<u64, Vec<u32>, BuildHasherDefault<RouteHasher>>,
     live: usize,
     overflow: Option<u32>,
 }
@@ -259,18 +300,7 @@ impl Miner {
     pub fn add(&mut self, line: &str) -> Added {
         let tokens: Vec<Cow<'_, str>> = line.split_whitespace().map(mask).collect();
         // Drain's depth 4: the length, then the first two tokens, route a line.
-        fn route_token<'a>(t: Option<&'a Cow<'_, str>>) -> &'a str {
-            match t {
-                Some(t) if t.as_ref() != WILDCARD => t.as_ref(),
-                _ => WILDCARD,
-            }
-        }
-        let route = format!(
-            "{} {} {}",
-            tokens.len(),
-            route_token(tokens.first()),
-            route_token(tokens.get(1))
-        );
+        let route = route(&tokens);
         let leaf = self.leaves.get(&route).map(Vec::as_slice).unwrap_or(&[]);
         let mut strict: Option<(u32, Comparison)> = None;
         let mut loose: Option<(u32, Comparison)> = None;
@@ -320,12 +350,7 @@ impl Miner {
         }
     }
 
-    fn create(
-        &mut self,
-        route: String,
-        tokens: Vec<Cow<'_, str>>,
-        variant_of: Option<u32>,
-    ) -> Added {
+    fn create(&mut self, route: u64, tokens: Vec<Cow<'_, str>>, variant_of: Option<u32>) -> Added {
         if self.live >= self.config.max_templates {
             return self.overflow();
         }
@@ -337,7 +362,7 @@ impl Miner {
             variant_of,
             variants: 0,
             merged_into: None,
-            route: route.clone(),
+            overflow: false,
         });
         self.live += 1;
         self.leaves.entry(route).or_default().push(id);
@@ -375,12 +400,12 @@ impl Miner {
             .map(|t| t.id)
             .collect();
         for m in members {
-            let (tokens, count, route) = {
+            let (tokens, count) = {
                 let t = &mut self.templates[m as usize];
                 t.merged_into = Some(root);
-                (t.tokens.clone(), t.count, t.route.clone())
+                (t.tokens.clone(), t.count)
             };
-            if let Some(leaf) = self.leaves.get_mut(&route) {
+            if let Some(leaf) = self.leaves.get_mut(&route(&tokens)) {
                 leaf.retain(|&i| i != m);
             }
             let r = &mut self.templates[root as usize];
@@ -408,7 +433,7 @@ impl Miner {
             variant_of: None,
             variants: 0,
             merged_into: None,
-            route: String::new(),
+            overflow: true,
         });
         self.overflow = Some(id);
         Added {
@@ -429,11 +454,11 @@ impl Miner {
         let mut miner = Miner::new(config);
         for t in snapshot.templates {
             if t.merged_into.is_none() {
-                if t.route.is_empty() {
+                if t.overflow {
                     miner.overflow = Some(t.id);
                 } else {
                     miner.live += 1;
-                    miner.leaves.entry(t.route.clone()).or_default().push(t.id);
+                    miner.leaves.entry(route(&t.tokens)).or_default().push(t.id);
                 }
             }
             miner.templates.push(t);
