@@ -1033,6 +1033,32 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_unique_log_lines_hits_the_template_cap_with_one_alert() {
+        let mut c = config();
+        c.logs.templates.max_templates = 5;
+        let mut d = Detector::new(c);
+        let mut raised = Vec::new();
+        for i in 0..200i64 {
+            let words = vec!["w"; i as usize + 1].join(" ");
+            let mut e = exec(i / 20, "/app/server");
+            e.kind = EventKind::Log {
+                stream: None,
+                message: words,
+                template_id: None,
+            };
+            d.observe(&e, &mut raised);
+        }
+        let caps: Vec<&Alert> = raised
+            .iter()
+            .filter(|a| a.subject == "template cap")
+            .collect();
+        assert_eq!(caps.len(), 1, "{raised:#?}");
+        assert_eq!(caps[0].kind, AlertKind::LogTemplate);
+        assert!(caps[0].explanation.contains("cap of 5 log templates"));
+        assert_eq!(d.service("shop/api").unwrap().logs.miner().len(), 6);
+    }
+
+    #[test]
     fn an_accepted_subject_joins_the_baseline_and_stops_alerting() {
         let mut d = Detector::new(config());
         learned(&mut d);
