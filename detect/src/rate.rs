@@ -96,7 +96,7 @@ pub struct Season {
     pub slot_secs: i64,
 }
 
-/// Settings of a [`RateDetector`] (`[detect.rate]`-style table, kebab-case keys).
+/// Settings of a [`RateDetector`] (`[detect.rate.detector]` in the config, kebab-case keys).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RateConfig {
