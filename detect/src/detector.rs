@@ -271,12 +271,18 @@ impl Detector {
             let added = state.logs.add(message, event.time, config.logs.mix_window);
             let id = state.logs.miner.resolve(added.id);
             template = Some(id);
-            let text = state
-                .logs
-                .miner
-                .template(id)
-                .map(|t| t.text())
-                .unwrap_or_default();
+            // Only a template the baseline lacks can alert, so only its text is built
+            // and weighed; a known line costs a lookup.
+            let probe = EntryKey {
+                dimension: Dimension::LogTemplate,
+                key: format!("#{id}"),
+            };
+            let severity = if state.baseline.contains_key(&probe) {
+                Severity::Low
+            } else {
+                let text = state.logs.miner.template(id).map(|t| t.text());
+                weigh(text.as_deref().unwrap_or_default()).0
+            };
             let monitoring = state.phase != Phase::Learning;
             let shift = if monitoring {
                 state.logs.measure_mix(&config.logs)
@@ -293,8 +299,8 @@ impl Detector {
             }
             vec![Observation {
                 dimension: Dimension::LogTemplate,
-                key: format!("#{id}"),
-                severity: weigh(&text).0,
+                key: probe.key,
+                severity,
                 mitre: None,
                 exe: None,
             }]

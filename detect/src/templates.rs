@@ -132,21 +132,10 @@ impl Hasher for RouteHasher {
 /// tokens; a collision only puts two leaves' templates side by side, and `compare`
 /// checks every token anyway.
 fn route<S: AsRef<str>>(tokens: &[S]) -> u64 {
-    // FNV-1a: stable, and fast on short tokens.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(&(tokens.len() as u64).to_le_bytes());
-    for t in tokens.iter().take(2) {
-        let t = t.as_ref();
-        eat(if t == WILDCARD { b"\xff" } else { t.as_bytes() });
-        eat(b"\0");
-    }
-    h
+    let token = |i: usize| tokens.get(i).map_or("", |t| t.as_ref());
+    // The alerts' stable hash of the two tokens, with the length folded in.
+    crate::alert::stable_hash(&[token(0), token(1)])
+        ^ (tokens.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// The miner for one service.
