@@ -20,7 +20,6 @@
 //!   joins its most similar template), and a miner at most `max-templates`; past that,
 //!   lines count against one overflow template and [`Added::overflowed`] says so once.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -127,15 +126,54 @@ impl Hasher for RouteHasher {
     }
 }
 
+/// A token as templates hold it: words as they are, parameters as `<*>`, `key=value`
+/// parameters as `key=<*>`. Its text is never built for a line; templates keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    Word(&'a str),
+    Param,
+    /// `key=<*>`; the key is held with its `=`.
+    KeyParam(&'a str),
+}
+
+/// Token text in (at most) two pieces, so a line's tokens and a template's strings
+/// hash and compare alike without building strings.
+trait Pieces {
+    fn pieces(&self) -> (&str, &str);
+}
+
+impl Pieces for String {
+    fn pieces(&self) -> (&str, &str) {
+        (self, "")
+    }
+}
+
+impl Pieces for Token<'_> {
+    fn pieces(&self) -> (&str, &str) {
+        match *self {
+            Token::Word(w) => (w, ""),
+            Token::Param => (WILDCARD, ""),
+            Token::KeyParam(k) => (k, WILDCARD),
+        }
+    }
+}
+
 /// The leaf of a line: a hash of its token count and first two tokens (`<*>` for a
 /// parameter). Within a leaf those never change, so a template's leaf follows from its
 /// tokens; a collision only puts two leaves' templates side by side, and `compare`
 /// checks every token anyway.
-fn route<S: AsRef<str>>(tokens: &[S]) -> u64 {
-    let token = |i: usize| tokens.get(i).map_or("", |t| t.as_ref());
-    // The alerts' stable hash of the two tokens, with the length folded in.
-    crate::alert::stable_hash(&[token(0), token(1)])
-        ^ (tokens.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+fn route<T: Pieces>(tokens: &[T]) -> u64 {
+    // The alerts' stable hash (FNV-1a with a separator after each part) of the two
+    // tokens, with the length folded in.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..2 {
+        let (a, b) = tokens.get(i).map_or(("", ""), Pieces::pieces);
+        for byte in a.bytes().chain(b.bytes()).chain(std::iter::once(0xff)) {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h ^ (tokens.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// The miner for one service.
@@ -154,39 +192,69 @@ pub struct MinerSnapshot {
     pub templates: Vec<Template>,
 }
 
-fn has_digit(token: &str) -> bool {
-    token.bytes().any(|b| b.is_ascii_digit())
-}
-
-/// An absolute path of two or more segments (`/var/log/app.log`), a parameter in
-/// every log format; `/` alone or `and/or` is not.
-fn is_path(token: &str) -> bool {
-    token.starts_with('/') && token[1..].contains('/')
-}
-
-/// A token as templates hold it: words as they are, parameters as `<*>`, `key=value`
-/// parameters as `key=<*>`.
-fn mask(token: &str) -> Cow<'_, str> {
-    if !has_digit(token) && !is_path(token) {
-        return Cow::Borrowed(token);
-    }
-    match token.find('=') {
-        Some(p) if p > 0 && !has_digit(&token[..p]) => {
-            Cow::Owned(format!("{}={WILDCARD}", &token[..p]))
+/// Masks a token in one scan: a token with a digit, or an absolute path of two or
+/// more segments (`/var/log/app.log`; `/` alone or `and/or` is not), is a parameter,
+/// and a `key=value` parameter keeps its key unless the key has a digit itself.
+fn mask(token: &str) -> Token<'_> {
+    let bytes = token.as_bytes();
+    let mut digit_at = None;
+    let mut eq_at = None;
+    let mut slashes = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b.is_ascii_digit() {
+            if digit_at.is_none() {
+                digit_at = Some(i);
+            }
+        } else if b == b'=' {
+            if eq_at.is_none() {
+                eq_at = Some(i);
+            }
+        } else if b == b'/' {
+            slashes += 1;
         }
-        _ => Cow::Borrowed(WILDCARD),
+    }
+    let path = bytes.first() == Some(&b'/') && slashes >= 2;
+    if digit_at.is_none() && !path {
+        return Token::Word(token);
+    }
+    match eq_at {
+        Some(p) if p > 0 && digit_at.is_none_or(|d| d > p) => Token::KeyParam(&token[..=p]),
+        _ => Token::Param,
     }
 }
 
-fn is_parameter(masked: &str) -> bool {
-    masked.ends_with(WILDCARD)
-}
-
-/// The key of a `key=value` token.
+/// The key of a `key=value` token, with its `=`.
 fn key(token: &str) -> Option<&str> {
     match token.find('=') {
         Some(p) if p > 0 => Some(&token[..=p]),
         _ => None,
+    }
+}
+
+/// The key a line's token shows: `key=<*>` keeps it, a word may hold one.
+fn token_key<'a>(token: &Token<'a>) -> Option<&'a str> {
+    match *token {
+        Token::Word(w) => key(w),
+        Token::Param => None,
+        Token::KeyParam(k) => Some(k),
+    }
+}
+
+/// A template token equals a line token.
+fn same_text(a: &str, b: &Token<'_>) -> bool {
+    match *b {
+        Token::Word(w) => a == w,
+        Token::Param => a == WILDCARD,
+        Token::KeyParam(k) => {
+            a.len() == k.len() + WILDCARD.len() && a.starts_with(k) && a.ends_with(WILDCARD)
+        }
+    }
+}
+
+fn is_parameter(token: &Token<'_>) -> bool {
+    match *token {
+        Token::Word(w) => w.ends_with(WILDCARD),
+        Token::Param | Token::KeyParam(_) => true,
     }
 }
 
@@ -199,21 +267,20 @@ struct Comparison {
     word_mismatches: usize,
 }
 
-fn compare(template: &[String], line: &[Cow<'_, str>]) -> Comparison {
+fn compare(template: &[String], line: &[Token<'_>]) -> Comparison {
     let (mut same, mut wildcards, mut word_mismatches) = (0usize, 0usize, 0usize);
     for (a, b) in template.iter().zip(line) {
-        let b = b.as_ref();
-        if a == b {
+        if same_text(a, b) {
             same += 1;
             wildcards += usize::from(a == WILDCARD);
         } else if a == WILDCARD {
             wildcards += 1;
             // A parameter where the template has one is agreement, not noise.
             same += usize::from(is_parameter(b));
-        } else if key(a).is_some() && key(a) == key(b) {
+        } else if key(a).is_some_and(|k| token_key(b) == Some(k)) {
             // `rhost=<*>` and `rhost=example.org`: the same key, another value.
             same += 1;
-        } else if b != WILDCARD {
+        } else if b.pieces() != (WILDCARD, "") {
             word_mismatches += 1;
         }
     }
@@ -229,9 +296,8 @@ fn compare(template: &[String], line: &[Cow<'_, str>]) -> Comparison {
     }
 }
 
-fn generalise(template: &mut [String], other: &[impl AsRef<str>]) {
+fn generalise(template: &mut [String], other: &[String]) {
     for (a, b) in template.iter_mut().zip(other) {
-        let b = b.as_ref();
         if a != b && a != WILDCARD {
             *a = match key(a) {
                 Some(k) if key(b) == Some(k) => format!("{k}{WILDCARD}"),
@@ -287,7 +353,12 @@ impl Miner {
 
     /// Adds a line; says which template it belongs to now.
     pub fn add(&mut self, line: &str) -> Added {
-        let tokens: Vec<Cow<'_, str>> = line.split_whitespace().map(mask).collect();
+        let mut tokens: Vec<Token<'_>> = Vec::with_capacity(32);
+        if line.is_ascii() {
+            tokens.extend(line.split_ascii_whitespace().map(mask));
+        } else {
+            tokens.extend(line.split_whitespace().map(mask));
+        }
         // Drain's depth 4: the length, then the first two tokens, route a line.
         let route = route(&tokens);
         let leaf = self.leaves.get(&route).map(Vec::as_slice).unwrap_or(&[]);
@@ -312,7 +383,7 @@ impl Miner {
             (Some((id, c)), _) if c.score >= similarity => self.absorb(id, &tokens),
             (_, Some((id, c))) if c.score >= similarity && !leaf_full => {
                 let root = self.templates[id as usize].variant_of.unwrap_or(id);
-                self.create(route, tokens, Some(root))
+                self.create(route, &tokens, Some(root))
             }
             _ if leaf_full => {
                 // The leaf is full: the closest template takes the line, whatever it is.
@@ -324,13 +395,20 @@ impl Miner {
                     .expect("a full leaf has templates");
                 self.absorb(best, &tokens)
             }
-            _ => self.create(route, tokens, None),
+            _ => self.create(route, &tokens, None),
         }
     }
 
-    fn absorb(&mut self, id: u32, tokens: &[Cow<'_, str>]) -> Added {
+    fn absorb(&mut self, id: u32, tokens: &[Token<'_>]) -> Added {
         let t = &mut self.templates[id as usize];
-        generalise(&mut t.tokens, tokens);
+        for (a, b) in t.tokens.iter_mut().zip(tokens) {
+            if a != WILDCARD && !same_text(a, b) {
+                *a = match key(a) {
+                    Some(k) if token_key(b) == Some(k) => format!("{k}{WILDCARD}"),
+                    _ => WILDCARD.to_owned(),
+                };
+            }
+        }
         t.count += 1;
         Added {
             id,
@@ -339,14 +417,20 @@ impl Miner {
         }
     }
 
-    fn create(&mut self, route: u64, tokens: Vec<Cow<'_, str>>, variant_of: Option<u32>) -> Added {
+    fn create(&mut self, route: u64, tokens: &[Token<'_>], variant_of: Option<u32>) -> Added {
         if self.live >= self.config.max_templates {
             return self.overflow();
         }
         let id = self.templates.len() as u32;
         self.templates.push(Template {
             id,
-            tokens: tokens.into_iter().map(Cow::into_owned).collect(),
+            tokens: tokens
+                .iter()
+                .map(|t| {
+                    let (a, b) = t.pieces();
+                    [a, b].concat()
+                })
+                .collect(),
             count: 1,
             variant_of,
             variants: 0,
