@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use detect::{BaselineEntry, Dimension, Origin, Phase, ServiceSnapshot};
+use detect::{BaselineEntry, DetectorSnapshot, Dimension, Origin, Phase, ServiceSnapshot};
 use ingest::Nanos;
 use serde::{Deserialize, Serialize};
 
@@ -58,8 +58,18 @@ fn load_state(data_dir: &Path) -> anyhow::Result<StateFile> {
 /// The baselines of the state file, optionally of one service.
 pub fn export(data_dir: &Path, service: Option<&str>) -> anyhow::Result<BaselineFile> {
     let state = load_state(data_dir)?;
-    let services: Vec<ServiceBaseline> = state
-        .detector
+    let file = from_snapshot(&state.detector, service);
+    if let Some(name) = service
+        && file.services.is_empty()
+    {
+        bail!("the state file has no service {name:?}");
+    }
+    Ok(file)
+}
+
+/// The baselines of a detector snapshot, optionally of one service.
+pub fn from_snapshot(snapshot: &DetectorSnapshot, service: Option<&str>) -> BaselineFile {
+    let services: Vec<ServiceBaseline> = snapshot
         .services
         .iter()
         .filter(|s| service.is_none_or(|name| s.service == name))
@@ -76,15 +86,10 @@ pub fn export(data_dir: &Path, service: Option<&str>) -> anyhow::Result<Baseline
                 .collect(),
         })
         .collect();
-    if let Some(name) = service
-        && services.is_empty()
-    {
-        bail!("the state file has no service {name:?}");
-    }
-    Ok(BaselineFile {
+    BaselineFile {
         version: BASELINE_FILE_VERSION,
         services,
-    })
+    }
 }
 
 pub fn read(path: &Path) -> anyhow::Result<BaselineFile> {
@@ -121,17 +126,25 @@ pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
         },
     };
     let now = Nanos::now();
+    let added = import_into(&mut state.detector, file, now);
+    state.written_at = now;
+    state::save(data_dir, &state)?;
+    Ok(added)
+}
+
+/// Merges a baseline file into a detector snapshot (see [`import`]); returns how many
+/// entries were new.
+pub fn import_into(snapshot: &mut DetectorSnapshot, file: &BaselineFile, now: Nanos) -> usize {
     let mut added = 0;
     for incoming in &file.services {
-        let index = match state
-            .detector
+        let index = match snapshot
             .services
             .iter()
             .position(|s| s.service == incoming.service)
         {
             Some(i) => i,
             None => {
-                state.detector.services.push(ServiceSnapshot {
+                snapshot.services.push(ServiceSnapshot {
                     service: incoming.service.clone(),
                     phase: Phase::Monitoring,
                     // Learning "ended" at the epoch: every real event is judged
@@ -147,10 +160,10 @@ pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
                     written: Vec::new(),
                     logs: None,
                 });
-                state.detector.services.len() - 1
+                snapshot.services.len() - 1
             }
         };
-        let service = &mut state.detector.services[index];
+        let service = &mut snapshot.services[index];
         for e in &incoming.entries {
             // Template ids name templates of this service's own miner: an id it never
             // made would allow whatever template gets that number later.
@@ -185,13 +198,8 @@ pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
             .baseline
             .sort_by(|a, b| (a.dimension, &a.key).cmp(&(b.dimension, &b.key)));
     }
-    state
-        .detector
-        .services
-        .sort_by(|a, b| a.service.cmp(&b.service));
-    state.written_at = now;
-    state::save(data_dir, &state)?;
-    Ok(added)
+    snapshot.services.sort_by(|a, b| a.service.cmp(&b.service));
+    added
 }
 
 /// A manual control on the state file (stop the daemon first).

@@ -35,6 +35,10 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub search: SearchConfig,
+    #[serde(default)]
+    pub sql: queries::sql::SqlLimits,
+    #[serde(default)]
+    pub postgres: queries::pg::PgConfig,
 }
 
 /// Full-text search over log lines (`[search]`).
@@ -155,15 +159,20 @@ fn default_max_record_bytes() -> ByteSize {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpConfig {
-    /// Where `/metrics` and the health endpoints listen. Loopback by default.
+    /// Where the API, `/metrics` and the health endpoints listen. Loopback by default.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// API tokens (their SHA-256) and roles. With none, the API needs no token, which
+    /// is only allowed on a loopback address.
+    #[serde(default)]
+    pub tokens: Vec<crate::api::ApiToken>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_http_listen(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -244,6 +253,24 @@ impl Config {
         if self.store.partition.is_zero() || self.store.retention.is_zero() {
             bail!("[store] retention and partition must be positive durations");
         }
+        if self.http.tokens.is_empty() && !self.http.listen.ip().is_loopback() {
+            bail!(
+                "http.listen is {} (not loopback) but no [[http.tokens]] are configured: \
+                 refusing to serve the API without authentication beyond this machine",
+                self.http.listen
+            );
+        }
+        crate::api::Api::tokens(&self.http.tokens)?;
+        if self.sql.max_rows == 0 || self.sql.timeout.is_zero() || self.sql.threads == 0 {
+            bail!("[sql] max-rows, timeout and threads must be positive");
+        }
+        // Passwords from the environment are read at start; the rest is checked now.
+        if self.postgres.enabled
+            && self.postgres.users.is_empty()
+            && !self.postgres.listen.ip().is_loopback()
+        {
+            self.postgres.users().map_err(anyhow::Error::msg)?;
+        }
         Ok(())
     }
 }
@@ -288,6 +315,23 @@ mod tests {
         assert!(
             format!("{:#}", Config::parse(text).unwrap_err()).contains("enable.auto.offset.store")
         );
+    }
+
+    #[test]
+    fn serving_beyond_loopback_needs_credentials() {
+        let err = Config::parse("[http]\nlisten = \"0.0.0.0:8484\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("no [[http.tokens]]"), "{err:#}");
+        let hash = crate::api::token_hash("t");
+        Config::parse(&format!(
+            "[http]\nlisten = \"0.0.0.0:8484\"\n[[http.tokens]]\nname = \"ops\"\nrole = \"viewer\"\nsha256 = \"{hash}\"\n"
+        ))
+        .unwrap();
+        let err = Config::parse("[postgres]\nlisten = \"0.0.0.0:5433\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("no postgres.users"), "{err:#}");
+        let err =
+            Config::parse("[[http.tokens]]\nname = \"ops\"\nrole = \"viewer\"\nsha256 = \"abc\"\n")
+                .unwrap_err();
+        assert!(format!("{err:#}").contains("64 hex digits"), "{err:#}");
     }
 
     #[test]

@@ -15,13 +15,16 @@ use tracing::info;
 use crate::config::Config;
 use crate::pipeline::{self, Persistence, Stages};
 use crate::supervisor::Supervisor;
-use crate::{http, telemetry};
+use crate::{http, surfaces, telemetry};
 
 /// What a started daemon exposes to its caller.
 pub struct Daemon {
     pub stages: Stages,
     pub totals: Arc<Mutex<IngestStats>>,
     pub http_addr: SocketAddr,
+    /// Where the PostgreSQL wire server listens, if it is enabled.
+    pub postgres_addr: Option<SocketAddr>,
+    pub api: Arc<crate::api::Api>,
 }
 
 pub fn decoder(config: &Config) -> Decoder {
@@ -55,18 +58,17 @@ pub async fn start(
         log_index: crate::logindex::LogIndexer::start(config)?,
     };
 
+    let sql_metrics = queries::metrics::SqlMetrics::register(&mut registry);
+    let surfaces = surfaces::start(config, &stages, sql_metrics, sup).await?;
+    let api = surfaces.api.clone();
+
     let listener = http::bind(config.http.listen).await?;
     let http_addr = listener
         .local_addr()
         .context("HTTP listener has no address")?;
-    sup.spawn(
-        "http",
-        http::serve(
-            listener,
-            http::router(Arc::new(registry)),
-            sup.cancel.clone(),
-        ),
-    );
+    let router = http::router(Arc::new(registry))
+        .merge(crate::api::router(api.clone()).with_state(api.clone()));
+    sup.spawn("http", http::serve(listener, router, sup.cancel.clone()));
 
     let source = Arc::new(
         KafkaSource::new(kafka.clone(), ingest_metrics).context("cannot start the Kafka source")?,
@@ -117,11 +119,22 @@ pub async fn start(
         topics = ?kafka.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         group = %kafka.group_id,
         http = %http_addr,
+        postgres = ?surfaces.postgres_addr,
         "driftwatch is consuming."
     );
+    api.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ready = api.ready.clone();
+    let cancel = sup.cancel.clone();
+    sup.spawn("readiness", async move {
+        cancel.cancelled().await;
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    });
     Ok(Daemon {
         stages,
         totals,
         http_addr,
+        postgres_addr: surfaces.postgres_addr,
+        api,
     })
 }

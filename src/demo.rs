@@ -26,8 +26,23 @@ pub struct Args {
     pub speed: u64,
     pub bad_per_thousand: u64,
     pub http: SocketAddr,
+    pub postgres: SocketAddr,
     pub report_every: Duration,
 }
+
+/// The demo's PostgreSQL login and API tokens: printed at start, documented in the
+/// README. Nothing but loopback is served.
+pub const DEMO_PG_USER: &str = "driftwatch";
+pub const DEMO_PG_PASSWORD: &str = "driftwatch";
+pub const DEMO_TOKENS: [(&str, crate::api::Role, &str); 3] = [
+    ("demo-viewer", crate::api::Role::Viewer, "demo-viewer-token"),
+    (
+        "demo-analyst",
+        crate::api::Role::Analyst,
+        "demo-analyst-token",
+    ),
+    ("demo-admin", crate::api::Role::Admin, "demo-admin-token"),
+];
 
 /// Partitions per demo topic: more than one, so the consumer group has something to balance.
 const PARTITIONS: i32 = 3;
@@ -37,6 +52,20 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
     let mut config = Config::parse("")?;
     config.log.level = "info,rdkafka=warn".to_owned();
     config.http.listen = args.http;
+    config.postgres.listen = args.postgres;
+    config.postgres.users = vec![queries::pg::PgUser {
+        name: DEMO_PG_USER.to_owned(),
+        password: Some(DEMO_PG_PASSWORD.to_owned()),
+        password_env: None,
+    }];
+    config.http.tokens = DEMO_TOKENS
+        .iter()
+        .map(|(name, role, token)| crate::api::ApiToken {
+            name: (*name).to_owned(),
+            role: *role,
+            sha256: crate::api::token_hash(token),
+        })
+        .collect();
     // The simulator compresses time, so its events run ahead of the wall clock by design.
     config.ingest.max_future_skew = Duration::from_secs(365 * 24 * 3600);
     telemetry::init_logging(&config.log);
@@ -83,6 +112,33 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
             .join(", ")
     );
     println!("  metrics: http://{}/metrics", daemon.http_addr);
+    if let Some(pg) = daemon.postgres_addr {
+        println!(
+            "  SQL (PostgreSQL wire, also Grafana's PostgreSQL data source): user {DEMO_PG_USER}, password {DEMO_PG_PASSWORD}"
+        );
+        println!(
+            "    try: psql \"postgres://{DEMO_PG_USER}:{DEMO_PG_PASSWORD}@{pg}/driftwatch\" -c 'SELECT * FROM alerts'"
+        );
+    }
+    println!(
+        "  API: http://{}/api/v1 (OpenAPI at /openapi.json); bearer tokens {}",
+        daemon.http_addr,
+        DEMO_TOKENS
+            .iter()
+            .map(|(_, role, token)| format!(
+                "{token} ({})",
+                serde_json::to_value(role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "    try: curl -H 'Authorization: Bearer demo-viewer-token' http://{}/api/v1/alerts",
+        daemon.http_addr
+    );
     println!(
         "  simulating a shop: {} records/s, {}x event time{}",
         args.rate,

@@ -6,6 +6,7 @@
 //! `replay` and the `demo`; `main.rs` is only the command line. The work itself lives in
 //! the workspace crates (`ingest`, `store`, …), which never depend on this one.
 
+pub mod api;
 pub mod baseline;
 pub mod config;
 pub mod daemon;
@@ -17,4 +18,5 @@ pub mod replay;
 pub mod simulator;
 pub mod state;
 pub mod supervisor;
+pub mod surfaces;
 pub mod telemetry;

@@ -63,9 +63,12 @@ enum Command {
         /// Broken records per thousand, to show dead-lettering.
         #[arg(long, default_value_t = 2)]
         bad_per_thousand: u64,
-        /// Where `/metrics` listens.
+        /// Where the HTTP API and `/metrics` listen.
         #[arg(long, default_value_t = config::default_http_listen())]
         http: std::net::SocketAddr,
+        /// Where the PostgreSQL wire server listens.
+        #[arg(long, default_value_t = queries::pg::PgConfig::default().listen)]
+        postgres: std::net::SocketAddr,
         /// How often progress is printed.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         report_every: Duration,
@@ -195,6 +198,7 @@ async fn main() -> ExitCode {
             speed,
             bad_per_thousand,
             http,
+            postgres,
             report_every,
         } => {
             demo::demo(demo::Args {
@@ -203,6 +207,7 @@ async fn main() -> ExitCode {
                 speed,
                 bad_per_thousand,
                 http,
+                postgres,
                 report_every,
             })
             .await

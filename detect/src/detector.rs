@@ -189,6 +189,19 @@ impl Detector {
         self.services.iter()
     }
 
+    /// One alert by id.
+    pub fn alert(&self, id: &str) -> Option<&Alert> {
+        self.alerts.get(id)
+    }
+
+    /// Sets an alert's status (an analyst acknowledged or resolved it). A resolved
+    /// alert that drifts again opens again, as it always does.
+    pub fn set_status(&mut self, id: &str, status: AlertStatus) -> Option<&Alert> {
+        let alert = self.alerts.get_mut(id)?;
+        alert.status = status;
+        Some(alert)
+    }
+
     /// Every alert, oldest first.
     pub fn alerts(&self) -> Vec<&Alert> {
         let mut all: Vec<&Alert> = self.alerts.values().collect();

@@ -114,6 +114,11 @@ fn example(line: &str) -> String {
 }
 
 impl LogState {
+    /// Live templates of the service's miner.
+    pub fn template_count(&self) -> usize {
+        self.miner.len()
+    }
+
     pub fn new(config: &LogConfig) -> Self {
         LogState {
             miner: Miner::new(config.templates.clone()),

@@ -71,6 +71,32 @@ impl Detector {
         store::log_templates_batch(rows)
     }
 
+    /// Every service as a record batch of the `services` table, by name.
+    pub fn services_table(&self) -> RecordBatch {
+        let mut open: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for a in self.alerts() {
+            if a.status != crate::AlertStatus::Resolved {
+                *open.entry(a.service.as_str()).or_default() += 1;
+            }
+        }
+        let mut services: Vec<(&String, &crate::ServiceState)> = self.services().collect();
+        services.sort_by(|a, b| a.0.cmp(b.0));
+        let phases: Vec<String> = services.iter().map(|(_, s)| label(&s.phase)).collect();
+        store::services_batch(services.iter().zip(&phases).map(|((name, s), phase)| {
+            store::ServiceRow {
+                service: name,
+                phase,
+                learning_since: s.learning_since.0,
+                learned_at: s.learned_at.map(|(t, _)| t.0),
+                events: s.events as i64,
+                baseline_entries: s.baseline.len() as i64,
+                log_templates: s.logs.template_count() as i64,
+                image_digest: s.image_digest.as_deref(),
+                open_alerts: open.get(name.as_str()).copied().unwrap_or(0),
+            }
+        }))
+    }
+
     /// Every baseline entry as a record batch of the `baselines` table.
     pub fn baselines_table(&self) -> RecordBatch {
         let mut rows: Vec<(&String, String, &String, String, i64, i64)> = self

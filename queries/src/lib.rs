@@ -5,7 +5,10 @@
 //! below build without them. Queries run over store snapshots, never over live tables,
 //! so a query cannot block ingest.
 
+pub mod metrics;
+pub mod pg;
 pub mod search;
+pub mod sql;
 
 use std::sync::Arc;
 

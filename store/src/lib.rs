@@ -16,6 +16,7 @@ pub use events::{AppendOutcome, EventTable, EventsSnapshot};
 pub use metrics::StoreMetrics;
 pub use schema::events_schema;
 pub use tables::{
-    AlertRow, BaselineRow, LogTemplateRow, alerts_batch, alerts_schema, baselines_batch,
-    baselines_schema, log_templates_batch, log_templates_schema,
+    AlertRow, BaselineRow, LogTemplateRow, ServiceRow, alerts_batch, alerts_schema,
+    baselines_batch, baselines_schema, log_templates_batch, log_templates_schema, services_batch,
+    services_schema,
 };

@@ -225,3 +225,78 @@ pub fn baselines_batch<'a>(rows: impl IntoIterator<Item = BaselineRow<'a>>) -> R
     ];
     RecordBatch::try_new(baselines_schema(), columns).expect("builders match the schema")
 }
+
+static SERVICES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("service", DataType::Utf8, false),
+        Field::new("phase", DataType::Utf8, false),
+        ts("learning_since"),
+        Field::new(
+            "learned_at",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("events", DataType::Int64, false),
+        Field::new("baseline_entries", DataType::Int64, false),
+        Field::new("log_templates", DataType::Int64, false),
+        Field::new("image_digest", DataType::Utf8, true),
+        Field::new("open_alerts", DataType::Int64, false),
+    ]))
+});
+
+pub fn services_schema() -> SchemaRef {
+    SERVICES.clone()
+}
+
+/// One row of `services`: a service's lifecycle as detection sees it now.
+pub struct ServiceRow<'a> {
+    pub service: &'a str,
+    /// `learning`, `monitoring` or `locked`.
+    pub phase: &'a str,
+    pub learning_since: i64,
+    pub learned_at: Option<i64>,
+    pub events: i64,
+    pub baseline_entries: i64,
+    pub log_templates: i64,
+    pub image_digest: Option<&'a str>,
+    pub open_alerts: i64,
+}
+
+pub fn services_batch<'a>(rows: impl IntoIterator<Item = ServiceRow<'a>>) -> RecordBatch {
+    let (mut service, mut phase, mut digest) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut since = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let mut learned = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let (mut events, mut entries, mut templates, mut open) = (
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+    );
+    for r in rows {
+        service.append_value(r.service);
+        phase.append_value(r.phase);
+        since.append_value(r.learning_since);
+        learned.append_option(r.learned_at);
+        events.append_value(r.events);
+        entries.append_value(r.baseline_entries);
+        templates.append_value(r.log_templates);
+        digest.append_option(r.image_digest);
+        open.append_value(r.open_alerts);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(service.finish()),
+        Arc::new(phase.finish()),
+        Arc::new(since.finish()),
+        Arc::new(learned.finish()),
+        Arc::new(events.finish()),
+        Arc::new(entries.finish()),
+        Arc::new(templates.finish()),
+        Arc::new(digest.finish()),
+        Arc::new(open.finish()),
+    ];
+    RecordBatch::try_new(services_schema(), columns).expect("builders match the schema")
+}

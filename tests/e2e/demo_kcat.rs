@@ -17,6 +17,8 @@ async fn kcat_sees_the_demo_broker_and_what_it_produces_is_ingested() {
             "90s",
             "--http",
             "127.0.0.1:0",
+            "--postgres",
+            "127.0.0.1:0",
             "--rate",
             "200",
             "--report-every",

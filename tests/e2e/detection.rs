@@ -74,6 +74,8 @@ fn the_demo_catches_and_explains_each_injected_attack() {
             "600",
             "--http",
             "127.0.0.1:0",
+            "--postgres",
+            "127.0.0.1:0",
             "--report-every",
             "1h",
         ])

@@ -102,7 +102,8 @@ async fn produce(brokers: &str, records: &[(&str, String)]) {
 }
 
 fn test_config() -> Config {
-    Config::parse("[http]\nlisten = \"127.0.0.1:0\"\n").unwrap()
+    Config::parse("[http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n")
+        .unwrap()
 }
 
 fn topic(name: &str, format: &str) -> TopicConfig {

@@ -85,7 +85,7 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
         format!(
             "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"restart\"\n\
              [[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
              [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
              [state]\ndata-dir = \"{}\"\nsnapshot-interval = \"200ms\"\n",
             data.display()

@@ -44,7 +44,7 @@ async fn run_consumes_serves_metrics_and_commits_on_sigterm() {
         &config,
         format!(
             "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"run-test\"\n\
-             [[kafka.topics]]\nname = \"falco\"\nformat = \"falco\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+             [[kafka.topics]]\nname = \"falco\"\nformat = \"falco\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n"
         ),
     )
     .unwrap();

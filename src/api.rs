@@ -1,0 +1,736 @@
+//! The HTTP API (JSON) under `/api/v1`, described by `/openapi.json`: alerts, services
+//! and baselines, SQL, log search and the audit log, behind bearer tokens with roles.
+//!
+//! `/metrics`, `/healthz`, `/readyz` and `/openapi.json` need no token, so Prometheus
+//! and load balancers can reach them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{ArrayRef, StringBuilder, TimestampNanosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use detect::{Alert, AlertStatus, Detector};
+use ingest::Nanos;
+use queries::metrics::SqlMetrics;
+use queries::search::{LogIndex, SearchQuery};
+use queries::sql::{SqlEngine, SqlError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use crate::baseline::{self, BaselineFile};
+
+/// What a token may do; each role can do everything the ones before it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also acknowledges, resolves and accepts alerts.
+    Analyst,
+    /// Also imports baselines, makes services learn again, locks them, reads the
+    /// configuration and the audit log.
+    Admin,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// An API token as the configuration holds it: only its SHA-256 (`[[http.tokens]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiToken {
+    /// Who uses it: the name the audit log records.
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+}
+
+/// The hex SHA-256 of a token, as `[[http.tokens]] sha256` expects it.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} has role {}; this needs {}",
+                    self.name,
+                    self.role.as_str(),
+                    role.as_str()
+                ),
+            ))
+        }
+    }
+}
+
+/// An error answer: `{"error": "…"}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, what)
+    }
+
+    fn bad_request(what: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, what)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": self.message }));
+        if self.status == StatusCode::UNAUTHORIZED {
+            (
+                self.status,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"driftwatch\"")],
+                body,
+            )
+                .into_response()
+        } else {
+            (self.status, body).into_response()
+        }
+    }
+}
+
+/// One audited call.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub time: DateTime<Utc>,
+    pub actor: String,
+    pub role: Role,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+}
+
+/// Audit entries kept in memory for the `audit` table and the API.
+pub const AUDIT_KEPT: usize = 100_000;
+
+/// The audit log of mutating calls; also written to the daemon's log.
+#[derive(Debug, Default)]
+pub struct AuditLog {
+    entries: Mutex<VecDeque<AuditEntry>>,
+}
+
+impl AuditLog {
+    pub fn record(&self, caller: &Caller, action: &str, target: &str, outcome: &str) {
+        info!(
+            actor = %caller.name, role = caller.role.as_str(), action, target, outcome,
+            "Audit."
+        );
+        let mut entries = self.entries.lock().expect("audit lock poisoned");
+        if entries.len() == AUDIT_KEPT {
+            entries.pop_front();
+        }
+        entries.push_back(AuditEntry {
+            time: Utc::now(),
+            actor: caller.name.clone(),
+            role: caller.role,
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: outcome.to_owned(),
+        });
+    }
+
+    pub fn entries(&self) -> Vec<AuditEntry> {
+        self.entries
+            .lock()
+            .expect("audit lock poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn schema() -> SchemaRef {
+        let ts = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+        Arc::new(Schema::new(vec![
+            Field::new("time", ts, false),
+            Field::new("actor", DataType::Utf8, false),
+            Field::new("role", DataType::Utf8, false),
+            Field::new("action", DataType::Utf8, false),
+            Field::new("target", DataType::Utf8, false),
+            Field::new("outcome", DataType::Utf8, false),
+        ]))
+    }
+
+    /// The `audit` table.
+    pub fn table(&self) -> RecordBatch {
+        let entries = self.entries.lock().expect("audit lock poisoned");
+        let mut time = TimestampNanosecondBuilder::new().with_timezone("UTC");
+        let mut cols: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+        for e in entries.iter() {
+            time.append_value(e.time.timestamp_nanos_opt().unwrap_or(i64::MAX));
+            cols[0].append_value(&e.actor);
+            cols[1].append_value(e.role.as_str());
+            cols[2].append_value(&e.action);
+            cols[3].append_value(&e.target);
+            cols[4].append_value(&e.outcome);
+        }
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(time.finish())];
+        arrays.extend(cols.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
+        RecordBatch::try_new(Self::schema(), arrays).expect("audit columns match the schema")
+    }
+}
+
+/// Everything the API reads and changes.
+pub struct Api {
+    pub detector: Arc<Mutex<Detector>>,
+    pub sql: Arc<SqlEngine>,
+    pub sql_metrics: SqlMetrics,
+    pub search: Option<Arc<Mutex<LogIndex>>>,
+    pub audit: Arc<AuditLog>,
+    /// Tokens by hash; empty means no authentication (loopback only).
+    pub tokens: Vec<(String, Role, [u8; 32])>,
+    pub ready: Arc<AtomicBool>,
+    /// The configuration as the admin endpoint shows it (secrets left out).
+    pub config_summary: Value,
+}
+
+impl Api {
+    /// Parses the configured token hashes.
+    pub fn tokens(tokens: &[ApiToken]) -> anyhow::Result<Vec<(String, Role, [u8; 32])>> {
+        tokens
+            .iter()
+            .map(|t| {
+                let hex = t.sha256.trim().to_ascii_lowercase();
+                let bytes: Option<Vec<u8>> = (hex.len() == 64)
+                    .then(|| {
+                        (0..32)
+                            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                            .collect()
+                    })
+                    .flatten();
+                let hash: [u8; 32] = bytes
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "http token {:?}: sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)",
+                            t.name
+                        )
+                    })?;
+                Ok((t.name.clone(), t.role, hash))
+            })
+            .collect()
+    }
+}
+
+impl FromRequestParts<Arc<Api>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        if api.tokens.is_empty() {
+            return Ok(Caller {
+                name: "anonymous".into(),
+                role: Role::Admin,
+            });
+        }
+        let unauthorized =
+            || ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        let hash = Sha256::digest(token.trim().as_bytes());
+        // Every configured hash is compared in full, so timing says nothing about which
+        // one came close.
+        let mut found = None;
+        for (name, role, expected) in &api.tokens {
+            let diff = expected
+                .iter()
+                .zip(hash.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                found = Some(Caller {
+                    name: name.clone(),
+                    role: *role,
+                });
+            }
+        }
+        found.ok_or_else(unauthorized)
+    }
+}
+
+/// The API's routes; give them their state with `.with_state(api)`.
+pub fn router(_api: Arc<Api>) -> axum::Router<Arc<Api>> {
+    axum::Router::new()
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/alerts/{id}/acknowledge", post(acknowledge))
+        .route("/api/v1/alerts/{id}/resolve", post(resolve))
+        .route("/api/v1/alerts/{id}/accept", post(accept))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/baselines", get(export_baselines))
+        .route("/api/v1/baselines/import", post(import_baselines))
+        .route("/api/v1/baselines/relearn", post(relearn))
+        .route("/api/v1/baselines/lock", post(lock))
+        .route("/api/v1/sql", post(sql))
+        .route("/api/v1/search", get(search))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/config", get(config))
+}
+
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn readyz(State(api): State<Arc<Api>>) -> Response {
+    if api.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertFilter {
+    service: Option<String>,
+    kind: Option<String>,
+    severity: Option<String>,
+    status: Option<String>,
+    /// RFC 3339 time or a duration back from now (`1h`).
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A point in time given as RFC 3339 or as a duration back from now.
+fn parse_since(s: &str) -> Result<Nanos, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(Nanos(t.timestamp_nanos_opt().unwrap_or(i64::MIN)));
+    }
+    let back = humantime::parse_duration(s).map_err(|_| {
+        ApiError::bad_request(format!(
+            "since: {s:?} is neither an RFC 3339 time nor a duration like 1h"
+        ))
+    })?;
+    Ok(Nanos(Nanos::now().0.saturating_sub(
+        i64::try_from(back.as_nanos()).unwrap_or(i64::MAX),
+    )))
+}
+
+fn label<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn list_alerts(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Query(f): Query<AlertFilter>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let since = f.since.as_deref().map(parse_since).transpose()?;
+    let limit = f.limit.unwrap_or(1000).min(10_000);
+    let detector = api.detector.lock().expect("detector lock poisoned");
+    let mut alerts: Vec<&Alert> = detector
+        .alerts()
+        .into_iter()
+        .filter(|a| f.service.as_ref().is_none_or(|s| &a.service == s))
+        .filter(|a| f.kind.as_ref().is_none_or(|k| a.kind.as_str() == k))
+        .filter(|a| f.severity.as_ref().is_none_or(|s| &label(&a.severity) == s))
+        .filter(|a| f.status.as_ref().is_none_or(|s| &label(&a.status) == s))
+        .filter(|a| since.is_none_or(|t| a.last_seen >= t))
+        .collect();
+    // Newest first.
+    alerts.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.id.cmp(&b.id)));
+    alerts.truncate(limit);
+    Ok(Json(json!({ "alerts": alerts })))
+}
+
+async fn get_alert(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let detector = api.detector.lock().expect("detector lock poisoned");
+    let alert = detector
+        .alert(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no alert {id:?}")))?;
+    Ok(Json(json!(alert)))
+}
+
+async fn set_status(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    status: AlertStatus,
+    action: &str,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Analyst)?;
+    let mut detector = api.detector.lock().expect("detector lock poisoned");
+    match detector.set_status(id, status) {
+        Some(alert) => {
+            let body = json!(alert);
+            drop(detector);
+            api.audit.record(caller, action, id, "ok");
+            Ok(Json(body))
+        }
+        None => {
+            drop(detector);
+            api.audit.record(caller, action, id, "not found");
+            Err(ApiError::not_found(format!("no alert {id:?}")))
+        }
+    }
+}
+
+async fn acknowledge(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_status(
+        &api,
+        &caller,
+        &id,
+        AlertStatus::Acknowledged,
+        "alert.acknowledge",
+    )
+    .await
+}
+
+async fn resolve(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_status(&api, &caller, &id, AlertStatus::Resolved, "alert.resolve").await
+}
+
+async fn accept(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Analyst)?;
+    let mut detector = api.detector.lock().expect("detector lock poisoned");
+    let accepted = detector.accept(&id).map(|a| json!(a));
+    drop(detector);
+    match accepted {
+        Some(body) => {
+            api.audit.record(&caller, "alert.accept", &id, "ok");
+            Ok(Json(body))
+        }
+        None => {
+            api.audit.record(&caller, "alert.accept", &id, "refused");
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "no alert {id:?} that can be accepted (rate and baseline-cap alerts cannot)"
+                ),
+            ))
+        }
+    }
+}
+
+async fn services(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let detector = api.detector.lock().expect("detector lock poisoned");
+    let mut services: Vec<Value> = detector
+        .services()
+        .map(|(name, s)| {
+            json!({
+                "service": name,
+                "phase": label(&s.phase),
+                "events": s.events,
+                "learning_since": s.learning_since,
+                "learned_at": s.learned_at.map(|(t, _)| t),
+                "baseline_entries": s.baseline.len(),
+                "image_digest": s.image_digest,
+                "log_templates": s.logs.template_count(),
+            })
+        })
+        .collect();
+    services.sort_by(|a, b| a["service"].as_str().cmp(&b["service"].as_str()));
+    Ok(Json(json!({ "services": services })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceParam {
+    service: Option<String>,
+}
+
+async fn export_baselines(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Query(p): Query<ServiceParam>,
+) -> Result<Json<BaselineFile>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let snapshot = api
+        .detector
+        .lock()
+        .expect("detector lock poisoned")
+        .snapshot();
+    let file = baseline::from_snapshot(&snapshot, p.service.as_deref());
+    if let Some(s) = &p.service
+        && file.services.is_empty()
+    {
+        return Err(ApiError::not_found(format!("no service {s:?}")));
+    }
+    Ok(Json(file))
+}
+
+async fn import_baselines(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let file: BaselineFile = serde_json::from_slice(&body).map_err(|e| {
+        api.audit.record(&caller, "baseline.import", "", "invalid");
+        ApiError::bad_request(format!("not a baseline file: {e}"))
+    })?;
+    let targets: Vec<&str> = file.services.iter().map(|s| s.service.as_str()).collect();
+    let target = targets.join(",");
+    let mut detector = api.detector.lock().expect("detector lock poisoned");
+    let mut snapshot = detector.snapshot();
+    let added = baseline::import_into(&mut snapshot, &file, Nanos::now());
+    match Detector::restore(detector.config().clone(), snapshot) {
+        Ok(restored) => *detector = restored,
+        Err(e) => {
+            drop(detector);
+            api.audit
+                .record(&caller, "baseline.import", &target, "failed");
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e));
+        }
+    }
+    drop(detector);
+    api.audit.record(&caller, "baseline.import", &target, "ok");
+    Ok(Json(json!({ "added": added })))
+}
+
+async fn relearn(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Query(p): Query<ServiceParam>,
+) -> Result<Json<Value>, ApiError> {
+    control(&api, &caller, p, "baseline.relearn", Detector::relearn)
+}
+
+async fn lock(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Query(p): Query<ServiceParam>,
+) -> Result<Json<Value>, ApiError> {
+    control(&api, &caller, p, "baseline.lock", Detector::lock)
+}
+
+fn control(
+    api: &Api,
+    caller: &Caller,
+    p: ServiceParam,
+    action: &str,
+    apply: fn(&mut Detector, &str) -> bool,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let service = p
+        .service
+        .ok_or_else(|| ApiError::bad_request("the service parameter is required"))?;
+    let done = apply(
+        &mut api.detector.lock().expect("detector lock poisoned"),
+        &service,
+    );
+    api.audit.record(
+        caller,
+        action,
+        &service,
+        if done { "ok" } else { "not found" },
+    );
+    if done {
+        Ok(Json(json!({ "service": service, "done": action })))
+    } else {
+        Err(ApiError::not_found(format!("no service {service:?}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+async fn sql(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Json(req): Json<SqlRequest>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let result = api.sql.query(&req.sql).await;
+    match result {
+        Ok(out) => {
+            api.sql_metrics.record("http", "ok");
+            api.sql_metrics.observe("http", out.elapsed.as_secs_f64());
+            let columns: Vec<Value> = out
+                .schema
+                .fields()
+                .iter()
+                .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
+                .collect();
+            let mut buf = Vec::new();
+            {
+                let mut writer = arrow::json::ArrayWriter::new(&mut buf);
+                for b in &out.batches {
+                    writer.write(b).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?;
+                }
+                writer
+                    .finish()
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            }
+            let rows: Value = if buf.is_empty() {
+                json!([])
+            } else {
+                serde_json::from_slice(&buf)
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            };
+            Ok(Json(json!({
+                "columns": columns,
+                "rows": rows,
+                "truncated": out.truncated,
+                "elapsed_ms": out.elapsed.as_secs_f64() * 1000.0,
+            })))
+        }
+        Err(e) => {
+            api.sql_metrics.record("http", e.outcome());
+            let status = match e {
+                SqlError::ReadOnly(_) => StatusCode::FORBIDDEN,
+                SqlError::Invalid(_) => StatusCode::BAD_REQUEST,
+                SqlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                SqlError::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            Err(ApiError::new(status, e.to_string()))
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    #[serde(default)]
+    q: String,
+    service: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    template: Option<u32>,
+    limit: Option<usize>,
+}
+
+async fn search(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Query(p): Query<SearchParams>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let index = api
+        .search
+        .clone()
+        .ok_or_else(|| ApiError::not_found("log search is disabled ([search] enabled = false)"))?;
+    let to_time = |n: Nanos| DateTime::<Utc>::from_timestamp_nanos(n.0);
+    let query = SearchQuery {
+        text: p.q,
+        service: p.service,
+        since: p
+            .since
+            .as_deref()
+            .map(parse_since)
+            .transpose()?
+            .map(to_time),
+        until: p
+            .until
+            .as_deref()
+            .map(parse_since)
+            .transpose()?
+            .map(to_time),
+        template_id: p.template,
+        limit: p.limit.unwrap_or(SearchQuery::default().limit),
+    };
+    let hits = tokio::task::spawn_blocking(move || {
+        index
+            .lock()
+            .expect("log index lock poisoned")
+            .search(&query)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let hits: Vec<Value> = hits
+        .iter()
+        .map(|h| {
+            json!({
+                "time": h.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "service": h.service,
+                "container": h.container,
+                "stream": h.stream,
+                "template_id": h.template_id,
+                "line": h.line,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "hits": hits })))
+}
+
+async fn audit(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    Ok(Json(json!({ "entries": api.audit.entries() })))
+}
+
+async fn config(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    Ok(Json(api.config_summary.clone()))
+}

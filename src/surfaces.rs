@@ -1,0 +1,152 @@
+//! The analyst's surfaces of a running daemon: the SQL engine over the live tables, the
+//! PostgreSQL wire server, and the HTTP API next to `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use queries::metrics::SqlMetrics;
+use queries::pg::PgServer;
+use queries::sql::{Reader, SqlEngine};
+use serde_json::json;
+
+use crate::api::{Api, AuditLog};
+use crate::config::Config;
+use crate::pipeline::Stages;
+use crate::supervisor::Supervisor;
+
+/// The tables SQL sees: `events`, `alerts`, `baselines`, `services`, `log_templates`
+/// and `audit`, each read afresh by every query.
+pub fn sql_engine(
+    stages: &Stages,
+    audit: Arc<AuditLog>,
+    config: &Config,
+) -> anyhow::Result<SqlEngine> {
+    let events = stages.events.clone();
+    let from_detector = |table: fn(&detect::Detector) -> arrow::record_batch::RecordBatch| {
+        let detector = stages.detector.clone();
+        Arc::new(move || vec![table(&detector.lock().expect("detector lock poisoned"))]) as Reader
+    };
+    let tables: Vec<(&str, arrow::datatypes::SchemaRef, Reader)> = vec![
+        (
+            "events",
+            store::events_schema(),
+            Arc::new(move || events.snapshot().batches),
+        ),
+        (
+            "alerts",
+            store::alerts_schema(),
+            from_detector(detect::Detector::alerts_table),
+        ),
+        (
+            "baselines",
+            store::baselines_schema(),
+            from_detector(detect::Detector::baselines_table),
+        ),
+        (
+            "services",
+            store::services_schema(),
+            from_detector(detect::Detector::services_table),
+        ),
+        (
+            "log_templates",
+            store::log_templates_schema(),
+            from_detector(detect::Detector::log_templates_table),
+        ),
+        (
+            "audit",
+            AuditLog::schema(),
+            Arc::new(move || vec![audit.table()]),
+        ),
+    ];
+    SqlEngine::new(tables, config.sql.clone()).context("cannot set up the SQL engine")
+}
+
+/// What `start` made.
+pub struct Surfaces {
+    pub api: Arc<Api>,
+    pub postgres_addr: Option<SocketAddr>,
+}
+
+/// Starts the PostgreSQL wire server (on the SQL runtime) and builds the API state.
+pub async fn start(
+    config: &Config,
+    stages: &Stages,
+    sql_metrics: SqlMetrics,
+    sup: &mut Supervisor,
+) -> anyhow::Result<Surfaces> {
+    let audit = Arc::new(AuditLog::default());
+    let engine = Arc::new(sql_engine(stages, audit.clone(), config)?);
+    let mut postgres_addr = None;
+    if config.postgres.enabled {
+        let pg = config.postgres.clone();
+        let e = engine.clone();
+        let metrics = sql_metrics.clone();
+        // Bound on the SQL runtime, so that its connections are served there too.
+        let server = engine
+            .runtime()
+            .spawn(async move { PgServer::bind(&pg, &e, metrics).await })
+            .await
+            .context("PostgreSQL server setup panicked")?
+            .map_err(anyhow::Error::msg)?;
+        postgres_addr = Some(
+            server
+                .local_addr()
+                .context("PostgreSQL listener has no address")?,
+        );
+        let serving = engine.runtime().spawn(server.serve(sup.cancel.clone()));
+        sup.spawn("postgres", async move {
+            serving.await.context("PostgreSQL server panicked")
+        });
+    }
+    let api = Arc::new(Api {
+        detector: stages.detector.clone(),
+        sql: engine,
+        sql_metrics,
+        search: stages.log_index.as_ref().map(|i| i.index.clone()),
+        audit,
+        tokens: Api::tokens(&config.http.tokens)?,
+        ready: Arc::new(AtomicBool::new(false)),
+        config_summary: summary(config),
+    });
+    Ok(Surfaces { api, postgres_addr })
+}
+
+/// The configuration without secrets: no Kafka properties, passwords or token hashes.
+fn summary(config: &Config) -> serde_json::Value {
+    json!({
+        "kafka": config.kafka.as_ref().map(|k| json!({
+            "brokers": k.brokers,
+            "group_id": k.group_id,
+            "topics": k.topics.iter().map(|t| json!({"name": t.name, "format": t.format.to_string()})).collect::<Vec<_>>(),
+            "dead_letter_topic": k.dead_letter_topic,
+        })),
+        "http": {
+            "listen": config.http.listen.to_string(),
+            "tokens": config.http.tokens.iter().map(|t| json!({"name": t.name, "role": t.role})).collect::<Vec<_>>(),
+        },
+        "postgres": {
+            "enabled": config.postgres.enabled,
+            "listen": config.postgres.listen.to_string(),
+            "users": config.postgres.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+            "tls": config.postgres.tls_cert.is_some(),
+        },
+        "sql": {
+            "timeout": humantime::format_duration(config.sql.timeout).to_string(),
+            "memory_bytes": config.sql.memory_bytes,
+            "max_rows": config.sql.max_rows,
+            "threads": config.sql.threads,
+        },
+        "store": {
+            "retention": humantime::format_duration(config.store.retention).to_string(),
+            "max_bytes": config.store.max_bytes.0,
+        },
+        "state": {
+            "data_dir": config.state.data_dir,
+        },
+        "search": {
+            "enabled": config.search.enabled,
+        },
+    })
+}
