@@ -54,6 +54,7 @@ pub async fn start(
         detector: Arc::new(Mutex::new(detector)),
         ingest_metrics: ingest_metrics.clone(),
         store_metrics,
+        pipeline_metrics: pipeline::PipelineMetrics::register(&mut registry),
         print_alerts,
         log_index: crate::logindex::LogIndexer::start(config)?,
     };

@@ -9,11 +9,117 @@ use std::time::Duration;
 use anyhow::Context;
 use detect::{Alert, Detector};
 use ingest::{Batch, IngestMetrics, IngestStats, KafkaSource, Nanos};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use store::{EventTable, StoreMetrics};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::state::{self, Offsets, StateFile};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    kind: &'static str,
+    severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+/// Metrics of the pipeline: time per stage and batch, alerts raised, services by phase.
+#[derive(Clone, Debug)]
+pub struct PipelineMetrics {
+    stage_seconds: Family<StageLabels, Histogram>,
+    alerts_raised: Family<AlertLabels, Counter>,
+    services: Family<PhaseLabels, Gauge>,
+    services_updated: Arc<Mutex<Option<std::time::Instant>>>,
+}
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        PipelineMetrics {
+            // 10 µs to about 5 s per batch.
+            stage_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
+            }),
+            alerts_raised: Family::default(),
+            services: Family::default(),
+            services_updated: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+impl PipelineMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = PipelineMetrics::default();
+        registry.register(
+            "pipeline_stage_duration_seconds",
+            "Time a batch spends in each pipeline stage (detect, store, index)",
+            m.stage_seconds.clone(),
+        );
+        registry.register(
+            "alerts_raised",
+            "Drift alerts raised, by kind and severity",
+            m.alerts_raised.clone(),
+        );
+        registry.register(
+            "services",
+            "Services by lifecycle phase (learning, monitoring, locked)",
+            m.services.clone(),
+        );
+        m
+    }
+
+    fn stage(&self, stage: &'static str, started: std::time::Instant) {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn raised(&self, alert: &Alert) {
+        self.alerts_raised
+            .get_or_create(&AlertLabels {
+                kind: alert.kind.as_str(),
+                severity: alert.severity.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts services by phase, at most once a second.
+    fn phases(&self, detector: &Detector) {
+        let mut updated = self.services_updated.lock().expect("metrics lock poisoned");
+        if updated.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            return;
+        }
+        *updated = Some(std::time::Instant::now());
+        let (mut learning, mut monitoring, mut locked) = (0, 0, 0);
+        for (_, s) in detector.services() {
+            match s.phase {
+                detect::Phase::Learning => learning += 1,
+                detect::Phase::Monitoring => monitoring += 1,
+                detect::Phase::Locked => locked += 1,
+            }
+        }
+        for (phase, n) in [
+            ("learning", learning),
+            ("monitoring", monitoring),
+            ("locked", locked),
+        ] {
+            self.services.get_or_create(&PhaseLabels { phase }).set(n);
+        }
+    }
+}
 
 /// Shared state every stage of one daemon uses.
 #[derive(Clone)]
@@ -22,6 +128,7 @@ pub struct Stages {
     pub detector: Arc<Mutex<Detector>>,
     pub ingest_metrics: IngestMetrics,
     pub store_metrics: StoreMetrics,
+    pub pipeline_metrics: PipelineMetrics,
     /// Print each raised alert on stdout as a readable line (the demo does).
     pub print_alerts: bool,
     /// Log lines go to full-text search through it.
@@ -71,6 +178,7 @@ impl Stages {
                 }
             };
             let mut batch = batch;
+            let started = std::time::Instant::now();
             {
                 // Detection first: it names each log line's template, which the store keeps.
                 let mut detector = self.detector.lock().expect("detector lock poisoned");
@@ -87,9 +195,14 @@ impl Stages {
                 if newest.0 != i64::MIN {
                     detector.advance(newest, &mut raised);
                 }
+                self.pipeline_metrics.phases(&detector);
             }
+            self.pipeline_metrics.stage("detect", started);
+            let started = std::time::Instant::now();
             let outcome = self.events.append(&batch.events);
             self.store_metrics.record(&self.events, &outcome);
+            self.pipeline_metrics.stage("store", started);
+            let started = std::time::Instant::now();
             if let Some(indexer) = &self.log_index {
                 let lines = batch
                     .events
@@ -97,8 +210,10 @@ impl Stages {
                     .filter_map(crate::logindex::log_line)
                     .collect();
                 indexer.send(lines).await;
+                self.pipeline_metrics.stage("index", started);
             }
             for alert in raised.drain(..) {
+                self.pipeline_metrics.raised(&alert);
                 self.announce(&alert);
             }
             self.ingest_metrics.record(&batch.stats);

@@ -60,6 +60,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
         detector: Arc::new(Mutex::new(Detector::new(config.detect.clone()))),
         ingest_metrics: IngestMetrics::register(&mut registry),
         store_metrics: StoreMetrics::register(&mut registry),
+        pipeline_metrics: crate::pipeline::PipelineMetrics::register(&mut registry),
         print_alerts: false,
         log_index: crate::logindex::LogIndexer::start(&config)?,
     };

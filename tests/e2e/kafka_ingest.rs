@@ -259,6 +259,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
         ))),
         ingest_metrics: IngestMetrics::default(),
         store_metrics: StoreMetrics::default(),
+        pipeline_metrics: driftwatch::pipeline::PipelineMetrics::default(),
         print_alerts: false,
         log_index: None,
     };

@@ -9,3 +9,4 @@ mod logs_cli;
 mod replay_cli;
 mod restart;
 mod run_cli;
+mod surfaces;

@@ -1,0 +1,912 @@
+//! The analyst's surfaces against a running demo, through real clients: psql and
+//! psycopg over the PostgreSQL wire protocol running every dashboard query, a real
+//! Prometheus scraping `/metrics` and evaluating every dashboard expression, and the
+//! HTTP API with its tokens and roles.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{binary, eventually, require_program};
+
+const PG_USER: &str = "driftwatch";
+const PG_PASSWORD: &str = "driftwatch";
+
+/// A running `driftwatch demo`, killed when dropped.
+struct Demo {
+    child: Child,
+    http: String,
+    pg: String,
+}
+
+impl Demo {
+    /// Starts the demo fast enough that services learn in seconds and attacks follow,
+    /// and waits until it has raised alerts.
+    async fn start() -> Demo {
+        let mut child = Command::new(binary())
+            .args([
+                "demo",
+                "--speed",
+                "600",
+                "--http",
+                "127.0.0.1:0",
+                "--postgres",
+                "127.0.0.1:0",
+                "--report-every",
+                "1h",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let find = |prefix: &str, end: char| {
+            lines.lock().unwrap().iter().find_map(|l| {
+                let rest = &l[l.find(prefix)? + prefix.len()..];
+                Some(rest[..rest.find(end).unwrap_or(rest.len())].to_owned())
+            })
+        };
+        eventually(
+            Duration::from_secs(30),
+            "the demo to print its addresses",
+            || find("metrics: http://", '/').is_some() && find("@", '/').is_some(),
+        )
+        .await;
+        let demo = Demo {
+            http: find("metrics: http://", '/').unwrap(),
+            pg: find("@", '/').unwrap(),
+            child,
+        };
+        eventually(Duration::from_secs(60), "the demo's attack alerts", || {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with("ALERT "))
+                .count()
+                >= 3
+        })
+        .await;
+        demo
+    }
+
+    fn pg_host_port(&self) -> (&str, &str) {
+        self.pg.rsplit_once(':').unwrap()
+    }
+
+    fn conninfo(&self) -> String {
+        let (host, port) = self.pg_host_port();
+        format!("host={host} port={port} user={PG_USER} dbname=driftwatch sslmode=disable")
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn grafana_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana")
+}
+
+/// Every dashboard target, macros expanded as Grafana expands them.
+fn panel_queries(from: &str, to: &str) -> Vec<Value> {
+    let out = Command::new("python3")
+        .arg(grafana_dir().join("check/panel_queries.py"))
+        .args(["--from", from, "--to", to, "--service", "shop/api"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "panel_queries.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A time range around the demo's data: its event time runs ahead of the clock.
+fn range() -> (String, String) {
+    let now = chrono::Utc::now();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    (
+        fmt(now - chrono::Duration::hours(1)),
+        fmt(now + chrono::Duration::days(2)),
+    )
+}
+
+/// Runs SQL through psql; returns (success, stdout, stderr).
+fn psql(demo: &Demo, password: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(require_program("psql"))
+        .arg("-X")
+        .arg("-v")
+        .arg("ON_ERROR_STOP=1")
+        .arg(demo.conninfo())
+        .args(args)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The header line of psql's unaligned output, as column names.
+fn psql_columns(demo: &Demo, sql: &str) -> Result<Vec<String>, String> {
+    let (ok, out, err) = psql(demo, PG_PASSWORD, &["-A", "-F", "\t", "-c", sql]);
+    if !ok {
+        return Err(err);
+    }
+    Ok(out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split('\t')
+        .map(str::to_owned)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_and_psycopg_run_every_dashboard_query_as_grafana_sends_it() {
+    let demo = Demo::start().await;
+    let (from, to) = range();
+    let queries: Vec<Value> = panel_queries(&from, &to)
+        .into_iter()
+        .filter(|q| q["kind"] == "sql")
+        .collect();
+    assert!(
+        queries.len() >= 10,
+        "dashboards hold {} SQL targets",
+        queries.len()
+    );
+
+    // Grafana's health check.
+    let (ok, _, err) = psql(&demo, PG_PASSWORD, &["-c", "-- ping"]);
+    assert!(ok, "-- ping: {err}");
+    // psql's catalog commands.
+    let (ok, out, err) = psql(&demo, PG_PASSWORD, &["-c", "\\dt"]);
+    assert!(ok, "\\dt: {err}");
+    for table in [
+        "events",
+        "alerts",
+        "baselines",
+        "services",
+        "log_templates",
+        "audit",
+    ] {
+        assert!(
+            out.contains(&format!(" {table} ")),
+            "\\dt lacks {table}:\n{out}"
+        );
+    }
+    let (ok, out, err) = psql(&demo, PG_PASSWORD, &["-c", "\\d alerts"]);
+    assert!(ok, "\\d alerts: {err}");
+    assert!(
+        out.contains("timestamp with time zone") && out.contains("bigint"),
+        "{out}"
+    );
+
+    let mut psql_columns_by_query = Vec::new();
+    let mut with_rows = 0;
+    for q in &queries {
+        let sql = q["query"].as_str().unwrap();
+        let what = format!("{} / {} / {}", q["dashboard"], q["panel"], q["refId"]);
+        let columns = psql_columns(&demo, sql).unwrap_or_else(|e| panic!("{what}: {e}\n{sql}"));
+        assert!(columns.iter().all(|c| !c.is_empty()), "{what}: {columns:?}");
+        if q["format"] == "time_series" {
+            assert!(
+                columns.iter().any(|c| c == "time"),
+                "{what}: a time series needs a time column, got {columns:?}"
+            );
+        }
+        let (_, out, _) = psql(&demo, PG_PASSWORD, &["-A", "-t", "-c", sql]);
+        with_rows += usize::from(!out.trim().is_empty());
+        psql_columns_by_query.push(columns);
+    }
+    assert!(
+        with_rows * 2 >= queries.len(),
+        "only {with_rows} of {} dashboard queries returned rows on the demo",
+        queries.len()
+    );
+
+    // Grafana sends a panel's statements in one Simple Query message.
+    let first = queries[0]["query"].as_str().unwrap();
+    let (ok, out, err) = psql(
+        &demo,
+        PG_PASSWORD,
+        &[
+            "-A",
+            "-c",
+            &format!("{first}; SELECT count(*) AS n FROM alerts"),
+        ],
+    );
+    assert!(ok, "two statements: {err}");
+    assert!(out.lines().any(|l| l == "n"), "{out}");
+
+    // The second client, psycopg, over the extended protocol (with a bound parameter).
+    let script = r#"
+import json, sys
+import psycopg
+queries = json.load(sys.stdin)
+out = []
+with psycopg.connect(sys.argv[1], password=sys.argv[2]) as conn:
+    for q in queries:
+        cur = conn.execute(q, prepare=True)
+        cur.fetchall()
+        out.append([d.name for d in cur.description])
+    cur = conn.execute("SELECT service, count(*) AS n FROM events WHERE service = %s GROUP BY service", ("shop/api",))
+    rows = cur.fetchall()
+    assert rows and rows[0][0] == "shop/api" and rows[0][1] > 0, rows
+    try:
+        conn.execute("DELETE FROM alerts")
+        raise SystemExit("DELETE was accepted")
+    except psycopg.Error as e:
+        assert e.sqlstate == "25006", e.sqlstate
+print(json.dumps(out))
+"#;
+    let sqls: Vec<&str> = queries
+        .iter()
+        .map(|q| q["query"].as_str().unwrap())
+        .collect();
+    let out = crate::common::run_with_input(
+        Command::new(require_program("python3")).args([
+            "-c",
+            script,
+            &demo.conninfo(),
+            PG_PASSWORD,
+        ]),
+        &serde_json::to_string(&sqls).unwrap(),
+    );
+    assert!(
+        out.status.success(),
+        "psycopg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let psycopg_columns: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(psycopg_columns, psql_columns_by_query);
+
+    // Read only, over the wire too, and the tables are unchanged.
+    for sql in [
+        "DROP TABLE events",
+        "CREATE TABLE x (a INT)",
+        "INSERT INTO alerts SELECT * FROM alerts",
+    ] {
+        let (ok, _, err) = psql(&demo, PG_PASSWORD, &["-c", sql]);
+        assert!(!ok && err.contains("read-only"), "{sql}: {err}");
+    }
+    // Passwords are checked.
+    let (ok, _, err) = psql(&demo, "wrong", &["-c", "SELECT 1"]);
+    assert!(!ok && err.contains("authentication failed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_offered_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new(require_program("openssl"))
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("driftwatch.toml");
+    // Replay keeps no server up; `run` needs Kafka: an embedded broker serves.
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("native", 1, 1).unwrap();
+    cluster
+        .create_topic("driftwatch-dead-letter", 1, 1)
+        .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\n[[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
+             [postgres]\nlisten = \"127.0.0.1:{port}\"\ntls-cert = \"{}\"\ntls-key = \"{}\"\n\
+             [[postgres.users]]\nname = \"analyst\"\npassword-env = \"DW_TEST_PG_PASSWORD\"\n",
+            cluster.bootstrap_servers(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(binary())
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("DW_TEST_PG_PASSWORD", "s3cret-pass")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let conninfo = |mode: &str| {
+        format!("host=127.0.0.1 port={port} user=analyst dbname=driftwatch sslmode={mode}")
+    };
+    let query = |mode: &str| {
+        Command::new(require_program("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                &conninfo(mode),
+                "-c",
+                "SELECT count(*) FROM services",
+            ])
+            .env("PGPASSWORD", "s3cret-pass")
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .unwrap()
+    };
+    eventually(Duration::from_secs(30), "the TLS wire server", || {
+        query("require").status.success()
+    })
+    .await;
+    let out = Command::new(require_program("psql"))
+        .args(["-X", "-A", "-t", &conninfo("require"), "-c", "\\conninfo"])
+        .env("PGPASSWORD", "s3cret-pass")
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(info.contains("SSL connection"), "{info}");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
+
+/// Waits for a Prometheus query to return at least one series; returns the result.
+async fn prom_query(client: &reqwest::Client, prom: &str, expr: &str) -> Vec<Value> {
+    let mut last = Value::Null;
+    for _ in 0..60 {
+        let v: Value = client
+            .get(format!("http://{prom}/api/v1/query"))
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(r) = v["data"]["result"].as_array()
+            && !r.is_empty()
+        {
+            return r.clone();
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("PromQL {expr} returned no data: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_driftwatch_and_every_dashboard_expression_has_data() {
+    let prometheus = require_program("prometheus");
+    let demo = Demo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: driftwatch\n    static_configs:\n      - targets: ['{}']\n",
+            demo.http
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prom_addr = format!("127.0.0.1:{port}");
+    let mut prom = Command::new(prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let up = prom_query(&client, &prom_addr, "up{job=\"driftwatch\"} == 1").await;
+    assert_eq!(up.len(), 1);
+    let build = prom_query(&client, &prom_addr, "driftwatch_build_info").await;
+    assert_eq!(build[0]["metric"]["version"], env!("CARGO_PKG_VERSION"));
+    // Rates need a few scrapes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (from, to) = range();
+    let exprs: Vec<String> = panel_queries(&from, &to)
+        .into_iter()
+        .filter(|q| q["kind"] == "promql")
+        .map(|q| q["query"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        exprs.len() >= 5,
+        "dashboards hold {} PromQL targets",
+        exprs.len()
+    );
+    for expr in &exprs {
+        prom_query(&client, &prom_addr, expr).await;
+    }
+    // Names follow the exposition rules: prefix, base units, counters end in _total.
+    let metrics = client
+        .get(format!("http://{}/metrics", demo.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(name.starts_with("driftwatch_"), "{line}");
+    }
+    for name in [
+        "driftwatch_alerts_raised_total",
+        "driftwatch_services{",
+        "driftwatch_pipeline_stage_duration_seconds_bucket",
+        "driftwatch_sql_queries_total",
+        "driftwatch_records_dead_lettered_total",
+        "driftwatch_consumer_lag",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    prom.kill().unwrap();
+    prom.wait().unwrap();
+}
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            _ => self.client.post(url),
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+const VIEWER: &str = "demo-viewer-token";
+const ANALYST: &str = "demo-analyst-token";
+const ADMIN: &str = "demo-admin-token";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_endpoint_answers_with_roles_enforced_and_calls_audited() {
+    let demo = Demo::start().await;
+    let api = Api {
+        client: reqwest::Client::new(),
+        base: demo.http.clone(),
+    };
+    // Open endpoints.
+    assert_eq!(api.call("GET", "/healthz", None, None).await.0, 200);
+    assert_eq!(api.call("GET", "/readyz", None, None).await.0, 200);
+    let (status, doc) = api.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+
+    // Every protected endpoint refuses a missing or wrong token.
+    let protected = [
+        ("GET", "/api/v1/alerts"),
+        ("GET", "/api/v1/alerts/x"),
+        ("POST", "/api/v1/alerts/x/acknowledge"),
+        ("POST", "/api/v1/alerts/x/resolve"),
+        ("POST", "/api/v1/alerts/x/accept"),
+        ("GET", "/api/v1/services"),
+        ("GET", "/api/v1/baselines"),
+        ("POST", "/api/v1/baselines/import"),
+        ("POST", "/api/v1/baselines/relearn?service=shop/api"),
+        ("POST", "/api/v1/baselines/lock?service=shop/api"),
+        ("POST", "/api/v1/sql"),
+        ("GET", "/api/v1/search"),
+        ("GET", "/api/v1/audit"),
+        ("GET", "/api/v1/config"),
+    ];
+    for (method, path) in protected {
+        assert_eq!(
+            api.call(method, path, None, None).await.0,
+            401,
+            "{method} {path}"
+        );
+        assert_eq!(
+            api.call(method, path, Some("not-a-token"), None).await.0,
+            401,
+            "{method} {path}"
+        );
+    }
+    // Roles: a viewer cannot change anything, an analyst cannot administer.
+    for (method, path, token) in [
+        ("POST", "/api/v1/alerts/x/acknowledge", VIEWER),
+        ("POST", "/api/v1/alerts/x/resolve", VIEWER),
+        ("POST", "/api/v1/alerts/x/accept", VIEWER),
+        ("POST", "/api/v1/baselines/import", ANALYST),
+        (
+            "POST",
+            "/api/v1/baselines/relearn?service=shop/api",
+            ANALYST,
+        ),
+        ("POST", "/api/v1/baselines/lock?service=shop/api", ANALYST),
+        ("GET", "/api/v1/audit", ANALYST),
+        ("GET", "/api/v1/config", VIEWER),
+    ] {
+        let (status, body) = api.call(method, path, Some(token), Some(json!({}))).await;
+        assert_eq!(status, 403, "{method} {path} with {token}: {body}");
+    }
+
+    // Alerts: list with filters, get one.
+    let (status, body) = api.call("GET", "/api/v1/alerts", Some(VIEWER), None).await;
+    assert_eq!(status, 200);
+    let alerts = body["alerts"].as_array().unwrap();
+    assert!(!alerts.is_empty());
+    let shell = alerts
+        .iter()
+        .find(|a| {
+            a["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("/bin/sh (parent /usr/local/bin/python3.12")
+        })
+        .expect("the demo's shell alert");
+    let id = shell["id"].as_str().unwrap();
+    let (status, body) = api
+        .call(
+            "GET",
+            "/api/v1/alerts?service=shop/api&severity=critical&status=open",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let filtered = body["alerts"].as_array().unwrap();
+    assert!(
+        filtered
+            .iter()
+            .all(|a| a["service"] == "shop/api" && a["severity"] == "critical")
+    );
+    assert!(filtered.iter().any(|a| a["id"] == id));
+    let (status, body) = api
+        .call("GET", "/api/v1/alerts?since=nonsense", Some(VIEWER), None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api
+        .call("GET", &format!("/api/v1/alerts/{id}"), Some(VIEWER), None)
+        .await;
+    assert_eq!((status, body["id"].as_str()), (200, Some(id)));
+    assert_eq!(
+        api.call("GET", "/api/v1/alerts/nope", Some(VIEWER), None)
+            .await
+            .0,
+        404
+    );
+
+    // Acknowledge, resolve, accept (analyst).
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/v1/alerts/{id}/acknowledge"),
+            Some(ANALYST),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("acknowledged"))
+    );
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/v1/alerts/{id}/resolve"),
+            Some(ANALYST),
+            None,
+        )
+        .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("resolved")));
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("/api/v1/alerts/{id}/accept"),
+            Some(ANALYST),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, body) = api
+        .call(
+            "GET",
+            "/api/v1/baselines?service=shop/api",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    let entries = body["services"][0]["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["origin"] == "accepted"
+            && e["key"]
+                .as_str()
+                .unwrap()
+                .starts_with("/bin/sh (parent /usr/local/bin/python3.12")),
+        "accepted entry missing"
+    );
+    assert_eq!(
+        api.call("GET", "/api/v1/baselines?service=nope", Some(VIEWER), None)
+            .await
+            .0,
+        404
+    );
+
+    // Services, import, lock, relearn (admin).
+    let (status, body) = api
+        .call("GET", "/api/v1/services", Some(VIEWER), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        body["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["service"] == "shop/worker")
+    );
+    let import = json!({"version": 1, "services": [{"service": "shop/worker",
+        "entries": [{"dimension": "process", "key": "/usr/bin/backup (parent /bin/sh)"}]}]});
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/baselines/import",
+            Some(ADMIN),
+            Some(import),
+        )
+        .await;
+    assert_eq!((status, body["added"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/baselines/import",
+            Some(ADMIN),
+            Some(json!({"nope": 1})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        api.call(
+            "POST",
+            "/api/v1/baselines/lock?service=shop/worker",
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/api/v1/baselines/relearn?service=shop/frontend",
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/api/v1/baselines/lock?service=nope",
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+
+    // SQL: results as JSON, and the read-only guard.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/sql",
+            Some(VIEWER),
+            Some(
+                json!({"sql": "SELECT service, phase FROM services WHERE service = 'shop/worker'"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"][0]["phase"], "locked");
+    assert_eq!(body["columns"][1]["name"], "phase");
+    for sql in [
+        "DROP TABLE events",
+        "INSERT INTO audit SELECT * FROM audit",
+        "CREATE TABLE t (a INT)",
+    ] {
+        let (status, body) = api
+            .call(
+                "POST",
+                "/api/v1/sql",
+                Some(ADMIN),
+                Some(json!({"sql": sql})),
+            )
+            .await;
+        assert_eq!(status, 403, "{sql}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("read-only"),
+            "{body}"
+        );
+    }
+    let (status, _) = api
+        .call(
+            "POST",
+            "/api/v1/sql",
+            Some(VIEWER),
+            Some(json!({"sql": "SELEC nothing"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // Log search.
+    let (status, body) = api
+        .call(
+            "GET",
+            "/api/v1/search?service=shop/api&since=1d",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let hits = body["hits"].as_array().unwrap();
+    assert!(!hits.is_empty() && hits.iter().all(|h| h["service"] == "shop/api"));
+
+    // Config without secrets; the audit log names who did what.
+    let (status, body) = api.call("GET", "/api/v1/config", Some(ADMIN), None).await;
+    assert_eq!(status, 200);
+    let text = body.to_string();
+    let admin_hash = driftwatch::api::token_hash(ADMIN);
+    for secret in [ADMIN, admin_hash.as_str(), "password", "sha256"] {
+        assert!(!text.contains(secret), "config leaks {secret}: {text}");
+    }
+    let (status, body) = api.call("GET", "/api/v1/audit", Some(ADMIN), None).await;
+    assert_eq!(status, 200);
+    let actions: Vec<(String, String, String)> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (actor, action) in [
+        ("demo-analyst", "alert.acknowledge"),
+        ("demo-analyst", "alert.resolve"),
+        ("demo-analyst", "alert.accept"),
+        ("demo-admin", "baseline.import"),
+        ("demo-admin", "baseline.lock"),
+        ("demo-admin", "baseline.relearn"),
+    ] {
+        assert!(
+            actions
+                .iter()
+                .any(|(a, b, o)| a == actor && b == action && o == "ok"),
+            "{actor} {action} not audited: {actions:?}"
+        );
+    }
+    // And the audit table answers SQL.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/sql",
+            Some(VIEWER),
+            Some(json!({"sql": "SELECT count(*) AS n FROM audit WHERE action = 'baseline.lock'"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["rows"][0]["n"].as_i64().unwrap() >= 2);
+}
+
+#[test]
+fn the_openapi_document_is_valid_and_lists_every_route() {
+    let doc: Value = serde_json::from_str(driftwatch::api::OPENAPI).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api.rs")).unwrap();
+    let routes: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(".route(\""))
+        .map(|l| &l[..l.find('"').unwrap()])
+        .collect();
+    assert!(routes.len() >= 15, "{routes:?}");
+    for route in routes.iter().chain(&["/metrics", "/healthz"]) {
+        assert!(paths.contains_key(*route), "openapi.json lacks {route}");
+    }
+    let out = crate::common::run_with_input(
+        Command::new(require_program("python3")).args([
+            "-c",
+            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(sys.stdin))\nprint('valid')",
+        ]),
+        driftwatch::api::OPENAPI,
+    );
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_dashboard_type_checks_against_grafana_schema() {
+    require_program("node");
+    let out = Command::new("node")
+        .arg(grafana_dir().join("check/typecheck.mjs"))
+        .current_dir(grafana_dir().join("check"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "typecheck: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
