@@ -294,6 +294,76 @@ impl QueryHook for ReadOnlyGuard {
     }
 }
 
+/// Grafana's query builder lists tables with a query that resolves the session's
+/// `search_path` (`current_setting`, array subscripts, `generate_series`). driftwatch
+/// has one schema, so that query is answered with the tables of `public`.
+struct GrafanaTables;
+
+const GRAFANA_TABLES_SQL: &str = "SELECT table_name AS \"table\" FROM information_schema.tables \
+     WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1";
+
+fn is_grafana_tables(statement: &Statement) -> bool {
+    let text = statement.to_string().to_lowercase();
+    text.contains("information_schema.tables") && text.contains("timescaledb_information")
+}
+
+fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
+
+#[async_trait]
+impl QueryHook for GrafanaTables {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !is_grafana_tables(statement) {
+            return None;
+        }
+        let answer = async {
+            let df = ctx.sql(GRAFANA_TABLES_SQL).await.map_err(api_error)?;
+            let encoded = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+                df,
+                &datafusion_postgres::pgwire::api::portal::Format::UnifiedText,
+                None,
+            )
+            .await?;
+            Ok(Response::Query(encoded))
+        };
+        Some(answer.await)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if !is_grafana_tables(statement) {
+            return None;
+        }
+        Some(
+            ctx.state()
+                .create_logical_plan(GRAFANA_TABLES_SQL)
+                .await
+                .map_err(api_error),
+        )
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        None
+    }
+}
+
 /// Counts failed statements and logs them at debug level (they are the client's).
 struct Errors {
     metrics: SqlMetrics,
@@ -389,9 +459,12 @@ impl PgServer {
         let ctx = engine.wire_context();
         setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default()))
             .map_err(|e| format!("cannot set up pg_catalog: {e}"))?;
-        let hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(ReadOnlyGuard {
-            metrics: metrics.clone(),
-        })];
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(ReadOnlyGuard {
+                metrics: metrics.clone(),
+            }),
+            Arc::new(GrafanaTables),
+        ];
         let session = Arc::new(DfSessionService::new_with_hooks(
             ctx,
             hooks.into_iter().chain(default_hooks()).collect(),

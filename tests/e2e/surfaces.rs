@@ -201,6 +201,45 @@ async fn psql_and_psycopg_run_every_dashboard_query_as_grafana_sends_it() {
         "{out}"
     );
 
+    // The query builder's schema queries: tables (as Grafana 11 sends it), columns.
+    let grafana_tables = "select quote_ident(table_name) as \"table\" from information_schema.tables \
+        where quote_ident(table_schema) not in ('information_schema', 'pg_catalog', '_timescaledb_cache', \
+        '_timescaledb_catalog', '_timescaledb_internal', '_timescaledb_config', 'timescaledb_information', \
+        'timescaledb_experimental') and table_type = 'BASE TABLE' and quote_ident(table_schema) IN (\
+        SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END FROM generate_series(\
+        array_lower(string_to_array(current_setting('search_path'),','),1), \
+        array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+        string_to_array(current_setting('search_path'),',') s)";
+    let (ok, out, err) = psql(&demo, PG_PASSWORD, &["-A", "-t", "-c", grafana_tables]);
+    assert!(ok, "{err}");
+    let tables: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        tables,
+        [
+            "alerts",
+            "audit",
+            "baselines",
+            "events",
+            "log_templates",
+            "services"
+        ]
+    );
+    let (ok, out, err) = psql(
+        &demo,
+        PG_PASSWORD,
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "SELECT column_name, data_type FROM information_schema.columns \
+           WHERE table_name = 'alerts' ORDER BY column_name",
+        ],
+    );
+    assert!(
+        ok && out.lines().any(|l| l.starts_with("severity|")),
+        "{out}{err}"
+    );
+
     let mut psql_columns_by_query = Vec::new();
     let mut with_rows = 0;
     for q in &queries {
@@ -446,6 +485,17 @@ async fn prometheus_scrapes_driftwatch_and_every_dashboard_expression_has_data()
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
+    // The SQL panels' own queries give the SQL metrics their series.
+    let sql = client
+        .post(format!("http://{}/api/v1/sql", demo.http))
+        .bearer_auth(VIEWER)
+        .json(&json!({"sql": "SELECT count(*) FROM alerts"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sql.status().as_u16(), 200);
+    let (ok, _, err) = psql(&demo, PG_PASSWORD, &["-c", "SELECT count(*) FROM events"]);
+    assert!(ok, "{err}");
     let up = prom_query(&client, &prom_addr, "up{job=\"driftwatch\"} == 1").await;
     assert_eq!(up.len(), 1);
     let build = prom_query(&client, &prom_addr, "driftwatch_build_info").await;
