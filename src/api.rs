@@ -223,6 +223,7 @@ pub struct Api {
     pub sql: Arc<SqlEngine>,
     pub sql_metrics: SqlMetrics,
     pub search: Option<Arc<Mutex<LogIndex>>>,
+    pub compliance: Option<crate::compliance::Compliance>,
     pub audit: Arc<AuditLog>,
     /// Tokens by hash; empty means no authentication (loopback only).
     pub tokens: Vec<(String, Role, [u8; 32])>,
@@ -308,6 +309,8 @@ pub fn router(_api: Arc<Api>) -> axum::Router<Arc<Api>> {
         .route("/api/v1/alerts/{id}/resolve", post(resolve))
         .route("/api/v1/alerts/{id}/accept", post(accept))
         .route("/api/v1/services", get(services))
+        .route("/api/v1/findings", get(findings))
+        .route("/api/v1/posture", get(posture))
         .route("/api/v1/baselines", get(export_baselines))
         .route("/api/v1/baselines/import", post(import_baselines))
         .route("/api/v1/baselines/relearn", post(relearn))
@@ -723,6 +726,108 @@ async fn search(
         })
         .collect();
     Ok(Json(json!({ "hits": hits })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindingFilter {
+    service: Option<String>,
+    control: Option<String>,
+    status: Option<String>,
+    /// `pci-dss`, `nist-800-53`, …
+    framework: Option<String>,
+    alert: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+fn compliance(api: &Api) -> Result<&crate::compliance::Compliance, ApiError> {
+    api.compliance
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("compliance is disabled ([compliance] enabled = false)"))
+}
+
+fn refers_to(references: &[String], framework: &str) -> bool {
+    references
+        .iter()
+        .any(|r| r.split_once(':').is_some_and(|(f, _)| f == framework))
+}
+
+async fn findings(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Query(f): Query<FindingFilter>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let c = compliance(&api)?;
+    let since = f.since.as_deref().map(parse_since).transpose()?;
+    let limit = f.limit.unwrap_or(1000).min(10_000);
+    let state = c.state.lock().expect("compliance lock poisoned");
+    // Newest first.
+    let found: Vec<&compliance::Finding> = state
+        .findings
+        .iter()
+        .rev()
+        .filter(|x| f.service.as_ref().is_none_or(|s| &x.service == s))
+        .filter(|x| f.control.as_ref().is_none_or(|s| &x.control == s))
+        .filter(|x| f.status.as_ref().is_none_or(|s| x.status.as_str() == s))
+        .filter(|x| {
+            f.framework
+                .as_ref()
+                .is_none_or(|fw| refers_to(&x.references, fw))
+        })
+        .filter(|x| f.alert.as_ref().is_none_or(|a| x.alert.as_ref() == Some(a)))
+        .filter(|x| since.is_none_or(|t| x.time >= t))
+        .take(limit)
+        .collect();
+    Ok(Json(json!({ "findings": found })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostureFilter {
+    service: Option<String>,
+    framework: Option<String>,
+    status: Option<String>,
+}
+
+async fn posture(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Query(f): Query<PostureFilter>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let c = compliance(&api)?;
+    let state = c.state.lock().expect("compliance lock poisoned");
+    let entries: Vec<Value> = state
+        .engine
+        .posture()
+        .filter(|p| f.service.as_ref().is_none_or(|s| &p.service == s))
+        .filter(|p| f.status.as_ref().is_none_or(|s| p.status.as_str() == s))
+        .filter_map(|p| {
+            let control = c.catalog.get(&p.control)?;
+            let references: Vec<String> =
+                control.references.iter().map(ToString::to_string).collect();
+            if f.framework
+                .as_ref()
+                .is_some_and(|fw| !refers_to(&references, fw))
+            {
+                return None;
+            }
+            Some(json!({
+                "service": p.service,
+                "control": p.control,
+                "title": control.title,
+                "severity": control.severity,
+                "references": references,
+                "status": p.status,
+                "since": p.since,
+                "last_checked": p.last_checked,
+                "finding": p.finding,
+            }))
+        })
+        .collect();
+    Ok(Json(json!({ "posture": entries })))
 }
 
 async fn audit(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {

@@ -39,6 +39,8 @@ pub struct Config {
     pub sql: queries::sql::SqlLimits,
     #[serde(default)]
     pub postgres: queries::pg::PgConfig,
+    #[serde(default)]
+    pub compliance: crate::compliance::ComplianceConfig,
 }
 
 /// Full-text search over log lines (`[search]`).

@@ -57,6 +57,11 @@ pub async fn start(
         pipeline_metrics: pipeline::PipelineMetrics::register(&mut registry),
         print_alerts,
         log_index: crate::logindex::LogIndexer::start(config)?,
+        compliance: crate::compliance::Compliance::start(
+            &config.compliance,
+            crate::compliance::ComplianceMetrics::register(&mut registry),
+            print_alerts,
+        )?,
     };
 
     let sql_metrics = queries::metrics::SqlMetrics::register(&mut registry);
@@ -99,6 +104,9 @@ pub async fn start(
         let applied = pipeline.apply_all(rx, &shared_totals, persistence).await;
         if let Some(indexer) = &pipeline.log_index {
             indexer.flush().await;
+        }
+        if let Some(c) = &pipeline.compliance {
+            c.flush().await;
         }
         // Everything applied is acknowledged (also when the pipeline failed part way);
         // make the commit durable before leaving the group. With a data directory the

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod baseline;
+pub mod compliance;
 pub mod config;
 pub mod daemon;
 pub mod demo;

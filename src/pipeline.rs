@@ -19,6 +19,7 @@ use store::{EventTable, StoreMetrics};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::compliance::Item;
 use crate::state::{self, Offsets, StateFile};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +134,8 @@ pub struct Stages {
     pub print_alerts: bool,
     /// Log lines go to full-text search through it.
     pub log_index: Option<crate::logindex::LogIndexer>,
+    /// Events and alerts that fire controls go to the compliance worker through it.
+    pub compliance: Option<crate::compliance::Compliance>,
 }
 
 /// Periodic state files, and offsets committed only with them.
@@ -179,11 +182,13 @@ impl Stages {
             };
             let mut batch = batch;
             let started = std::time::Instant::now();
+            let mut checks = Vec::new();
             {
                 // Detection first: it names each log line's template, which the store keeps.
                 let mut detector = self.detector.lock().expect("detector lock poisoned");
                 let mut newest = Nanos(i64::MIN);
                 for event in &mut batch.events {
+                    let before = raised.len();
                     let template = detector.observe(event, &mut raised);
                     if let (Some(id), ingest::EventKind::Log { template_id, .. }) =
                         (template, &mut event.kind)
@@ -191,9 +196,27 @@ impl Stages {
                         *template_id = Some(id);
                     }
                     newest = newest.max(event.time);
+                    if let Some(c) = &self.compliance {
+                        if c.wants(event) {
+                            checks.push(Item::Event(event.clone()));
+                        }
+                        for a in &raised[before..] {
+                            if c.wants_alert(a.kind) {
+                                checks.push(Item::Alert(a.clone(), Some(event.clone())));
+                            }
+                        }
+                    }
                 }
                 if newest.0 != i64::MIN {
+                    let before = raised.len();
                     detector.advance(newest, &mut raised);
+                    if let Some(c) = &self.compliance {
+                        for a in &raised[before..] {
+                            if c.wants_alert(a.kind) {
+                                checks.push(Item::Alert(a.clone(), None));
+                            }
+                        }
+                    }
                 }
                 self.pipeline_metrics.phases(&detector);
             }
@@ -211,6 +234,9 @@ impl Stages {
                     .collect();
                 indexer.send(lines).await;
                 self.pipeline_metrics.stage("index", started);
+            }
+            if let Some(c) = &self.compliance {
+                c.send(std::mem::take(&mut checks)).await;
             }
             for alert in raised.drain(..) {
                 self.pipeline_metrics.raised(&alert);

@@ -63,6 +63,11 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
         pipeline_metrics: crate::pipeline::PipelineMetrics::register(&mut registry),
         print_alerts: false,
         log_index: crate::logindex::LogIndexer::start(&config)?,
+        compliance: crate::compliance::Compliance::start(
+            &config.compliance,
+            crate::compliance::ComplianceMetrics::register(&mut registry),
+            false,
+        )?,
     };
     let source = ReplaySource::new(args.files.clone(), args.format);
     let progress = progress_bar(&args);
@@ -84,7 +89,9 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             }
         })
     });
+    let applying = std::time::Instant::now();
     let applied = stages.apply_all(rx, &totals, None).await;
+    let applied_in = applying.elapsed();
     let read_result = reader.await.context("the replay reader panicked")?;
     if let Some(t) = ticker {
         t.abort();
@@ -108,11 +115,34 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
         serde_json::to_writer(&mut output, &line).context("cannot write the output")?;
         output.write_all(b"\n").context("cannot write the output")?;
     }
+    let alert_count = alerts.len();
+    drop(detector);
+    // Findings after them, in the order the controls ran.
+    let mut findings = 0;
+    if let Some(c) = &stages.compliance {
+        c.flush().await;
+        let state = c.state.lock().expect("compliance lock poisoned");
+        for f in &state.findings {
+            let mut line = serde_json::to_value(f).context("cannot serialize a finding")?;
+            line.as_object_mut()
+                .expect("findings are objects")
+                .insert("type".into(), "finding".into());
+            serde_json::to_writer(&mut output, &line).context("cannot write the output")?;
+            output.write_all(b"\n").context("cannot write the output")?;
+        }
+        findings = state.findings.len();
+    }
     output.flush().context("cannot write the output")?;
 
     let totals = totals.into_inner().expect("totals lock poisoned");
     eprint!("{}", summary(&totals, stages.events.rows(), &args));
-    eprintln!("  alerts: {}", alerts.len());
+    eprintln!(
+        "  pipeline: {:.3} s, {:.0} events/s",
+        applied_in.as_secs_f64(),
+        totals.events() as f64 / applied_in.as_secs_f64().max(1e-9)
+    );
+    eprintln!("  alerts: {alert_count}");
+    eprintln!("  findings: {findings}");
     Ok(())
 }
 

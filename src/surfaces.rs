@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::pipeline::Stages;
 use crate::supervisor::Supervisor;
 
-/// The tables SQL sees: `events`, `alerts`, `baselines`, `services`, `log_templates`
-/// and `audit`, each read afresh by every query.
+/// The tables SQL sees: `events`, `alerts`, `baselines`, `services`, `log_templates`,
+/// `audit`, `findings` and `posture`, each read afresh by every query.
 pub fn sql_engine(
     stages: &Stages,
     audit: Arc<AuditLog>,
@@ -58,6 +58,22 @@ pub fn sql_engine(
             "audit",
             AuditLog::schema(),
             Arc::new(move || vec![audit.table()]),
+        ),
+        (
+            "findings",
+            store::findings_schema(),
+            match stages.compliance.clone() {
+                Some(c) => Arc::new(move || vec![c.findings_table()]) as Reader,
+                None => Arc::new(Vec::new),
+            },
+        ),
+        (
+            "posture",
+            store::posture_schema(),
+            match stages.compliance.clone() {
+                Some(c) => Arc::new(move || vec![c.posture_table()]) as Reader,
+                None => Arc::new(Vec::new),
+            },
         ),
     ];
     SqlEngine::new(tables, config.sql.clone()).context("cannot set up the SQL engine")
@@ -105,6 +121,7 @@ pub async fn start(
         sql: engine,
         sql_metrics,
         search: stages.log_index.as_ref().map(|i| i.index.clone()),
+        compliance: stages.compliance.clone(),
         audit,
         tokens: Api::tokens(&config.http.tokens)?,
         ready: Arc::new(AtomicBool::new(false)),

@@ -1,8 +1,14 @@
 //! Compliance: the control catalog (CIS Docker and Kubernetes benchmarks, NIST SP
-//! 800-190 and 800-53, PCI DSS 4.0), targeted checks fired by drift alerts and
-//! container events, the `Finding` they produce, and scheduled reports.
+//! 800-190 and 800-53, PCI DSS 4.0) as data with checks in CEL, targeted checks fired by
+//! drift alerts and container events, the findings they produce, and the posture per
+//! service and control.
 //!
 //! It depends on `ingest`, `store` and `detect` (for the alerts that trigger checks) and
 //! never on the query engine or delivery code.
-//!
-//! Nothing is implemented here yet.
+
+pub mod catalog;
+pub mod engine;
+pub mod tables;
+
+pub use catalog::{Catalog, CatalogError, Control, Framework, Reference};
+pub use engine::{Engine, Facts, Finding, PostureEntry, Status, Subject, evaluate};

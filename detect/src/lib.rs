@@ -23,7 +23,7 @@ mod snapshot;
 mod tables;
 pub mod templates;
 
-pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key};
+pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key, stable_hash};
 pub use config::DetectConfig;
 pub use detector::{Detector, Entry, EntryKey, Origin, PendingSensor, Phase, ServiceState};
 pub use observe::{Dimension, is_sensitive};

@@ -132,8 +132,15 @@ def expand_macros(sql, start, end):
     return sql
 
 
+# Values of the dashboards' other template variables.
+VARIABLES = {"framework": "pci-dss"}
+
+
 def substitute_variables(text, service):
-    return re.sub(r"\$\{service\}|\$service\b", service, text)
+    text = re.sub(r"\$\{service\}|\$service\b", service, text)
+    for name, value in VARIABLES.items():
+        text = re.sub(r"\$\{%s\}|\$%s\b" % (name, name), value, text)
+    return text
 
 
 def expand_promql(expr, service):

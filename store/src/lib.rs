@@ -16,7 +16,8 @@ pub use events::{AppendOutcome, EventTable, EventsSnapshot};
 pub use metrics::StoreMetrics;
 pub use schema::events_schema;
 pub use tables::{
-    AlertRow, BaselineRow, LogTemplateRow, ServiceRow, alerts_batch, alerts_schema,
-    baselines_batch, baselines_schema, log_templates_batch, log_templates_schema, services_batch,
+    AlertRow, BaselineRow, FindingRow, LogTemplateRow, PostureRow, ServiceRow, alerts_batch,
+    alerts_schema, baselines_batch, baselines_schema, findings_batch, findings_schema,
+    log_templates_batch, log_templates_schema, posture_batch, posture_schema, services_batch,
     services_schema,
 };

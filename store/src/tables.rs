@@ -300,3 +300,178 @@ pub fn services_batch<'a>(rows: impl IntoIterator<Item = ServiceRow<'a>>) -> Rec
     ];
     RecordBatch::try_new(services_schema(), columns).expect("builders match the schema")
 }
+
+static FINDINGS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        ts("time"),
+        Field::new("service", DataType::Utf8, false),
+        Field::new("container", DataType::Utf8, false),
+        Field::new("control", DataType::Utf8, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        Field::new(
+            "frameworks",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new(
+            "references",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new("alert_id", DataType::Utf8, true),
+        Field::new("evidence", DataType::Utf8, false),
+        Field::new("facts", DataType::Utf8, false),
+        Field::new("note", DataType::Utf8, true),
+    ]))
+});
+
+pub fn findings_schema() -> SchemaRef {
+    FINDINGS.clone()
+}
+
+/// One row of `findings`.
+pub struct FindingRow<'a> {
+    pub id: &'a str,
+    pub time: i64,
+    pub service: &'a str,
+    pub container: &'a str,
+    pub control: &'a str,
+    pub title: &'a str,
+    /// `fail`, `pass` or `not_applicable`.
+    pub status: &'a str,
+    pub severity: &'a str,
+    /// The frameworks the control refers to (`pci-dss`, …), for filtering.
+    pub frameworks: Vec<String>,
+    /// `framework:section`.
+    pub references: &'a [String],
+    pub alert_id: Option<&'a str>,
+    /// Provenance of the triggering records, comma-separated.
+    pub evidence: String,
+    /// The container facts the check read, as JSON.
+    pub facts: String,
+    pub note: Option<&'a str>,
+}
+
+pub fn findings_batch<'a>(rows: impl IntoIterator<Item = FindingRow<'a>>) -> RecordBatch {
+    use arrow::array::ListBuilder;
+    let mut s: Vec<StringBuilder> = (0..11).map(|_| StringBuilder::new()).collect();
+    let mut time = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let mut frameworks = ListBuilder::new(StringBuilder::new());
+    let mut references = ListBuilder::new(StringBuilder::new());
+    for r in rows {
+        s[0].append_value(r.id);
+        time.append_value(r.time);
+        s[1].append_value(r.service);
+        s[2].append_value(r.container);
+        s[3].append_value(r.control);
+        s[4].append_value(r.title);
+        s[5].append_value(r.status);
+        s[6].append_value(r.severity);
+        for f in &r.frameworks {
+            frameworks.values().append_value(f);
+        }
+        frameworks.append(true);
+        for x in r.references {
+            references.values().append_value(x);
+        }
+        references.append(true);
+        s[7].append_option(r.alert_id);
+        s[8].append_value(&r.evidence);
+        s[9].append_value(&r.facts);
+        s[10].append_option(r.note);
+    }
+    let mut f = s.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut next = || f.next().expect("eleven string columns");
+    let columns: Vec<ArrayRef> = vec![
+        next(),
+        Arc::new(time.finish()),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        Arc::new(frameworks.finish()),
+        Arc::new(references.finish()),
+        next(),
+        next(),
+        next(),
+        next(),
+    ];
+    RecordBatch::try_new(findings_schema(), columns).expect("builders match the schema")
+}
+
+static POSTURE: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("service", DataType::Utf8, false),
+        Field::new("control", DataType::Utf8, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        Field::new(
+            "frameworks",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new("status", DataType::Utf8, false),
+        ts("since"),
+        ts("last_checked"),
+        Field::new("finding_id", DataType::Utf8, false),
+    ]))
+});
+
+pub fn posture_schema() -> SchemaRef {
+    POSTURE.clone()
+}
+
+/// One row of `posture`: where a service stands on a control.
+pub struct PostureRow<'a> {
+    pub service: &'a str,
+    pub control: &'a str,
+    pub title: &'a str,
+    pub severity: &'a str,
+    pub frameworks: Vec<String>,
+    pub status: &'a str,
+    /// Since when the status holds ("failing since").
+    pub since: i64,
+    pub last_checked: i64,
+    pub finding_id: &'a str,
+}
+
+pub fn posture_batch<'a>(rows: impl IntoIterator<Item = PostureRow<'a>>) -> RecordBatch {
+    use arrow::array::ListBuilder;
+    let mut s: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
+    let mut frameworks = ListBuilder::new(StringBuilder::new());
+    let mut since = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let mut last = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    for r in rows {
+        s[0].append_value(r.service);
+        s[1].append_value(r.control);
+        s[2].append_value(r.title);
+        s[3].append_value(r.severity);
+        for f in &r.frameworks {
+            frameworks.values().append_value(f);
+        }
+        frameworks.append(true);
+        s[4].append_value(r.status);
+        since.append_value(r.since);
+        last.append_value(r.last_checked);
+        s[5].append_value(r.finding_id);
+    }
+    let mut f = s.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut next = || f.next().expect("six string columns");
+    let columns: Vec<ArrayRef> = vec![
+        next(),
+        next(),
+        next(),
+        next(),
+        Arc::new(frameworks.finish()),
+        next(),
+        Arc::new(since.finish()),
+        Arc::new(last.finish()),
+        next(),
+    ];
+    RecordBatch::try_new(posture_schema(), columns).expect("builders match the schema")
+}

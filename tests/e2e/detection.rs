@@ -140,13 +140,23 @@ fn replay_writes_alerts_as_json_lines() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let alerts: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // Alerts first, then the findings of the controls they and the events fired.
+    let (alerts, findings): (Vec<_>, Vec<_>) =
+        lines.into_iter().partition(|l| l["type"] == "alert");
     assert_eq!(alerts.len(), 3, "{alerts:#?}");
-    assert!(alerts.iter().all(|a| a["type"] == "alert"));
+    assert!(findings.iter().all(|f| f["type"] == "finding"));
+    let shell = alerts[0]["id"].as_str().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["alert"] == shell && f["status"] == "fail" && f["control"] == "DW-RT-015"),
+        "the shell alert fails the application-spawned-shell control: {findings:#?}"
+    );
     assert_eq!(
         alerts[0]["subject"],
         "/bin/sh (parent /usr/local/bin/python3.12)"

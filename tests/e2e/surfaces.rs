@@ -188,6 +188,8 @@ async fn psql_and_psycopg_run_every_dashboard_query_as_grafana_sends_it() {
         "services",
         "log_templates",
         "audit",
+        "findings",
+        "posture",
     ] {
         assert!(
             out.contains(&format!(" {table} ")),
@@ -220,7 +222,9 @@ async fn psql_and_psycopg_run_every_dashboard_query_as_grafana_sends_it() {
             "audit",
             "baselines",
             "events",
+            "findings",
             "log_templates",
+            "posture",
             "services"
         ]
     );
@@ -603,6 +607,8 @@ async fn every_api_endpoint_answers_with_roles_enforced_and_calls_audited() {
         ("POST", "/api/v1/alerts/x/resolve"),
         ("POST", "/api/v1/alerts/x/accept"),
         ("GET", "/api/v1/services"),
+        ("GET", "/api/v1/findings"),
+        ("GET", "/api/v1/posture"),
         ("GET", "/api/v1/baselines"),
         ("POST", "/api/v1/baselines/import"),
         ("POST", "/api/v1/baselines/relearn?service=shop/api"),
@@ -852,6 +858,74 @@ async fn every_api_endpoint_answers_with_roles_enforced_and_calls_audited() {
         )
         .await;
     assert_eq!(status, 400);
+
+    // Findings of the demo's attacks, with their evidence chain, and the posture. The
+    // controls run beside the pipeline: give them a moment to catch up.
+    for _ in 0..120 {
+        let (_, body) = api
+            .call(
+                "GET",
+                "/api/v1/findings?status=fail&service=shop/api",
+                Some(VIEWER),
+                None,
+            )
+            .await;
+        if body["findings"].as_array().is_some_and(|f| !f.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, body) = api
+        .call(
+            "GET",
+            "/api/v1/findings?status=fail&service=shop/api",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let findings = body["findings"].as_array().unwrap();
+    assert!(
+        !findings.is_empty(),
+        "the shell in shop/api fails a control"
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["status"] == "fail" && f["service"] == "shop/api")
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["alert"].is_string() && !f["evidence"].as_array().unwrap().is_empty())
+    );
+    let (status, body) = api
+        .call(
+            "GET",
+            "/api/v1/findings?framework=pci-dss",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["findings"].as_array().unwrap().iter().all(|f| {
+        f["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with("pci-dss:"))
+    }));
+    let (status, body) = api
+        .call("GET", "/api/v1/posture?status=fail", Some(VIEWER), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        body["posture"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["service"] == "shop/api")
+    );
 
     // Log search.
     let (status, body) = api

@@ -1,0 +1,119 @@
+//! Ingest throughput with compliance checks on and off, side by side in one run: the
+//! same native records through `driftwatch replay` (decode, detection, store), where
+//! one event in ten fires controls (process starts; the rest are log lines and process
+//! exits, which fire none).
+//!
+//! `cargo bench --bench compliance` (400,000 events); `-- --events N` for another size.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+const EXES: [&str; 10] = [
+    "/usr/local/bin/python3.12",
+    "/usr/local/bin/gunicorn",
+    "/bin/sh",
+    "/usr/bin/curl",
+    "/usr/bin/apt-get",
+    "/tmp/.x/kworker",
+    "/usr/bin/nc",
+    "/usr/bin/find",
+    "/usr/bin/tar",
+    "/usr/sbin/sshd",
+];
+
+fn write_input(path: &Path, total: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let start = 1_772_445_600_000_000_000i64; // 2026-03-02T10:00:00Z
+    for i in 0..total {
+        let time = start + i as i64 * 10_000_000; // 100 events per second of event time
+        let svc = i % 50;
+        let workload = format!(
+            r#"{{"namespace":"prod","pod":"svc{svc}-7d9f-{}","container_id":"{:012x}"}}"#,
+            i % 3,
+            svc * 3 + i % 3
+        );
+        let line = match i % 10 {
+            0 => format!(
+                r#"{{"time":{time},"kind":"process_exec","workload":{workload},"process":{{"exe":"{}","args":["-c","job {}"],"parent_exe":"/usr/local/bin/gunicorn","uid":1000}}}}"#,
+                EXES[(i / 10 % EXES.len() as u64) as usize],
+                i % 97
+            ),
+            1..=5 => format!(
+                r#"{{"time":{time},"kind":"log","workload":{workload},"stream":"stdout","message":"GET /api/items/{} 200 {}ms"}}"#,
+                i % 5000,
+                i % 300
+            ),
+            _ => format!(
+                r#"{{"time":{time},"kind":"process_exit","workload":{workload},"process":{{"exe":"/usr/local/bin/python3.12","uid":1000}},"status":0}}"#
+            ),
+        };
+        writeln!(f, "{line}").unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// Seconds the replay's pipeline took to apply every event (decode, detection, store;
+/// controls run beside it), and the findings it reports.
+fn replay(input: &Path, config: &Path) -> (f64, u64) {
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["replay", "--no-progress", "--format", "native", "--output"])
+        .arg(input.with_extension("out"))
+        .arg("--config")
+        .arg(config)
+        .arg(input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let secs = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pipeline: "))
+        .and_then(|l| l.split_once(" s,"))
+        .and_then(|(s, _)| s.parse().ok())
+        .expect("replay reports its pipeline time");
+    let findings = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("findings: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (secs, findings)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let total: u64 = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .map_or(400_000, |n| n.parse().expect("--events takes a number"));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    write_input(&input, total);
+    // Short learning, so that most of the run monitors and drift alerts fire controls too.
+    let base = "[detect]\nlearning-period = \"10m\"\nmin-learning-events = 20\n[search]\nenabled = false\n";
+    let on = dir.path().join("on.toml");
+    let off = dir.path().join("off.toml");
+    std::fs::write(&on, format!("{base}[compliance]\nenabled = true\n")).unwrap();
+    std::fs::write(&off, format!("{base}[compliance]\nenabled = false\n")).unwrap();
+
+    println!(
+        "compliance benchmark: {total} native events through `driftwatch replay`, 1 in 10 fires controls"
+    );
+    // Alternating runs, best of three each, so both see the same machine state.
+    let (mut best_off, mut best_on, mut findings) = (f64::MAX, f64::MAX, 0);
+    for _ in 0..3 {
+        best_off = best_off.min(replay(&input, &off).0);
+        let (secs, n) = replay(&input, &on);
+        best_on = best_on.min(secs);
+        findings = n;
+    }
+    let (rate_off, rate_on) = (total as f64 / best_off, total as f64 / best_on);
+    println!("{:<24} {:>12} {:>8}", "compliance", "events/s", "ratio");
+    println!("{:<24} {:>12.0} {:>8.2}", "off", rate_off, 1.0);
+    println!("{:<24} {:>12.0} {:>8.2}", "on", rate_on, rate_on / rate_off);
+    println!("findings in the run with compliance on: {findings}");
+}

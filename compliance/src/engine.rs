@@ -1,0 +1,449 @@
+//! Targeted execution: an alert or event runs only the controls whose triggers name
+//! its kind, against the triggering event and what is known about its container.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use detect::{Alert, AlertKind, Severity};
+use ingest::event::{ContainerFacts, EventKind, Image, Mount};
+use ingest::{Event, Nanos, Provenance};
+use serde::Serialize;
+
+use crate::catalog::{Catalog, Control};
+
+/// The result of one control on one trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Fail,
+    Pass,
+    NotApplicable,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Fail => "fail",
+            Status::Pass => "pass",
+            Status::NotApplicable => "not_applicable",
+        }
+    }
+}
+
+/// What is known about a container from its lifecycle events and the events' workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    /// Any lifecycle fact has been seen.
+    pub known: bool,
+    pub user: String,
+    pub privileged: bool,
+    pub capabilities: Vec<String>,
+    pub mounts: Vec<Mount>,
+    pub read_only_rootfs: bool,
+    pub image: FactsImage,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FactsImage {
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+}
+
+impl Facts {
+    fn learn(&mut self, facts: &ContainerFacts) {
+        let configured = facts.user.is_some()
+            || facts.privileged.is_some()
+            || !facts.capabilities.is_empty()
+            || !facts.mounts.is_empty()
+            || facts.read_only_rootfs.is_some();
+        // A stop event (only an exit code) says nothing about the configuration.
+        if !configured {
+            return;
+        }
+        self.known = true;
+        if let Some(u) = &facts.user {
+            self.user.clone_from(u);
+        }
+        if let Some(p) = facts.privileged {
+            self.privileged = p;
+        }
+        if !facts.capabilities.is_empty() {
+            self.capabilities.clone_from(&facts.capabilities);
+        }
+        if !facts.mounts.is_empty() {
+            self.mounts.clone_from(&facts.mounts);
+        }
+        if let Some(r) = facts.read_only_rootfs {
+            self.read_only_rootfs = r;
+        }
+    }
+
+    fn see(&mut self, event: &Event) {
+        let w = &event.workload;
+        let Image {
+            repository,
+            tag,
+            digest,
+        } = &w.image;
+        for (slot, value) in [
+            (&mut self.image.repository, repository),
+            (&mut self.image.tag, tag),
+            (&mut self.image.digest, digest),
+            (&mut self.namespace, &w.namespace),
+        ] {
+            if let Some(v) = value {
+                slot.clone_from(v);
+            }
+        }
+    }
+}
+
+/// One evaluated control.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// Stable for the trigger: the control, the service and the triggering record.
+    pub id: String,
+    /// Event time of the trigger.
+    pub time: Nanos,
+    pub service: String,
+    /// Container id, pod or name; empty when the event did not say.
+    pub container: String,
+    pub control: String,
+    pub title: String,
+    pub status: Status,
+    pub severity: Severity,
+    /// `framework:section`.
+    pub references: Vec<String>,
+    /// The drift alert that fired the control, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    /// The triggering records (the alert's evidence, or the event itself).
+    pub evidence: Vec<Provenance>,
+    /// The container facts the check read.
+    pub facts: Facts,
+    /// Why a control did not apply, when it could not be evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Where a service stands on a control: the last result and since when it holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PostureEntry {
+    pub service: String,
+    pub control: String,
+    pub status: Status,
+    /// When the current status began (the first finding of the current run of it).
+    pub since: Nanos,
+    pub last_checked: Nanos,
+    /// The finding that set the current status last.
+    pub finding: String,
+}
+
+/// The engine: the catalog indexed by trigger, facts per container, and posture.
+pub struct Engine {
+    catalog: Arc<Catalog>,
+    by_alert: HashMap<AlertKind, Vec<usize>>,
+    by_event: HashMap<&'static str, Vec<usize>>,
+    facts: HashMap<String, Facts>,
+    posture: BTreeMap<(String, String), PostureEntry>,
+}
+
+/// The key facts are kept under: the container id, else the pod, else the service.
+fn container_key(event: &Event) -> String {
+    let w = &event.workload;
+    w.container_id
+        .clone()
+        .or_else(|| w.pod.clone())
+        .or_else(|| w.container_name.clone())
+        .unwrap_or_else(|| event.service.clone())
+}
+
+/// The native format's `kind` of an event.
+pub fn event_kind(event: &Event) -> &'static str {
+    match event.kind {
+        EventKind::ProcessExec { .. } => "process_exec",
+        EventKind::ProcessExit { .. } => "process_exit",
+        EventKind::FileAccess { .. } => "file_access",
+        EventKind::Network { .. } => "network",
+        EventKind::ExecInto { .. } => "exec_into",
+        EventKind::Container { .. } => "container",
+        EventKind::Log { .. } => "log",
+        EventKind::SensorAlert { .. } => "sensor_alert",
+    }
+}
+
+/// JSON to CEL: integers stay integers (CEL does not compare `int` with `uint`).
+fn cel_value(v: &serde_json::Value) -> cel::Value {
+    match v {
+        serde_json::Value::Null => cel::Value::Null,
+        serde_json::Value::Bool(b) => cel::Value::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => cel::Value::Int(i),
+            None => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(a) => a.iter().map(cel_value).collect::<Vec<_>>().into(),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| (k.clone(), cel_value(v)))
+            .collect::<HashMap<String, cel::Value>>()
+            .into(),
+    }
+}
+
+/// What a control reads.
+pub struct Subject<'a> {
+    pub event: &'a serde_json::Value,
+    pub alert: Option<&'a serde_json::Value>,
+    pub facts: &'a Facts,
+    pub service: &'a str,
+}
+
+/// A subject converted to CEL values once, for all the controls it fires (the values
+/// share their data, so each control's context costs a few reference counts).
+pub struct Prepared {
+    event: cel::Value,
+    alert: cel::Value,
+    facts: cel::Value,
+    service: cel::Value,
+}
+
+impl Subject<'_> {
+    pub fn prepare(&self) -> Prepared {
+        Prepared {
+            event: cel_value(self.event),
+            alert: self.alert.map_or(cel::Value::Null, cel_value),
+            facts: cel_value(&serde_json::to_value(self.facts).unwrap_or_default()),
+            service: self.service.to_owned().into(),
+        }
+    }
+}
+
+/// Runs one control; the note says why it did not apply when evaluation failed.
+pub fn evaluate(control: &Control, s: &Subject<'_>) -> (Status, Option<String>) {
+    evaluate_prepared(control, &s.prepare())
+}
+
+/// Runs one control on a prepared subject.
+pub fn evaluate_prepared(control: &Control, s: &Prepared) -> (Status, Option<String>) {
+    let mut ctx = cel::Context::default();
+    ctx.add_variable_from_value("event", s.event.clone());
+    ctx.add_variable_from_value("alert", s.alert.clone());
+    ctx.add_variable_from_value("facts", s.facts.clone());
+    ctx.add_variable_from_value("service", s.service.clone());
+    let run = |program: &cel::Program, what: &str| match program.execute(&ctx) {
+        Ok(cel::Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!("{what} gave {other:?}, not a bool")),
+        Err(e) => Err(format!("{what} could not be evaluated: {e}")),
+    };
+    if let Some(applies) = &control.applies {
+        match run(applies, "applies") {
+            Ok(true) => {}
+            Ok(false) => return (Status::NotApplicable, None),
+            Err(note) => return (Status::NotApplicable, Some(note)),
+        }
+    }
+    match run(&control.check, "check") {
+        Ok(true) => (Status::Pass, None),
+        Ok(false) => (Status::Fail, None),
+        Err(note) => (Status::NotApplicable, Some(note)),
+    }
+}
+
+impl Engine {
+    pub fn new(catalog: Arc<Catalog>) -> Engine {
+        let mut by_alert: HashMap<AlertKind, Vec<usize>> = HashMap::new();
+        let mut by_event: HashMap<&'static str, Vec<usize>> = HashMap::new();
+        for (i, c) in catalog.controls().iter().enumerate() {
+            for a in &c.triggers.alerts {
+                by_alert.entry(*a).or_default().push(i);
+            }
+            for e in &c.triggers.events {
+                by_event.entry(e).or_default().push(i);
+            }
+        }
+        Engine {
+            catalog,
+            by_alert,
+            by_event,
+            facts: HashMap::new(),
+            posture: BTreeMap::new(),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Whether an event matters to compliance at all: it fires a control, or it
+    /// carries container facts.
+    pub fn wants(&self, event: &Event) -> bool {
+        matches!(event.kind, EventKind::Container { .. })
+            || self.by_event.contains_key(event_kind(event))
+    }
+
+    /// Whether an alert of this kind fires any control.
+    pub fn wants_alert(&self, kind: AlertKind) -> bool {
+        self.by_alert.contains_key(&kind)
+    }
+
+    /// The facts known for a container key.
+    pub fn facts(&self, event: &Event) -> Option<&Facts> {
+        self.facts.get(&container_key(event))
+    }
+
+    /// Learns facts from the event and runs the controls its kind fires.
+    pub fn on_event(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        let key = container_key(event);
+        let facts = self.facts.entry(key.clone()).or_default();
+        facts.see(event);
+        if let EventKind::Container { facts: f, .. } = &event.kind {
+            facts.learn(f);
+        }
+        let Some(controls) = self.by_event.get(event_kind(event)) else {
+            return;
+        };
+        let controls = controls.clone();
+        let json = serde_json::to_value(event).unwrap_or_default();
+        let facts = self.facts.get(&key).cloned().unwrap_or_default();
+        let prepared = Subject {
+            event: &json,
+            alert: None,
+            facts: &facts,
+            service: &event.service,
+        }
+        .prepare();
+        for i in controls {
+            let control = &self.catalog.controls()[i];
+            let (status, note) = evaluate_prepared(control, &prepared);
+            let finding = Finding {
+                id: finding_id(
+                    &control.id,
+                    &event.service,
+                    &event.provenance,
+                    event.time,
+                    None,
+                ),
+                time: event.time,
+                service: event.service.clone(),
+                container: key.clone(),
+                control: control.id.clone(),
+                title: control.title.clone(),
+                status,
+                severity: control.severity,
+                references: control.references.iter().map(ToString::to_string).collect(),
+                alert: None,
+                evidence: vec![event.provenance.clone()],
+                facts: facts.clone(),
+                note,
+            };
+            self.record(&finding);
+            out.push(finding);
+        }
+    }
+
+    /// Runs the controls an alert fires, against the event that raised it (if given).
+    pub fn on_alert(&mut self, alert: &Alert, event: Option<&Event>, out: &mut Vec<Finding>) {
+        let Some(controls) = self.by_alert.get(&alert.kind) else {
+            return;
+        };
+        let controls = controls.clone();
+        let key = event.map_or_else(|| alert.service.clone(), container_key);
+        let facts = self.facts.get(&key).cloned().unwrap_or_default();
+        let event_json = event
+            .and_then(|e| serde_json::to_value(e).ok())
+            .unwrap_or_else(|| serde_json::json!({ "service": alert.service, "kind": "" }));
+        let alert_json = serde_json::to_value(alert).unwrap_or_default();
+        let prepared = Subject {
+            event: &event_json,
+            alert: Some(&alert_json),
+            facts: &facts,
+            service: &alert.service,
+        }
+        .prepare();
+        for i in controls {
+            let control = &self.catalog.controls()[i];
+            let (status, note) = evaluate_prepared(control, &prepared);
+            let time = event.map_or(alert.last_seen, |e| e.time);
+            let evidence = if alert.evidence.is_empty() {
+                event
+                    .map(|e| vec![e.provenance.clone()])
+                    .unwrap_or_default()
+            } else {
+                alert.evidence.clone()
+            };
+            let finding = Finding {
+                id: finding_id(
+                    &control.id,
+                    &alert.service,
+                    &evidence.first().cloned().unwrap_or_default(),
+                    time,
+                    Some(&alert.id),
+                ),
+                time,
+                service: alert.service.clone(),
+                container: key.clone(),
+                control: control.id.clone(),
+                title: control.title.clone(),
+                status,
+                severity: control.severity,
+                references: control.references.iter().map(ToString::to_string).collect(),
+                alert: Some(alert.id.clone()),
+                evidence,
+                facts: facts.clone(),
+                note,
+            };
+            self.record(&finding);
+            out.push(finding);
+        }
+    }
+
+    fn record(&mut self, f: &Finding) {
+        let key = (f.service.clone(), f.control.clone());
+        match self.posture.get_mut(&key) {
+            Some(p) if p.status == f.status => {
+                p.last_checked = p.last_checked.max(f.time);
+                p.finding.clone_from(&f.id);
+            }
+            _ => {
+                self.posture.insert(
+                    key,
+                    PostureEntry {
+                        service: f.service.clone(),
+                        control: f.control.clone(),
+                        status: f.status,
+                        since: f.time,
+                        last_checked: f.time,
+                        finding: f.id.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The posture per service and control, by service then control.
+    pub fn posture(&self) -> impl Iterator<Item = &PostureEntry> {
+        self.posture.values()
+    }
+}
+
+fn finding_id(
+    control: &str,
+    service: &str,
+    provenance: &Provenance,
+    time: Nanos,
+    alert: Option<&str>,
+) -> String {
+    format!(
+        "{:016x}",
+        detect::stable_hash(&[
+            control,
+            service,
+            &provenance.to_string(),
+            &time.0.to_string(),
+            alert.unwrap_or(""),
+        ])
+    )
+}

@@ -1,0 +1,215 @@
+//! Golden cases per control (`tests/golden/controls.json`): a trigger (an event, or an
+//! alert with its event) and the container's facts go in, the expected status comes
+//! out; and triggers that concern no control fire none.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use compliance::{Catalog, Engine, Facts, Status, Subject, evaluate};
+use detect::{Alert, AlertKind};
+use ingest::Event;
+use serde_json::{Value, json};
+
+fn cases() -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/controls.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The event as the engine sees it: parsed as native input, serialized back.
+fn event(case: &Value) -> Event {
+    serde_json::from_value(case["event"].clone())
+        .unwrap_or_else(|e| panic!("{}: event: {e}", case["name"]))
+}
+
+/// A whole alert from a case's partial one.
+fn alert(case: &Value, event: &Event) -> Option<Alert> {
+    let a = case["alert"].as_object()?;
+    let mut full = json!({
+        "id": "golden-alert", "time": event.time, "last_seen": event.time,
+        "service": event.service, "severity": "high", "subject": "", "explanation": "",
+        "evidence": [], "dedup_key": "k", "count": 1, "status": "open",
+    });
+    for (k, v) in a {
+        full[k] = v.clone();
+    }
+    if full.get("dimension").is_none() {
+        let kind = full["kind"].as_str().unwrap_or_default().to_owned();
+        full["dimension"] = json!(match kind.as_str() {
+            "exec" => "exec".to_owned(),
+            "baseline_cap" | "rate" => "process".to_owned(),
+            other => other.to_owned(),
+        });
+    }
+    Some(serde_json::from_value(full).unwrap_or_else(|e| panic!("{}: alert: {e}", case["name"])))
+}
+
+fn facts(case: &Value) -> Facts {
+    let f = &case["facts"];
+    let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+    Facts {
+        known: f["known"].as_bool().unwrap_or(false),
+        user: s("user"),
+        privileged: f["privileged"].as_bool().unwrap_or(false),
+        capabilities: serde_json::from_value(f["capabilities"].clone()).unwrap_or_default(),
+        mounts: serde_json::from_value(f["mounts"].clone()).unwrap_or_default(),
+        read_only_rootfs: f["read_only_rootfs"].as_bool().unwrap_or(false),
+        image: compliance::engine::FactsImage {
+            repository: f["image"]["repository"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            tag: f["image"]["tag"].as_str().unwrap_or_default().to_owned(),
+            digest: f["image"]["digest"].as_str().unwrap_or_default().to_owned(),
+        },
+        namespace: s("namespace"),
+    }
+}
+
+#[test]
+fn every_control_gives_its_golden_results() {
+    let catalog = Catalog::builtin();
+    let mut failures = Vec::new();
+    let mut checked = std::collections::HashMap::<String, (bool, bool)>::new();
+    for case in cases() {
+        let name = case["name"].as_str().unwrap().to_owned();
+        if case["expect"] == "none" {
+            continue;
+        }
+        let id = case["control"].as_str().unwrap();
+        let control = catalog
+            .get(id)
+            .unwrap_or_else(|| panic!("{name}: no control {id}"));
+        let event = event(&case);
+        let alert = alert(&case, &event);
+        match (&alert, case["trigger"].as_str()) {
+            (Some(a), Some("alert")) => assert!(
+                control.triggers.alerts.contains(&a.kind),
+                "{name}: {id} is not fired by {:?} alerts",
+                a.kind
+            ),
+            (None, Some("event")) => assert!(
+                control
+                    .triggers
+                    .events
+                    .contains(&compliance::engine::event_kind(&event)),
+                "{name}: {id} is not fired by {} events",
+                compliance::engine::event_kind(&event)
+            ),
+            other => panic!("{name}: trigger and alert disagree: {other:?}"),
+        }
+        let event_json = serde_json::to_value(&event).unwrap();
+        let alert_json = alert.as_ref().map(|a| serde_json::to_value(a).unwrap());
+        let facts = facts(&case);
+        let (status, note) = evaluate(
+            control,
+            &Subject {
+                event: &event_json,
+                alert: alert_json.as_ref(),
+                facts: &facts,
+                service: &event.service,
+            },
+        );
+        let expected = case["expect"].as_str().unwrap();
+        if status.as_str() != expected {
+            failures.push(format!(
+                "{name}: {id} gave {} ({note:?}), expected {expected}",
+                status.as_str()
+            ));
+        }
+        let seen = checked.entry(id.to_owned()).or_default();
+        seen.0 |= status == Status::Fail;
+        seen.1 |= status != Status::Fail;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for c in catalog.controls() {
+        let (fail, other) = checked.get(&c.id).copied().unwrap_or_default();
+        assert!(
+            fail && other,
+            "{} needs golden cases that fail and that do not",
+            c.id
+        );
+    }
+}
+
+#[test]
+fn triggers_that_concern_no_control_fire_none() {
+    let catalog = Arc::new(Catalog::builtin());
+    let none: Vec<Value> = cases()
+        .into_iter()
+        .filter(|c| c["expect"] == "none")
+        .collect();
+    assert!(!none.is_empty());
+    for case in none {
+        let mut engine = Engine::new(catalog.clone());
+        let event = event(&case);
+        let mut out = Vec::new();
+        match alert(&case, &event) {
+            Some(a) => engine.on_alert(&a, Some(&event), &mut out),
+            None => engine.on_event(&event, &mut out),
+        }
+        assert!(
+            out.is_empty(),
+            "{}: fired {:?}",
+            case["name"],
+            out.iter().map(|f| &f.control).collect::<Vec<_>>()
+        );
+    }
+    // In particular, rate and log-template drift concern no control.
+    let engine = Engine::new(catalog);
+    assert!(!engine.wants_alert(AlertKind::Rate));
+    assert!(!engine.wants_alert(AlertKind::LogTemplate));
+}
+
+#[test]
+fn facts_from_a_container_start_reach_the_checks_an_alert_fires() {
+    let catalog = Arc::new(Catalog::builtin());
+    let mut engine = Engine::new(catalog.clone());
+    let start: Event = serde_json::from_value(json!({
+        "time": "2026-03-02T10:00:00Z", "service": "prod/api", "kind": "container", "action": "start",
+        "workload": {"namespace": "prod", "pod": "api-1", "container_id": "0b8e4f1d2c3a"},
+        "facts": {"user": "root", "privileged": true, "capabilities": ["CAP_SYS_ADMIN"],
+                  "mounts": [{"source": "/var/run/docker.sock", "destination": "/var/run/docker.sock"}],
+                  "read_only_rootfs": false}
+    }))
+    .unwrap();
+    let mut out = Vec::new();
+    engine.on_event(&start, &mut out);
+    let failing: Vec<&str> = out
+        .iter()
+        .filter(|f| f.status == Status::Fail)
+        .map(|f| f.control.as_str())
+        .collect();
+    assert!(
+        failing.len() >= 4,
+        "a privileged root container with the docker socket fails several controls: {failing:?}"
+    );
+    let shell: Event = serde_json::from_value(json!({
+        "time": "2026-03-02T10:05:00Z", "service": "prod/api", "kind": "process_exec",
+        "workload": {"namespace": "prod", "pod": "api-1", "container_id": "0b8e4f1d2c3a"},
+        "process": {"exe": "/bin/sh", "parent_exe": "/usr/local/bin/python3.12"}
+    }))
+    .unwrap();
+    let alert: Alert = serde_json::from_value(json!({
+        "id": "a1", "time": "2026-03-02T10:05:00Z", "last_seen": "2026-03-02T10:05:00Z",
+        "service": "prod/api", "kind": "process", "severity": "critical",
+        "subject": "/bin/sh (parent /usr/local/bin/python3.12)", "dimension": "process",
+        "explanation": "never seen", "evidence": [{"origin": "tetragon", "partition": 0, "offset": 7}],
+        "dedup_key": "k", "count": 1, "status": "open"
+    }))
+    .unwrap();
+    let mut out = Vec::new();
+    engine.on_alert(&alert, Some(&shell), &mut out);
+    assert!(!out.is_empty());
+    for f in &out {
+        assert_eq!(f.alert.as_deref(), Some("a1"));
+        assert_eq!(f.evidence[0].offset, 7);
+        assert!(f.facts.privileged && f.facts.user == "root", "{f:?}");
+    }
+    assert!(out.iter().any(|f| f.status == Status::Fail));
+    // Posture says since when a control fails.
+    let p = engine
+        .posture()
+        .find(|p| p.status == Status::Fail)
+        .expect("a failing control");
+    assert_eq!(p.service, "prod/api");
+}
