@@ -36,7 +36,12 @@ fn event(i: u64, end: Nanos, span: Duration, total: u64) -> Event {
     let step = span.as_nanos() as i64 / total.max(1) as i64;
     let time = Nanos(end.0 - span.as_nanos() as i64 + step * i as i64);
     let service = format!("team{}/svc{}", i % 20, i as usize % SERVICES);
-    let exe = EXES[(i.wrapping_mul(2_654_435_761) % EXES.len() as u64) as usize].to_owned();
+    // A dozen common executables, and a thousand rarer ones (team tools).
+    let exe = if i % 3 == 0 {
+        format!("/opt/team{}/bin/tool-{}", i % 20, i % 50)
+    } else {
+        EXES[(i.wrapping_mul(2_654_435_761) % EXES.len() as u64) as usize].to_owned()
+    };
     let process = Process {
         exe,
         args: vec!["-c".into(), format!("job-{}", i % 97)],

@@ -2,7 +2,9 @@
 //! its kind, against the triggering event and what is known about its container.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, RwLock};
+
+use regex::Regex;
 
 use detect::{Alert, AlertKind, Severity};
 use ingest::event::{ContainerFacts, EventKind, Image, Mount};
@@ -201,23 +203,23 @@ pub struct Subject<'a> {
     pub service: &'a str,
 }
 
-/// A subject converted to CEL values once, for all the controls it fires (the values
-/// share their data, so each control's context costs a few reference counts).
+/// A subject bound into a CEL context once, for all the controls it fires (binding
+/// converts the values, which costs more than most checks).
 pub struct Prepared {
-    event: cel::Value,
-    alert: cel::Value,
-    facts: cel::Value,
-    service: cel::Value,
+    ctx: cel::Context<'static, 'static>,
 }
 
 impl Subject<'_> {
     pub fn prepare(&self) -> Prepared {
-        Prepared {
-            event: cel_value(self.event),
-            alert: self.alert.map_or(cel::Value::Null, cel_value),
-            facts: cel_value(&serde_json::to_value(self.facts).unwrap_or_default()),
-            service: self.service.to_owned().into(),
-        }
+        let mut ctx = cel::Context::with_env(environment());
+        ctx.add_variable_from_value("event", cel_value(self.event));
+        ctx.add_variable_from_value("alert", self.alert.map_or(cel::Value::Null, cel_value));
+        ctx.add_variable_from_value(
+            "facts",
+            cel_value(&serde_json::to_value(self.facts).unwrap_or_default()),
+        );
+        ctx.add_variable_from_value("service", self.service.to_owned());
+        Prepared { ctx }
     }
 }
 
@@ -226,14 +228,46 @@ pub fn evaluate(control: &Control, s: &Subject<'_>) -> (Status, Option<String>) 
     evaluate_prepared(control, &s.prepare())
 }
 
+/// CEL's `matches` (RE2 syntax, a match anywhere unless anchored), with each pattern
+/// compiled once.
+fn matches(
+    this: &cel::common::types::CelString<'_>,
+    re: &cel::common::types::CelString<'_>,
+) -> Result<cel::common::types::CelBool, cel::ExecutionError> {
+    static COMPILED: LazyLock<RwLock<HashMap<String, Regex>>> = LazyLock::new(Default::default);
+    let pattern = re.inner();
+    if let Some(r) = COMPILED.read().expect("regex cache poisoned").get(pattern) {
+        return Ok(cel::common::types::CelBool::from(r.is_match(this.inner())));
+    }
+    let compiled = Regex::new(pattern).map_err(|err| cel::ExecutionError::FunctionError {
+        function: "matches".to_string(),
+        message: format!("'{pattern}' not a valid regex:\n{err}"),
+    })?;
+    let found = compiled.is_match(this.inner());
+    COMPILED
+        .write()
+        .expect("regex cache poisoned")
+        .insert(pattern.to_owned(), compiled);
+    Ok(cel::common::types::CelBool::from(found))
+}
+
+/// The CEL environment controls run in: the standard library and `matches`. Built once.
+pub fn environment() -> Arc<cel::Env> {
+    static ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| {
+        let mut env = cel::Env::stdlib();
+        cel::add_overload!(env, fn matches: (cel::common::types::CelString, cel::common::types::CelString) -> Result<cel::common::types::CelBool>, id = "matches")
+            .expect("matches is not in the standard library without regex support");
+        cel::add_member_overload!(env, fn matches: (cel::common::types::CelString, cel::common::types::CelString) -> Result<cel::common::types::CelBool>)
+            .expect("matches is not in the standard library without regex support");
+        Arc::new(env)
+    });
+    ENV.clone()
+}
+
 /// Runs one control on a prepared subject.
 pub fn evaluate_prepared(control: &Control, s: &Prepared) -> (Status, Option<String>) {
-    let mut ctx = cel::Context::default();
-    ctx.add_variable_from_value("event", s.event.clone());
-    ctx.add_variable_from_value("alert", s.alert.clone());
-    ctx.add_variable_from_value("facts", s.facts.clone());
-    ctx.add_variable_from_value("service", s.service.clone());
-    let run = |program: &cel::Program, what: &str| match program.execute(&ctx) {
+    let ctx = &s.ctx;
+    let run = |program: &cel::Program, what: &str| match program.execute(ctx) {
         Ok(cel::Value::Bool(b)) => Ok(b),
         Ok(other) => Err(format!("{what} gave {other:?}, not a bool")),
         Err(e) => Err(format!("{what} could not be evaluated: {e}")),
