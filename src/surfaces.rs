@@ -112,8 +112,16 @@ pub async fn start(
                 .context("PostgreSQL listener has no address")?,
         );
         let serving = engine.runtime().spawn(server.serve(sup.cancel.clone()));
+        // The task holds the engine, so its runtime outlives the server.
+        let keep = engine.clone();
         sup.spawn("postgres", async move {
-            serving.await.context("PostgreSQL server panicked")
+            let served = serving.await;
+            drop(keep);
+            match served {
+                Ok(()) => Ok(()),
+                Err(e) if e.is_cancelled() => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("PostgreSQL server panicked: {e}")),
+            }
         });
     }
     let api = Arc::new(Api {
