@@ -37,7 +37,7 @@ fn event(i: u64, end: Nanos, span: Duration, total: u64) -> Event {
     let time = Nanos(end.0 - span.as_nanos() as i64 + step * i as i64);
     let service = format!("team{}/svc{}", i % 20, i as usize % SERVICES);
     // A dozen common executables, and a thousand rarer ones (team tools).
-    let exe = if i % 3 == 0 {
+    let exe = if i.is_multiple_of(3) {
         format!("/opt/team{}/bin/tool-{}", i % 20, i % 50)
     } else {
         EXES[(i.wrapping_mul(2_654_435_761) % EXES.len() as u64) as usize].to_owned()

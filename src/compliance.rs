@@ -52,8 +52,9 @@ const QUEUED: usize = 64;
 /// One thing for the worker, in the order the pipeline saw it.
 pub enum Item {
     Event(Event),
-    /// An alert, with the event that raised it when there is one.
-    Alert(Alert, Option<Event>),
+    /// An alert, with the event that raised it when there is one (boxed: alerts are
+    /// rare next to events).
+    Alert(Box<(Alert, Option<Event>)>),
 }
 
 enum Message {
@@ -219,7 +220,7 @@ fn run(
         for item in &items {
             match item {
                 Item::Event(e) => s.engine.on_event(e, &mut out),
-                Item::Alert(a, e) => s.engine.on_alert(a, e.as_ref(), &mut out),
+                Item::Alert(pair) => s.engine.on_alert(&pair.0, pair.1.as_ref(), &mut out),
             }
         }
         for f in out.drain(..) {

@@ -202,7 +202,8 @@ impl Stages {
                         }
                         for a in &raised[before..] {
                             if c.wants_alert(a.kind) {
-                                checks.push(Item::Alert(a.clone(), Some(event.clone())));
+                                checks
+                                    .push(Item::Alert(Box::new((a.clone(), Some(event.clone())))));
                             }
                         }
                     }
@@ -213,7 +214,7 @@ impl Stages {
                     if let Some(c) = &self.compliance {
                         for a in &raised[before..] {
                             if c.wants_alert(a.kind) {
-                                checks.push(Item::Alert(a.clone(), None));
+                                checks.push(Item::Alert(Box::new((a.clone(), None))));
                             }
                         }
                     }

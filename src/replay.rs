@@ -105,18 +105,19 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
         indexer.flush().await;
     }
     // Alerts as JSON lines, oldest first, in their final state (repeats counted in).
-    let detector = stages.detector.lock().expect("detector lock poisoned");
-    let alerts = detector.alerts();
-    for alert in &alerts {
-        let mut line = serde_json::to_value(alert).context("cannot serialize an alert")?;
-        line.as_object_mut()
-            .expect("alerts are objects")
-            .insert("type".into(), "alert".into());
-        serde_json::to_writer(&mut output, &line).context("cannot write the output")?;
-        output.write_all(b"\n").context("cannot write the output")?;
-    }
-    let alert_count = alerts.len();
-    drop(detector);
+    let alert_count = {
+        let detector = stages.detector.lock().expect("detector lock poisoned");
+        let alerts = detector.alerts();
+        for alert in &alerts {
+            let mut line = serde_json::to_value(alert).context("cannot serialize an alert")?;
+            line.as_object_mut()
+                .expect("alerts are objects")
+                .insert("type".into(), "alert".into());
+            serde_json::to_writer(&mut output, &line).context("cannot write the output")?;
+            output.write_all(b"\n").context("cannot write the output")?;
+        }
+        alerts.len()
+    };
     // Findings after them, in the order the controls ran.
     let mut findings = 0;
     if let Some(c) = &stages.compliance {
