@@ -769,7 +769,7 @@ async fn findings(
         .iter()
         .rev()
         .filter(|x| f.service.as_ref().is_none_or(|s| &x.service == s))
-        .filter(|x| f.control.as_ref().is_none_or(|s| &x.control == s))
+        .filter(|x| f.control.as_ref().is_none_or(|s| *x.control == **s))
         .filter(|x| f.status.as_ref().is_none_or(|s| x.status.as_str() == s))
         .filter(|x| {
             f.framework
@@ -816,7 +816,7 @@ async fn posture(
             }
             Some(json!({
                 "service": p.service,
-                "control": p.control,
+                "control": &*p.control,
                 "title": control.title,
                 "severity": control.severity,
                 "references": references,

@@ -1,7 +1,7 @@
 //! Targeted execution: an alert or event runs only the controls whose triggers name
 //! its kind, against the triggering event and what is known about its container.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
 use regex::Regex;
@@ -112,29 +112,47 @@ pub struct Finding {
     pub service: String,
     /// Container id, pod or name; empty when the event did not say.
     pub container: String,
-    pub control: String,
-    pub title: String,
+    #[serde(serialize_with = "shared_str")]
+    pub control: Arc<str>,
+    #[serde(serialize_with = "shared_str")]
+    pub title: Arc<str>,
     pub status: Status,
     pub severity: Severity,
     /// `framework:section`.
-    pub references: Vec<String>,
+    #[serde(serialize_with = "shared_strings")]
+    pub references: Arc<[String]>,
     /// The drift alert that fired the control, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert: Option<String>,
     /// The triggering records (the alert's evidence, or the event itself).
     pub evidence: Vec<Provenance>,
-    /// The container facts the check read.
-    pub facts: Facts,
+    /// The container facts the check read (shared by the findings of one trigger).
+    #[serde(serialize_with = "shared_facts")]
+    pub facts: Arc<Facts>,
     /// Why a control did not apply, when it could not be evaluated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+// Shared parts of findings serialize as what they hold.
+fn shared_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
+}
+
+fn shared_strings<S: serde::Serializer>(v: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+    v[..].serialize(s)
+}
+
+fn shared_facts<S: serde::Serializer>(v: &Arc<Facts>, s: S) -> Result<S::Ok, S::Error> {
+    (**v).serialize(s)
 }
 
 /// Where a service stands on a control: the last result and since when it holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PostureEntry {
     pub service: String,
-    pub control: String,
+    #[serde(serialize_with = "shared_str")]
+    pub control: Arc<str>,
     pub status: Status,
     /// When the current status began (the first finding of the current run of it).
     pub since: Nanos,
@@ -149,7 +167,16 @@ pub struct Engine {
     by_alert: HashMap<AlertKind, Vec<usize>>,
     by_event: HashMap<&'static str, Vec<usize>>,
     facts: HashMap<String, Facts>,
-    posture: BTreeMap<(String, String), PostureEntry>,
+    /// Shared parts of each control's findings, by catalog index.
+    meta: Vec<Meta>,
+    /// By service, then control.
+    posture: HashMap<String, HashMap<Arc<str>, PostureEntry>>,
+}
+
+struct Meta {
+    id: Arc<str>,
+    title: Arc<str>,
+    references: Arc<[String]>,
 }
 
 /// The key facts are kept under: the container id, else the pod, else the service.
@@ -288,6 +315,15 @@ pub fn evaluate_prepared(control: &Control, s: &Prepared) -> (Status, Option<Str
 
 impl Engine {
     pub fn new(catalog: Arc<Catalog>) -> Engine {
+        let meta = catalog
+            .controls()
+            .iter()
+            .map(|c| Meta {
+                id: c.id.as_str().into(),
+                title: c.title.as_str().into(),
+                references: c.references.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
         let mut by_alert: HashMap<AlertKind, Vec<usize>> = HashMap::new();
         let mut by_event: HashMap<&'static str, Vec<usize>> = HashMap::new();
         for (i, c) in catalog.controls().iter().enumerate() {
@@ -303,7 +339,8 @@ impl Engine {
             by_alert,
             by_event,
             facts: HashMap::new(),
-            posture: BTreeMap::new(),
+            meta,
+            posture: HashMap::new(),
         }
     }
 
@@ -341,7 +378,7 @@ impl Engine {
         };
         let controls = controls.clone();
         let json = serde_json::to_value(event).unwrap_or_default();
-        let facts = self.facts.get(&key).cloned().unwrap_or_default();
+        let facts = Arc::new(self.facts.get(&key).cloned().unwrap_or_default());
         let prepared = Subject {
             event: &json,
             alert: None,
@@ -363,11 +400,11 @@ impl Engine {
                 time: event.time,
                 service: event.service.clone(),
                 container: key.clone(),
-                control: control.id.clone(),
-                title: control.title.clone(),
+                control: self.meta[i].id.clone(),
+                title: self.meta[i].title.clone(),
                 status,
                 severity: control.severity,
-                references: control.references.iter().map(ToString::to_string).collect(),
+                references: self.meta[i].references.clone(),
                 alert: None,
                 evidence: vec![event.provenance.clone()],
                 facts: facts.clone(),
@@ -385,7 +422,7 @@ impl Engine {
         };
         let controls = controls.clone();
         let key = event.map_or_else(|| alert.service.clone(), container_key);
-        let facts = self.facts.get(&key).cloned().unwrap_or_default();
+        let facts = Arc::new(self.facts.get(&key).cloned().unwrap_or_default());
         let event_json = event
             .and_then(|e| serde_json::to_value(e).ok())
             .unwrap_or_else(|| serde_json::json!({ "service": alert.service, "kind": "" }));
@@ -419,11 +456,11 @@ impl Engine {
                 time,
                 service: alert.service.clone(),
                 container: key.clone(),
-                control: control.id.clone(),
-                title: control.title.clone(),
+                control: self.meta[i].id.clone(),
+                title: self.meta[i].title.clone(),
                 status,
                 severity: control.severity,
-                references: control.references.iter().map(ToString::to_string).collect(),
+                references: self.meta[i].references.clone(),
                 alert: Some(alert.id.clone()),
                 evidence,
                 facts: facts.clone(),
@@ -435,15 +472,18 @@ impl Engine {
     }
 
     fn record(&mut self, f: &Finding) {
-        let key = (f.service.clone(), f.control.clone());
-        match self.posture.get_mut(&key) {
+        let service = match self.posture.get_mut(f.service.as_str()) {
+            Some(s) => s,
+            None => self.posture.entry(f.service.clone()).or_default(),
+        };
+        match service.get_mut(&*f.control) {
             Some(p) if p.status == f.status => {
                 p.last_checked = p.last_checked.max(f.time);
                 p.finding.clone_from(&f.id);
             }
             _ => {
-                self.posture.insert(
-                    key,
+                service.insert(
+                    f.control.clone(),
                     PostureEntry {
                         service: f.service.clone(),
                         control: f.control.clone(),
@@ -459,7 +499,9 @@ impl Engine {
 
     /// The posture per service and control, by service then control.
     pub fn posture(&self) -> impl Iterator<Item = &PostureEntry> {
-        self.posture.values()
+        let mut all: Vec<&PostureEntry> = self.posture.values().flat_map(HashMap::values).collect();
+        all.sort_by(|a, b| (&a.service, &a.control).cmp(&(&b.service, &b.control)));
+        all.into_iter()
     }
 }
 

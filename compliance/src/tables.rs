@@ -36,7 +36,7 @@ pub fn findings_table<'a>(
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
-                serde_json::to_string(&f.facts).unwrap_or_default(),
+                serde_json::to_string(&*f.facts).unwrap_or_default(),
             )
         })
         .collect();

@@ -177,7 +177,7 @@ fn facts_from_a_container_start_reach_the_checks_an_alert_fires() {
     let failing: Vec<&str> = out
         .iter()
         .filter(|f| f.status == Status::Fail)
-        .map(|f| f.control.as_str())
+        .map(|f| &*f.control)
         .collect();
     assert!(
         failing.len() >= 4,
