@@ -150,8 +150,7 @@ impl Compliance {
 
     /// Whether an event goes to the worker: it fires a control or carries facts.
     pub fn wants(&self, event: &Event) -> bool {
-        matches!(event.kind, EventKind::Container { .. })
-            || self.events.contains(compliance::engine::event_kind(event))
+        matches!(event.kind, EventKind::Container { .. }) || self.events.contains(event.kind.name())
     }
 
     pub fn wants_alert(&self, kind: AlertKind) -> bool {

@@ -108,17 +108,8 @@ impl Reference {
     }
 }
 
-/// Event kinds a control may be fired by (the native format's `kind` values).
-pub const EVENT_KINDS: [&str; 8] = [
-    "process_exec",
-    "process_exit",
-    "file_access",
-    "network",
-    "exec_into",
-    "container",
-    "log",
-    "sensor_alert",
-];
+/// Event kinds a control may be fired by: the native format's `kind` values.
+pub use ingest::decode::NATIVE_KINDS as EVENT_KINDS;
 
 /// Alert kinds by the name configuration and catalogs use.
 pub const ALERT_KINDS: [AlertKind; 8] = [

@@ -164,13 +164,23 @@ pub struct PostureEntry {
 /// The engine: the catalog indexed by trigger, facts per container, and posture.
 pub struct Engine {
     catalog: Arc<Catalog>,
-    by_alert: HashMap<AlertKind, Vec<usize>>,
-    by_event: HashMap<&'static str, Vec<usize>>,
+    by_alert: HashMap<AlertKind, Arc<[usize]>>,
+    by_event: HashMap<&'static str, Arc<[usize]>>,
     facts: HashMap<String, Facts>,
     /// Shared parts of each control's findings, by catalog index.
     meta: Vec<Meta>,
     /// By service, then control.
     posture: HashMap<String, HashMap<Arc<str>, PostureEntry>>,
+}
+
+/// What fired a run of controls.
+struct Trigger<'a> {
+    service: &'a str,
+    /// The key the container's facts are kept under.
+    container: String,
+    time: Nanos,
+    alert: Option<&'a str>,
+    evidence: Vec<Provenance>,
 }
 
 struct Meta {
@@ -187,20 +197,6 @@ fn container_key(event: &Event) -> String {
         .or_else(|| w.pod.clone())
         .or_else(|| w.container_name.clone())
         .unwrap_or_else(|| event.service.clone())
-}
-
-/// The native format's `kind` of an event.
-pub fn event_kind(event: &Event) -> &'static str {
-    match event.kind {
-        EventKind::ProcessExec { .. } => "process_exec",
-        EventKind::ProcessExit { .. } => "process_exit",
-        EventKind::FileAccess { .. } => "file_access",
-        EventKind::Network { .. } => "network",
-        EventKind::ExecInto { .. } => "exec_into",
-        EventKind::Container { .. } => "container",
-        EventKind::Log { .. } => "log",
-        EventKind::SensorAlert { .. } => "sensor_alert",
-    }
 }
 
 /// JSON to CEL: integers stay integers (CEL does not compare `int` with `uint`).
@@ -336,8 +332,8 @@ impl Engine {
         }
         Engine {
             catalog,
-            by_alert,
-            by_event,
+            by_alert: by_alert.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            by_event: by_event.into_iter().map(|(k, v)| (k, v.into())).collect(),
             facts: HashMap::new(),
             meta,
             posture: HashMap::new(),
@@ -348,21 +344,9 @@ impl Engine {
         &self.catalog
     }
 
-    /// Whether an event matters to compliance at all: it fires a control, or it
-    /// carries container facts.
-    pub fn wants(&self, event: &Event) -> bool {
-        matches!(event.kind, EventKind::Container { .. })
-            || self.by_event.contains_key(event_kind(event))
-    }
-
     /// Whether an alert of this kind fires any control.
     pub fn wants_alert(&self, kind: AlertKind) -> bool {
         self.by_alert.contains_key(&kind)
-    }
-
-    /// The facts known for a container key.
-    pub fn facts(&self, event: &Event) -> Option<&Facts> {
-        self.facts.get(&container_key(event))
     }
 
     /// Learns facts from the event and runs the controls its kind fires.
@@ -373,46 +357,19 @@ impl Engine {
         if let EventKind::Container { facts: f, .. } = &event.kind {
             facts.learn(f);
         }
-        let Some(controls) = self.by_event.get(event_kind(event)) else {
+        let Some(controls) = self.by_event.get(event.kind.name()) else {
             return;
         };
         let controls = controls.clone();
         let json = serde_json::to_value(event).unwrap_or_default();
-        let facts = Arc::new(self.facts.get(&key).cloned().unwrap_or_default());
-        let prepared = Subject {
-            event: &json,
-            alert: None,
-            facts: &facts,
+        let trigger = Trigger {
             service: &event.service,
-        }
-        .prepare();
-        for i in controls {
-            let control = &self.catalog.controls()[i];
-            let (status, note) = evaluate_prepared(control, &prepared);
-            let finding = Finding {
-                id: finding_id(
-                    &control.id,
-                    &event.service,
-                    &event.provenance,
-                    event.time,
-                    None,
-                ),
-                time: event.time,
-                service: event.service.clone(),
-                container: key.clone(),
-                control: self.meta[i].id.clone(),
-                title: self.meta[i].title.clone(),
-                status,
-                severity: control.severity,
-                references: self.meta[i].references.clone(),
-                alert: None,
-                evidence: vec![event.provenance.clone()],
-                facts: facts.clone(),
-                note,
-            };
-            self.record(&finding);
-            out.push(finding);
-        }
+            container: key,
+            time: event.time,
+            alert: None,
+            evidence: vec![event.provenance.clone()],
+        };
+        self.run(&controls, &json, None, trigger, out);
     }
 
     /// Runs the controls an alert fires, against the event that raised it (if given).
@@ -421,48 +378,62 @@ impl Engine {
             return;
         };
         let controls = controls.clone();
-        let key = event.map_or_else(|| alert.service.clone(), container_key);
-        let facts = Arc::new(self.facts.get(&key).cloned().unwrap_or_default());
         let event_json = event
             .and_then(|e| serde_json::to_value(e).ok())
             .unwrap_or_else(|| serde_json::json!({ "service": alert.service, "kind": "" }));
         let alert_json = serde_json::to_value(alert).unwrap_or_default();
-        let prepared = Subject {
-            event: &event_json,
-            alert: Some(&alert_json),
-            facts: &facts,
+        let evidence = if alert.evidence.is_empty() {
+            event
+                .map(|e| vec![e.provenance.clone()])
+                .unwrap_or_default()
+        } else {
+            alert.evidence.clone()
+        };
+        let trigger = Trigger {
             service: &alert.service,
+            container: event.map_or_else(|| alert.service.clone(), container_key),
+            time: event.map_or(alert.last_seen, |e| e.time),
+            alert: Some(&alert.id),
+            evidence,
+        };
+        self.run(&controls, &event_json, Some(&alert_json), trigger, out);
+    }
+
+    /// Runs controls on one trigger, the container's facts as they are now; each run
+    /// is a finding, recorded in the posture.
+    fn run(
+        &mut self,
+        controls: &[usize],
+        event: &serde_json::Value,
+        alert: Option<&serde_json::Value>,
+        t: Trigger<'_>,
+        out: &mut Vec<Finding>,
+    ) {
+        let facts = Arc::new(self.facts.get(&t.container).cloned().unwrap_or_default());
+        let prepared = Subject {
+            event,
+            alert,
+            facts: &facts,
+            service: t.service,
         }
         .prepare();
-        for i in controls {
+        let first = t.evidence.first().cloned().unwrap_or_default();
+        for &i in controls {
             let control = &self.catalog.controls()[i];
             let (status, note) = evaluate_prepared(control, &prepared);
-            let time = event.map_or(alert.last_seen, |e| e.time);
-            let evidence = if alert.evidence.is_empty() {
-                event
-                    .map(|e| vec![e.provenance.clone()])
-                    .unwrap_or_default()
-            } else {
-                alert.evidence.clone()
-            };
+            let meta = &self.meta[i];
             let finding = Finding {
-                id: finding_id(
-                    &control.id,
-                    &alert.service,
-                    &evidence.first().cloned().unwrap_or_default(),
-                    time,
-                    Some(&alert.id),
-                ),
-                time,
-                service: alert.service.clone(),
-                container: key.clone(),
-                control: self.meta[i].id.clone(),
-                title: self.meta[i].title.clone(),
+                id: finding_id(&control.id, t.service, &first, t.time, t.alert),
+                time: t.time,
+                service: t.service.to_owned(),
+                container: t.container.clone(),
+                control: meta.id.clone(),
+                title: meta.title.clone(),
                 status,
                 severity: control.severity,
-                references: self.meta[i].references.clone(),
-                alert: Some(alert.id.clone()),
-                evidence,
+                references: meta.references.clone(),
+                alert: t.alert.map(str::to_owned),
+                evidence: t.evidence.clone(),
                 facts: facts.clone(),
                 note,
             };

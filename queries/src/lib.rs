@@ -1,43 +1,14 @@
-//! Queries: the analyst's surfaces over the store. SQL through DataFusion, full-text log
-//! search (tantivy, [`search`]), and in time the PostgreSQL wire server and HTTP API.
+//! Queries: the analyst's surfaces over the store. SQL through DataFusion ([`sql`]), the
+//! PostgreSQL wire server ([`pg`]) and full-text log search (tantivy, [`search`]).
 //!
-//! DataFusion and tantivy (and later pgwire) live here and nowhere else, so the crates
-//! below build without them. Queries run over store snapshots, never over live tables,
-//! so a query cannot block ingest.
+//! DataFusion, pgwire and tantivy live here and nowhere else, so the crates below build
+//! without them. Every scan reads a fresh snapshot of its table, so a query cannot block
+//! ingest.
 
 pub mod metrics;
 pub mod pg;
 pub mod search;
 pub mod sql;
-
-use std::sync::Arc;
-
-use arrow::record_batch::RecordBatch;
-use datafusion::datasource::MemTable;
-use datafusion::error::DataFusionError;
-use datafusion::prelude::SessionContext;
-use store::EventsSnapshot;
-
-/// A DataFusion session with the `events` table registered over a snapshot, and any
-/// further tables (`alerts`, `baselines`) as given.
-pub fn session(
-    events: &EventsSnapshot,
-    tables: &[(&str, RecordBatch)],
-) -> Result<SessionContext, DataFusionError> {
-    let ctx = SessionContext::new();
-    let table = MemTable::try_new(events.schema.clone(), vec![events.batches.clone()])?;
-    ctx.register_table("events", Arc::new(table))?;
-    for (name, batch) in tables {
-        ctx.register_table(
-            *name,
-            Arc::new(MemTable::try_new(
-                batch.schema(),
-                vec![vec![batch.clone()]],
-            )?),
-        )?;
-    }
-    Ok(ctx)
-}
 
 #[cfg(test)]
 mod tests {
@@ -81,22 +52,29 @@ mod tests {
             sensor_rules: None,
             evidence: "t/0@1".into(),
         }]);
-        let ctx = session(&table.snapshot(), &[("alerts", alerts)]).unwrap();
-        let open = ctx
-            .sql("SELECT sum(count) FROM alerts WHERE severity = 'critical'")
+        let table = std::sync::Arc::new(table);
+        let events: sql::Reader = std::sync::Arc::new(move || table.snapshot().batches);
+        let alerts_schema = alerts.schema();
+        let alerts: sql::Reader = std::sync::Arc::new(move || vec![alerts.clone()]);
+        let engine = sql::SqlEngine::new(
+            vec![
+                ("events", store::events_schema(), events),
+                ("alerts", alerts_schema, alerts),
+            ],
+            sql::SqlLimits::default(),
+        )
+        .unwrap();
+        let open = engine
+            .query("SELECT sum(count) FROM alerts WHERE severity = 'critical'")
             .await
             .unwrap()
-            .collect()
-            .await
-            .unwrap();
+            .batches;
         assert_eq!(open[0].column(0).as_primitive::<Int64Type>().value(0), 3);
-        let batches = ctx
-            .sql("SELECT service, count(*) AS n FROM events GROUP BY service ORDER BY service")
+        let batches = engine
+            .query("SELECT service, count(*) AS n FROM events GROUP BY service ORDER BY service")
             .await
             .unwrap()
-            .collect()
-            .await
-            .unwrap();
+            .batches;
         let counts = batches[0].column(1).as_primitive::<Int64Type>();
         assert_eq!((counts.value(0), counts.value(1)), (2, 1));
     }

@@ -379,7 +379,7 @@ struct Probe {
 }
 
 /// The `kind` tags of native events (see [`EventKind::name`]).
-const NATIVE_KINDS: [&str; 8] = [
+pub const NATIVE_KINDS: [&str; 8] = [
     "process_exec",
     "process_exit",
     "file_access",
