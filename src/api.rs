@@ -768,7 +768,7 @@ async fn findings(
         .findings
         .iter()
         .rev()
-        .filter(|x| f.service.as_ref().is_none_or(|s| &x.service == s))
+        .filter(|x| f.service.as_ref().is_none_or(|s| *x.service == **s))
         .filter(|x| f.control.as_ref().is_none_or(|s| *x.control == **s))
         .filter(|x| f.status.as_ref().is_none_or(|s| x.status.as_str() == s))
         .filter(|x| {
@@ -776,7 +776,11 @@ async fn findings(
                 .as_ref()
                 .is_none_or(|fw| refers_to(&x.references, fw))
         })
-        .filter(|x| f.alert.as_ref().is_none_or(|a| x.alert.as_ref() == Some(a)))
+        .filter(|x| {
+            f.alert
+                .as_ref()
+                .is_none_or(|a| x.alert.as_deref() == Some(a.as_str()))
+        })
         .filter(|x| since.is_none_or(|t| x.time >= t))
         .take(limit)
         .collect();

@@ -2,7 +2,7 @@
 //! fire, so that checks never slow detection. The pipeline hands it only what can fire a
 //! control (or carries container facts), through a bounded queue.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -28,6 +28,10 @@ pub struct ComplianceConfig {
     /// `compliance/controls/builtin.toml`).
     #[serde(default)]
     pub controls: Vec<std::path::PathBuf>,
+    /// Control results remembered by the exact values each control reads, so that a
+    /// repeated trigger is not evaluated again (0 evaluates every run).
+    #[serde(default = "default_result_cache")]
+    pub result_cache: usize,
 }
 
 impl Default for ComplianceConfig {
@@ -35,12 +39,17 @@ impl Default for ComplianceConfig {
         ComplianceConfig {
             enabled: default_enabled(),
             controls: Vec::new(),
+            result_cache: default_result_cache(),
         }
     }
 }
 
 fn default_enabled() -> bool {
     true
+}
+
+fn default_result_cache() -> usize {
+    compliance::engine::RESULT_CACHE
 }
 
 /// Findings kept in memory for the `findings` table: the newest ones.
@@ -74,10 +83,16 @@ struct FindingLabels {
     status: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ComplianceMetrics {
     findings: Family<FindingLabels, Counter>,
     waits: Counter,
+    results: Family<CacheLabels, Counter>,
 }
 
 impl ComplianceMetrics {
@@ -92,6 +107,11 @@ impl ComplianceMetrics {
             "compliance_queue_waits",
             "Times the pipeline waited because the compliance worker was behind",
             m.waits.clone(),
+        );
+        registry.register(
+            "compliance_control_runs",
+            "Control runs by outcome: evaluated, or reused (the control's inputs were seen before)",
+            m.results.clone(),
         );
         m
     }
@@ -127,7 +147,7 @@ impl Compliance {
             alerts.extend(c.triggers.alerts.iter().copied());
         }
         let state = Arc::new(Mutex::new(ComplianceState {
-            engine: Engine::new(catalog.clone()),
+            engine: Engine::with_result_cache(catalog.clone(), config.result_cache),
             findings: VecDeque::new(),
         }));
         let (tx, rx) = mpsc::channel(QUEUED);
@@ -207,6 +227,9 @@ fn run(
     print: bool,
 ) {
     let mut out = Vec::new();
+    // The counters a finding adds to, by control and status: one per framework the
+    // control refers to. Findings of one control share its id, so its address keys it.
+    let mut counters: HashMap<(usize, Status), Vec<Counter>> = HashMap::new();
     while let Some(message) = rx.blocking_recv() {
         let items = match message {
             Message::Items(items) => items,
@@ -216,30 +239,45 @@ fn run(
             }
         };
         let mut s = state.lock().expect("compliance lock poisoned");
+        let (hits, misses) = s.engine.result_cache_stats();
         for item in &items {
             match item {
                 Item::Event(e) => s.engine.on_event(e, &mut out),
                 Item::Alert(pair) => s.engine.on_alert(&pair.0, pair.1.as_ref(), &mut out),
             }
         }
+        let (h, m) = s.engine.result_cache_stats();
+        for (outcome, n) in [("reused", h - hits), ("evaluated", m - misses)] {
+            metrics
+                .results
+                .get_or_create(&CacheLabels { outcome })
+                .inc_by(n);
+        }
         for f in out.drain(..) {
-            if let Some(control) = catalog.get(&f.control) {
-                let mut frameworks: Vec<&'static str> = control
-                    .references
-                    .iter()
-                    .map(|r| r.framework.as_str())
-                    .collect();
-                frameworks.sort_unstable();
-                frameworks.dedup();
-                for framework in frameworks {
-                    metrics
-                        .findings
-                        .get_or_create(&FindingLabels {
-                            framework,
-                            status: f.status.as_str(),
+            let counted = counters
+                .entry((Arc::as_ptr(&f.control).cast::<u8>() as usize, f.status))
+                .or_insert_with(|| {
+                    let mut frameworks: Vec<&'static str> = catalog
+                        .get(&f.control)
+                        .map(|c| c.references.iter().map(|r| r.framework.as_str()).collect())
+                        .unwrap_or_default();
+                    frameworks.sort_unstable();
+                    frameworks.dedup();
+                    frameworks
+                        .into_iter()
+                        .map(|framework| {
+                            metrics
+                                .findings
+                                .get_or_create(&FindingLabels {
+                                    framework,
+                                    status: f.status.as_str(),
+                                })
+                                .clone()
                         })
-                        .inc();
-                }
+                        .collect()
+                });
+            for c in counted {
+                c.inc();
             }
             if print && f.status == Status::Fail {
                 println!(

@@ -132,6 +132,8 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             output.write_all(b"\n").context("cannot write the output")?;
         }
         findings = state.findings.len();
+        let (reused, evaluated) = state.engine.result_cache_stats();
+        eprintln!("  control runs: {evaluated} evaluated, {reused} reused");
     }
     output.flush().context("cannot write the output")?;
 

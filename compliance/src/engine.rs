@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
+use cel::common::value::Val;
 use regex::Regex;
 
 use detect::{Alert, AlertKind, Severity};
@@ -12,6 +13,7 @@ use ingest::{Event, Nanos, Provenance};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Control};
+use crate::memo::{Memo, Recall, Values};
 
 /// The result of one control on one trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -82,6 +84,16 @@ impl Facts {
         }
     }
 
+    /// Whether the event's workload says something these facts do not hold yet.
+    fn would_see(&self, event: &Event) -> bool {
+        let w = &event.workload;
+        let news = |held: &str, seen: &Option<String>| seen.as_deref().is_some_and(|s| s != held);
+        news(&self.image.repository, &w.image.repository)
+            || news(&self.image.tag, &w.image.tag)
+            || news(&self.image.digest, &w.image.digest)
+            || news(&self.namespace, &w.namespace)
+    }
+
     fn see(&mut self, event: &Event) {
         let w = &event.workload;
         let Image {
@@ -109,9 +121,11 @@ pub struct Finding {
     pub id: String,
     /// Event time of the trigger.
     pub time: Nanos,
-    pub service: String,
-    /// Container id, pod or name; empty when the event did not say.
-    pub container: String,
+    #[serde(serialize_with = "shared_str")]
+    pub service: Arc<str>,
+    /// Container id, pod or name; the service when the event did not say.
+    #[serde(serialize_with = "shared_str")]
+    pub container: Arc<str>,
     #[serde(serialize_with = "shared_str")]
     pub control: Arc<str>,
     #[serde(serialize_with = "shared_str")]
@@ -122,10 +136,14 @@ pub struct Finding {
     #[serde(serialize_with = "shared_strings")]
     pub references: Arc<[String]>,
     /// The drift alert that fired the control, if one did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alert: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "shared_opt_str"
+    )]
+    pub alert: Option<Arc<str>>,
     /// The triggering records (the alert's evidence, or the event itself).
-    pub evidence: Vec<Provenance>,
+    #[serde(serialize_with = "shared_slice")]
+    pub evidence: Arc<[Provenance]>,
     /// The container facts the check read (shared by the findings of one trigger).
     #[serde(serialize_with = "shared_facts")]
     pub facts: Arc<Facts>,
@@ -139,7 +157,15 @@ fn shared_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(v)
 }
 
+fn shared_opt_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    v.as_deref().serialize(s)
+}
+
 fn shared_strings<S: serde::Serializer>(v: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+    v[..].serialize(s)
+}
+
+fn shared_slice<T: Serialize, S: serde::Serializer>(v: &Arc<[T]>, s: S) -> Result<S::Ok, S::Error> {
     v[..].serialize(s)
 }
 
@@ -166,11 +192,24 @@ pub struct Engine {
     catalog: Arc<Catalog>,
     by_alert: HashMap<AlertKind, Arc<[usize]>>,
     by_event: HashMap<&'static str, Arc<[usize]>>,
-    facts: HashMap<String, Facts>,
+    facts: HashMap<String, Known>,
     /// Shared parts of each control's findings, by catalog index.
     meta: Vec<Meta>,
     /// By service, then control.
     posture: HashMap<String, HashMap<Arc<str>, PostureEntry>>,
+    /// Control results remembered by the values they read.
+    memo: Memo,
+}
+
+/// Control results remembered by default (see [`Engine::with_result_cache`]).
+pub const RESULT_CACHE: usize = 65_536;
+
+/// A container's facts, shared with the findings that read them, and as checks read
+/// them (made when a trigger first needs them after a change).
+#[derive(Default)]
+struct Known {
+    facts: Arc<Facts>,
+    json: Option<Arc<serde_json::Value>>,
 }
 
 /// What fired a run of controls.
@@ -199,22 +238,28 @@ fn container_key(event: &Event) -> String {
         .unwrap_or_else(|| event.service.clone())
 }
 
-/// JSON to CEL: integers stay integers (CEL does not compare `int` with `uint`).
-fn cel_value(v: &serde_json::Value) -> cel::Value {
+/// JSON to CEL values that borrow the JSON's strings, in one pass: integers stay
+/// integers (CEL does not compare `int` with `uint`).
+fn cel_value(v: &serde_json::Value) -> Box<dyn Val + '_> {
+    use cel::common::types::{
+        CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString,
+    };
     match v {
-        serde_json::Value::Null => cel::Value::Null,
-        serde_json::Value::Bool(b) => cel::Value::Bool(*b),
+        serde_json::Value::Null => Box::new(CelNull),
+        serde_json::Value::Bool(b) => Box::new(CelBool::from(*b)),
         serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) => cel::Value::Int(i),
-            None => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            Some(i) => Box::new(CelInt::from(i)),
+            None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
         },
-        serde_json::Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        serde_json::Value::Array(a) => a.iter().map(cel_value).collect::<Vec<_>>().into(),
-        serde_json::Value::Object(o) => o
-            .iter()
-            .map(|(k, v)| (k.clone(), cel_value(v)))
-            .collect::<HashMap<String, cel::Value>>()
-            .into(),
+        serde_json::Value::String(s) => Box::new(CelString::from(s.as_str())),
+        serde_json::Value::Array(a) => Box::new(CelList::from(
+            a.iter().map(cel_value).collect::<Vec<Box<dyn Val + '_>>>(),
+        )),
+        serde_json::Value::Object(o) => Box::new(CelMap::from(
+            o.iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), cel_value(v)))
+                .collect::<HashMap<CelMapKey<'_>, Box<dyn Val + '_>>>(),
+        )),
     }
 }
 
@@ -222,27 +267,40 @@ fn cel_value(v: &serde_json::Value) -> cel::Value {
 pub struct Subject<'a> {
     pub event: &'a serde_json::Value,
     pub alert: Option<&'a serde_json::Value>,
-    pub facts: &'a Facts,
+    /// The container's facts as JSON (see [`Facts::to_json`]).
+    pub facts: &'a serde_json::Value,
     pub service: &'a str,
 }
 
 /// A subject bound into a CEL context once, for all the controls it fires (binding
-/// converts the values, which costs more than most checks).
-pub struct Prepared {
-    ctx: cel::Context<'static, 'static>,
+/// converts the values, which costs more than most checks). The context borrows the
+/// subject's strings.
+pub struct Prepared<'v> {
+    ctx: cel::Context<'v, 'v>,
 }
 
-impl Subject<'_> {
-    pub fn prepare(&self) -> Prepared {
+impl<'a> Subject<'a> {
+    pub fn prepare(&self) -> Prepared<'a> {
         let mut ctx = cel::Context::with_env(environment());
-        ctx.add_variable_from_value("event", cel_value(self.event));
-        ctx.add_variable_from_value("alert", self.alert.map_or(cel::Value::Null, cel_value));
-        ctx.add_variable_from_value(
-            "facts",
-            cel_value(&serde_json::to_value(self.facts).unwrap_or_default()),
+        ctx.add_variable_as_val("event", cel_value(self.event));
+        ctx.add_variable_as_val(
+            "alert",
+            self.alert
+                .map_or_else(|| Box::new(cel::common::types::CelNull), cel_value),
         );
-        ctx.add_variable_from_value("service", self.service.to_owned());
+        ctx.add_variable_as_val("facts", cel_value(self.facts));
+        ctx.add_variable_as_val(
+            "service",
+            Box::new(cel::common::types::CelString::from(self.service)),
+        );
         Prepared { ctx }
+    }
+}
+
+impl Facts {
+    /// The facts as checks read them.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
@@ -288,7 +346,7 @@ pub fn environment() -> Arc<cel::Env> {
 }
 
 /// Runs one control on a prepared subject.
-pub fn evaluate_prepared(control: &Control, s: &Prepared) -> (Status, Option<String>) {
+pub fn evaluate_prepared(control: &Control, s: &Prepared<'_>) -> (Status, Option<String>) {
     let ctx = &s.ctx;
     let run = |program: &cel::Program, what: &str| match program.execute(ctx) {
         Ok(cel::Value::Bool(b)) => Ok(b),
@@ -311,6 +369,25 @@ pub fn evaluate_prepared(control: &Control, s: &Prepared) -> (Status, Option<Str
 
 impl Engine {
     pub fn new(catalog: Arc<Catalog>) -> Engine {
+        Engine::with_result_cache(catalog, RESULT_CACHE)
+    }
+
+    /// An engine that remembers up to `capacity` control results by the exact values
+    /// each control reads (0: evaluate every run).
+    pub fn with_result_cache(catalog: Arc<Catalog>, capacity: usize) -> Engine {
+        let reads = catalog
+            .controls()
+            .iter()
+            .map(|c| {
+                let mut read = Vec::new();
+                if let Some(applies) = &c.applies {
+                    crate::memo::inputs(applies.expression(), &mut read)?;
+                }
+                crate::memo::inputs(c.check.expression(), &mut read)?;
+                read.dedup();
+                Some(read)
+            })
+            .collect();
         let meta = catalog
             .controls()
             .iter()
@@ -337,7 +414,13 @@ impl Engine {
             facts: HashMap::new(),
             meta,
             posture: HashMap::new(),
+            memo: Memo::new(capacity, reads),
         }
+    }
+
+    /// Control runs answered from remembered results, and runs evaluated, so far.
+    pub fn result_cache_stats(&self) -> (u64, u64) {
+        (self.memo.hits, self.memo.misses)
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -352,10 +435,21 @@ impl Engine {
     /// Learns facts from the event and runs the controls its kind fires.
     pub fn on_event(&mut self, event: &Event, out: &mut Vec<Finding>) {
         let key = container_key(event);
-        let facts = self.facts.entry(key.clone()).or_default();
-        facts.see(event);
-        if let EventKind::Container { facts: f, .. } = &event.kind {
-            facts.learn(f);
+        let known = match self.facts.get_mut(&key) {
+            Some(k) => k,
+            None => self.facts.entry(key.clone()).or_default(),
+        };
+        let lifecycle = match &event.kind {
+            EventKind::Container { facts, .. } => Some(facts),
+            _ => None,
+        };
+        if lifecycle.is_some() || known.facts.would_see(event) {
+            let facts = Arc::make_mut(&mut known.facts);
+            facts.see(event);
+            if let Some(f) = lifecycle {
+                facts.learn(f);
+            }
+            known.json = None;
         }
         let Some(controls) = self.by_event.get(event.kind.name()) else {
             return;
@@ -409,31 +503,75 @@ impl Engine {
         t: Trigger<'_>,
         out: &mut Vec<Finding>,
     ) {
-        let facts = Arc::new(self.facts.get(&t.container).cloned().unwrap_or_default());
-        let prepared = Subject {
+        let known = match self.facts.get_mut(&t.container) {
+            Some(k) => k,
+            None => self.facts.entry(t.container.clone()).or_default(),
+        };
+        let facts = known.facts.clone();
+        let facts_json = known
+            .json
+            .get_or_insert_with(|| Arc::new(facts.to_json()))
+            .clone();
+        let subject = Subject {
             event,
             alert,
-            facts: &facts,
+            facts: &facts_json,
             service: t.service,
-        }
-        .prepare();
-        let first = t.evidence.first().cloned().unwrap_or_default();
+        };
+        let values = Values {
+            event,
+            alert,
+            facts: &facts_json,
+            service: t.service,
+        };
+        // Bound on the first control that must be evaluated.
+        let mut prepared = None;
+        self.memo.begin();
+        // What every finding of this trigger shares.
+        let first = t
+            .evidence
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let time = t.time.0.to_string();
+        let service: Arc<str> = t.service.into();
+        let container: Arc<str> = t.container.into();
+        let alert_id: Option<Arc<str>> = t.alert.map(Into::into);
+        let evidence: Arc<[Provenance]> = t.evidence.into();
         for &i in controls {
             let control = &self.catalog.controls()[i];
-            let (status, note) = evaluate_prepared(control, &prepared);
+            let (status, note) = match self.memo.recall(i, &values) {
+                Recall::Hit(result) => result,
+                Recall::Miss => {
+                    let p = prepared.get_or_insert_with(|| subject.prepare());
+                    let result = evaluate_prepared(control, p);
+                    self.memo.remember(&result);
+                    result
+                }
+                Recall::Off => {
+                    evaluate_prepared(control, prepared.get_or_insert_with(|| subject.prepare()))
+                }
+            };
             let meta = &self.meta[i];
+            let id = detect::stable_hash(&[
+                &control.id,
+                t.service,
+                &first,
+                &time,
+                t.alert.unwrap_or(""),
+            ]);
             let finding = Finding {
-                id: finding_id(&control.id, t.service, &first, t.time, t.alert),
+                id: format!("{id:016x}"),
                 time: t.time,
-                service: t.service.to_owned(),
-                container: t.container.clone(),
+                service: service.clone(),
+                container: container.clone(),
                 control: meta.id.clone(),
                 title: meta.title.clone(),
                 status,
                 severity: control.severity,
                 references: meta.references.clone(),
-                alert: t.alert.map(str::to_owned),
-                evidence: t.evidence.clone(),
+                alert: alert_id.clone(),
+                evidence: evidence.clone(),
                 facts: facts.clone(),
                 note,
             };
@@ -443,9 +581,9 @@ impl Engine {
     }
 
     fn record(&mut self, f: &Finding) {
-        let service = match self.posture.get_mut(f.service.as_str()) {
+        let service = match self.posture.get_mut(&*f.service) {
             Some(s) => s,
-            None => self.posture.entry(f.service.clone()).or_default(),
+            None => self.posture.entry(f.service.to_string()).or_default(),
         };
         match service.get_mut(&*f.control) {
             Some(p) if p.status == f.status => {
@@ -456,7 +594,7 @@ impl Engine {
                 service.insert(
                     f.control.clone(),
                     PostureEntry {
-                        service: f.service.clone(),
+                        service: f.service.to_string(),
                         control: f.control.clone(),
                         status: f.status,
                         since: f.time,
@@ -474,23 +612,4 @@ impl Engine {
         all.sort_by(|a, b| (&a.service, &a.control).cmp(&(&b.service, &b.control)));
         all.into_iter()
     }
-}
-
-fn finding_id(
-    control: &str,
-    service: &str,
-    provenance: &Provenance,
-    time: Nanos,
-    alert: Option<&str>,
-) -> String {
-    format!(
-        "{:016x}",
-        detect::stable_hash(&[
-            control,
-            service,
-            &provenance.to_string(),
-            &time.0.to_string(),
-            alert.unwrap_or(""),
-        ])
-    )
 }

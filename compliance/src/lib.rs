@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod engine;
+mod memo;
 pub mod tables;
 
 pub use catalog::{Catalog, CatalogError, Control, Framework, Reference};

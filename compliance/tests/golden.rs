@@ -96,7 +96,7 @@ fn every_control_gives_its_golden_results() {
         }
         let event_json = serde_json::to_value(&event).unwrap();
         let alert_json = alert.as_ref().map(|a| serde_json::to_value(a).unwrap());
-        let facts = facts(&case);
+        let facts = facts(&case).to_json();
         let (status, note) = evaluate(
             control,
             &Subject {
@@ -209,4 +209,37 @@ fn facts_from_a_container_start_reach_the_checks_an_alert_fires() {
         .find(|p| p.status == Status::Fail)
         .expect("a failing control");
     assert_eq!(p.service, "prod/api");
+}
+
+#[test]
+fn remembered_results_equal_evaluated_ones() {
+    let catalog = Arc::new(Catalog::builtin());
+    // Every golden trigger, twice, so that the second pass can reuse results; the
+    // facts are whatever the engine learned from the cases' container events so far.
+    let run = |engine: &mut Engine| {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            for case in cases() {
+                let event = event(&case);
+                let mut out = Vec::new();
+                match alert(&case, &event) {
+                    Some(a) => engine.on_alert(&a, Some(&event), &mut out),
+                    None => engine.on_event(&event, &mut out),
+                }
+                got.extend(out.into_iter().map(|f| (f.control, f.status, f.note)));
+            }
+        }
+        got
+    };
+    let mut remembering = Engine::new(catalog.clone());
+    let mut evaluating = Engine::with_result_cache(catalog, 0);
+    let (with, without) = (run(&mut remembering), run(&mut evaluating));
+    assert!(with.len() > 300, "{} results", with.len());
+    assert_eq!(with, without);
+    let (hits, misses) = remembering.result_cache_stats();
+    assert!(
+        hits >= misses,
+        "the second pass reuses results: {hits} hits, {misses} misses"
+    );
+    assert_eq!(evaluating.result_cache_stats(), (0, with.len() as u64));
 }
