@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use driftwatch::config::{self, Config};
 use driftwatch::{daemon, demo, replay, supervisor, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "driftwatch",

@@ -147,6 +147,12 @@ pub struct Persistence {
     pub restored: Offsets,
 }
 
+/// What goes to the compliance worker: an event of the batch (by index), or an item.
+enum Check {
+    Event(usize),
+    Item(Item),
+}
+
 impl Stages {
     /// Applies batches until the source hangs up, adding their counts to `totals`.
     /// Without `persistence`, each batch's offsets are stored once it is applied.
@@ -187,7 +193,7 @@ impl Stages {
                 // Detection first: it names each log line's template, which the store keeps.
                 let mut detector = self.detector.lock().expect("detector lock poisoned");
                 let mut newest = Nanos(i64::MIN);
-                for event in &mut batch.events {
+                for (i, event) in batch.events.iter_mut().enumerate() {
                     let before = raised.len();
                     let template = detector.observe(event, &mut raised);
                     if let (Some(id), ingest::EventKind::Log { template_id, .. }) =
@@ -198,12 +204,15 @@ impl Stages {
                     newest = newest.max(event.time);
                     if let Some(c) = &self.compliance {
                         if c.wants(event) {
-                            checks.push(Item::Event(event.clone()));
+                            // Moved to the worker once stored, rather than copied.
+                            checks.push(Check::Event(i));
                         }
                         for a in &raised[before..] {
                             if c.wants_alert(a.kind) {
-                                checks
-                                    .push(Item::Alert(Box::new((a.clone(), Some(event.clone())))));
+                                checks.push(Check::Item(Item::Alert(Box::new((
+                                    a.clone(),
+                                    Some(event.clone()),
+                                )))));
                             }
                         }
                     }
@@ -214,7 +223,7 @@ impl Stages {
                     if let Some(c) = &self.compliance {
                         for a in &raised[before..] {
                             if c.wants_alert(a.kind) {
-                                checks.push(Item::Alert(Box::new((a.clone(), None))));
+                                checks.push(Check::Item(Item::Alert(Box::new((a.clone(), None)))));
                             }
                         }
                     }
@@ -237,7 +246,19 @@ impl Stages {
                 self.pipeline_metrics.stage("index", started);
             }
             if let Some(c) = &self.compliance {
-                c.send(std::mem::take(&mut checks)).await;
+                // Indexes of events come in increasing order, each once.
+                let mut events = std::mem::take(&mut batch.events).into_iter().enumerate();
+                let items = checks
+                    .drain(..)
+                    .filter_map(|check| match check {
+                        Check::Event(i) => events
+                            .by_ref()
+                            .find(|(j, _)| *j == i)
+                            .map(|(_, e)| Item::Event(e)),
+                        Check::Item(item) => Some(item),
+                    })
+                    .collect();
+                c.send(items).await;
             }
             for alert in raised.drain(..) {
                 self.pipeline_metrics.raised(&alert);

@@ -195,8 +195,8 @@ pub struct Engine {
     facts: HashMap<String, Known>,
     /// Shared parts of each control's findings, by catalog index.
     meta: Vec<Meta>,
-    /// By service, then control.
-    posture: HashMap<String, HashMap<Arc<str>, PostureEntry>>,
+    /// By service, then catalog index.
+    posture: HashMap<String, Vec<Option<PostureEntry>>>,
     /// Control results remembered by the values they read.
     memo: Memo,
 }
@@ -493,8 +493,10 @@ impl Engine {
         self.run(&controls, &event_json, Some(&alert_json), trigger, out);
     }
 
-    /// Runs controls on one trigger, the container's facts as they are now; each run
-    /// is a finding, recorded in the posture.
+    /// Runs controls on one trigger, the container's facts as they are now, and
+    /// records each result in the posture. A failing run is always a finding (each is
+    /// evidence of a violation); a passing or not applicable one is a finding when it
+    /// changes the posture, and otherwise only moves the posture's `last_checked`.
     fn run(
         &mut self,
         controls: &[usize],
@@ -527,17 +529,15 @@ impl Engine {
         // Bound on the first control that must be evaluated.
         let mut prepared = None;
         self.memo.begin();
-        // What every finding of this trigger shares.
-        let first = t
-            .evidence
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let time = t.time.0.to_string();
-        let service: Arc<str> = t.service.into();
-        let container: Arc<str> = t.container.into();
-        let alert_id: Option<Arc<str>> = t.alert.map(Into::into);
-        let evidence: Arc<[Provenance]> = t.evidence.into();
+        let posture = match self.posture.get_mut(t.service) {
+            Some(p) => p,
+            None => self
+                .posture
+                .entry(t.service.to_owned())
+                .or_insert_with(|| vec![None; self.meta.len()]),
+        };
+        // What every finding of this trigger shares, made for its first finding.
+        let mut shared: Option<Shared> = None;
         for &i in controls {
             let control = &self.catalog.controls()[i];
             let (status, note) = match self.memo.recall(i, &values) {
@@ -552,64 +552,83 @@ impl Engine {
                     evaluate_prepared(control, prepared.get_or_insert_with(|| subject.prepare()))
                 }
             };
+            let held = &mut posture[i];
+            if let Some(p) = held
+                && p.status == status
+                && status != Status::Fail
+            {
+                p.last_checked = p.last_checked.max(t.time);
+                continue;
+            }
+            let sh = shared.get_or_insert_with(|| Shared {
+                first: t
+                    .evidence
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                time: t.time.0.to_string(),
+                service: t.service.into(),
+                container: t.container.as_str().into(),
+                alert: t.alert.map(Into::into),
+                evidence: t.evidence.as_slice().into(),
+            });
             let meta = &self.meta[i];
             let id = detect::stable_hash(&[
                 &control.id,
                 t.service,
-                &first,
-                &time,
+                &sh.first,
+                &sh.time,
                 t.alert.unwrap_or(""),
             ]);
             let finding = Finding {
                 id: format!("{id:016x}"),
                 time: t.time,
-                service: service.clone(),
-                container: container.clone(),
+                service: sh.service.clone(),
+                container: sh.container.clone(),
                 control: meta.id.clone(),
                 title: meta.title.clone(),
                 status,
                 severity: control.severity,
                 references: meta.references.clone(),
-                alert: alert_id.clone(),
-                evidence: evidence.clone(),
+                alert: sh.alert.clone(),
+                evidence: sh.evidence.clone(),
                 facts: facts.clone(),
                 note,
             };
-            self.record(&finding);
+            match held {
+                Some(p) if p.status == status => {
+                    p.last_checked = p.last_checked.max(t.time);
+                    p.finding.clone_from(&finding.id);
+                }
+                _ => {
+                    *held = Some(PostureEntry {
+                        service: t.service.to_owned(),
+                        control: meta.id.clone(),
+                        status,
+                        since: t.time,
+                        last_checked: t.time,
+                        finding: finding.id.clone(),
+                    });
+                }
+            }
             out.push(finding);
-        }
-    }
-
-    fn record(&mut self, f: &Finding) {
-        let service = match self.posture.get_mut(&*f.service) {
-            Some(s) => s,
-            None => self.posture.entry(f.service.to_string()).or_default(),
-        };
-        match service.get_mut(&*f.control) {
-            Some(p) if p.status == f.status => {
-                p.last_checked = p.last_checked.max(f.time);
-                p.finding.clone_from(&f.id);
-            }
-            _ => {
-                service.insert(
-                    f.control.clone(),
-                    PostureEntry {
-                        service: f.service.to_string(),
-                        control: f.control.clone(),
-                        status: f.status,
-                        since: f.time,
-                        last_checked: f.time,
-                        finding: f.id.clone(),
-                    },
-                );
-            }
         }
     }
 
     /// The posture per service and control, by service then control.
     pub fn posture(&self) -> impl Iterator<Item = &PostureEntry> {
-        let mut all: Vec<&PostureEntry> = self.posture.values().flat_map(HashMap::values).collect();
+        let mut all: Vec<&PostureEntry> = self.posture.values().flatten().flatten().collect();
         all.sort_by(|a, b| (&a.service, &a.control).cmp(&(&b.service, &b.control)));
         all.into_iter()
     }
+}
+
+/// What the findings of one trigger share.
+struct Shared {
+    first: String,
+    time: String,
+    service: Arc<str>,
+    container: Arc<str>,
+    alert: Option<Arc<str>>,
+    evidence: Arc<[Provenance]>,
 }

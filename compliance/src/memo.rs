@@ -38,8 +38,8 @@ impl Root {
 }
 
 /// A field a control reads: a variable and the fields selected below it (empty: the
-/// whole variable).
-pub(crate) type Input = (Root, Vec<String>);
+/// whole variable), and whether only its presence is read (`has(v.a.b)`).
+pub(crate) type Input = (Root, Vec<String>, bool);
 
 /// The inputs of an expression, or `None` when it cannot be keyed safely.
 pub(crate) fn inputs(expr: &IdedExpr, out: &mut Vec<Input>) -> Option<()> {
@@ -53,7 +53,7 @@ fn walk(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut Vec<Input>) -> Optio
         Expr::Ident(name) => {
             if !bound.contains(name) {
                 if let Some(root) = Root::named(name) {
-                    out.push((root, Vec::new()));
+                    out.push((root, Vec::new(), false));
                 }
             }
         }
@@ -71,7 +71,7 @@ fn walk(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut Vec<Input>) -> Optio
                         if !bound.contains(name) {
                             if let Some(root) = Root::named(name) {
                                 fields.reverse();
-                                out.push((root, fields));
+                                out.push((root, fields, select.test));
                             }
                         }
                         break;
@@ -143,7 +143,7 @@ pub(crate) struct Values<'a> {
 
 /// Writes one input's value as bytes: a marker when it is absent, else its JSON.
 fn write_value(input: &Input, values: &Values<'_>, out: &mut Vec<u8>) {
-    let (root, fields) = input;
+    let (root, fields, presence) = input;
     let mut value = match root {
         Root::Event => Some(values.event),
         Root::Alert => values.alert,
@@ -154,6 +154,33 @@ fn write_value(input: &Input, values: &Values<'_>, out: &mut Vec<u8>) {
             return;
         }
     };
+    if *presence {
+        // `has()` gives true or false when every level above the field is an object, and
+        // otherwise what the value it stopped at gives (an error, or a missing key).
+        let mut parent = value;
+        for (depth, field) in fields.iter().enumerate() {
+            match parent {
+                Some(serde_json::Value::Object(o)) => match o.get(field) {
+                    Some(v) => parent = Some(v),
+                    None => {
+                        out.extend_from_slice(&[b'0', depth as u8]);
+                        return;
+                    }
+                },
+                Some(other) => {
+                    out.extend_from_slice(&[b'V', depth as u8]);
+                    serde_json::to_writer(&mut *out, other).expect("JSON serializes");
+                    return;
+                }
+                None => {
+                    out.extend_from_slice(&[b'-', depth as u8]);
+                    return;
+                }
+            }
+        }
+        out.push(b'1');
+        return;
+    }
     for field in fields {
         // Selecting below a value that is not an object gives what that value gives.
         match value {
@@ -314,7 +341,11 @@ mod tests {
     }
 
     fn path(root: Root, fields: &[&str]) -> Input {
-        (root, fields.iter().map(|f| f.to_string()).collect())
+        (root, fields.iter().map(|f| f.to_string()).collect(), false)
+    }
+
+    fn presence(root: Root, fields: &[&str]) -> Input {
+        (root, fields.iter().map(|f| f.to_string()).collect(), true)
     }
 
     #[test]
@@ -325,7 +356,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                path(Root::Event, &["process"]),
+                presence(Root::Event, &["process"]),
                 path(Root::Event, &["process", "exe"]),
                 path(Root::Facts, &["user"]),
             ]
@@ -405,10 +436,22 @@ mod tests {
             None,
             "a field's absence is part of the key"
         );
+        let c2 = serde_json::json!({"time": 1, "process": {"exe": "/bin/sh", "uid": 7}});
+        assert_eq!(
+            recall(&mut memo, c2),
+            Some(Status::Pass),
+            "has() reads only presence"
+        );
+        let c3 = serde_json::json!({"time": 1, "process": "/bin/sh"});
+        assert_eq!(
+            recall(&mut memo, c3),
+            None,
+            "has() below a non-object is its own case"
+        );
         let d = serde_json::json!({"time": 1, "process": {"exe": "/bin/bash", "uid": 0}});
         assert_eq!(recall(&mut memo, d), None);
         // Control 0 is evaluated every time.
-        assert_eq!((memo.hits, memo.misses), (1, 3 + 4));
+        assert_eq!((memo.hits, memo.misses), (2, 4 + 6));
         // Off: nothing is remembered.
         let mut off = Memo::new(0, vec![of("event.kind == 'x'")]);
         off.begin();

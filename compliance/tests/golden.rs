@@ -241,5 +241,55 @@ fn remembered_results_equal_evaluated_ones() {
         hits >= misses,
         "the second pass reuses results: {hits} hits, {misses} misses"
     );
-    assert_eq!(evaluating.result_cache_stats(), (0, with.len() as u64));
+    let (none, evaluated) = evaluating.result_cache_stats();
+    assert_eq!((none, evaluated), (0, hits + misses));
+    // And the posture they lead to.
+    assert!(remembering.posture().eq(evaluating.posture()));
+}
+
+#[test]
+fn repeated_passes_move_the_posture_and_every_failure_is_a_finding() {
+    let catalog = Arc::new(Catalog::builtin());
+    let mut engine = Engine::new(catalog);
+    let exec = |minute: u32, exe: &str| -> Event {
+        serde_json::from_value(json!({
+            "time": format!("2026-03-02T10:{minute:02}:00Z"), "service": "prod/api",
+            "kind": "process_exec",
+            "workload": {"namespace": "prod", "pod": "api-1", "container_id": "0b8e4f1d2c3a"},
+            "process": {"exe": exe, "parent_exe": "/usr/local/bin/gunicorn"}
+        }))
+        .unwrap()
+    };
+    let mut first = Vec::new();
+    engine.on_event(&exec(0, "/usr/local/bin/python3.12"), &mut first);
+    assert!(!first.is_empty() && first.iter().all(|f| f.status != Status::Fail));
+    // The same pass again: no new finding, a later `last_checked`.
+    let mut again = Vec::new();
+    engine.on_event(&exec(1, "/usr/local/bin/python3.12"), &mut again);
+    assert!(again.is_empty(), "{again:?}");
+    let p = engine
+        .posture()
+        .find(|p| p.control == first[0].control)
+        .unwrap();
+    assert_eq!(
+        (p.since.to_rfc3339(), p.last_checked.to_rfc3339()),
+        (
+            "2026-03-02T10:00:00.000000000Z".to_owned(),
+            "2026-03-02T10:01:00.000000000Z".to_owned()
+        )
+    );
+    // A package manager fails a control each time it runs, and the posture keeps the
+    // first failure's time.
+    let mut fails = Vec::new();
+    for minute in [2, 3] {
+        let mut out = Vec::new();
+        engine.on_event(&exec(minute, "/usr/bin/apt-get"), &mut out);
+        fails.extend(out.into_iter().filter(|f| f.status == Status::Fail));
+    }
+    let control = fails[0].control.clone();
+    assert_eq!(fails.iter().filter(|f| f.control == control).count(), 2);
+    let p = engine.posture().find(|p| p.control == control).unwrap();
+    assert_eq!(p.status, Status::Fail);
+    assert_eq!(p.since.to_rfc3339(), "2026-03-02T10:02:00.000000000Z");
+    assert_eq!(p.finding, fails.last().unwrap().id);
 }
