@@ -41,6 +41,8 @@ pub struct Config {
     pub postgres: queries::pg::PgConfig,
     #[serde(default)]
     pub compliance: crate::compliance::ComplianceConfig,
+    #[serde(default)]
+    pub reports: crate::reports::ReportsConfig,
 }
 
 /// Full-text search over log lines (`[search]`).

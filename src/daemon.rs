@@ -62,7 +62,28 @@ pub async fn start(
             crate::compliance::ComplianceMetrics::register(&mut registry),
             print_alerts,
         )?,
+        reports: None,
     };
+    let mut stages = stages;
+    stages.reports = crate::reports::Reports::start(
+        &config.reports,
+        stages.compliance.as_ref(),
+        true,
+        print_alerts,
+    )?;
+    if let (Some(reports), Some(c)) = (stages.reports.clone(), stages.compliance.clone()) {
+        // The wall clock moves schedules while no events arrive.
+        let cancel = sup.cancel.clone();
+        sup.spawn("reports", async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    _ = tick.tick() => reports.tick(&c).await,
+                }
+            }
+        });
+    }
 
     let sql_metrics = queries::metrics::SqlMetrics::register(&mut registry);
     let surfaces = surfaces::start(config, &stages, sql_metrics, sup).await?;

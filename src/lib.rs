@@ -16,6 +16,7 @@ pub mod http;
 pub mod logindex;
 pub mod pipeline;
 pub mod replay;
+pub mod reports;
 pub mod simulator;
 pub mod state;
 pub mod supervisor;

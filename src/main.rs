@@ -51,6 +51,9 @@ enum Command {
         /// Never draw a progress bar, even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// Also write a compliance report over the replay: `.json`, `.csv` or `.html`.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Start an embedded Kafka-protocol broker, a simulated shop and the daemon.
     Demo {
@@ -184,6 +187,7 @@ async fn main() -> ExitCode {
             dead_letter,
             config,
             no_progress,
+            report,
         } => {
             replay::replay(replay::Args {
                 files,
@@ -192,6 +196,7 @@ async fn main() -> ExitCode {
                 dead_letter,
                 config,
                 no_progress,
+                report,
             })
             .await
         }

@@ -136,6 +136,8 @@ pub struct Stages {
     pub log_index: Option<crate::logindex::LogIndexer>,
     /// Events and alerts that fire controls go to the compliance worker through it.
     pub compliance: Option<crate::compliance::Compliance>,
+    /// Scheduled compliance reports, moved by the event time of each batch.
+    pub reports: Option<crate::reports::Reports>,
 }
 
 /// Periodic state files, and offsets committed only with them.
@@ -189,10 +191,11 @@ impl Stages {
             let mut batch = batch;
             let started = std::time::Instant::now();
             let mut checks = Vec::new();
+            let mut newest = Nanos(i64::MIN);
+            let mut oldest = Nanos(i64::MAX);
             {
                 // Detection first: it names each log line's template, which the store keeps.
                 let mut detector = self.detector.lock().expect("detector lock poisoned");
-                let mut newest = Nanos(i64::MIN);
                 for (i, event) in batch.events.iter_mut().enumerate() {
                     let before = raised.len();
                     let template = detector.observe(event, &mut raised);
@@ -202,6 +205,7 @@ impl Stages {
                         *template_id = Some(id);
                     }
                     newest = newest.max(event.time);
+                    oldest = oldest.min(event.time);
                     if let Some(c) = &self.compliance {
                         if c.wants(event) {
                             // Moved to the worker once stored, rather than copied.
@@ -259,6 +263,10 @@ impl Stages {
                     })
                     .collect();
                 c.send(items).await;
+                if let Some(r) = &self.reports {
+                    r.saw(oldest, newest);
+                    r.tick(c).await;
+                }
             }
             for alert in raised.drain(..) {
                 self.pipeline_metrics.raised(&alert);

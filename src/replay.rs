@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use detect::Detector;
 use indicatif::{ProgressBar, ProgressStyle};
-use ingest::{DeadLetterSink, Format, IngestMetrics, IngestStats, ReplaySource};
+use ingest::{DeadLetterSink, Format, IngestMetrics, IngestStats, Nanos, ReplaySource};
 use store::{EventTable, StoreMetrics};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,8 @@ pub struct Args {
     pub dead_letter: PathBuf,
     pub config: Option<PathBuf>,
     pub no_progress: bool,
+    /// A compliance report over the whole replay, in the format its extension names.
+    pub report: Option<PathBuf>,
 }
 
 /// Batches between the reader and the pipeline: enough to overlap decoding and appending.
@@ -68,7 +70,11 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             crate::compliance::ComplianceMetrics::register(&mut registry),
             false,
         )?,
+        reports: None,
     };
+    let mut stages = stages;
+    stages.reports =
+        crate::reports::Reports::start(&config.reports, stages.compliance.as_ref(), false, false)?;
     let source = ReplaySource::new(args.files.clone(), args.format);
     let progress = progress_bar(&args);
     let read = source.progress.clone();
@@ -135,6 +141,49 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
         let (reused, evaluated) = state.engine.result_cache_stats();
         eprintln!("  control runs: {evaluated} evaluated, {reused} reused");
     }
+    let mut reports = Vec::new();
+    if let (Some(r), Some(c)) = (&stages.reports, &stages.compliance) {
+        r.tick(c).await;
+        reports = r.written();
+    }
+    if let Some(path) = &args.report {
+        let c = stages
+            .compliance
+            .as_ref()
+            .context("--report needs compliance checks ([compliance] enabled = true)")?;
+        let format = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(crate::reports::Format::parse)
+            .context("--report: name a .json, .csv or .html file")?;
+        // The period the replay's checks cover.
+        let (start, end) = {
+            let state = c.state.lock().expect("compliance lock poisoned");
+            let times = state.findings.iter().map(|f| f.time).chain(
+                state
+                    .engine
+                    .posture()
+                    .flat_map(|p| [p.since, p.last_checked]),
+            );
+            times.fold(None, |acc: Option<(Nanos, Nanos)>, t| {
+                Some(acc.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
+            })
+        }
+        .unwrap_or((Nanos::now(), Nanos::now()));
+        let request = compliance::report::Request {
+            name: "replay",
+            frameworks: &[],
+            services: &[],
+            start,
+            end,
+            generated_at: end,
+            link_base: None,
+        };
+        let r = crate::reports::build(c, &request, None).await;
+        std::fs::write(path, format.render(&r))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        reports.push(path.clone());
+    }
     output.flush().context("cannot write the output")?;
 
     let totals = totals.into_inner().expect("totals lock poisoned");
@@ -146,6 +195,9 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     );
     eprintln!("  alerts: {alert_count}");
     eprintln!("  findings: {findings}");
+    for p in reports {
+        eprintln!("  report: {}", p.display());
+    }
     Ok(())
 }
 

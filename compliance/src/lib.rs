@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod engine;
 mod memo;
+pub mod report;
 pub mod tables;
 
 pub use catalog::{Catalog, CatalogError, Control, Framework, Reference};
