@@ -224,6 +224,8 @@ pub struct Api {
     pub sql_metrics: SqlMetrics,
     pub search: Option<Arc<Mutex<LogIndex>>>,
     pub compliance: Option<crate::compliance::Compliance>,
+    /// Where scheduled reports and their index are written.
+    pub reports_dir: std::path::PathBuf,
     pub audit: Arc<AuditLog>,
     /// Tokens by hash; empty means no authentication (loopback only).
     pub tokens: Vec<(String, Role, [u8; 32])>,
@@ -311,6 +313,9 @@ pub fn router(_api: Arc<Api>) -> axum::Router<Arc<Api>> {
         .route("/api/v1/services", get(services))
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/posture", get(posture))
+        .route("/api/v1/reports", get(list_reports))
+        .route("/api/v1/reports/{file}", get(get_report_file))
+        .route("/api/v1/report", get(report_on_demand))
         .route("/api/v1/baselines", get(export_baselines))
         .route("/api/v1/baselines/import", post(import_baselines))
         .route("/api/v1/baselines/relearn", post(relearn))
@@ -832,6 +837,110 @@ async fn posture(
         })
         .collect();
     Ok(Json(json!({ "posture": entries })))
+}
+
+async fn list_reports(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let dir = api.reports_dir.clone();
+    let index = tokio::task::spawn_blocking(move || crate::reports::read_index(&dir))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "reports": index })))
+}
+
+/// A file of a scheduled report; only files the index lists are served.
+async fn get_report_file(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let dir = api.reports_dir.clone();
+    let listed = crate::reports::read_index(&dir)
+        .iter()
+        .any(|e| e.files.values().any(|f| *f == file));
+    let format = file
+        .rsplit_once('.')
+        .and_then(|(_, ext)| crate::reports::Format::parse(ext));
+    let (true, Some(format)) = (listed, format) else {
+        return Err(ApiError::not_found(format!("no report file {file:?}")));
+    };
+    let body = tokio::fs::read(dir.join(&file))
+        .await
+        .map_err(|_| ApiError::not_found(format!("no report file {file:?}")))?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    /// Comma-separated framework names; none: every framework.
+    framework: Option<String>,
+    /// Comma-separated service patterns (`*` wildcards); none: every service.
+    service: Option<String>,
+    /// The period: a duration back from now (`7d`) or an RFC 3339 start.
+    since: Option<String>,
+    /// `json` (the default), `csv` or `html`.
+    format: Option<String>,
+}
+
+/// A report made now, over the period asked for.
+async fn report_on_demand(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let c = compliance(&api)?;
+    let split = |s: &Option<String>| -> Vec<String> {
+        s.iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let frameworks = crate::reports::parse_frameworks(&split(&q.framework))
+        .map_err(|e| ApiError::bad_request(format!("framework: {e:#}")))?;
+    let services = split(&q.service);
+    let format = match q.format.as_deref() {
+        None => crate::reports::Format::Json,
+        Some(f) => crate::reports::Format::parse(f).ok_or_else(|| {
+            ApiError::bad_request(format!("format: {f:?} is not json, csv or html"))
+        })?,
+    };
+    // Up to now, or to the newest check when event time runs ahead of the clock.
+    let end = {
+        let state = c.state.lock().expect("compliance lock poisoned");
+        state
+            .engine
+            .posture()
+            .map(|p| p.last_checked)
+            .chain(state.findings.back().map(|f| f.time))
+            .fold(Nanos::now(), Nanos::max)
+    };
+    let start = match q.since.as_deref() {
+        Some(s) => parse_since(s)?,
+        None => Nanos(end.0.saturating_sub(7 * 24 * 3600 * 1_000_000_000)),
+    };
+    let request = compliance::report::Request {
+        name: "on-demand",
+        frameworks: &frameworks,
+        services: &services,
+        start,
+        end,
+        generated_at: end,
+        link_base: None,
+    };
+    let r = crate::reports::build(c, &request, None).await;
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        format.render(&r),
+    )
+        .into_response())
 }
 
 async fn audit(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {

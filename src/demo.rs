@@ -28,6 +28,8 @@ pub struct Args {
     pub http: SocketAddr,
     pub postgres: SocketAddr,
     pub report_every: Duration,
+    /// Where the demo's compliance reports go.
+    pub reports: std::path::PathBuf,
 }
 
 /// The demo's PostgreSQL login and API tokens: printed at start, documented in the
@@ -66,6 +68,23 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
             sha256: crate::api::token_hash(token),
         })
         .collect();
+    // A compliance report every quarter hour of event time (15 s at the default speed),
+    // over the last hour.
+    config.reports.dir = args.reports.clone();
+    config.reports.link_base = Some(format!("http://{}", args.http));
+    config.reports.schedules = vec![crate::reports::ScheduleConfig {
+        name: "demo".to_owned(),
+        cron: "*/15 * * * *".to_owned(),
+        frameworks: Vec::new(),
+        services: Vec::new(),
+        period: Duration::from_secs(3600),
+        formats: vec![
+            crate::reports::Format::Json,
+            crate::reports::Format::Csv,
+            crate::reports::Format::Html,
+        ],
+        webhook: None,
+    }];
     // The simulator compresses time, so its events run ahead of the wall clock by design.
     config.ingest.max_future_skew = Duration::from_secs(365 * 24 * 3600);
     telemetry::init_logging(&config.log);
@@ -112,6 +131,10 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
             .join(", ")
     );
     println!("  metrics: http://{}/metrics", daemon.http_addr);
+    println!(
+        "  compliance reports (every 15 min of event time): {}/index.html",
+        args.reports.display()
+    );
     if let Some(pg) = daemon.postgres_addr {
         println!(
             "  SQL (PostgreSQL wire, also Grafana's PostgreSQL data source): user {DEMO_PG_USER}, password {DEMO_PG_PASSWORD}"

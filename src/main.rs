@@ -78,6 +78,34 @@ enum Command {
         /// How often progress is printed.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         report_every: Duration,
+        /// Where compliance reports are written (HTML, JSON, CSV and an index).
+        #[arg(long, default_value = "driftwatch-demo-reports")]
+        reports: PathBuf,
+    },
+    /// A compliance report made now by a running daemon (through its HTTP API).
+    Report {
+        /// Frameworks, comma-separated (pci-dss, cis-docker, cis-kubernetes, nist-800-190,
+        /// nist-800-53); every framework when absent.
+        #[arg(long)]
+        framework: Option<String>,
+        /// Service patterns, comma-separated, with `*` wildcards.
+        #[arg(long)]
+        service: Option<String>,
+        /// The period: a duration back from now (`7d`, `24h`) or an RFC 3339 start.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// `html`, `json` or `csv`.
+        #[arg(long, default_value = "html")]
+        format: String,
+        /// Where the report goes; standard output when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The daemon's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8484")]
+        url: String,
+        /// A bearer token with the viewer role or above.
+        #[arg(long, env = "DRIFTWATCH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Check a configuration file and print what it configures.
     CheckConfig { file: PathBuf },
@@ -200,6 +228,37 @@ async fn main() -> ExitCode {
             })
             .await
         }
+        Command::Report {
+            framework,
+            service,
+            since,
+            format,
+            output,
+            url,
+            token,
+        } => {
+            let Some(format) = driftwatch::reports::Format::parse(&format) else {
+                eprintln!("error: --format takes html, json or csv, not {format:?}");
+                return ExitCode::from(2);
+            };
+            let fetched = driftwatch::reports::fetch(
+                &url,
+                token.as_deref(),
+                framework.as_deref(),
+                service.as_deref(),
+                &since,
+                format,
+            )
+            .await;
+            fetched.and_then(|body| match &output {
+                Some(path) => std::fs::write(path, body)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
+                None => {
+                    print!("{body}");
+                    Ok(())
+                }
+            })
+        }
         Command::Demo {
             duration,
             rate,
@@ -208,6 +267,7 @@ async fn main() -> ExitCode {
             http,
             postgres,
             report_every,
+            reports,
         } => {
             demo::demo(demo::Args {
                 duration,
@@ -217,6 +277,7 @@ async fn main() -> ExitCode {
                 http,
                 postgres,
                 report_every,
+                reports,
             })
             .await
         }

@@ -144,6 +144,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     if let (Some(r), Some(c)) = (&stages.reports, &stages.compliance) {
         r.tick(c).await;
+        r.finish().await;
         reports = r.written();
     }
     if let Some(path) = &args.report {

@@ -308,6 +308,39 @@ fn index_html(index: &[IndexEntry]) -> String {
     )
 }
 
+/// `driftwatch report`: asks a running daemon's API for a report made now.
+pub async fn fetch(
+    url: &str,
+    token: Option<&str>,
+    frameworks: Option<&str>,
+    services: Option<&str>,
+    since: &str,
+    format: Format,
+) -> anyhow::Result<String> {
+    let endpoint = format!("{}/api/v1/report", url.trim_end_matches('/'));
+    let mut query = vec![("since", since), ("format", format.extension())];
+    query.extend(frameworks.map(|f| ("framework", f)));
+    query.extend(services.map(|s| ("service", s)));
+    let mut request = reqwest::Client::new().get(&endpoint).query(&query);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach driftwatch at {endpoint}"))?;
+    let status = response.status();
+    let body = response.text().await.context("cannot read the report")?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        anyhow::bail!("{endpoint} answered {status}: {message}");
+    }
+    Ok(body)
+}
+
 /// Builds a report from what the compliance worker knows now (after it caught up).
 pub async fn build(
     compliance: &Compliance,
@@ -344,6 +377,8 @@ struct Inner {
     print: bool,
     http: reqwest::Client,
     written: Mutex<Vec<PathBuf>>,
+    /// Webhook deliveries under way.
+    deliveries: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Attempts at posting a report to its webhook.
@@ -379,6 +414,7 @@ impl Reports {
                 print,
                 http,
                 written: Mutex::new(Vec::new()),
+                deliveries: Mutex::new(Vec::new()),
             }),
         }))
     }
@@ -393,6 +429,20 @@ impl Reports {
                 Ordering::Relaxed,
             );
             self.inner.clock.fetch_max(newest.0, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for webhook deliveries under way (each gives up after its last attempt).
+    pub async fn finish(&self) {
+        let pending: Vec<_> = self
+            .inner
+            .deliveries
+            .lock()
+            .expect("reports lock poisoned")
+            .drain(..)
+            .collect();
+        for d in pending {
+            let _ = d.await;
         }
     }
 
@@ -484,7 +534,10 @@ impl Reports {
             let (http, url, name) = (self.inner.http.clone(), url.clone(), s.name.clone());
             let body = serde_json::to_vec(&r).context("cannot serialize the report")?;
             // Delivery never holds up the pipeline.
-            tokio::spawn(async move { deliver(&http, &url, &name, body).await });
+            let delivery = tokio::spawn(async move { deliver(&http, &url, &name, body).await });
+            let mut deliveries = self.inner.deliveries.lock().expect("reports lock poisoned");
+            deliveries.retain(|d| !d.is_finished());
+            deliveries.push(delivery);
         }
         Ok(())
     }

@@ -130,6 +130,7 @@ pub async fn start(
         sql_metrics,
         search: stages.log_index.as_ref().map(|i| i.index.clone()),
         compliance: stages.compliance.clone(),
+        reports_dir: config.reports.dir.clone(),
         audit,
         tokens: Api::tokens(&config.http.tokens)?,
         ready: Arc::new(AtomicBool::new(false)),

@@ -553,11 +553,20 @@ impl Engine {
                 }
             };
             let held = &mut posture[i];
+            // A control that did not apply judged nothing: it leaves a pass or a failure
+            // in place (and is a finding only when it could not be evaluated).
+            let judged = status != Status::NotApplicable
+                || held
+                    .as_ref()
+                    .is_none_or(|p| p.status == Status::NotApplicable);
             if let Some(p) = held
                 && p.status == status
                 && status != Status::Fail
             {
                 p.last_checked = p.last_checked.max(t.time);
+                continue;
+            }
+            if !judged && note.is_none() {
                 continue;
             }
             let sh = shared.get_or_insert_with(|| Shared {
@@ -596,6 +605,7 @@ impl Engine {
                 note,
             };
             match held {
+                _ if !judged => {}
                 Some(p) if p.status == status => {
                     p.last_checked = p.last_checked.max(t.time);
                     p.finding.clone_from(&finding.id);

@@ -292,4 +292,21 @@ fn repeated_passes_move_the_posture_and_every_failure_is_a_finding() {
     assert_eq!(p.status, Status::Fail);
     assert_eq!(p.since.to_rfc3339(), "2026-03-02T10:02:00.000000000Z");
     assert_eq!(p.finding, fails.last().unwrap().id);
+    // A shell started by the application fails DW-RT-015; a later process it does not
+    // apply to leaves that failure, and since when it holds, in place.
+    let mut out = Vec::new();
+    engine.on_event(&exec(4, "/bin/sh"), &mut out);
+    assert!(
+        out.iter()
+            .any(|f| &*f.control == "DW-RT-015" && f.status == Status::Fail)
+    );
+    let mut out = Vec::new();
+    engine.on_event(&exec(5, "/usr/local/bin/python3.12"), &mut out);
+    assert!(!out.iter().any(|f| &*f.control == "DW-RT-015"), "{out:?}");
+    let p = engine
+        .posture()
+        .find(|p| &*p.control == "DW-RT-015")
+        .unwrap();
+    assert_eq!(p.status, Status::Fail);
+    assert_eq!(p.since.to_rfc3339(), "2026-03-02T10:04:00.000000000Z");
 }

@@ -263,6 +263,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
         print_alerts: false,
         log_index: None,
         compliance: None,
+        reports: None,
     };
     let (tx, rx) = mpsc::channel(source.channel_capacity());
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -7,6 +7,7 @@ mod detection;
 mod kafka_ingest;
 mod logs_cli;
 mod replay_cli;
+mod reports;
 mod restart;
 mod run_cli;
 mod surfaces;
