@@ -21,12 +21,17 @@ struct Demo {
     child: Child,
     http: String,
     pg: String,
+    /// The demo's compliance reports folder.
+    reports: tempfile::TempDir,
+    /// What the demo printed so far.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Demo {
     /// Starts the demo fast enough that services learn in seconds and attacks follow,
     /// and waits until it has raised alerts.
     async fn start() -> Demo {
+        let reports = tempfile::tempdir().unwrap();
         let mut child = Command::new(binary())
             .args([
                 "demo",
@@ -38,7 +43,9 @@ impl Demo {
                 "127.0.0.1:0",
                 "--report-every",
                 "1h",
+                "--reports",
             ])
+            .arg(reports.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -67,6 +74,8 @@ impl Demo {
             http: find("metrics: http://", '/').unwrap(),
             pg: find("@", '/').unwrap(),
             child,
+            reports,
+            lines: lines.clone(),
         };
         eventually(Duration::from_secs(60), "the demo's attack alerts", || {
             lines
@@ -987,6 +996,114 @@ async fn every_api_endpoint_answers_with_roles_enforced_and_calls_audited() {
         .await;
     assert_eq!(status, 200);
     assert!(body["rows"][0]["n"].as_i64().unwrap() >= 2);
+
+    // Compliance reports: the demo writes one every quarter hour of event time, and
+    // says so; the API lists them and serves their files.
+    eventually(
+        Duration::from_secs(60),
+        "a demo report with its attacks",
+        || {
+            demo.lines.lock().unwrap().iter().any(|l| {
+                l.starts_with("REPORT ") && l.contains(".html") && !l.contains("(0 failing")
+            })
+        },
+    )
+    .await;
+    assert_eq!(api.call("GET", "/api/v1/reports", None, None).await.0, 401);
+    let (status, body) = api.call("GET", "/api/v1/reports", Some(VIEWER), None).await;
+    assert_eq!(status, 200);
+    let entry = body["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "demo" && e["fail"].as_u64().unwrap_or(0) > 0)
+        .unwrap_or_else(|| panic!("{body:#}"))
+        .clone();
+    let html = entry["files"]["html"].as_str().unwrap();
+    assert!(demo.reports.path().join(html).exists());
+    let (status, page) = api
+        .call(
+            "GET",
+            &format!("/api/v1/reports/{html}"),
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("id=\"framework-chart\""));
+    let json_file = entry["files"]["json"].as_str().unwrap();
+    let (status, report) = api
+        .call(
+            "GET",
+            &format!("/api/v1/reports/{json_file}"),
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &report["schema"]),
+        (200, &json!("driftwatch/compliance-report/v1"))
+    );
+    // Only files the index names are served.
+    for bad in ["index.json", "..%2Fsecret.json", "nothing.html"] {
+        let (status, _) = api
+            .call("GET", &format!("/api/v1/reports/{bad}"), Some(VIEWER), None)
+            .await;
+        assert_eq!(status, 404, "{bad}");
+    }
+    // On demand, through the API and through `driftwatch report`.
+    let (status, report) = api
+        .call(
+            "GET",
+            "/api/v1/report?framework=pci-dss&since=7d",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(report["frameworks"], json!(["pci-dss"]));
+    assert!(
+        report["summary"]["fail"].as_u64().unwrap() >= 1,
+        "{report:#}"
+    );
+    let (status, _) = api
+        .call("GET", "/api/v1/report?framework=sox", Some(VIEWER), None)
+        .await;
+    assert_eq!(status, 400);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("pci.html");
+    let cli = Command::new(binary())
+        .args([
+            "report",
+            "--framework",
+            "pci-dss",
+            "--since",
+            "7d",
+            "--format",
+            "html",
+        ])
+        .arg("--url")
+        .arg(format!("http://{}", demo.http))
+        .arg("--output")
+        .arg(&out)
+        .env("DRIFTWATCH_TOKEN", VIEWER)
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let page = std::fs::read_to_string(&out).unwrap();
+    assert!(page.contains("driftwatch compliance report: on-demand") && page.contains("pci-dss"));
+    let denied = Command::new(binary())
+        .args(["report", "--url"])
+        .arg(format!("http://{}", demo.http))
+        .env("DRIFTWATCH_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("401"));
 }
 
 #[test]
