@@ -531,6 +531,7 @@ fn search(
 
 fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    let schedules = config.reports.schedules()?;
     println!("{}: OK", path.display());
     match &config.kafka {
         Some(k) => {
@@ -551,5 +552,14 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
         humantime::format_duration(config.store.partition)
     );
     println!("  http: {}", config.http.listen);
+    for s in &schedules {
+        println!(
+            "  report {}: cron {:?}, period {}, into {}",
+            s.name,
+            s.cron.pattern.to_string(),
+            humantime::format_duration(s.period),
+            config.reports.dir.display()
+        );
+    }
     Ok(())
 }
