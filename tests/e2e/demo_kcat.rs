@@ -10,6 +10,7 @@ use crate::common::{binary, eventually, http_get, require_program, sample};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcat_sees_the_demo_broker_and_what_it_produces_is_ingested() {
     let kcat = require_program("kcat");
+    let reports = tempfile::tempdir().unwrap();
     let mut demo = Command::new(binary())
         .args([
             "demo",
@@ -23,7 +24,9 @@ async fn kcat_sees_the_demo_broker_and_what_it_produces_is_ingested() {
             "200",
             "--report-every",
             "1h",
+            "--reports",
         ])
+        .arg(reports.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
