@@ -1,7 +1,17 @@
-//! Notify: delivery of alerts and findings to paging and chat (PagerDuty, Alertmanager,
-//! Slack, signed generic webhooks) through a durable outbox with retries.
+//! Notify: delivery of alerts and failing findings to paging and chat (PagerDuty
+//! Events v2, Alertmanager v2, Slack, generic webhooks signed per Standard Webhooks)
+//! through a durable outbox, with retries, rate limits and grouping of bursts.
 //!
-//! It uses `detect` and `compliance` for their types only and must never reach into the
-//! pipeline: a dead receiver may slow its own sink, never ingestion.
-//!
-//! Nothing is implemented here yet.
+//! It uses `detect` and `compliance` for their types only and never reaches into the
+//! pipeline: items are handed over without waiting, and a dead receiver stalls only its
+//! own sink.
+
+pub mod config;
+pub mod deliver;
+pub mod message;
+pub mod outbox;
+pub mod sign;
+
+pub use config::{NotifyConfig, RouteConfig, SinkConfig, SinkKind};
+pub use deliver::{Notifier, NotifyMetrics, Status};
+pub use message::Item;

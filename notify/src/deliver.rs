@@ -1,0 +1,577 @@
+//! The notifier: routes items to sinks, groups bursts, writes each notification to the
+//! outbox, and delivers it from one task per sink (so a dead receiver stalls only its
+//! own sink), with a rate limit, exponential backoff with jitter, `Retry-After` on 429,
+//! and 4xx other than 408 and 429 final.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::{NotifyConfig, RetryConfig, SinkConfig, SinkKind};
+use crate::message::{self, Item};
+use crate::outbox::{Entry, Outbox, OutboxError};
+use crate::sign::Secret;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+/// Delivery metrics per sink.
+#[derive(Clone, Debug)]
+pub struct NotifyMetrics {
+    sent: Family<SinkLabels, Counter>,
+    failed: Family<SinkLabels, Counter>,
+    retried: Family<SinkLabels, Counter>,
+    refused: Family<SinkLabels, Counter>,
+    pending: Family<SinkLabels, Gauge>,
+    latency: Family<SinkLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for NotifyMetrics {
+    fn default() -> Self {
+        NotifyMetrics {
+            sent: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            refused: Family::default(),
+            pending: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+        }
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0])
+}
+
+impl NotifyMetrics {
+    pub fn register(registry: &mut Registry) -> NotifyMetrics {
+        let m = NotifyMetrics::default();
+        registry.register(
+            "notifications_sent",
+            "Notifications a receiver accepted",
+            m.sent.clone(),
+        );
+        registry.register(
+            "notifications_failed",
+            "Notifications a receiver refused for good (a 4xx other than 408 and 429)",
+            m.failed.clone(),
+        );
+        registry.register(
+            "notifications_retried",
+            "Delivery attempts that will be retried",
+            m.retried.clone(),
+        );
+        registry.register(
+            "notifications_refused",
+            "Notifications not queued because the outbox was full or could not be written",
+            m.refused.clone(),
+        );
+        registry.register(
+            "notifications_pending",
+            "Notifications waiting in the outbox",
+            m.pending.clone(),
+        );
+        registry.register(
+            "notification_latency_seconds",
+            "From the notification's making to a receiver accepting it",
+            m.latency.clone(),
+        );
+        m
+    }
+
+    fn labels(sink: &str) -> SinkLabels {
+        SinkLabels {
+            sink: sink.to_owned(),
+        }
+    }
+}
+
+/// Where one item stands at one sink.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// The alert or finding id.
+    pub item: String,
+    pub source: String,
+    pub sink: String,
+    pub notification: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// RFC 3339 of the last change.
+    pub updated: String,
+}
+
+/// Statuses kept in memory for the API and the `notifications` table.
+pub const STATUSES_KEPT: usize = 100_000;
+
+#[derive(Default)]
+struct Statuses {
+    by_key: HashMap<(String, String), Status>,
+    order: std::collections::VecDeque<(String, String)>,
+}
+
+impl Statuses {
+    fn set(&mut self, entry: &Entry, state: &str, attempts: u32, last_error: Option<String>) {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for item in &entry.items {
+            let key = (item.id.clone(), entry.sink.clone());
+            if !self.by_key.contains_key(&key) {
+                if self.order.len() == STATUSES_KEPT {
+                    if let Some(old) = self.order.pop_front() {
+                        self.by_key.remove(&old);
+                    }
+                }
+                self.order.push_back(key.clone());
+            }
+            self.by_key.insert(
+                key,
+                Status {
+                    item: item.id.clone(),
+                    source: item.source.clone(),
+                    sink: entry.sink.clone(),
+                    notification: entry.id.clone(),
+                    state: state.to_owned(),
+                    attempts,
+                    last_error: last_error.clone(),
+                    updated: now.clone(),
+                },
+            );
+        }
+    }
+}
+
+/// A handle on the running notifier.
+#[derive(Clone)]
+pub struct Notifier {
+    tx: mpsc::UnboundedSender<Item>,
+    statuses: Arc<Mutex<Statuses>>,
+}
+
+/// What a sink task needs.
+struct Sink {
+    config: SinkConfig,
+    http: reqwest::Client,
+    secret: Option<Secret>,
+    routing_key: String,
+    link_base: Option<String>,
+    retry: RetryConfig,
+    outbox: Arc<Outbox>,
+    metrics: NotifyMetrics,
+    statuses: Arc<Mutex<Statuses>>,
+}
+
+impl Notifier {
+    /// Opens the outbox, resumes what it holds and starts one task per sink. Must run
+    /// inside a tokio runtime.
+    pub fn start(config: &NotifyConfig, metrics: NotifyMetrics) -> Result<Notifier, String> {
+        config.validate()?;
+        let (outbox, held) =
+            Outbox::open(&config.outbox_dir, config.max_pending).map_err(|e| e.to_string())?;
+        let outbox = Arc::new(outbox);
+        let statuses: Arc<Mutex<Statuses>> = Arc::default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let mut senders: HashMap<String, mpsc::UnboundedSender<Entry>> = HashMap::new();
+        for s in &config.sinks {
+            let env = |name: &Option<String>| -> Result<Option<String>, String> {
+                name.as_ref()
+                    .map(|n| {
+                        std::env::var(n)
+                            .map_err(|_| format!("notify sink {:?}: {n} is not set", s.name))
+                    })
+                    .transpose()
+            };
+            let (secret, routing_key) = match &s.kind {
+                SinkKind::Webhook {
+                    secret, secret_env, ..
+                } => {
+                    let text = secret.clone().or(env(secret_env)?);
+                    (text.map(|t| Secret::parse(&t)).transpose()?, String::new())
+                }
+                SinkKind::Pagerduty {
+                    routing_key,
+                    routing_key_env,
+                    ..
+                } => (
+                    None,
+                    routing_key
+                        .clone()
+                        .or(env(routing_key_env)?)
+                        .unwrap_or_default(),
+                ),
+                _ => (None, String::new()),
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            let sink = Arc::new(Sink {
+                config: s.clone(),
+                http: http.clone(),
+                secret,
+                routing_key,
+                link_base: config.link_base.clone(),
+                retry: config.retry,
+                outbox: outbox.clone(),
+                metrics: metrics.clone(),
+                statuses: statuses.clone(),
+            });
+            tokio::spawn(run_sink(sink, rx));
+            senders.insert(s.name.clone(), tx);
+        }
+        // What the outbox still held goes out first.
+        for e in held {
+            metrics
+                .pending
+                .get_or_create(&NotifyMetrics::labels(&e.sink))
+                .inc();
+            statuses
+                .lock()
+                .expect("statuses lock poisoned")
+                .set(&e, "pending", 0, None);
+            match senders.get(&e.sink) {
+                Some(tx) => {
+                    let _ = tx.send(e);
+                }
+                None => {
+                    warn!(sink = %e.sink, id = %e.id, "An outbox entry names a sink no longer configured; it stays in the outbox.")
+                }
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(route(
+            config.clone(),
+            rx,
+            senders,
+            outbox,
+            metrics,
+            statuses.clone(),
+        ));
+        Ok(Notifier { tx, statuses })
+    }
+
+    /// Hands an alert or a failing finding to the routes; never waits.
+    pub fn submit(&self, item: Item) {
+        if self.tx.send(item).is_err() {
+            warn!("The notifier has stopped; a notification was not queued.");
+        }
+    }
+
+    /// Delivery statuses, newest change last.
+    pub fn statuses(&self) -> Vec<Status> {
+        let s = self.statuses.lock().expect("statuses lock poisoned");
+        s.order
+            .iter()
+            .filter_map(|k| s.by_key.get(k).cloned())
+            .collect()
+    }
+}
+
+fn stable_id(parts: &[&str]) -> String {
+    format!("msg_{:016x}", detect::stable_hash(parts))
+}
+
+/// Routes items; groups bursts per sink and service; writes entries to the outbox and
+/// hands them to their sink.
+async fn route(
+    config: NotifyConfig,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    senders: HashMap<String, mpsc::UnboundedSender<Entry>>,
+    outbox: Arc<Outbox>,
+    metrics: NotifyMetrics,
+    statuses: Arc<Mutex<Statuses>>,
+) {
+    let windows: HashMap<&str, Duration> = config
+        .sinks
+        .iter()
+        .filter(|s| matches!(s.kind, SinkKind::Slack { .. } | SinkKind::Webhook { .. }))
+        .map(|s| (s.name.as_str(), s.group_window))
+        .filter(|(_, w)| !w.is_zero())
+        .collect();
+    // Open groups: (sink, service) → (deadline, items).
+    let mut groups: BTreeMap<(String, String), (Instant, Vec<Item>)> = BTreeMap::new();
+    let emit = |sink: &str, items: Vec<Item>| {
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        let action = if items.iter().all(|i| i.resolved) {
+            "resolve"
+        } else {
+            "trigger"
+        };
+        let mut parts = vec![sink, action];
+        parts.extend(ids);
+        let entry = Entry {
+            id: stable_id(&parts),
+            sink: sink.to_owned(),
+            created: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
+            items,
+        };
+        let labels = NotifyMetrics::labels(sink);
+        match outbox.put(&entry) {
+            Ok(()) => {
+                metrics.pending.get_or_create(&labels).inc();
+                statuses
+                    .lock()
+                    .expect("statuses lock poisoned")
+                    .set(&entry, "pending", 0, None);
+                if let Some(tx) = senders.get(sink) {
+                    let _ = tx.send(entry);
+                }
+            }
+            Err(e) => {
+                metrics.refused.get_or_create(&labels).inc();
+                let full = matches!(e, OutboxError::Full(_));
+                tracing::error!(sink, error = %e, full, "A notification could not be queued; it is lost.");
+            }
+        }
+    };
+    loop {
+        let next_deadline = groups.values().map(|(d, _)| *d).min();
+        let item = tokio::select! {
+            item = rx.recv() => match item {
+                Some(i) => Some(i),
+                None => break,
+            },
+            () = async {
+                match next_deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => None,
+        };
+        if let Some(item) = item {
+            for r in config.routes.iter().filter(|r| r.matches(&item)) {
+                match windows.get(r.sink.as_str()) {
+                    Some(window) => {
+                        groups
+                            .entry((r.sink.clone(), item.service.clone()))
+                            .or_insert_with(|| (Instant::now() + *window, Vec::new()))
+                            .1
+                            .push(item.clone());
+                    }
+                    None => emit(&r.sink, vec![item.clone()]),
+                }
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<(String, String)> = groups
+            .iter()
+            .filter(|(_, (d, _))| *d <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some((_, items)) = groups.remove(&key) {
+                emit(&key.0, items);
+            }
+        }
+    }
+    for ((sink, _), (_, items)) in std::mem::take(&mut groups) {
+        emit(&sink, items);
+    }
+}
+
+/// The outcome of one attempt.
+enum Attempt {
+    Delivered,
+    /// Retry, after at least this long when the receiver said.
+    Retry(String, Option<Duration>),
+    Final(String),
+}
+
+/// One sink's deliveries, in order, each retried until it is taken or refused for
+/// good; Alertmanager's firing alerts are sent again on their interval.
+async fn run_sink(sink: Arc<Sink>, mut rx: mpsc::UnboundedReceiver<Entry>) {
+    let labels = NotifyMetrics::labels(&sink.config.name);
+    let spacing = Duration::from_secs_f64(1.0 / sink.config.rate);
+    let mut last_send = Instant::now() - spacing;
+    let mut firing: BTreeMap<String, Item> = BTreeMap::new();
+    let resend = match &sink.config.kind {
+        SinkKind::Alertmanager {
+            resend_interval, ..
+        } => Some(*resend_interval),
+        _ => None,
+    };
+    let mut refresh = tokio::time::interval(resend.unwrap_or(Duration::from_secs(3600)));
+    refresh.tick().await;
+    loop {
+        let entry = tokio::select! {
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+            _ = refresh.tick(), if resend.is_some() && !firing.is_empty() => {
+                let items: Vec<Item> = firing.values().cloned().collect();
+                let refresh_entry = Entry {
+                    id: stable_id(&["refresh", &sink.config.name]),
+                    sink: sink.config.name.clone(),
+                    created: 0,
+                    items,
+                };
+                if let Attempt::Retry(why, _) | Attempt::Final(why) = attempt(&sink, &refresh_entry, 1).await {
+                    warn!(sink = %sink.config.name, error = %why, "Re-sending firing alerts failed; next interval tries again.");
+                }
+                continue;
+            }
+        };
+        let mut attempts = 0u32;
+        let mut wait = sink.retry.initial;
+        loop {
+            // The rate limit: requests spaced evenly.
+            let since = last_send.elapsed();
+            if since < spacing {
+                tokio::time::sleep(spacing - since).await;
+            }
+            last_send = Instant::now();
+            attempts += 1;
+            match attempt(&sink, &entry, attempts).await {
+                Attempt::Delivered => {
+                    sink.metrics.sent.get_or_create(&labels).inc();
+                    let age = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - entry.created;
+                    sink.metrics
+                        .latency
+                        .get_or_create(&labels)
+                        .observe(age.max(0) as f64 / 1e9);
+                    if let Err(e) = sink.outbox.done(&entry) {
+                        warn!(error = %e, "A delivered notification could not be removed from the outbox.");
+                    }
+                    sink.statuses.lock().expect("statuses lock poisoned").set(
+                        &entry,
+                        "delivered",
+                        attempts,
+                        None,
+                    );
+                    if resend.is_some() {
+                        for item in &entry.items {
+                            if item.resolved {
+                                firing.remove(&item.dedup_key);
+                            } else {
+                                firing.insert(item.dedup_key.clone(), item.clone());
+                            }
+                        }
+                    }
+                    break;
+                }
+                Attempt::Final(why) => {
+                    sink.metrics.failed.get_or_create(&labels).inc();
+                    warn!(sink = %sink.config.name, id = %entry.id, error = %why, "The receiver refused a notification for good.");
+                    if let Err(e) = sink.outbox.fail(&entry, &why) {
+                        warn!(error = %e, "A refused notification could not be moved aside.");
+                    }
+                    sink.statuses.lock().expect("statuses lock poisoned").set(
+                        &entry,
+                        "failed",
+                        attempts,
+                        Some(why),
+                    );
+                    break;
+                }
+                Attempt::Retry(why, after) => {
+                    sink.metrics.retried.get_or_create(&labels).inc();
+                    sink.statuses.lock().expect("statuses lock poisoned").set(
+                        &entry,
+                        "pending",
+                        attempts,
+                        Some(why.clone()),
+                    );
+                    // Full jitter, never less than what the receiver asked for.
+                    let jittered = wait.mul_f64(fastrand::f64());
+                    let delay = after.map_or(jittered, |a| a.max(jittered));
+                    info!(sink = %sink.config.name, id = %entry.id, attempts, error = %why, delay_ms = delay.as_millis() as u64, "Delivery failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                    wait = (wait * 2).min(sink.retry.max);
+                }
+            }
+        }
+        sink.metrics
+            .pending
+            .get_or_create(&labels)
+            .set(sink.outbox.pending() as i64);
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// One request for an entry.
+async fn attempt(sink: &Sink, entry: &Entry, n: u32) -> Attempt {
+    let link = sink.link_base.as_deref();
+    let (url, bodies): (String, Vec<serde_json::Value>) = match &sink.config.kind {
+        SinkKind::Pagerduty { url, .. } => (
+            url.clone(),
+            entry
+                .items
+                .iter()
+                .map(|i| message::pagerduty(i, &sink.routing_key, link))
+                .collect(),
+        ),
+        SinkKind::Alertmanager { url, .. } => (
+            format!("{}/api/v2/alerts", url.trim_end_matches('/')),
+            vec![message::alertmanager(&entry.items, &now_rfc3339(), link)],
+        ),
+        SinkKind::Slack { url } => (url.clone(), vec![message::slack(&entry.items)]),
+        SinkKind::Webhook { url, .. } => (
+            url.clone(),
+            vec![message::envelope(&entry.id, &entry.items, &now_rfc3339())],
+        ),
+    };
+    for body in bodies {
+        let body = serde_json::to_vec(&body).expect("payloads serialize");
+        let mut request = sink
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header(
+                "user-agent",
+                concat!("driftwatch/", env!("CARGO_PKG_VERSION")),
+            );
+        if matches!(sink.config.kind, SinkKind::Webhook { .. }) {
+            let timestamp = chrono::Utc::now().timestamp();
+            request = request
+                .header("webhook-id", &entry.id)
+                .header("webhook-timestamp", timestamp.to_string());
+            if let Some(secret) = &sink.secret {
+                request = request.header(
+                    "webhook-signature",
+                    secret.sign(&entry.id, timestamp, &body),
+                );
+            }
+        }
+        let response = match request.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => return Attempt::Retry(format!("attempt {n}: {e}"), None),
+        };
+        let status = response.status();
+        if status.is_success() {
+            continue;
+        }
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let why = format!(
+            "attempt {n}: {status} {}",
+            text.chars().take(200).collect::<String>()
+        );
+        return match status.as_u16() {
+            408 | 429 => Attempt::Retry(why, retry_after),
+            400..=499 => Attempt::Final(why),
+            _ => Attempt::Retry(why, retry_after),
+        };
+    }
+    Attempt::Delivered
+}
