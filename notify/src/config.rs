@@ -77,8 +77,10 @@ fn default_max() -> Duration {
     Duration::from_secs(300)
 }
 
+/// A sink. (Its keys are not checked for typos: serde cannot refuse unknown keys of
+/// a struct that flattens its kind.)
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub struct SinkConfig {
     pub name: String,
     #[serde(flatten)]
@@ -97,7 +99,7 @@ fn default_rate() -> f64 {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum SinkKind {
     /// PagerDuty Events API v2.
     #[serde(rename_all = "kebab-case")]

@@ -1,0 +1,318 @@
+//! Delivery against real HTTP receivers on loopback that fail on demand: retries with
+//! backoff, `Retry-After`, final 4xx, a dead sink beside a live one, grouping, signed
+//! webhooks, and an outbox that resumes after its runtime is torn down.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use notify::sign::Secret;
+use notify::{Item, Notifier, NotifyConfig, NotifyMetrics};
+use serde_json::{Value, json};
+
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// What a receiver saw: when, the headers that matter, the body.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    status: u16,
+    id: Option<String>,
+    signature_ok: Option<bool>,
+    body: Value,
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    /// Statuses to answer, in order (then 200); `(429, n)` adds `Retry-After: n`.
+    script: Arc<Mutex<VecDeque<(u16, Option<u64>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Receiver {
+    async fn start(script: &[(u16, Option<u64>)]) -> (String, Receiver) {
+        let r = Receiver {
+            script: Arc::new(Mutex::new(script.iter().copied().collect())),
+            seen: Arc::default(),
+        };
+        let state = r.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    let (status, after) = state
+                        .script
+                        .lock()
+                        .unwrap()
+                        .pop_front()
+                        .unwrap_or((200, None));
+                    let header = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let signature_ok = header("webhook-signature").map(|sig| {
+                        let ts: i64 = header("webhook-timestamp").unwrap().parse().unwrap();
+                        let fresh = (chrono::Utc::now().timestamp() - ts).abs() <= 300;
+                        fresh
+                            && Secret::parse(SECRET).unwrap().verify(
+                                &header("webhook-id").unwrap(),
+                                ts,
+                                &body,
+                                &sig,
+                            )
+                    });
+                    state.seen.lock().unwrap().push(Seen {
+                        at: Instant::now(),
+                        status,
+                        id: header("webhook-id"),
+                        signature_ok,
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    });
+                    let mut response = StatusCode::from_u16(status).unwrap().into_response();
+                    if let Some(s) = after {
+                        response.headers_mut().insert(
+                            "retry-after",
+                            HeaderValue::from_str(&s.to_string()).unwrap(),
+                        );
+                    }
+                    response
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/hook"), r)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn item(id: &str, service: &str) -> Item {
+    Item {
+        source: "alert".into(),
+        id: id.into(),
+        dedup_key: format!("k-{id}"),
+        service: service.into(),
+        kind: "process".into(),
+        severity: detect::Severity::High,
+        summary: format!("process drift in {service}: {id}"),
+        details: "never seen during learning".into(),
+        time: "2026-03-02T10:13:00Z".into(),
+        resolved: false,
+        references: vec![],
+        mitre: None,
+    }
+}
+
+fn config(outbox: &std::path::Path, sinks: &str, routes: &str) -> NotifyConfig {
+    toml::from_str(&format!(
+        "outbox-dir = {:?}\n[retry]\ninitial = \"50ms\"\nmax = \"200ms\"\n{sinks}\n{routes}",
+        outbox.display().to_string()
+    ))
+    .unwrap()
+}
+
+async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_backoff_and_retry_after_then_delivered_once_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, receiver) =
+        Receiver::start(&[(500, None), (503, None), (429, Some(1)), (200, None)]).await;
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\nrate = 100.0"
+        ),
+        "[[route]]\nname = \"all\"\nsink = \"hook\"",
+    );
+    let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+    notifier.submit(item("a1", "shop/api"));
+    until("delivery", Duration::from_secs(10), || {
+        receiver.seen().iter().any(|s| s.status == 200)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = receiver.seen();
+    assert_eq!(
+        seen.iter().map(|s| s.status).collect::<Vec<_>>(),
+        [500, 503, 429, 200]
+    );
+    // One id across every attempt, each attempt signed and fresh.
+    assert!(
+        seen.iter()
+            .all(|s| s.id == seen[0].id && s.signature_ok == Some(true))
+    );
+    // Retry-After: 1 was honoured.
+    assert!(seen[3].at - seen[2].at >= Duration::from_millis(950));
+    assert_eq!(seen[3].body["data"]["items"][0]["id"], "a1");
+    assert_eq!(seen[3].body["id"], json!(seen[0].id));
+    let status = notifier.statuses();
+    assert_eq!(status.len(), 1);
+    assert_eq!(
+        (status[0].state.as_str(), status[0].attempts),
+        ("delivered", 4)
+    );
+    // Delivered means gone from the outbox.
+    until("the outbox to empty", Duration::from_secs(2), || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count()
+            == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_400_is_final_and_a_dead_sink_holds_up_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, live_rx) = Receiver::start(&[]).await;
+    let (refusing, refusing_rx) = Receiver::start(&[(400, None)]).await;
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[sink]]\nname = \"dead\"\ntype = \"slack\"\nurl = \"http://127.0.0.1:1/hook\"\n\
+             [[sink]]\nname = \"live\"\ntype = \"slack\"\nurl = \"{live}\"\nrate = 100.0\n\
+             [[sink]]\nname = \"refusing\"\ntype = \"webhook\"\nurl = \"{refusing}\""
+        ),
+        "[[route]]\nname = \"a\"\nsink = \"dead\"\n[[route]]\nname = \"b\"\nsink = \"live\"\n\
+         [[route]]\nname = \"c\"\nsink = \"refusing\"\nmin-severity = \"critical\"",
+    );
+    let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+    let mut critical = item("c1", "shop/db");
+    critical.severity = detect::Severity::Critical;
+    notifier.submit(item("a1", "shop/api"));
+    notifier.submit(critical);
+    until("both on the live sink", Duration::from_secs(5), || {
+        live_rx.seen().len() == 2
+    })
+    .await;
+    until("the refusal", Duration::from_secs(5), || {
+        notifier.statuses().iter().any(|s| s.state == "failed")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The refusing receiver saw the critical one once, never again, and only it.
+    assert_eq!(refusing_rx.seen().len(), 1);
+    assert_eq!(refusing_rx.seen()[0].body["data"]["items"][0]["id"], "c1");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("failed"))
+            .unwrap()
+            .count(),
+        2
+    );
+    let statuses = notifier.statuses();
+    let dead: Vec<_> = statuses.iter().filter(|s| s.sink == "dead").collect();
+    assert_eq!(dead.len(), 2);
+    // Still pending there, in order: the first is being retried, the second waits.
+    assert!(dead.iter().all(|s| s.state == "pending"), "{dead:?}");
+    assert!(
+        dead.iter().any(|s| s.item == "a1" && s.attempts >= 2),
+        "{dead:?}"
+    );
+    assert!(
+        live_rx.seen()[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("process drift")
+    );
+}
+
+#[tokio::test]
+async fn a_burst_about_one_service_becomes_one_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, rx) = Receiver::start(&[]).await;
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[sink]]\nname = \"chat\"\ntype = \"slack\"\nurl = \"{url}\"\ngroup-window = \"300ms\""
+        ),
+        "[[route]]\nname = \"all\"\nsink = \"chat\"",
+    );
+    let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+    for id in ["a1", "a2", "a3"] {
+        notifier.submit(item(id, "shop/api"));
+    }
+    notifier.submit(item("b1", "shop/db"));
+    until("two messages", Duration::from_secs(5), || {
+        rx.seen().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let texts: Vec<String> = rx
+        .seen()
+        .iter()
+        .map(|s| s.body["text"].as_str().unwrap().to_owned())
+        .collect();
+    let api = texts
+        .iter()
+        .find(|t| t.contains("3 alerts about shop/api"))
+        .expect("grouped");
+    for id in ["a1", "a2", "a3"] {
+        assert!(api.contains(id));
+    }
+    assert!(texts.iter().any(|t| t.contains("shop/db: b1")));
+}
+
+#[test]
+fn the_outbox_resumes_after_the_runtime_is_torn_down() {
+    let dir = tempfile::tempdir().unwrap();
+    // First life: the receiver is down; the notification waits in the outbox.
+    let first = tokio::runtime::Runtime::new().unwrap();
+    first.block_on(async {
+        let cfg = config(
+            dir.path(),
+            "[[sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/hook\"",
+            "[[route]]\nname = \"all\"\nsink = \"hook\"",
+        );
+        let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+        notifier.submit(item("a1", "shop/api"));
+        until("an attempt", Duration::from_secs(5), || {
+            notifier.statuses().iter().any(|s| s.attempts >= 1)
+        })
+        .await;
+    });
+    first.shutdown_background();
+    // Second life: the receiver is up; the same notification arrives, once.
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let (url, rx) = Receiver::start(&[]).await;
+        let cfg = config(
+            dir.path(),
+            &format!("[[sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{url}\""),
+            "[[route]]\nname = \"all\"\nsink = \"hook\"",
+        );
+        let _notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+        until("the resumed delivery", Duration::from_secs(5), || {
+            rx.seen().len() == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = rx.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].body["data"]["items"][0]["id"], "a1");
+        assert!(seen[0].id.as_deref().unwrap().starts_with("msg_"));
+        assert_eq!(seen[0].signature_ok, None, "no secret, no signature");
+    });
+}
