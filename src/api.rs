@@ -226,6 +226,8 @@ pub struct Api {
     pub compliance: Option<crate::compliance::Compliance>,
     /// Where scheduled reports and their index are written.
     pub reports_dir: std::path::PathBuf,
+    /// Alert delivery, when configured: resolving an alert resolves it downstream.
+    pub notifier: Option<notify::Notifier>,
     pub audit: Arc<AuditLog>,
     /// Tokens by hash; empty means no authentication (loopback only).
     pub tokens: Vec<(String, Role, [u8; 32])>,
@@ -316,6 +318,7 @@ pub fn router(_api: Arc<Api>) -> axum::Router<Arc<Api>> {
         .route("/api/v1/reports", get(list_reports))
         .route("/api/v1/reports/{file}", get(get_report_file))
         .route("/api/v1/report", get(report_on_demand))
+        .route("/api/v1/notifications", get(notifications))
         .route("/api/v1/baselines", get(export_baselines))
         .route("/api/v1/baselines/import", post(import_baselines))
         .route("/api/v1/baselines/relearn", post(relearn))
@@ -424,6 +427,9 @@ async fn set_status(
     match detector.set_status(id, status) {
         Some(alert) => {
             let body = json!(alert);
+            if let (Some(n), AlertStatus::Resolved) = (&api.notifier, status) {
+                n.submit(notify::Item::from_alert(alert));
+            }
             drop(detector);
             api.audit.record(caller, action, id, "ok");
             Ok(Json(body))
@@ -941,6 +947,36 @@ async fn report_on_demand(
         format.render(&r),
     )
         .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationFilter {
+    /// An alert or finding id.
+    item: Option<String>,
+    sink: Option<String>,
+    /// `pending`, `delivered` or `failed`.
+    state: Option<String>,
+}
+
+/// Delivery status per alert (or finding) and sink.
+async fn notifications(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Query(f): Query<NotificationFilter>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let statuses: Vec<notify::Status> = api
+        .notifier
+        .as_ref()
+        .map(notify::Notifier::statuses)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| f.item.as_ref().is_none_or(|i| &s.item == i))
+        .filter(|s| f.sink.as_ref().is_none_or(|i| &s.sink == i))
+        .filter(|s| f.state.as_ref().is_none_or(|i| &s.state == i))
+        .collect();
+    Ok(Json(json!({ "notifications": statuses })))
 }
 
 async fn audit(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {

@@ -135,6 +135,7 @@ impl Compliance {
         config: &ComplianceConfig,
         metrics: ComplianceMetrics,
         print: bool,
+        notifier: Option<notify::Notifier>,
     ) -> anyhow::Result<Option<Compliance>> {
         if !config.enabled {
             return Ok(None);
@@ -156,7 +157,7 @@ impl Compliance {
         let cat = catalog.clone();
         std::thread::Builder::new()
             .name("compliance".into())
-            .spawn(move || run(rx, &worker, &cat, &m, print))
+            .spawn(move || run(rx, &worker, &cat, &m, print, notifier.as_ref()))
             .context("cannot start the compliance thread")?;
         Ok(Some(Compliance {
             tx,
@@ -225,6 +226,7 @@ fn run(
     catalog: &Catalog,
     metrics: &ComplianceMetrics,
     print: bool,
+    notifier: Option<&notify::Notifier>,
 ) {
     let mut out = Vec::new();
     // The counters a finding adds to, by control and status: one per framework the
@@ -278,6 +280,11 @@ fn run(
                 });
             for c in counted {
                 c.inc();
+            }
+            if let Some(n) = notifier
+                && f.status == Status::Fail
+            {
+                n.submit(notify::Item::from_finding(&f));
             }
             if print && f.status == Status::Fail {
                 println!(

@@ -43,6 +43,8 @@ pub struct Config {
     pub compliance: crate::compliance::ComplianceConfig,
     #[serde(default)]
     pub reports: crate::reports::ReportsConfig,
+    #[serde(default)]
+    pub notify: notify::NotifyConfig,
 }
 
 /// Full-text search over log lines (`[search]`).

@@ -49,6 +49,15 @@ pub async fn start(
     let mut registry = telemetry::registry();
     let ingest_metrics = IngestMetrics::register(&mut registry);
     let store_metrics = StoreMetrics::register(&mut registry);
+    let notifier = if config.notify.sinks.is_empty() {
+        None
+    } else {
+        let metrics = notify::NotifyMetrics::register(&mut registry);
+        Some(
+            notify::Notifier::start(&config.notify, metrics)
+                .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?,
+        )
+    };
     let stages = Stages {
         events: Arc::new(EventTable::new(config.store.clone())),
         detector: Arc::new(Mutex::new(detector)),
@@ -61,8 +70,10 @@ pub async fn start(
             &config.compliance,
             crate::compliance::ComplianceMetrics::register(&mut registry),
             print_alerts,
+            notifier.clone(),
         )?,
         reports: None,
+        notifier,
     };
     let mut stages = stages;
     stages.reports = crate::reports::Reports::start(

@@ -30,6 +30,8 @@ pub struct Args {
     pub report_every: Duration,
     /// Where the demo's compliance reports go.
     pub reports: std::path::PathBuf,
+    /// A receiver for alerts and failing findings (a signed generic webhook).
+    pub webhook: Option<String>,
 }
 
 /// The demo's PostgreSQL login and API tokens: printed at start, documented in the
@@ -85,6 +87,18 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
         ],
         webhook: None,
     }];
+    if let Some(url) = &args.webhook {
+        config.notify = toml::from_str(&format!(
+            "outbox-dir = {:?}\nlink-base = \"http://{}\"\n[[sink]]\nname = \"webhook\"\ntype = \"webhook\"\nurl = {url:?}\nrate = 50.0\n[[route]]\nname = \"everything\"\nsink = \"webhook\"\nfindings = true\n",
+            args.reports.join("outbox").display().to_string(),
+            args.http
+        ))
+        .context("--webhook")?;
+        config
+            .notify
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--webhook: {e}"))?;
+    }
     // The simulator compresses time, so its events run ahead of the wall clock by design.
     config.ingest.max_future_skew = Duration::from_secs(365 * 24 * 3600);
     telemetry::init_logging(&config.log);
@@ -195,9 +209,13 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
         simulate(simulator, producer, args.rate, sup.cancel.clone()),
     );
 
+    if let Some(url) = &args.webhook {
+        println!("  alerts and failing findings are delivered to {url} (unsigned JSON webhook)");
+    }
     let cancel = sup.cancel.clone();
     let totals = daemon.totals.clone();
     let events = daemon.stages.events.clone();
+    let notifier = daemon.stages.notifier.clone();
     let every = args.report_every;
     sup.spawn("reporter", async move {
         let mut tick = tokio::time::interval(every);
@@ -208,6 +226,16 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
                 _ = tick.tick() => {
                     let t = totals.lock().expect("totals lock poisoned").clone();
                     println!("{}", progress_line(&t, events.rows(), events.bytes()));
+                    if let Some(n) = &notifier {
+                        let statuses = n.statuses();
+                        let count = |state: &str| statuses.iter().filter(|s| s.state == state).count();
+                        println!(
+                            "notifications: {} delivered, {} pending, {} failed",
+                            count("delivered"),
+                            count("pending"),
+                            count("failed")
+                        );
+                    }
                 }
             }
         }

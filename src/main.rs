@@ -81,6 +81,10 @@ enum Command {
         /// Where compliance reports are written (HTML, JSON, CSV and an index).
         #[arg(long, default_value = "driftwatch-demo-reports")]
         reports: PathBuf,
+        /// Also deliver alerts and failing findings to this URL (a JSON webhook, e.g.
+        /// http://127.0.0.1:9000/hook); its outbox lives in the reports folder.
+        #[arg(long)]
+        webhook: Option<String>,
     },
     /// A compliance report made now by a running daemon (through its HTTP API).
     Report {
@@ -268,6 +272,7 @@ async fn main() -> ExitCode {
             postgres,
             report_every,
             reports,
+            webhook,
         } => {
             demo::demo(demo::Args {
                 duration,
@@ -278,6 +283,7 @@ async fn main() -> ExitCode {
                 postgres,
                 report_every,
                 reports,
+                webhook,
             })
             .await
         }

@@ -138,6 +138,8 @@ pub struct Stages {
     pub compliance: Option<crate::compliance::Compliance>,
     /// Scheduled compliance reports, moved by the event time of each batch.
     pub reports: Option<crate::reports::Reports>,
+    /// Alert delivery (`[notify]`), when sinks are configured.
+    pub notifier: Option<notify::Notifier>,
 }
 
 /// Periodic state files, and offsets committed only with them.
@@ -353,6 +355,9 @@ impl Stages {
             id = %alert.id, service = %alert.service, kind = alert.kind.as_str(), severity = ?alert.severity,
             subject = %alert.subject, "Drift alert."
         );
+        if let Some(n) = &self.notifier {
+            n.submit(notify::Item::from_alert(alert));
+        }
         if self.print_alerts {
             println!(
                 "ALERT {:?} {} {}: {}\n      {}{}",

@@ -69,8 +69,10 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             &config.compliance,
             crate::compliance::ComplianceMetrics::register(&mut registry),
             false,
+            None,
         )?,
         reports: None,
+        notifier: None,
     };
     let mut stages = stages;
     stages.reports =

@@ -264,6 +264,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
         log_index: None,
         compliance: None,
         reports: None,
+        notifier: None,
     };
     let (tx, rx) = mpsc::channel(source.channel_capacity());
     let cancel = tokio_util::sync::CancellationToken::new();
