@@ -1,11 +1,13 @@
 //! End-to-end tests: the real binary, a real Kafka-protocol broker (librdkafka's mock
 //! cluster) and real outside clients (`kcat`).
 
+mod alertmanager;
 mod common;
 mod demo_kcat;
 mod detection;
 mod kafka_ingest;
 mod logs_cli;
+mod notify_crash;
 mod replay_cli;
 mod reports;
 mod restart;
