@@ -538,6 +538,7 @@ fn search(
 fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     let schedules = config.reports.schedules()?;
+    config.notify.validate().map_err(anyhow::Error::msg)?;
     println!("{}: OK", path.display());
     match &config.kafka {
         Some(k) => {

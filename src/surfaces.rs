@@ -17,7 +17,7 @@ use crate::pipeline::Stages;
 use crate::supervisor::Supervisor;
 
 /// The tables SQL sees: `events`, `alerts`, `baselines`, `services`, `log_templates`,
-/// `audit`, `findings` and `posture`, each read afresh by every query.
+/// `audit`, `findings`, `posture` and `notifications`, each read afresh by every query.
 pub fn sql_engine(
     stages: &Stages,
     audit: Arc<AuditLog>,
