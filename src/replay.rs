@@ -57,6 +57,18 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     };
 
     let mut registry = telemetry::registry();
+    // Delivery only when the configuration names sinks (a backfill that should page).
+    let notifier = if config.notify.sinks.is_empty() {
+        None
+    } else {
+        Some(
+            notify::Notifier::start(
+                &config.notify,
+                notify::NotifyMetrics::register(&mut registry),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?,
+        )
+    };
     let stages = Stages {
         events: Arc::new(EventTable::new(config.store.clone())),
         detector: Arc::new(Mutex::new(Detector::new(config.detect.clone()))),
@@ -69,10 +81,10 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             &config.compliance,
             crate::compliance::ComplianceMetrics::register(&mut registry),
             false,
-            None,
+            notifier.clone(),
         )?,
         reports: None,
-        notifier: None,
+        notifier,
     };
     let mut stages = stages;
     stages.reports =
@@ -200,6 +212,18 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     eprintln!("  findings: {findings}");
     for p in reports {
         eprintln!("  report: {}", p.display());
+    }
+    if let Some(n) = &stages.notifier {
+        let drained = n.drain(Duration::from_secs(60)).await;
+        let statuses = n.statuses();
+        let count = |state: &str| statuses.iter().filter(|s| s.state == state).count();
+        eprintln!(
+            "  notifications: {} delivered, {} failed, {} pending{}",
+            count("delivered"),
+            count("failed"),
+            count("pending"),
+            if drained { "" } else { " (left in the outbox)" }
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! and 4xx other than 408 and 429 final.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -158,6 +159,8 @@ impl Statuses {
 pub struct Notifier {
     tx: mpsc::UnboundedSender<Item>,
     statuses: Arc<Mutex<Statuses>>,
+    /// Items submitted and not yet routed, plus items in open groups.
+    unrouted: Arc<AtomicUsize>,
 }
 
 /// What a sink task needs.
@@ -251,6 +254,7 @@ impl Notifier {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let unrouted: Arc<AtomicUsize> = Arc::default();
         tokio::spawn(route(
             config.clone(),
             rx,
@@ -258,14 +262,40 @@ impl Notifier {
             outbox,
             metrics,
             statuses.clone(),
+            unrouted.clone(),
         ));
-        Ok(Notifier { tx, statuses })
+        Ok(Notifier {
+            tx,
+            statuses,
+            unrouted,
+        })
     }
 
     /// Hands an alert or a failing finding to the routes; never waits.
     pub fn submit(&self, item: Item) {
+        self.unrouted.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(item).is_err() {
+            self.unrouted.fetch_sub(1, Ordering::Relaxed);
             warn!("The notifier has stopped; a notification was not queued.");
+        }
+    }
+
+    /// Waits until nothing is pending (or `timeout` passes); whether nothing is.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            let pending = {
+                let s = self.statuses.lock().expect("statuses lock poisoned");
+                s.by_key.values().any(|s| s.state == "pending")
+            };
+            // Items still being routed have no status yet.
+            if !pending && self.unrouted.load(Ordering::Relaxed) == 0 {
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -292,6 +322,7 @@ async fn route(
     outbox: Arc<Outbox>,
     metrics: NotifyMetrics,
     statuses: Arc<Mutex<Statuses>>,
+    unrouted: Arc<AtomicUsize>,
 ) {
     let windows: HashMap<&str, Duration> = config
         .sinks
@@ -351,9 +382,13 @@ async fn route(
             } => None,
         };
         if let Some(item) = item {
+            // Routed once every copy is emitted or grouped; groups count their items
+            // until they are emitted.
+            let mut grouped = 0;
             for r in config.routes.iter().filter(|r| r.matches(&item)) {
                 match windows.get(r.sink.as_str()) {
                     Some(window) => {
+                        grouped += 1;
                         groups
                             .entry((r.sink.clone(), item.service.clone()))
                             .or_insert_with(|| (Instant::now() + *window, Vec::new()))
@@ -363,6 +398,8 @@ async fn route(
                     None => emit(&r.sink, vec![item.clone()]),
                 }
             }
+            unrouted.fetch_add(grouped, Ordering::Relaxed);
+            unrouted.fetch_sub(1, Ordering::Relaxed);
         }
         let now = Instant::now();
         let due: Vec<(String, String)> = groups
@@ -372,7 +409,9 @@ async fn route(
             .collect();
         for key in due {
             if let Some((_, items)) = groups.remove(&key) {
+                let n = items.len();
                 emit(&key.0, items);
+                unrouted.fetch_sub(n, Ordering::Relaxed);
             }
         }
     }
