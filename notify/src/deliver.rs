@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::config::{NotifyConfig, RetryConfig, SinkConfig, SinkKind};
 use crate::message::{self, Item};
-use crate::outbox::{Entry, Outbox, OutboxError};
+use crate::outbox::{Entry, Outbox};
 use crate::sign::Secret;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -190,6 +190,7 @@ impl Notifier {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let mut senders: HashMap<String, mpsc::UnboundedSender<Entry>> = HashMap::new();
+        let mut sinks = Vec::new();
         for s in &config.sinks {
             let env = |name: &Option<String>| -> Result<Option<String>, String> {
                 name.as_ref()
@@ -231,7 +232,7 @@ impl Notifier {
                 metrics: metrics.clone(),
                 statuses: statuses.clone(),
             });
-            tokio::spawn(run_sink(sink, rx));
+            sinks.push((sink, rx));
             senders.insert(s.name.clone(), tx);
         }
         // What the outbox still held goes out first.
@@ -255,15 +256,26 @@ impl Notifier {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let unrouted: Arc<AtomicUsize> = Arc::default();
-        tokio::spawn(route(
-            config.clone(),
-            rx,
-            senders,
-            outbox,
-            metrics,
-            statuses.clone(),
-            unrouted.clone(),
-        ));
+        // Delivery runs on a thread and runtime of its own: outbox writes (fsync) and
+        // slow receivers never take time from the pipeline's runtime.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the delivery runtime: {e}"))?;
+        let (config, routing) = (config.clone(), (statuses.clone(), unrouted.clone()));
+        std::thread::Builder::new()
+            .name("notify".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    for (sink, rx) in sinks {
+                        tokio::spawn(run_sink(sink, rx));
+                    }
+                    // Until every handle is dropped; pending notifications stay in the
+                    // outbox for the next start.
+                    route(config, rx, senders, outbox, metrics, routing.0, routing.1).await;
+                });
+            })
+            .map_err(|e| format!("cannot start the delivery thread: {e}"))?;
         Ok(Notifier {
             tx,
             statuses,
@@ -333,7 +345,7 @@ async fn route(
         .collect();
     // Open groups: (sink, service) → (deadline, items).
     let mut groups: BTreeMap<(String, String), (Instant, Vec<Item>)> = BTreeMap::new();
-    let emit = |sink: &str, items: Vec<Item>| {
+    let entry = |sink: &str, items: Vec<Item>| {
         let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
         let action = if items.iter().all(|i| i.resolved) {
             "resolve"
@@ -342,37 +354,59 @@ async fn route(
         };
         let mut parts = vec![sink, action];
         parts.extend(ids);
-        let entry = Entry {
+        Entry {
             id: stable_id(&parts),
             sink: sink.to_owned(),
             created: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
             items,
-        };
-        let labels = NotifyMetrics::labels(sink);
-        match outbox.put(&entry) {
-            Ok(()) => {
-                metrics.pending.get_or_create(&labels).inc();
-                statuses
-                    .lock()
-                    .expect("statuses lock poisoned")
-                    .set(&entry, "pending", 0, None);
-                if let Some(tx) = senders.get(sink) {
-                    let _ = tx.send(entry);
-                }
-            }
+        }
+    };
+    // Entries are written to the outbox together, with one sync, then handed to sinks.
+    let commit = |batch: Vec<Entry>| {
+        if batch.is_empty() {
+            return;
+        }
+        let written = match outbox.put_all(&batch) {
+            Ok(n) => n,
             Err(e) => {
-                metrics.refused.get_or_create(&labels).inc();
-                let full = matches!(e, OutboxError::Full(_));
-                tracing::error!(sink, error = %e, full, "A notification could not be queued; it is lost.");
+                tracing::error!(error = %e, "The outbox could not be written; notifications are lost.");
+                0
+            }
+        };
+        let written = written.min(batch.len());
+        let mut batch = batch;
+        let refused = batch.split_off(written);
+        for e in &refused {
+            metrics
+                .refused
+                .get_or_create(&NotifyMetrics::labels(&e.sink))
+                .inc();
+            tracing::error!(sink = %e.sink, id = %e.id, limit = outbox.pending(), "The outbox is full; a notification is lost.");
+        }
+        let mut s = statuses.lock().expect("statuses lock poisoned");
+        for e in batch {
+            metrics
+                .pending
+                .get_or_create(&NotifyMetrics::labels(&e.sink))
+                .inc();
+            s.set(&e, "pending", 0, None);
+            if let Some(tx) = senders.get(&e.sink) {
+                let _ = tx.send(e);
             }
         }
     };
-    loop {
+    // At most this many items go into one outbox write.
+    const BATCH: usize = 512;
+    let mut open = true;
+    while open {
         let next_deadline = groups.values().map(|(d, _)| *d).min();
-        let item = tokio::select! {
+        let first = tokio::select! {
             item = rx.recv() => match item {
                 Some(i) => Some(i),
-                None => break,
+                None => {
+                    open = false;
+                    None
+                }
             },
             () = async {
                 match next_deadline {
@@ -381,10 +415,19 @@ async fn route(
                 }
             } => None,
         };
-        if let Some(item) = item {
-            // Routed once every copy is emitted or grouped; groups count their items
-            // until they are emitted.
-            let mut grouped = 0;
+        let mut items: Vec<Item> = first.into_iter().collect();
+        while items.len() < BATCH {
+            match rx.try_recv() {
+                Ok(i) => items.push(i),
+                Err(_) => break,
+            }
+        }
+        let received = items.len();
+        let mut batch = Vec::new();
+        // Routed once every copy is written or grouped; groups count their items
+        // until they are written.
+        let mut grouped = 0;
+        for item in items {
             for r in config.routes.iter().filter(|r| r.matches(&item)) {
                 match windows.get(r.sink.as_str()) {
                     Some(window) => {
@@ -395,28 +438,26 @@ async fn route(
                             .1
                             .push(item.clone());
                     }
-                    None => emit(&r.sink, vec![item.clone()]),
+                    None => batch.push(entry(&r.sink, vec![item.clone()])),
                 }
             }
-            unrouted.fetch_add(grouped, Ordering::Relaxed);
-            unrouted.fetch_sub(1, Ordering::Relaxed);
         }
         let now = Instant::now();
         let due: Vec<(String, String)> = groups
             .iter()
-            .filter(|(_, (d, _))| *d <= now)
+            .filter(|(_, (d, _))| *d <= now || !open)
             .map(|(k, _)| k.clone())
             .collect();
+        let mut flushed = 0;
         for key in due {
             if let Some((_, items)) = groups.remove(&key) {
-                let n = items.len();
-                emit(&key.0, items);
-                unrouted.fetch_sub(n, Ordering::Relaxed);
+                flushed += items.len();
+                batch.push(entry(&key.0, items));
             }
         }
-    }
-    for ((sink, _), (_, items)) in std::mem::take(&mut groups) {
-        emit(&sink, items);
+        unrouted.fetch_add(grouped, Ordering::Relaxed);
+        commit(batch);
+        unrouted.fetch_sub(received + flushed, Ordering::Relaxed);
     }
 }
 

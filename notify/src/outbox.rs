@@ -1,9 +1,18 @@
-//! The durable outbox: every notification is a file before delivery is tried, and is
-//! removed only once a receiver took it (or moved to `failed/` when a receiver refused
-//! it for good). A restart resumes whatever is still there.
+//! The durable outbox: every notification is appended to a log and the log is synced
+//! to disk before delivery is tried (one sync per batch of notifications). A
+//! notification leaves the outbox when a receiver took it, or when a receiver refused
+//! it for good (it is then also appended to `failed.jsonl` with why). A restart,
+//! also after a crash, resumes whatever was appended and not yet taken.
+//!
+//! Files: `pending.jsonl` (notifications, one per line), `settled.jsonl` (ids of those
+//! taken or refused), `failed.jsonl`. Both logs are compacted when the outbox opens,
+//! and emptied whenever nothing is pending.
 
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +24,7 @@ pub struct Entry {
     /// Stable across retries and restarts: `webhook-id`, the receivers' idempotency key.
     pub id: String,
     pub sink: String,
-    /// Unix nanoseconds when it was made; orders the outbox.
+    /// Unix nanoseconds when it was made.
     pub created: i64,
     pub items: Vec<Item>,
 }
@@ -38,103 +47,175 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
     }
 }
 
+struct Logs {
+    pending: File,
+    settled: File,
+    /// Ids appended to `pending.jsonl` and not settled.
+    open: HashSet<String>,
+}
+
 pub struct Outbox {
     dir: PathBuf,
     capacity: usize,
-    pending: AtomicUsize,
+    logs: Mutex<Logs>,
+}
+
+const PENDING: &str = "pending.jsonl";
+const SETTLED: &str = "settled.jsonl";
+const FAILED: &str = "failed.jsonl";
+
+fn append(path: &Path) -> Result<File, OutboxError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))
+}
+
+/// Lines of a log; a last line cut short by a crash is skipped.
+fn lines(path: &Path) -> Result<Vec<String>, OutboxError> {
+    match File::open(path) {
+        Ok(f) => Ok(BufReader::new(f).lines().map_while(Result::ok).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(path)(e)),
+    }
 }
 
 impl Outbox {
     /// Opens (or creates) an outbox; returns what it still holds, oldest first.
     pub fn open(dir: &Path, capacity: usize) -> Result<(Outbox, Vec<Entry>), OutboxError> {
-        std::fs::create_dir_all(dir.join("failed")).map_err(io(dir))?;
-        let mut entries = Vec::new();
-        for file in std::fs::read_dir(dir).map_err(io(dir))? {
-            let path = file.map_err(io(dir))?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                match std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
-                {
-                    Some(e) => entries.push(e),
-                    // A file cut short by a crash while it was written: the rename never
-                    // happened, so it is a temporary; anything else unreadable is kept.
-                    None => {
-                        tracing::warn!(file = %path.display(), "Unreadable outbox entry left in place.")
-                    }
-                }
-            }
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let settled: HashSet<String> = lines(&dir.join(SETTLED))?.into_iter().collect();
+        let mut seen = HashSet::new();
+        let held: Vec<Entry> = lines(&dir.join(PENDING))?
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+            .filter(|e| !settled.contains(&e.id) && seen.insert(e.id.clone()))
+            .collect();
+        // Compact: the pending log becomes what is held, the settled log empty.
+        let tmp = dir.join("pending.jsonl.tmp");
+        let mut body = Vec::new();
+        for e in &held {
+            serde_json::to_writer(&mut body, e).expect("entries serialize");
+            body.push(b'\n');
         }
-        entries.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(PENDING))?;
+            File::create(dir.join(SETTLED))?.sync_all()?;
+            File::open(dir)?.sync_all()
+        };
+        write().map_err(io(dir))?;
         let outbox = Outbox {
             dir: dir.to_owned(),
             capacity,
-            pending: AtomicUsize::new(entries.len()),
+            logs: Mutex::new(Logs {
+                pending: append(&dir.join(PENDING))?,
+                settled: append(&dir.join(SETTLED))?,
+                open: held.iter().map(|e| e.id.clone()).collect(),
+            }),
         };
-        Ok((outbox, entries))
-    }
-
-    fn path(&self, e: &Entry) -> PathBuf {
-        let id: String =
-            e.id.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-        self.dir.join(format!("{:020}-{id}.json", e.created.max(0)))
+        Ok((outbox, held))
     }
 
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        self.logs.lock().expect("outbox lock poisoned").open.len()
     }
 
-    /// Writes an entry durably (temporary file, fsync, rename, fsync of the folder).
-    pub fn put(&self, e: &Entry) -> Result<(), OutboxError> {
-        let n = self.pending.fetch_add(1, Ordering::Relaxed);
-        if n >= self.capacity {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            return Err(OutboxError::Full(n));
+    /// Appends entries and syncs once; the ones past the limit are refused. Returns
+    /// how many were written (the first ones; fewer than given when the outbox is full).
+    pub fn put_all(&self, entries: &[Entry]) -> Result<usize, OutboxError> {
+        let mut logs = self.logs.lock().expect("outbox lock poisoned");
+        let room = self.capacity.saturating_sub(logs.open.len());
+        let take = entries.len().min(room);
+        let mut body = Vec::new();
+        for e in &entries[..take] {
+            serde_json::to_writer(&mut body, e).expect("entries serialize");
+            body.push(b'\n');
         }
-        let path = self.path(e);
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(e).expect("entries serialize"))?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|err| {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            io(&path)(err)
-        })
+        let path = self.dir.join(PENDING);
+        if take > 0 {
+            logs.pending.write_all(&body).map_err(io(&path))?;
+            logs.pending.sync_data().map_err(io(&path))?;
+            for e in &entries[..take] {
+                logs.open.insert(e.id.clone());
+            }
+        }
+        Ok(take)
     }
 
-    /// Removes a delivered entry.
+    pub fn put(&self, e: &Entry) -> Result<(), OutboxError> {
+        match self.put_all(std::slice::from_ref(e))? {
+            0 => Err(OutboxError::Full(self.pending())),
+            _ => Ok(()),
+        }
+    }
+
+    fn settle(&self, e: &Entry) -> Result<(), OutboxError> {
+        let mut logs = self.logs.lock().expect("outbox lock poisoned");
+        let path = self.dir.join(SETTLED);
+        // Not synced: after a crash a settled notification may be sent again, with the
+        // same id, which receivers deduplicate.
+        writeln!(logs.settled, "{}", e.id).map_err(io(&path))?;
+        logs.open.remove(&e.id);
+        if logs.open.is_empty() {
+            // Nothing pending: both logs start over.
+            logs.pending
+                .set_len(0)
+                .map_err(io(&self.dir.join(PENDING)))?;
+            logs.settled.set_len(0).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// A receiver took the entry.
     pub fn done(&self, e: &Entry) -> Result<(), OutboxError> {
-        let path = self.path(e);
-        std::fs::remove_file(&path).map_err(io(&path))?;
-        self.pending.fetch_sub(1, Ordering::Relaxed);
-        Ok(())
+        self.settle(e)
     }
 
-    /// Moves an entry a receiver refused for good to `failed/`, with why.
+    /// A receiver refused the entry for good: it goes to `failed.jsonl` with why.
     pub fn fail(&self, e: &Entry, why: &str) -> Result<(), OutboxError> {
-        let path = self.path(e);
-        let target = self
-            .dir
-            .join("failed")
-            .join(path.file_name().expect("entries have file names"));
-        std::fs::rename(&path, &target).map_err(io(&path))?;
-        let _ = std::fs::write(target.with_extension("error"), why);
-        self.pending.fetch_sub(1, Ordering::Relaxed);
-        Ok(())
+        let path = self.dir.join(FAILED);
+        let mut line = serde_json::to_vec(&serde_json::json!({ "entry": e, "error": why }))
+            .expect("entries serialize");
+        line.push(b'\n');
+        append(&path)?.write_all(&line).map_err(io(&path))?;
+        self.settle(e)
     }
+
+    /// The entries a receiver refused for good, with why.
+    pub fn failed(&self) -> Vec<(Entry, String)> {
+        lines(&self.dir.join(FAILED))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| {
+                Some((
+                    serde_json::from_value(v["entry"].clone()).ok()?,
+                    v["error"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The ids an outbox folder holds pending (for tools and tests; the outbox need not be
+/// open).
+pub fn pending_ids(dir: &Path) -> Vec<String> {
+    let settled: HashSet<String> = lines(&dir.join(SETTLED))
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut seen = HashSet::new();
+    lines(&dir.join(PENDING))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+        .filter(|e| !settled.contains(&e.id) && seen.insert(e.id.clone()))
+        .map(|e| e.id)
+        .collect()
 }
 
 #[cfg(test)]
@@ -151,13 +232,18 @@ mod tests {
     }
 
     #[test]
-    fn entries_survive_reopening_until_done_and_the_outbox_is_bounded() {
+    fn entries_survive_reopening_until_settled_and_the_outbox_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let (outbox, held) = Outbox::open(dir.path(), 3).unwrap();
         assert!(held.is_empty());
-        outbox.put(&entry("b", 2)).unwrap();
         outbox.put(&entry("a", 1)).unwrap();
-        outbox.put(&entry("c/../x", 3)).unwrap();
+        assert_eq!(
+            outbox
+                .put_all(&[entry("b", 2), entry("c/../x", 3)])
+                .unwrap(),
+            2
+        );
+        assert_eq!(outbox.put_all(&[entry("e", 5)]).unwrap(), 0);
         assert!(matches!(
             outbox.put(&entry("d", 4)),
             Err(OutboxError::Full(3))
@@ -165,21 +251,33 @@ mod tests {
         drop(outbox);
         let (outbox, held) = Outbox::open(dir.path(), 3).unwrap();
         let ids: Vec<&str> = held.iter().map(|e| e.id.as_str()).collect();
-        assert_eq!(
-            ids,
-            ["a", "b", "c/../x"],
-            "oldest first, ids kept as they were"
-        );
+        assert_eq!(ids, ["a", "b", "c/../x"], "in order, ids kept as they were");
         outbox.done(&held[0]).unwrap();
         outbox.fail(&held[1], "400 Bad Request").unwrap();
         assert_eq!(outbox.pending(), 1);
-        let (_, held) = Outbox::open(dir.path(), 3).unwrap();
+        assert_eq!(pending_ids(dir.path()), ["c/../x"]);
+        let (outbox, held) = Outbox::open(dir.path(), 3).unwrap();
         assert_eq!(held.len(), 1);
+        assert_eq!(outbox.failed()[0].1, "400 Bad Request");
+        // Settling the last one empties the logs.
+        outbox.done(&held[0]).unwrap();
         assert_eq!(
-            std::fs::read_dir(dir.path().join("failed"))
-                .unwrap()
-                .count(),
-            2
+            std::fs::metadata(dir.path().join(PENDING)).unwrap().len(),
+            0
         );
+        let (_, held) = Outbox::open(dir.path(), 3).unwrap();
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(dir.path(), 10).unwrap();
+        outbox.put(&entry("a", 1)).unwrap();
+        drop(outbox);
+        let mut f = append(&dir.path().join(PENDING)).unwrap();
+        f.write_all(br#"{"id":"b","sink":"ho"#).unwrap();
+        let (_, held) = Outbox::open(dir.path(), 10).unwrap();
+        assert_eq!(held.len(), 1);
     }
 }

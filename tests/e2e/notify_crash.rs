@@ -48,19 +48,9 @@ fn demo(reports: &Path, webhook: &str) -> Killed {
     )
 }
 
-/// The ids of the notifications in the outbox, from the entries' JSON.
+/// The ids of the notifications the outbox holds.
 fn pending(outbox: &Path) -> Vec<String> {
-    std::fs::read_dir(outbox)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .filter_map(|p| std::fs::read(p).ok())
-                .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .filter_map(|v| v["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    notify::outbox::pending_ids(outbox)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
