@@ -199,6 +199,7 @@ async fn psql_and_psycopg_run_every_dashboard_query_as_grafana_sends_it() {
         "audit",
         "findings",
         "posture",
+        "notifications",
     ] {
         assert!(
             out.contains(&format!(" {table} ")),
@@ -233,6 +234,7 @@ async fn psql_and_psycopg_run_every_dashboard_query_as_grafana_sends_it() {
             "events",
             "findings",
             "log_templates",
+            "notifications",
             "posture",
             "services"
         ]
