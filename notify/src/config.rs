@@ -92,6 +92,13 @@ pub struct SinkConfig {
     /// and webhooks; PagerDuty and Alertmanager keep one identity per alert). 0: none.
     #[serde(with = "humantime_serde", default)]
     pub group_window: Duration,
+    /// How long one request may take before it counts as failed (and is retried).
+    #[serde(with = "humantime_serde", default = "default_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_rate() -> f64 {

@@ -611,6 +611,7 @@ async fn attempt(sink: &Sink, entry: &Entry, n: u32) -> Attempt {
         let mut request = sink
             .http
             .post(&url)
+            .timeout(sink.config.timeout)
             .header("content-type", "application/json")
             .header(
                 "user-agent",

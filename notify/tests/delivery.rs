@@ -303,3 +303,52 @@ fn the_outbox_resumes_after_the_runtime_is_torn_down() {
         assert_eq!(seen[0].signature_ok, None, "no secret, no signature");
     });
 }
+
+#[tokio::test]
+async fn a_slow_receiver_times_out_and_the_retry_keeps_the_id() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first answer comes after a second; the sink waits 200 ms.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let state = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap| {
+            let state = state.clone();
+            async move {
+                let first = state.lock().unwrap().is_empty();
+                let id = headers["webhook-id"].to_str().unwrap().to_owned();
+                state.lock().unwrap().push(id);
+                if first {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/hook\"\ntimeout = \"200ms\""
+        ),
+        "[[route]]\nname = \"all\"\nsink = \"hook\"",
+    );
+    let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+    notifier.submit(item("a1", "shop/api"));
+    until(
+        "delivery after the timeout",
+        Duration::from_secs(10),
+        || notifier.statuses().iter().any(|s| s.state == "delivered"),
+    )
+    .await;
+    let status = &notifier.statuses()[0];
+    assert!(status.attempts >= 2, "{status:?}");
+    let seen = seen.lock().unwrap();
+    // Both attempts carried the same id, so a receiver that deduplicates keeps one.
+    assert!(
+        seen.len() >= 2 && seen.iter().all(|id| *id == seen[0]),
+        "{seen:?}"
+    );
+}
