@@ -77,10 +77,13 @@ fn default_max() -> Duration {
     Duration::from_secs(300)
 }
 
-/// A sink. (Its keys are not checked for typos: serde cannot refuse unknown keys of
-/// a struct that flattens its kind.)
+/// A sink. Unknown keys are refused, naming the sink and the keys its type takes
+/// (serde's own check does not work through the flattened kind).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(
+    rename_all = "kebab-case",
+    try_from = "serde_json::Map<String, serde_json::Value>"
+)]
 pub struct SinkConfig {
     pub name: String,
     #[serde(flatten)]
@@ -99,6 +102,69 @@ pub struct SinkConfig {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+/// The same fields, read after the keys are checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct CheckedSink {
+    name: String,
+    #[serde(flatten)]
+    kind: SinkKind,
+    #[serde(default = "default_rate")]
+    rate: f64,
+    #[serde(with = "humantime_serde", default)]
+    group_window: Duration,
+    #[serde(with = "humantime_serde", default = "default_timeout")]
+    timeout: Duration,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for SinkConfig {
+    type Error = String;
+
+    fn try_from(raw: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let name = raw
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("?")
+            .to_owned();
+        let kind = raw.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+        let own: &[&str] = match kind {
+            "pagerduty" => &["url", "routing-key", "routing-key-env"],
+            "alertmanager" => &["url", "resend-interval"],
+            "slack" => &["url"],
+            "webhook" => &["url", "secret", "secret-env"],
+            other => {
+                return Err(format!(
+                    "notify sink {name:?}: type {other:?} is not pagerduty, alertmanager, slack or webhook"
+                ));
+            }
+        };
+        let common = ["name", "type", "rate", "group-window", "timeout"];
+        if let Some(unknown) = raw
+            .keys()
+            .find(|k| !common.contains(&k.as_str()) && !own.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "notify sink {name:?}: unknown key {unknown:?} (a {kind} sink takes {})",
+                common
+                    .iter()
+                    .chain(own)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let s: CheckedSink = serde_json::from_value(serde_json::Value::Object(raw))
+            .map_err(|e| format!("notify sink {name:?}: {e}"))?;
+        Ok(SinkConfig {
+            name: s.name,
+            kind: s.kind,
+            rate: s.rate,
+            group_window: s.group_window,
+            timeout: s.timeout,
+        })
+    }
 }
 
 fn default_rate() -> f64 {
@@ -253,5 +319,58 @@ impl NotifyConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<NotifyConfig, String> {
+        let c: NotifyConfig = toml::from_str(s).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn sinks_and_routes_are_checked() {
+        let ok = parse(
+            "[[sink]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\nresend-interval = \"30s\"\n[[route]]\nname = \"r\"\nsink = \"am\"\nmin-severity = \"high\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.sinks[0].rate, 2.0);
+        for (bad, says) in [
+            (
+                "[[sink]]\nname = \"s\"\ntype = \"slack\"\nurll = \"http://x\"",
+                "unknown key \"urll\"",
+            ),
+            (
+                "[[sink]]\nname = \"s\"\ntype = \"teams\"\nurl = \"http://x\"",
+                "type \"teams\"",
+            ),
+            (
+                "[[sink]]\nname = \"s\"\ntype = \"slack\"\nurl = \"ftp://x\"",
+                "not an http(s) URL",
+            ),
+            (
+                "[[sink]]\nname = \"p\"\ntype = \"pagerduty\"",
+                "routing-key",
+            ),
+            (
+                "[[sink]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"http://x\"\nsecret = \"whsec_!!\"",
+                "base64",
+            ),
+            (
+                "[[route]]\nname = \"r\"\nsink = \"nowhere\"",
+                "names no sink",
+            ),
+            (
+                "[[sink]]\nname = \"s\"\ntype = \"slack\"\nurl = \"http://x\"\n[[route]]\nname = \"r\"\nsink = \"s\"\nframeworks = [\"sox\"]",
+                "unknown framework",
+            ),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }
