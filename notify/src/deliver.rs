@@ -37,6 +37,7 @@ pub struct NotifyMetrics {
     refused: Family<SinkLabels, Counter>,
     pending: Family<SinkLabels, Gauge>,
     latency: Family<SinkLabels, Histogram, fn() -> Histogram>,
+    limit: Gauge,
 }
 
 impl Default for NotifyMetrics {
@@ -48,6 +49,7 @@ impl Default for NotifyMetrics {
             refused: Family::default(),
             pending: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            limit: Gauge::default(),
         }
     }
 }
@@ -83,6 +85,11 @@ impl NotifyMetrics {
             "notifications_pending",
             "Notifications waiting in the outbox",
             m.pending.clone(),
+        );
+        registry.register(
+            "notifications_outbox_limit",
+            "Notifications the outbox holds at most ([notify] max-pending)",
+            m.limit.clone(),
         );
         registry.register(
             "notification_latency_seconds",
@@ -184,6 +191,9 @@ impl Notifier {
         let (outbox, held) =
             Outbox::open(&config.outbox_dir, config.max_pending).map_err(|e| e.to_string())?;
         let outbox = Arc::new(outbox);
+        metrics
+            .limit
+            .set(i64::try_from(config.max_pending).unwrap_or(i64::MAX));
         let statuses: Arc<Mutex<Statuses>> = Arc::default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -192,6 +202,14 @@ impl Notifier {
         let mut senders: HashMap<String, mpsc::UnboundedSender<Entry>> = HashMap::new();
         let mut sinks = Vec::new();
         for s in &config.sinks {
+            // Every sink's series exist from the start, so that rules on their increase
+            // see the first failure.
+            let labels = NotifyMetrics::labels(&s.name);
+            metrics.sent.get_or_create(&labels).inc_by(0);
+            metrics.failed.get_or_create(&labels).inc_by(0);
+            metrics.retried.get_or_create(&labels).inc_by(0);
+            metrics.refused.get_or_create(&labels).inc_by(0);
+            metrics.pending.get_or_create(&labels).set(0);
             let env = |name: &Option<String>| -> Result<Option<String>, String> {
                 name.as_ref()
                     .map(|n| {

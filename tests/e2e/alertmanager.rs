@@ -173,3 +173,56 @@ async fn alertmanager_routes_driftwatch_alerts_without_duplicates_and_resolves_t
         "no duplicate firing notification: {seen:#?}"
     );
 }
+
+/// The Prometheus rules shipped for driftwatch's own delivery health pass `promtool`'s
+/// checks and unit tests, and name metrics driftwatch exports.
+#[tokio::test]
+async fn the_delivery_alerting_rules_pass_promtool_and_name_real_metrics() {
+    let promtool = require_program("promtool");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/prometheus");
+    for args in [
+        ["check", "rules", "driftwatch-rules.yml"],
+        ["test", "rules", "driftwatch-rules.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut registry = driftwatch::telemetry::registry();
+    let metrics = notify::NotifyMetrics::register(&mut registry);
+    let outbox = tempfile::tempdir().unwrap();
+    let config: notify::NotifyConfig = toml::from_str(&format!(
+        "outbox-dir = {:?}\nmax-pending = 500\n[[sink]]\nname = \"s\"\ntype = \"slack\"\nurl = \"http://127.0.0.1:1/\"\n",
+        outbox.path().display().to_string()
+    ))
+    .unwrap();
+    let _notifier = notify::Notifier::start(&config, metrics).unwrap();
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("driftwatch_notifications_outbox_limit 500"),
+        "{text}"
+    );
+    let rules = std::fs::read_to_string(dir.join("driftwatch-rules.yml")).unwrap();
+    for name in [
+        "driftwatch_notifications_refused_total",
+        "driftwatch_notifications_pending",
+        "driftwatch_notifications_failed_total",
+    ] {
+        assert!(rules.contains(name));
+        // Counters are declared without `_total`; their samples carry it.
+        let declared = name.trim_end_matches("_total");
+        assert!(
+            text.contains(&format!("# TYPE {declared} ")),
+            "{declared} not exported:\n{text}"
+        );
+    }
+}
