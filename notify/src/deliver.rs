@@ -255,16 +255,16 @@ impl Notifier {
         }
         // What the outbox still held goes out first.
         for e in held {
-            metrics
-                .pending
-                .get_or_create(&NotifyMetrics::labels(&e.sink))
-                .inc();
-            statuses
-                .lock()
-                .expect("statuses lock poisoned")
-                .set(&e, "pending", 0, None);
             match senders.get(&e.sink) {
                 Some(tx) => {
+                    metrics
+                        .pending
+                        .get_or_create(&NotifyMetrics::labels(&e.sink))
+                        .inc();
+                    statuses
+                        .lock()
+                        .expect("statuses lock poisoned")
+                        .set(&e, "pending", 0, None);
                     let _ = tx.send(e);
                 }
                 None => {
@@ -314,12 +314,14 @@ impl Notifier {
     pub async fn drain(&self, timeout: Duration) -> bool {
         let start = Instant::now();
         loop {
+            // Items still being routed have no status yet: they are counted first, so
+            // that one routed in between shows as pending.
+            let unrouted = self.unrouted.load(Ordering::Acquire);
             let pending = {
                 let s = self.statuses.lock().expect("statuses lock poisoned");
                 s.by_key.values().any(|s| s.state == "pending")
             };
-            // Items still being routed have no status yet.
-            if !pending && self.unrouted.load(Ordering::Relaxed) == 0 {
+            if !pending && unrouted == 0 {
                 return true;
             }
             if start.elapsed() >= timeout {
@@ -446,17 +448,26 @@ async fn route(
         // until they are written.
         let mut grouped = 0;
         for item in items {
-            for r in config.routes.iter().filter(|r| r.matches(&item)) {
-                match windows.get(r.sink.as_str()) {
+            // One copy per sink, however many of its routes match.
+            let mut sinks: Vec<&str> = config
+                .routes
+                .iter()
+                .filter(|r| r.matches(&item))
+                .map(|r| r.sink.as_str())
+                .collect();
+            sinks.sort_unstable();
+            sinks.dedup();
+            for sink in sinks {
+                match windows.get(sink) {
                     Some(window) => {
                         grouped += 1;
                         groups
-                            .entry((r.sink.clone(), item.service.clone()))
+                            .entry((sink.to_owned(), item.service.clone()))
                             .or_insert_with(|| (Instant::now() + *window, Vec::new()))
                             .1
                             .push(item.clone());
                     }
-                    None => batch.push(entry(&r.sink, vec![item.clone()])),
+                    None => batch.push(entry(sink, vec![item.clone()])),
                 }
             }
         }
@@ -475,7 +486,7 @@ async fn route(
         }
         unrouted.fetch_add(grouped, Ordering::Relaxed);
         commit(batch);
-        unrouted.fetch_sub(received + flushed, Ordering::Relaxed);
+        unrouted.fetch_sub(received + flushed, Ordering::Release);
     }
 }
 
@@ -594,7 +605,7 @@ async fn run_sink(sink: Arc<Sink>, mut rx: mpsc::UnboundedReceiver<Entry>) {
         sink.metrics
             .pending
             .get_or_create(&labels)
-            .set(sink.outbox.pending() as i64);
+            .set(sink.outbox.pending_for(&sink.config.name) as i64);
     }
 }
 

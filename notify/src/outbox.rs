@@ -8,7 +8,7 @@
 //! taken or refused), `failed.jsonl`. Both logs are compacted when the outbox opens,
 //! and emptied whenever nothing is pending.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -50,14 +50,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
 struct Logs {
     pending: File,
     settled: File,
-    /// Ids appended to `pending.jsonl` and not settled.
-    open: HashSet<String>,
+    /// Ids appended to `pending.jsonl` and not settled, with their sink.
+    open: HashMap<String, String>,
 }
 
 pub struct Outbox {
     dir: PathBuf,
     capacity: usize,
     logs: Mutex<Logs>,
+    /// Held for the outbox's life: one process per outbox folder.
+    _lock: File,
 }
 
 const PENDING: &str = "pending.jsonl";
@@ -85,6 +87,22 @@ impl Outbox {
     /// Opens (or creates) an outbox; returns what it still holds, oldest first.
     pub fn open(dir: &Path, capacity: usize) -> Result<(Outbox, Vec<Entry>), OutboxError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        // A previous owner in this process may still be shutting down: wait a little.
+        let mut tries = 0;
+        while lock.try_lock().is_err() {
+            tries += 1;
+            if tries == 40 {
+                return Err(OutboxError::Io {
+                    path: lock_path,
+                    source: std::io::Error::other(
+                        "another driftwatch process uses this outbox (give each its own outbox-dir)",
+                    ),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let settled: HashSet<String> = lines(&dir.join(SETTLED))?.into_iter().collect();
         let mut seen = HashSet::new();
         let held: Vec<Entry> = lines(&dir.join(PENDING))?
@@ -114,14 +132,24 @@ impl Outbox {
             logs: Mutex::new(Logs {
                 pending: append(&dir.join(PENDING))?,
                 settled: append(&dir.join(SETTLED))?,
-                open: held.iter().map(|e| e.id.clone()).collect(),
+                open: held
+                    .iter()
+                    .map(|e| (e.id.clone(), e.sink.clone()))
+                    .collect(),
             }),
+            _lock: lock,
         };
         Ok((outbox, held))
     }
 
     pub fn pending(&self) -> usize {
         self.logs.lock().expect("outbox lock poisoned").open.len()
+    }
+
+    /// Pending notifications of one sink.
+    pub fn pending_for(&self, sink: &str) -> usize {
+        let logs = self.logs.lock().expect("outbox lock poisoned");
+        logs.open.values().filter(|s| *s == sink).count()
     }
 
     /// Appends entries and syncs once; the ones past the limit are refused. Returns
@@ -137,10 +165,19 @@ impl Outbox {
         }
         let path = self.dir.join(PENDING);
         if take > 0 {
-            logs.pending.write_all(&body).map_err(io(&path))?;
-            logs.pending.sync_data().map_err(io(&path))?;
+            // A write that fails part way is cut back, so that the next entry does not
+            // join a broken line.
+            let before = logs.pending.metadata().map_err(io(&path))?.len();
+            let written = logs
+                .pending
+                .write_all(&body)
+                .and_then(|()| logs.pending.sync_data());
+            if let Err(e) = written {
+                let _ = logs.pending.set_len(before);
+                return Err(io(&path)(e));
+            }
             for e in &entries[..take] {
-                logs.open.insert(e.id.clone());
+                logs.open.insert(e.id.clone(), e.sink.clone());
             }
         }
         Ok(take)
@@ -256,6 +293,7 @@ mod tests {
         outbox.fail(&held[1], "400 Bad Request").unwrap();
         assert_eq!(outbox.pending(), 1);
         assert_eq!(pending_ids(dir.path()), ["c/../x"]);
+        drop(outbox);
         let (outbox, held) = Outbox::open(dir.path(), 3).unwrap();
         assert_eq!(held.len(), 1);
         assert_eq!(outbox.failed()[0].1, "400 Bad Request");
@@ -265,8 +303,19 @@ mod tests {
             std::fs::metadata(dir.path().join(PENDING)).unwrap().len(),
             0
         );
+        drop(outbox);
         let (_, held) = Outbox::open(dir.path(), 3).unwrap();
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn one_outbox_has_one_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = Outbox::open(dir.path(), 10).unwrap();
+        let err = Outbox::open(dir.path(), 10).err().unwrap().to_string();
+        assert!(err.contains("another driftwatch process"), "{err}");
+        drop(first);
+        assert!(Outbox::open(dir.path(), 10).is_ok());
     }
 
     #[test]
