@@ -282,7 +282,7 @@ fn run(
                 c.inc();
             }
             if let Some(n) = notifier
-                && f.status == Status::Fail
+                && (f.status == Status::Fail || f.clears_failure)
             {
                 n.submit(notify::Item::from_finding(&f));
             }

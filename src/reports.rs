@@ -225,7 +225,17 @@ pub fn write(
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
-    let mut index = read_index(dir);
+    let index_path = dir.join("index.json");
+    let mut index = match std::fs::read_to_string(&index_path) {
+        Ok(s) => serde_json::from_str::<Vec<IndexEntry>>(&s).with_context(|| {
+            format!(
+                "{} is not a reports index; move it aside to start a new one",
+                index_path.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", index_path.display())),
+    };
     index.retain(|e| {
         e.files
             .values()
@@ -252,9 +262,11 @@ pub fn write(
     });
     index.sort_by(|a, b| (&b.generated_at, &a.name).cmp(&(&a.generated_at, &b.name)));
     let json = serde_json::to_string_pretty(&index).context("cannot serialize the index")? + "\n";
-    std::fs::write(dir.join("index.json"), json).context("cannot write the reports index")?;
-    std::fs::write(dir.join("index.html"), index_html(&index))
-        .context("cannot write the reports index")?;
+    for (name, body) in [("index.json", json), ("index.html", index_html(&index))] {
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, body).context("cannot write the reports index")?;
+        std::fs::rename(&tmp, dir.join(name)).context("cannot write the reports index")?;
+    }
     Ok(written)
 }
 

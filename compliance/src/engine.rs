@@ -150,6 +150,10 @@ pub struct Finding {
     /// Why a control did not apply, when it could not be evaluated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The service failed this control until this finding (a failure to resolve
+    /// downstream, e.g. in paging).
+    #[serde(skip)]
+    pub clears_failure: bool,
 }
 
 // Shared parts of findings serialize as what they hold.
@@ -603,6 +607,9 @@ impl Engine {
                 evidence: sh.evidence.clone(),
                 facts: facts.clone(),
                 note,
+                clears_failure: held.as_ref().is_some_and(|p| p.status == Status::Fail)
+                    && judged
+                    && status != Status::Fail,
             };
             match held {
                 _ if !judged => {}

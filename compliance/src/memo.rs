@@ -181,13 +181,19 @@ fn write_value(input: &Input, values: &Values<'_>, out: &mut Vec<u8>) {
         out.push(b'1');
         return;
     }
+    // Where the selection stopped matters too: a missing key, or a value that is not an
+    // object, at one depth errs differently from another.
+    let mut depth = 0u8;
     for field in fields {
-        // Selecting below a value that is not an object gives what that value gives.
         match value {
-            Some(serde_json::Value::Object(o)) => value = o.get(field),
+            Some(serde_json::Value::Object(o)) => {
+                value = o.get(field);
+                depth += 1;
+            }
             _ => break,
         }
     }
+    out.push(depth);
     match value {
         Some(v) => {
             out.push(b'V');

@@ -196,7 +196,7 @@ pub fn build<'f>(
     let in_report = |control: &str| controls.iter().any(|c| c.id == control);
     let mut pairs: BTreeMap<(String, String), Pair> = BTreeMap::new();
     for p in posture {
-        if in_report(&p.control) && wanted_service(&p.service) && p.since <= request.end {
+        if in_report(&p.control) && wanted_service(&p.service) && p.since < request.end {
             pairs
                 .entry((p.control.to_string(), p.service.clone()))
                 .or_default()
@@ -205,8 +205,9 @@ pub fn build<'f>(
     }
     let mut summary = Summary::default();
     for f in findings {
+        // The period is [start, end): consecutive reports do not share a finding.
         if f.time < request.start
-            || f.time > request.end
+            || f.time >= request.end
             || !in_report(&f.control)
             || !wanted_service(&f.service)
         {

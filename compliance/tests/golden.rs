@@ -300,6 +300,17 @@ fn repeated_passes_move_the_posture_and_every_failure_is_a_finding() {
         out.iter()
             .any(|f| &*f.control == "DW-RT-015" && f.status == Status::Fail)
     );
+    // The package-manager control passes again: that finding ends its failure.
+    let cleared = out
+        .iter()
+        .find(|f| &*f.control == "DW-RT-001")
+        .expect("a finding for the end of the failure");
+    assert!(cleared.status == Status::Pass && cleared.clears_failure);
+    assert!(
+        out.iter()
+            .filter(|f| f.clears_failure)
+            .all(|f| f.status != Status::Fail)
+    );
     let mut out = Vec::new();
     engine.on_event(&exec(5, "/usr/local/bin/python3.12"), &mut out);
     assert!(!out.iter().any(|f| &*f.control == "DW-RT-015"), "{out:?}");

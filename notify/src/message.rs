@@ -70,7 +70,8 @@ impl Item {
                 ),
             },
             time: f.time.to_rfc3339(),
-            resolved: false,
+            // A finding that ends a failure resolves the failure's notification.
+            resolved: f.status != compliance::Status::Fail,
             references: f.references.to_vec(),
             mitre: None,
         }
