@@ -52,6 +52,24 @@ struct Logs {
     settled: File,
     /// Ids appended to `pending.jsonl` and not settled, with their sink.
     open: HashMap<String, String>,
+    /// How many of them each sink has.
+    per_sink: HashMap<String, usize>,
+}
+
+impl Logs {
+    fn add(&mut self, id: &str, sink: &str) {
+        if self.open.insert(id.to_owned(), sink.to_owned()).is_none() {
+            *self.per_sink.entry(sink.to_owned()).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(sink) = self.open.remove(id)
+            && let Some(n) = self.per_sink.get_mut(&sink)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 pub struct Outbox {
@@ -132,13 +150,17 @@ impl Outbox {
             logs: Mutex::new(Logs {
                 pending: append(&dir.join(PENDING))?,
                 settled: append(&dir.join(SETTLED))?,
-                open: held
-                    .iter()
-                    .map(|e| (e.id.clone(), e.sink.clone()))
-                    .collect(),
+                open: HashMap::new(),
+                per_sink: HashMap::new(),
             }),
             _lock: lock,
         };
+        {
+            let mut logs = outbox.logs.lock().expect("outbox lock poisoned");
+            for e in &held {
+                logs.add(&e.id, &e.sink);
+            }
+        }
         Ok((outbox, held))
     }
 
@@ -149,7 +171,7 @@ impl Outbox {
     /// Pending notifications of one sink.
     pub fn pending_for(&self, sink: &str) -> usize {
         let logs = self.logs.lock().expect("outbox lock poisoned");
-        logs.open.values().filter(|s| *s == sink).count()
+        logs.per_sink.get(sink).copied().unwrap_or(0)
     }
 
     /// Appends entries and syncs once; the ones past the limit are refused. Returns
@@ -177,7 +199,7 @@ impl Outbox {
                 return Err(io(&path)(e));
             }
             for e in &entries[..take] {
-                logs.open.insert(e.id.clone(), e.sink.clone());
+                logs.add(&e.id, &e.sink);
             }
         }
         Ok(take)
@@ -196,7 +218,7 @@ impl Outbox {
         // Not synced: after a crash a settled notification may be sent again, with the
         // same id, which receivers deduplicate.
         writeln!(logs.settled, "{}", e.id).map_err(io(&path))?;
-        logs.open.remove(&e.id);
+        logs.remove(&e.id);
         if logs.open.is_empty() {
             // Nothing pending: both logs start over.
             logs.pending
