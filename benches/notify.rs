@@ -4,8 +4,9 @@
 //!    second, and the latency from handing an alert over to its receipt (p50, p99).
 //!    Every notification goes through the outbox (written and fsynced) first.
 //! 2. The effect on ingest: the same native records through `driftwatch replay` with
-//!    delivery on and off, side by side (best of three each); the input raises 10,000
-//!    alerts (a new binary every 20 events once learning is over).
+//!    delivery on and off, side by side (best of five each: runs this short vary by a
+//!    fifth on two cores); the input raises 10,000 alerts (a new binary every 50 events
+//!    once learning is over).
 //!
 //! `cargo bench --bench notify` (10,000 alerts); `-- --alerts N` for another count.
 
@@ -72,13 +73,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn write_input(path: &Path, alerts: usize) -> usize {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let start = 1_772_445_600_000_000_000i64; // 2026-03-02T10:00:00Z
-    // 15 minutes of learning at 10 events a second, then a new binary every 20 events.
+    // 15 minutes of learning at 10 events a second, then a new binary every 50 events.
     let learning = 9_000;
-    let total = learning + alerts * 20;
+    let total = learning + alerts * 50;
     for i in 0..total {
         let time = start + i as i64 * 100_000_000;
-        let exe = if i >= learning && (i - learning) % 20 == 0 {
-            format!("/tmp/.cache/x{}", (i - learning) / 20)
+        let exe = if i >= learning && (i - learning) % 50 == 0 {
+            format!("/tmp/.cache/x{}", (i - learning) / 50)
         } else {
             "/usr/local/bin/python3.12".to_owned()
         };
@@ -183,7 +184,7 @@ fn main() {
     let on = dir.path().join("on.toml");
     let (mut best_off, mut best_on, mut summary, mut raised) =
         (f64::MAX, f64::MAX, String::new(), 0);
-    for round in 0..3 {
+    for round in 0..5 {
         best_off = best_off.min(replay(&input, &off).0);
         std::fs::write(
             &on,
@@ -209,7 +210,7 @@ fn main() {
     println!("{:<24} {:>12.0} {:>8.2}", "off", rate_off, 1.0);
     println!("{:<24} {:>12.0} {:>8.2}", "on", rate_on, rate_on / rate_off);
     println!(
-        "last run with delivery on: notifications {summary}; the receiver saw {} distinct alerts over the three runs",
+        "last run with delivery on: notifications {summary}; the receiver saw {} distinct alerts over the five runs",
         receipts.lock().unwrap().len()
     );
 }
