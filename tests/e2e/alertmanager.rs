@@ -3,30 +3,13 @@
 //! labels, the periodic re-sends of a firing alert do not make new notifications, and
 //! resolving it in driftwatch resolves it there.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{eventually, require_program};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::{Killed, eventually, free_port, require_program, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_routes_driftwatch_alerts_without_duplicates_and_resolves_them() {
@@ -49,9 +32,7 @@ async fn alertmanager_routes_driftwatch_alerts_without_duplicates_and_resolves_t
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let receiver = serve(app).await;
 
     let config = dir.path().join("alertmanager.yml");
     std::fs::write(

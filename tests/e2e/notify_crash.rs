@@ -5,23 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 
-use crate::common::{binary, eventually};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::common::{Killed, binary, eventually, serve};
 
 fn demo(reports: &Path, webhook: &str) -> Killed {
     Killed(
@@ -77,9 +68,7 @@ async fn a_killed_daemon_delivers_every_pending_notification_after_restart() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(app).await;
     let webhook = format!("http://{addr}/hook");
 
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::common::{binary, fixtures, require_program};
+use crate::common::{binary, fixtures, require_program, serve};
 
 fn schema() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("compliance/schema/report.schema.json")
@@ -83,9 +83,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(u16, Value)>>>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(app).await;
     (format!("http://{addr}/hook"), seen)
 }
 

@@ -10,7 +10,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::common::{binary, eventually, http_get, sample};
+use crate::common::{binary, eventually, free_port, http_get, sample};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_consumes_serves_metrics_and_commits_on_sigterm() {
@@ -34,11 +34,7 @@ async fn run_consumes_serves_metrics_and_commits_on_sigterm() {
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("driftwatch.toml");
     std::fs::write(
         &config,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{binary, eventually, require_program};
+use crate::common::{binary, eventually, free_port, require_program};
 
 const PG_USER: &str = "driftwatch";
 const PG_PASSWORD: &str = "driftwatch";
@@ -375,11 +375,7 @@ async fn tls_is_offered_when_configured() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("driftwatch.toml");
     // Replay keeps no server up; `run` needs Kafka: an embedded broker serves.
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
@@ -479,11 +475,7 @@ async fn prometheus_scrapes_driftwatch_and_every_dashboard_expression_has_data()
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let prom_addr = format!("127.0.0.1:{port}");
     let mut prom = Command::new(prometheus)
         .arg(format!(
