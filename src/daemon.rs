@@ -96,6 +96,14 @@ pub async fn start(
         });
     }
 
+    if stages.notifier.is_some() {
+        let (watcher, cancel) = (stages.clone(), sup.cancel.clone());
+        sup.spawn("outbox-alerts", async move {
+            watcher.watch_outbox(cancel).await;
+            Ok(())
+        });
+    }
+
     let sql_metrics = queries::metrics::SqlMetrics::register(&mut registry);
     let surfaces = surfaces::start(config, &stages, sql_metrics, sup).await?;
     let api = surfaces.api.clone();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use detect::{Alert, Detector};
+use detect::{Alert, AlertKind, Detector, Severity};
 use ingest::{Batch, IngestMetrics, IngestStats, KafkaSource, Nanos};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -350,11 +350,81 @@ impl Stages {
         }
     }
 
+    /// Raises an alert about driftwatch itself while the notification outbox is full
+    /// (notifications are being lost) and resolves it once the outbox has drained;
+    /// both go through the routes like any alert (the outbox keeps room for them).
+    /// Runs until the notifier stops or `cancel` fires; without delivery, returns.
+    pub async fn watch_outbox(&self, cancel: tokio_util::sync::CancellationToken) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let mut health = notifier.outbox_health();
+        let subject = "notification outbox full";
+        let mut open = false;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = health.changed() => if changed.is_err() { return },
+            }
+            let h = *health.borrow_and_update();
+            if h.full {
+                let explanation = format!(
+                    "The notification outbox holds {} notifications, its limit ([notify] max-pending = {}); \
+                     {} were refused and are lost. A sink is down or slower than alerts arrive: \
+                     see GET /api/v1/notifications?state=pending and driftwatch_notifications_pending.",
+                    h.pending, h.limit, h.refused
+                );
+                let (alert, new) = self
+                    .detector
+                    .lock()
+                    .expect("detector lock poisoned")
+                    .raise_health(
+                        Nanos::now(),
+                        AlertKind::Delivery,
+                        Severity::Critical,
+                        subject,
+                        explanation,
+                    );
+                if new {
+                    self.pipeline_metrics.raised(&alert);
+                    self.announce(&alert);
+                }
+                open = true;
+            } else if open {
+                open = false;
+                let resolved = self
+                    .detector
+                    .lock()
+                    .expect("detector lock poisoned")
+                    .resolve_health(AlertKind::Delivery, subject);
+                if let Some(alert) = resolved {
+                    info!(id = %alert.id, pending = h.pending, "The notification outbox has drained; its alert is resolved.");
+                    notifier.submit(notify::Item::from_alert(&alert));
+                    if self.print_alerts {
+                        println!(
+                            "RESOLVED {} {}: {}",
+                            alert.kind.as_str(),
+                            alert.service,
+                            alert.subject
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     fn announce(&self, alert: &Alert) {
-        warn!(
-            id = %alert.id, service = %alert.service, kind = alert.kind.as_str(), severity = ?alert.severity,
-            subject = %alert.subject, "Drift alert."
-        );
+        if alert.service == detect::HEALTH_SERVICE {
+            tracing::error!(
+                id = %alert.id, kind = alert.kind.as_str(), severity = ?alert.severity,
+                subject = %alert.subject, explanation = %alert.explanation, "driftwatch alert about itself."
+            );
+        } else {
+            warn!(
+                id = %alert.id, service = %alert.service, kind = alert.kind.as_str(), severity = ?alert.severity,
+                subject = %alert.subject, "Drift alert."
+            );
+        }
         if let Some(n) = &self.notifier {
             n.submit(notify::Item::from_alert(alert));
         }

@@ -109,6 +109,12 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             }
         })
     });
+    // A full outbox raises an alert about driftwatch itself, as in the daemon.
+    let watching = CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (stages, watching) = (stages.clone(), watching.clone());
+        async move { stages.watch_outbox(watching).await }
+    });
     let applying = std::time::Instant::now();
     let applied = stages.apply_all(rx, &totals, None).await;
     let applied_in = applying.elapsed();
@@ -225,6 +231,8 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             if drained { "" } else { " (left in the outbox)" }
         );
     }
+    watching.cancel();
+    watcher.await.context("the outbox watcher panicked")?;
     Ok(())
 }
 

@@ -20,6 +20,9 @@ pub enum AlertKind {
     LogTemplate,
     /// A spike or drop of an event rate.
     Rate,
+    /// driftwatch's own alert delivery is failing: its outbox is full and
+    /// notifications are being lost.
+    Delivery,
 }
 
 impl AlertKind {
@@ -33,6 +36,7 @@ impl AlertKind {
             AlertKind::BaselineCap => "baseline_cap",
             AlertKind::LogTemplate => "log_template",
             AlertKind::Rate => "rate",
+            AlertKind::Delivery => "delivery",
         }
     }
 }

@@ -202,6 +202,55 @@ impl Detector {
         Some(alert)
     }
 
+    /// Raises an alert about driftwatch itself (service `driftwatch`), or counts a
+    /// repeat into the open one about the same condition. Returns the alert and
+    /// whether it is new.
+    pub fn raise_health(
+        &mut self,
+        time: Nanos,
+        kind: AlertKind,
+        severity: Severity,
+        subject: &str,
+        explanation: String,
+    ) -> (Alert, bool) {
+        if self.count_repeat_at(HEALTH_SERVICE, time, None, kind, subject) {
+            let key = dedup_key(HEALTH_SERVICE, kind, subject);
+            let open = self
+                .latest
+                .get(&key)
+                .and_then(|id| self.alerts.get_mut(id))
+                .expect("a counted repeat has an open alert");
+            open.explanation = explanation;
+            return (open.clone(), false);
+        }
+        let obs = Observation {
+            dimension: Dimension::Health,
+            key: subject.to_owned(),
+            severity,
+            mitre: None,
+            exe: None,
+        };
+        let alert = self.new_alert(HEALTH_SERVICE, time, Vec::new(), kind, &obs, explanation);
+        let mut raised = Vec::new();
+        self.record(alert, &mut raised);
+        (raised.remove(0), true)
+    }
+
+    /// Resolves the open alert about one of driftwatch's own conditions, if there is
+    /// one; returns it.
+    pub fn resolve_health(&mut self, kind: AlertKind, subject: &str) -> Option<Alert> {
+        let key = dedup_key(HEALTH_SERVICE, kind, subject);
+        let open = self
+            .latest
+            .get(&key)
+            .and_then(|id| self.alerts.get_mut(id))?;
+        if open.status == AlertStatus::Resolved {
+            return None;
+        }
+        open.status = AlertStatus::Resolved;
+        Some(open.clone())
+    }
+
     /// Every alert, oldest first.
     pub fn alerts(&self) -> Vec<&Alert> {
         let mut all: Vec<&Alert> = self.alerts.values().collect();
@@ -833,7 +882,10 @@ impl Detector {
     /// Accepts an alert's subject into its service's baseline and resolves the alert.
     pub fn accept(&mut self, alert_id: &str) -> Option<&Alert> {
         let alert = self.alerts.get_mut(alert_id)?;
-        if alert.kind == AlertKind::BaselineCap || alert.kind == AlertKind::Rate {
+        if matches!(
+            alert.kind,
+            AlertKind::BaselineCap | AlertKind::Rate | AlertKind::Delivery
+        ) {
             return None;
         }
         let dimension = alert.dimension;
@@ -862,6 +914,9 @@ impl Detector {
     }
 }
 
+/// The service name of alerts driftwatch raises about itself.
+pub const HEALTH_SERVICE: &str = "driftwatch";
+
 /// Whether a drift alert's subject is the act a sensor alert names: the same
 /// executable, or the same file (as a path pattern). Exact, never a substring.
 fn subject_is_act(alert: &Alert, exe: Option<&str>, file: Option<&str>) -> bool {
@@ -876,7 +931,11 @@ fn subject_is_act(alert: &Alert, exe: Option<&str>, file: Option<&str>) -> bool 
             alert.subject.split_once(' ').map(|(_, p)| p) == Some(crate::pattern::fold(f).as_str())
         }),
         Dimension::SensitiveRead => file.is_some_and(|f| alert.subject == crate::pattern::fold(f)),
-        Dimension::Network | Dimension::Exec | Dimension::LogTemplate | Dimension::Rate => false,
+        Dimension::Network
+        | Dimension::Exec
+        | Dimension::LogTemplate
+        | Dimension::Rate
+        | Dimension::Health => false,
     }
 }
 

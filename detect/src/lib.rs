@@ -25,6 +25,8 @@ pub mod templates;
 
 pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key, stable_hash};
 pub use config::DetectConfig;
-pub use detector::{Detector, Entry, EntryKey, Origin, PendingSensor, Phase, ServiceState};
+pub use detector::{
+    Detector, Entry, EntryKey, HEALTH_SERVICE, Origin, PendingSensor, Phase, ServiceState,
+};
 pub use observe::{Dimension, is_sensitive};
 pub use snapshot::{BaselineEntry, DetectorSnapshot, SNAPSHOT_VERSION, ServiceSnapshot};

@@ -31,6 +31,8 @@ pub enum Dimension {
     LogTemplate,
     /// An event rate (never a baseline entry: rates are learned by their detectors).
     Rate,
+    /// driftwatch's own health (never a baseline entry).
+    Health,
 }
 
 impl Dimension {
@@ -43,6 +45,7 @@ impl Dimension {
             Dimension::Exec => AlertKind::Exec,
             Dimension::LogTemplate => AlertKind::LogTemplate,
             Dimension::Rate => AlertKind::Rate,
+            Dimension::Health => AlertKind::Delivery,
         }
     }
 
@@ -57,6 +60,7 @@ impl Dimension {
             Dimension::Exec => "exec-ins",
             Dimension::LogTemplate => "log templates",
             Dimension::Rate => "rates",
+            Dimension::Health => "health conditions",
         }
     }
 }

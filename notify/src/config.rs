@@ -21,6 +21,10 @@ pub struct NotifyConfig {
     /// The API's address as responders reach it, for links in notifications.
     #[serde(default)]
     pub link_base: Option<String>,
+    /// The delivery thread's nice value (0 to 19): above 0, ingest has the CPU first
+    /// when both want it, and delivery runs whenever a core is free.
+    #[serde(default = "default_nice")]
+    pub nice: i32,
     #[serde(default)]
     pub retry: RetryConfig,
     #[serde(default, rename = "sink")]
@@ -35,6 +39,7 @@ impl Default for NotifyConfig {
             outbox_dir: default_outbox(),
             max_pending: default_max_pending(),
             link_base: None,
+            nice: default_nice(),
             retry: RetryConfig::default(),
             sinks: Vec::new(),
             routes: Vec::new(),
@@ -48,6 +53,10 @@ fn default_outbox() -> PathBuf {
 
 fn default_max_pending() -> usize {
     10_000
+}
+
+fn default_nice() -> i32 {
+    10
 }
 
 /// Exponential backoff with full jitter between `initial` and `max`.
@@ -264,6 +273,9 @@ impl RouteConfig {
 impl NotifyConfig {
     /// Checks names, references and secrets; says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
+        if !(0..=19).contains(&self.nice) {
+            return Err(format!("notify nice is {}: it must be 0 to 19", self.nice));
+        }
         let mut names = std::collections::HashSet::new();
         for s in &self.sinks {
             if !names.insert(s.name.as_str()) {
@@ -364,6 +376,7 @@ mod tests {
                 "[[route]]\nname = \"r\"\nsink = \"nowhere\"",
                 "names no sink",
             ),
+            ("nice = -5", "0 to 19"),
             (
                 "[[sink]]\nname = \"s\"\ntype = \"slack\"\nurl = \"http://x\"\n[[route]]\nname = \"r\"\nsink = \"s\"\nframeworks = [\"sox\"]",
                 "unknown framework",

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{NotifyConfig, RetryConfig, SinkConfig, SinkKind};
@@ -161,6 +161,19 @@ impl Statuses {
     }
 }
 
+/// How full the outbox is, as the notifier reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxHealth {
+    /// Notifications are being refused: the outbox reached its limit and has not yet
+    /// drained to 90% of it.
+    pub full: bool,
+    /// Notifications refused since it last filled.
+    pub refused: u64,
+    /// Pending when this was last reported.
+    pub pending: usize,
+    pub limit: usize,
+}
+
 /// A handle on the running notifier.
 #[derive(Clone)]
 pub struct Notifier {
@@ -168,11 +181,14 @@ pub struct Notifier {
     statuses: Arc<Mutex<Statuses>>,
     /// Items submitted and not yet routed, plus items in open groups.
     unrouted: Arc<AtomicUsize>,
+    health: Arc<watch::Sender<OutboxHealth>>,
 }
 
 /// What a sink task needs.
 struct Sink {
     config: SinkConfig,
+    /// Where requests go, parsed once.
+    url: reqwest::Url,
     http: reqwest::Client,
     secret: Option<Secret>,
     routing_key: String,
@@ -181,6 +197,7 @@ struct Sink {
     outbox: Arc<Outbox>,
     metrics: NotifyMetrics,
     statuses: Arc<Mutex<Statuses>>,
+    health: Arc<watch::Sender<OutboxHealth>>,
 }
 
 impl Notifier {
@@ -195,6 +212,10 @@ impl Notifier {
             .limit
             .set(i64::try_from(config.max_pending).unwrap_or(i64::MAX));
         let statuses: Arc<Mutex<Statuses>> = Arc::default();
+        let health = Arc::new(watch::Sender::new(OutboxHealth {
+            limit: config.max_pending,
+            ..OutboxHealth::default()
+        }));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -238,9 +259,20 @@ impl Notifier {
                 ),
                 _ => (None, String::new()),
             };
+            let url = match &s.kind {
+                SinkKind::Pagerduty { url, .. }
+                | SinkKind::Slack { url }
+                | SinkKind::Webhook { url, .. } => url.clone(),
+                SinkKind::Alertmanager { url, .. } => {
+                    format!("{}/api/v2/alerts", url.trim_end_matches('/'))
+                }
+            };
+            let url = reqwest::Url::parse(&url)
+                .map_err(|e| format!("notify sink {:?}: {url:?}: {e}", s.name))?;
             let (tx, rx) = mpsc::unbounded_channel();
             let sink = Arc::new(Sink {
                 config: s.clone(),
+                url,
                 http: http.clone(),
                 secret,
                 routing_key,
@@ -249,6 +281,7 @@ impl Notifier {
                 outbox: outbox.clone(),
                 metrics: metrics.clone(),
                 statuses: statuses.clone(),
+                health: health.clone(),
             });
             sinks.push((sink, rx));
             senders.insert(s.name.clone(), tx);
@@ -280,17 +313,27 @@ impl Notifier {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the delivery runtime: {e}"))?;
-        let (config, routing) = (config.clone(), (statuses.clone(), unrouted.clone()));
+        let router = Router {
+            config: config.clone(),
+            senders,
+            outbox,
+            metrics,
+            statuses: statuses.clone(),
+            unrouted: unrouted.clone(),
+            health: health.clone(),
+        };
+        let nice = config.nice;
         std::thread::Builder::new()
             .name("notify".into())
             .spawn(move || {
+                lower_priority(nice);
                 runtime.block_on(async move {
                     for (sink, rx) in sinks {
                         tokio::spawn(run_sink(sink, rx));
                     }
                     // Until every handle is dropped; pending notifications stay in the
                     // outbox for the next start.
-                    route(config, rx, senders, outbox, metrics, routing.0, routing.1).await;
+                    router.run(rx).await;
                 });
             })
             .map_err(|e| format!("cannot start the delivery thread: {e}"))?;
@@ -298,7 +341,14 @@ impl Notifier {
             tx,
             statuses,
             unrouted,
+            health,
         })
+    }
+
+    /// How full the outbox is; changes when it fills (and with every refusal while
+    /// full) and when it has drained.
+    pub fn outbox_health(&self) -> watch::Receiver<OutboxHealth> {
+        self.health.subscribe()
     }
 
     /// Hands an alert or a failing finding to the routes; never waits.
@@ -341,31 +391,37 @@ impl Notifier {
     }
 }
 
+/// Delivery yields the CPU to ingest (`[notify] nice`): when both want it, the
+/// pipeline runs first and notifications wait; an idle core runs delivery at full
+/// speed. On Linux the nice value belongs to the thread, so only this one is lowered.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        warn!(error = %e, nice, "Cannot lower the delivery thread's priority; it competes with ingest as an equal.");
+    }
+}
+
 fn stable_id(parts: &[&str]) -> String {
     format!("msg_{:016x}", detect::stable_hash(parts))
 }
 
 /// Routes items; groups bursts per sink and service; writes entries to the outbox and
 /// hands them to their sink.
-async fn route(
+struct Router {
     config: NotifyConfig,
-    mut rx: mpsc::UnboundedReceiver<Item>,
     senders: HashMap<String, mpsc::UnboundedSender<Entry>>,
     outbox: Arc<Outbox>,
     metrics: NotifyMetrics,
     statuses: Arc<Mutex<Statuses>>,
     unrouted: Arc<AtomicUsize>,
-) {
-    let windows: HashMap<&str, Duration> = config
-        .sinks
-        .iter()
-        .filter(|s| matches!(s.kind, SinkKind::Slack { .. } | SinkKind::Webhook { .. }))
-        .map(|s| (s.name.as_str(), s.group_window))
-        .filter(|(_, w)| !w.is_zero())
-        .collect();
-    // Open groups: (sink, service) → (deadline, items).
-    let mut groups: BTreeMap<(String, String), (Instant, Vec<Item>)> = BTreeMap::new();
-    let entry = |sink: &str, items: Vec<Item>| {
+    health: Arc<watch::Sender<OutboxHealth>>,
+}
+
+impl Router {
+    fn entry(sink: &str, items: Vec<Item>) -> Entry {
         let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
         let action = if items.iter().all(|i| i.resolved) {
             "resolve"
@@ -380,113 +436,135 @@ async fn route(
             created: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
             items,
         }
-    };
-    // Entries are written to the outbox together, with one sync, then handed to sinks.
-    let commit = |batch: Vec<Entry>| {
+    }
+
+    /// Writes entries to the outbox together, with one sync, then hands them to their
+    /// sinks. What the outbox refuses is counted, logged and reported as its health.
+    fn commit(&self, batch: Vec<Entry>) {
         if batch.is_empty() {
             return;
         }
-        let written = match outbox.put_all(&batch) {
-            Ok(n) => n,
+        let (written, refused) = match self.outbox.put_all(batch) {
+            Ok(split) => split,
             Err(e) => {
                 tracing::error!(error = %e, "The outbox could not be written; notifications are lost.");
-                0
+                return;
             }
         };
-        let written = written.min(batch.len());
-        let mut batch = batch;
-        let refused = batch.split_off(written);
         for e in &refused {
-            metrics
+            self.metrics
                 .refused
                 .get_or_create(&NotifyMetrics::labels(&e.sink))
                 .inc();
-            tracing::error!(sink = %e.sink, id = %e.id, limit = outbox.pending(), "The outbox is full; a notification is lost.");
+            tracing::error!(sink = %e.sink, id = %e.id, limit = self.outbox.capacity(), "The outbox is full; a notification is lost.");
         }
-        let mut s = statuses.lock().expect("statuses lock poisoned");
-        for e in batch {
-            metrics
+        if !refused.is_empty() {
+            let pending = self.outbox.pending();
+            self.health.send_modify(|h| {
+                h.full = true;
+                h.refused += refused.len() as u64;
+                h.pending = pending;
+            });
+        }
+        let mut s = self.statuses.lock().expect("statuses lock poisoned");
+        for e in written {
+            self.metrics
                 .pending
                 .get_or_create(&NotifyMetrics::labels(&e.sink))
                 .inc();
             s.set(&e, "pending", 0, None);
-            if let Some(tx) = senders.get(&e.sink) {
+            if let Some(tx) = self.senders.get(&e.sink) {
                 let _ = tx.send(e);
             }
         }
-    };
-    // At most this many items go into one outbox write.
-    const BATCH: usize = 512;
-    let mut open = true;
-    while open {
-        let next_deadline = groups.values().map(|(d, _)| *d).min();
-        let first = tokio::select! {
-            item = rx.recv() => match item {
-                Some(i) => Some(i),
-                None => {
-                    open = false;
-                    None
-                }
-            },
-            () = async {
-                match next_deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => None,
-        };
-        let mut items: Vec<Item> = first.into_iter().collect();
-        while items.len() < BATCH {
-            match rx.try_recv() {
-                Ok(i) => items.push(i),
-                Err(_) => break,
-            }
-        }
-        let received = items.len();
-        let mut batch = Vec::new();
-        // Routed once every copy is written or grouped; groups count their items
-        // until they are written.
-        let mut grouped = 0;
-        for item in items {
-            // One copy per sink, however many of its routes match.
-            let mut sinks: Vec<&str> = config
-                .routes
-                .iter()
-                .filter(|r| r.matches(&item))
-                .map(|r| r.sink.as_str())
-                .collect();
-            sinks.sort_unstable();
-            sinks.dedup();
-            for sink in sinks {
-                match windows.get(sink) {
-                    Some(window) => {
-                        grouped += 1;
-                        groups
-                            .entry((sink.to_owned(), item.service.clone()))
-                            .or_insert_with(|| (Instant::now() + *window, Vec::new()))
-                            .1
-                            .push(item.clone());
-                    }
-                    None => batch.push(entry(sink, vec![item.clone()])),
-                }
-            }
-        }
-        let now = Instant::now();
-        let due: Vec<(String, String)> = groups
+    }
+
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Item>) {
+        let windows: HashMap<&str, Duration> = self
+            .config
+            .sinks
             .iter()
-            .filter(|(_, (d, _))| *d <= now || !open)
-            .map(|(k, _)| k.clone())
+            .filter(|s| matches!(s.kind, SinkKind::Slack { .. } | SinkKind::Webhook { .. }))
+            .map(|s| (s.name.as_str(), s.group_window))
+            .filter(|(_, w)| !w.is_zero())
             .collect();
-        let mut flushed = 0;
-        for key in due {
-            if let Some((_, items)) = groups.remove(&key) {
-                flushed += items.len();
-                batch.push(entry(&key.0, items));
+        // Open groups: (sink, service) → (deadline, items).
+        let mut groups: BTreeMap<(String, String), (Instant, Vec<Item>)> = BTreeMap::new();
+        // At most this many items go into one outbox write.
+        const BATCH: usize = 512;
+        let mut open = true;
+        while open {
+            let next_deadline = groups.values().map(|(d, _)| *d).min();
+            let first = tokio::select! {
+                item = rx.recv() => match item {
+                    Some(i) => Some(i),
+                    None => {
+                        open = false;
+                        None
+                    }
+                },
+                () = async {
+                    match next_deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => None,
+            };
+            let mut items: Vec<Item> = first.into_iter().collect();
+            while items.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(i) => items.push(i),
+                    Err(_) => break,
+                }
             }
+            let received = items.len();
+            let mut batch = Vec::new();
+            // Routed once every copy is written or grouped; groups count their items
+            // until they are written.
+            let mut grouped = 0;
+            for item in items {
+                // One copy per sink, however many of its routes match.
+                let mut sinks: Vec<&str> = self
+                    .config
+                    .routes
+                    .iter()
+                    .filter(|r| r.matches(&item))
+                    .map(|r| r.sink.as_str())
+                    .collect();
+                sinks.sort_unstable();
+                sinks.dedup();
+                for sink in sinks {
+                    match windows.get(sink) {
+                        Some(window) => {
+                            grouped += 1;
+                            groups
+                                .entry((sink.to_owned(), item.service.clone()))
+                                .or_insert_with(|| (Instant::now() + *window, Vec::new()))
+                                .1
+                                .push(item.clone());
+                        }
+                        None => batch.push(Self::entry(sink, vec![item.clone()])),
+                    }
+                }
+            }
+            let now = Instant::now();
+            let due: Vec<(String, String)> = groups
+                .iter()
+                .filter(|(_, (d, _))| *d <= now || !open)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let mut flushed = 0;
+            for key in due {
+                if let Some((_, items)) = groups.remove(&key) {
+                    flushed += items.len();
+                    batch.push(Self::entry(&key.0, items));
+                }
+            }
+            self.unrouted.fetch_add(grouped, Ordering::Relaxed);
+            self.commit(batch);
+            self.unrouted
+                .fetch_sub(received + flushed, Ordering::Release);
         }
-        unrouted.fetch_add(grouped, Ordering::Relaxed);
-        commit(batch);
-        unrouted.fetch_sub(received + flushed, Ordering::Release);
     }
 }
 
@@ -606,6 +684,24 @@ async fn run_sink(sink: Arc<Sink>, mut rx: mpsc::UnboundedReceiver<Entry>) {
             .pending
             .get_or_create(&labels)
             .set(sink.outbox.pending_for(&sink.config.name) as i64);
+        if rx.is_empty()
+            && let Err(e) = sink.outbox.flush_settled()
+        {
+            warn!(error = %e, "Settled notifications could not be recorded; they may be sent again after a restart.");
+        }
+        if sink.health.borrow().full {
+            let pending = sink.outbox.pending();
+            if pending <= sink.outbox.capacity().saturating_mul(9) / 10 {
+                sink.health.send_modify(|h| {
+                    *h = OutboxHealth {
+                        full: false,
+                        refused: 0,
+                        pending,
+                        limit: h.limit,
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -616,30 +712,25 @@ fn now_rfc3339() -> String {
 /// One request for an entry.
 async fn attempt(sink: &Sink, entry: &Entry, n: u32) -> Attempt {
     let link = sink.link_base.as_deref();
-    let (url, bodies): (String, Vec<serde_json::Value>) = match &sink.config.kind {
-        SinkKind::Pagerduty { url, .. } => (
-            url.clone(),
-            entry
-                .items
-                .iter()
-                .map(|i| message::pagerduty(i, &sink.routing_key, link))
-                .collect(),
-        ),
-        SinkKind::Alertmanager { url, .. } => (
-            format!("{}/api/v2/alerts", url.trim_end_matches('/')),
-            vec![message::alertmanager(&entry.items, &now_rfc3339(), link)],
-        ),
-        SinkKind::Slack { url } => (url.clone(), vec![message::slack(&entry.items)]),
-        SinkKind::Webhook { url, .. } => (
-            url.clone(),
-            vec![message::envelope(&entry.id, &entry.items, &now_rfc3339())],
-        ),
+    let bodies: Vec<serde_json::Value> = match &sink.config.kind {
+        SinkKind::Pagerduty { .. } => entry
+            .items
+            .iter()
+            .map(|i| message::pagerduty(i, &sink.routing_key, link))
+            .collect(),
+        SinkKind::Alertmanager { .. } => {
+            vec![message::alertmanager(&entry.items, &now_rfc3339(), link)]
+        }
+        SinkKind::Slack { .. } => vec![message::slack(&entry.items)],
+        SinkKind::Webhook { .. } => {
+            vec![message::envelope(&entry.id, &entry.items, &now_rfc3339())]
+        }
     };
     for body in bodies {
         let body = serde_json::to_vec(&body).expect("payloads serialize");
         let mut request = sink
             .http
-            .post(&url)
+            .post(sink.url.clone())
             .timeout(sink.config.timeout)
             .header("content-type", "application/json")
             .header(

@@ -13,5 +13,5 @@ pub mod outbox;
 pub mod sign;
 
 pub use config::{NotifyConfig, RouteConfig, SinkConfig, SinkKind};
-pub use deliver::{Notifier, NotifyMetrics, Status};
+pub use deliver::{Notifier, NotifyMetrics, OutboxHealth, Status};
 pub use message::Item;

@@ -1,7 +1,7 @@
 //! What is delivered: alerts and failing findings as items, and how each sink writes
 //! them (PagerDuty Events v2, Alertmanager v2, Slack, the generic webhook envelope).
 
-use detect::{Alert, AlertStatus, Severity};
+use detect::{Alert, AlertKind, AlertStatus, Severity};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -39,7 +39,10 @@ impl Item {
             service: a.service.clone(),
             kind: a.kind.as_str().to_owned(),
             severity: a.severity,
-            summary: format!("{} drift in {}: {}", a.kind.as_str(), a.service, a.subject),
+            summary: match a.kind {
+                AlertKind::Delivery => format!("{}: {}", a.service, a.subject),
+                _ => format!("{} drift in {}: {}", a.kind.as_str(), a.service, a.subject),
+            },
             details: a.explanation.clone(),
             time: a.time.to_rfc3339(),
             resolved: a.status == AlertStatus::Resolved,

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::Item;
 
+/// Room kept past the limit for driftwatch's alerts about itself.
+pub const HEALTH_RESERVE: usize = 64;
+
 /// One notification for one sink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -27,6 +30,17 @@ pub struct Entry {
     /// Unix nanoseconds when it was made.
     pub created: i64,
     pub items: Vec<Item>,
+}
+
+impl Entry {
+    /// Whether it carries only driftwatch's alerts about itself.
+    pub fn is_health(&self) -> bool {
+        !self.items.is_empty()
+            && self
+                .items
+                .iter()
+                .all(|i| i.source == "alert" && i.service == detect::HEALTH_SERVICE)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +63,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
 
 struct Logs {
     pending: File,
-    settled: File,
+    /// Buffered: see [`Outbox::flush_settled`].
+    settled: std::io::BufWriter<File>,
     /// Ids appended to `pending.jsonl` and not settled, with their sink.
     open: HashMap<String, String>,
     /// How many of them each sink has.
@@ -149,7 +164,7 @@ impl Outbox {
             capacity,
             logs: Mutex::new(Logs {
                 pending: append(&dir.join(PENDING))?,
-                settled: append(&dir.join(SETTLED))?,
+                settled: std::io::BufWriter::new(append(&dir.join(SETTLED))?),
                 open: HashMap::new(),
                 per_sink: HashMap::new(),
             }),
@@ -174,49 +189,66 @@ impl Outbox {
         logs.per_sink.get(sink).copied().unwrap_or(0)
     }
 
-    /// Appends entries and syncs once; the ones past the limit are refused. Returns
-    /// how many were written (the first ones; fewer than given when the outbox is full).
-    pub fn put_all(&self, entries: &[Entry]) -> Result<usize, OutboxError> {
+    /// The most notifications it holds (its own alerts may use [`HEALTH_RESERVE`] more).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Appends entries and syncs once. Entries past the limit are refused, except
+    /// driftwatch's alerts about itself, which have a reserve of their own: the alert
+    /// that says the outbox is full must not be refused for that reason. Returns the
+    /// entries written and the entries refused, each in the order given.
+    pub fn put_all(&self, entries: Vec<Entry>) -> Result<(Vec<Entry>, Vec<Entry>), OutboxError> {
         let mut logs = self.logs.lock().expect("outbox lock poisoned");
-        let room = self.capacity.saturating_sub(logs.open.len());
-        let take = entries.len().min(room);
+        let (mut written, mut refused) = (Vec::new(), Vec::new());
         let mut body = Vec::new();
-        for e in &entries[..take] {
-            serde_json::to_writer(&mut body, e).expect("entries serialize");
+        for e in entries {
+            let limit = if e.is_health() {
+                self.capacity + HEALTH_RESERVE
+            } else {
+                self.capacity
+            };
+            if logs.open.len() + written.len() >= limit {
+                refused.push(e);
+                continue;
+            }
+            serde_json::to_writer(&mut body, &e).expect("entries serialize");
             body.push(b'\n');
+            written.push(e);
         }
         let path = self.dir.join(PENDING);
-        if take > 0 {
+        if !written.is_empty() {
             // A write that fails part way is cut back, so that the next entry does not
             // join a broken line.
             let before = logs.pending.metadata().map_err(io(&path))?.len();
-            let written = logs
+            let result = logs
                 .pending
                 .write_all(&body)
                 .and_then(|()| logs.pending.sync_data());
-            if let Err(e) = written {
+            if let Err(e) = result {
                 let _ = logs.pending.set_len(before);
                 return Err(io(&path)(e));
             }
-            for e in &entries[..take] {
+            for e in &written {
                 logs.add(&e.id, &e.sink);
             }
         }
-        Ok(take)
+        Ok((written, refused))
     }
 
     pub fn put(&self, e: &Entry) -> Result<(), OutboxError> {
-        match self.put_all(std::slice::from_ref(e))? {
-            0 => Err(OutboxError::Full(self.pending())),
-            _ => Ok(()),
+        let (written, _) = self.put_all(vec![e.clone()])?;
+        if written.is_empty() {
+            return Err(OutboxError::Full(self.pending()));
         }
+        Ok(())
     }
 
     fn settle(&self, e: &Entry) -> Result<(), OutboxError> {
         let mut logs = self.logs.lock().expect("outbox lock poisoned");
         let path = self.dir.join(SETTLED);
-        // Not synced: after a crash a settled notification may be sent again, with the
-        // same id, which receivers deduplicate.
+        // Neither synced nor written at once: after a crash a settled notification may
+        // be sent again, with the same id, which receivers deduplicate.
         writeln!(logs.settled, "{}", e.id).map_err(io(&path))?;
         logs.remove(&e.id);
         if logs.open.is_empty() {
@@ -224,9 +256,20 @@ impl Outbox {
             logs.pending
                 .set_len(0)
                 .map_err(io(&self.dir.join(PENDING)))?;
-            logs.settled.set_len(0).map_err(io(&path))?;
+            let settled = &mut logs.settled;
+            settled
+                .flush()
+                .and_then(|()| settled.get_ref().set_len(0))
+                .map_err(io(&path))?;
         }
         Ok(())
+    }
+
+    /// Writes out the ids settled since the last flush. Sinks call it when they have
+    /// nothing more to send, so that a busy sink writes them in batches.
+    pub fn flush_settled(&self) -> Result<(), OutboxError> {
+        let mut logs = self.logs.lock().expect("outbox lock poisoned");
+        logs.settled.flush().map_err(io(&self.dir.join(SETTLED)))
     }
 
     /// A receiver took the entry.
@@ -296,13 +339,12 @@ mod tests {
         let (outbox, held) = Outbox::open(dir.path(), 3).unwrap();
         assert!(held.is_empty());
         outbox.put(&entry("a", 1)).unwrap();
-        assert_eq!(
-            outbox
-                .put_all(&[entry("b", 2), entry("c/../x", 3)])
-                .unwrap(),
-            2
-        );
-        assert_eq!(outbox.put_all(&[entry("e", 5)]).unwrap(), 0);
+        let (written, refused) = outbox
+            .put_all(vec![entry("b", 2), entry("c/../x", 3)])
+            .unwrap();
+        assert_eq!((written.len(), refused.len()), (2, 0));
+        let (written, refused) = outbox.put_all(vec![entry("e", 5)]).unwrap();
+        assert_eq!((written.len(), refused[0].id.as_str()), (0, "e"));
         assert!(matches!(
             outbox.put(&entry("d", 4)),
             Err(OutboxError::Full(3))
@@ -314,6 +356,8 @@ mod tests {
         outbox.done(&held[0]).unwrap();
         outbox.fail(&held[1], "400 Bad Request").unwrap();
         assert_eq!(outbox.pending(), 1);
+        // Settled ids are buffered until a flush.
+        outbox.flush_settled().unwrap();
         assert_eq!(pending_ids(dir.path()), ["c/../x"]);
         drop(outbox);
         let (outbox, held) = Outbox::open(dir.path(), 3).unwrap();
@@ -328,6 +372,46 @@ mod tests {
         drop(outbox);
         let (_, held) = Outbox::open(dir.path(), 3).unwrap();
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn driftwatchs_own_alerts_have_room_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(dir.path(), 1).unwrap();
+        let own = |id: &str, service: &str| Entry {
+            items: vec![Item {
+                source: "alert".into(),
+                id: id.into(),
+                dedup_key: id.into(),
+                service: service.into(),
+                kind: "delivery".into(),
+                severity: detect::Severity::Critical,
+                summary: String::new(),
+                details: String::new(),
+                time: String::new(),
+                resolved: false,
+                references: vec![],
+                mitre: None,
+            }],
+            ..entry(id, 1)
+        };
+        let (written, refused) = outbox
+            .put_all(vec![
+                entry("a", 1),
+                own("b", "shop/api"),
+                own("full", detect::HEALTH_SERVICE),
+            ])
+            .unwrap();
+        let ids = |v: &[Entry]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&written), ["a", "full"]);
+        assert_eq!(ids(&refused), ["b"]);
+        // The reserve is bounded too.
+        let many: Vec<Entry> = (0..HEALTH_RESERVE + 5)
+            .map(|i| own(&format!("h{i}"), detect::HEALTH_SERVICE))
+            .collect();
+        let (written, refused) = outbox.put_all(many).unwrap();
+        assert_eq!((written.len(), refused.len()), (HEALTH_RESERVE - 1, 6));
+        assert_eq!(outbox.pending(), 1 + HEALTH_RESERVE);
     }
 
     #[test]

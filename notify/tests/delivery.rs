@@ -352,3 +352,92 @@ async fn a_slow_receiver_times_out_and_the_retry_keeps_the_id() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_full_outbox_reports_itself_keeps_room_for_driftwatchs_own_alert_and_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    // Down for the first six attempts, then up.
+    let (url, receiver) = Receiver::start(&[(503, None); 6]).await;
+    let mut cfg = config(
+        dir.path(),
+        &format!("[[sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{url}\"\nrate = 1000.0\n"),
+        "[[route]]\nname = \"all\"\nsink = \"hook\"\n",
+    );
+    cfg.max_pending = 2;
+    let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+    let mut health = notifier.outbox_health();
+    assert!(!health.borrow().full);
+    for id in ["a1", "a2", "a3", "a4"] {
+        notifier.submit(item(id, "shop/api"));
+    }
+    tokio::time::timeout(Duration::from_secs(5), health.wait_for(|h| h.refused == 2))
+        .await
+        .expect("the outbox reports itself full")
+        .unwrap();
+    let h = *health.borrow();
+    assert!(h.full && h.limit == 2 && h.pending == 2, "{h:?}");
+    // driftwatch's alert about itself still finds room.
+    notifier.submit(item("outbox-full", detect::HEALTH_SERVICE));
+    tokio::time::timeout(Duration::from_secs(10), health.wait_for(|h| !h.full))
+        .await
+        .expect("the outbox drains once the receiver is up")
+        .unwrap();
+    until(
+        "every held notification delivered",
+        Duration::from_secs(5),
+        || {
+            notifier
+                .statuses()
+                .iter()
+                .filter(|s| s.state == "delivered")
+                .count()
+                == 3
+        },
+    )
+    .await;
+    let delivered: Vec<String> = receiver
+        .seen()
+        .iter()
+        .filter(|s| s.status == 200)
+        .map(|s| {
+            s.body["data"]["items"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(delivered, ["a1", "a2", "outbox-full"]);
+}
+
+#[tokio::test]
+async fn the_delivery_thread_runs_at_the_configured_nice_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir.path(),
+        "[[sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/hook\"\n",
+        "",
+    );
+    cfg.nice = 7;
+    let _notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+    // /proc/self/task/<tid>/stat: field 19 is the nice value (after the name in parentheses).
+    let nice_of_notify = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "notify")
+            })
+            .filter_map(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+                let after = stat.rsplit_once(')')?.1;
+                after.split_whitespace().nth(16)?.parse::<i32>().ok()
+            })
+            .collect::<Vec<_>>()
+    };
+    until(
+        "the delivery thread to lower its priority",
+        Duration::from_secs(5),
+        || nice_of_notify().contains(&7),
+    )
+    .await;
+}

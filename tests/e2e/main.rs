@@ -8,6 +8,7 @@ mod detection;
 mod kafka_ingest;
 mod logs_cli;
 mod notify_crash;
+mod outbox_full;
 mod replay_cli;
 mod reports;
 mod restart;
