@@ -220,7 +220,7 @@ impl Notifier {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let mut senders: HashMap<String, mpsc::UnboundedSender<Entry>> = HashMap::new();
+        let mut senders: HashMap<String, mpsc::UnboundedSender<Queued>> = HashMap::new();
         let mut sinks = Vec::new();
         for s in &config.sinks {
             // Every sink's series exist from the start, so that rules on their increase
@@ -298,7 +298,10 @@ impl Notifier {
                         .lock()
                         .expect("statuses lock poisoned")
                         .set(&e, "pending", 0, None);
-                    let _ = tx.send(e);
+                    let _ = tx.send(Queued {
+                        entry: e,
+                        fresh: false,
+                    });
                 }
                 None => {
                     warn!(sink = %e.sink, id = %e.id, "An outbox entry names a sink no longer configured; it stays in the outbox.")
@@ -412,7 +415,7 @@ fn stable_id(parts: &[&str]) -> String {
 /// hands them to their sink.
 struct Router {
     config: NotifyConfig,
-    senders: HashMap<String, mpsc::UnboundedSender<Entry>>,
+    senders: HashMap<String, mpsc::UnboundedSender<Queued>>,
     outbox: Arc<Outbox>,
     metrics: NotifyMetrics,
     statuses: Arc<Mutex<Statuses>>,
@@ -435,6 +438,7 @@ impl Router {
             sink: sink.to_owned(),
             created: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
             items,
+            merges: Vec::new(),
         }
     }
 
@@ -474,7 +478,10 @@ impl Router {
                 .inc();
             s.set(&e, "pending", 0, None);
             if let Some(tx) = self.senders.get(&e.sink) {
-                let _ = tx.send(e);
+                let _ = tx.send(Queued {
+                    entry: e,
+                    fresh: true,
+                });
             }
         }
     }
@@ -578,7 +585,109 @@ enum Attempt {
 
 /// One sink's deliveries, in order, each retried until it is taken or refused for
 /// good; Alertmanager's firing alerts are sent again on their interval.
-async fn run_sink(sink: Arc<Sink>, mut rx: mpsc::UnboundedReceiver<Entry>) {
+/// An entry on its way to its sink task.
+struct Queued {
+    entry: Entry,
+    /// Written by this run and never tried: no receiver can have seen its id, so it
+    /// may be merged with others. Entries held from an earlier run may have been.
+    fresh: bool,
+}
+
+/// Items one request carries at most when entries waiting together are merged.
+pub const MERGE_ITEMS: usize = 100;
+
+/// A sink's queue: what its channel delivers, and what was taken out of it and put
+/// back.
+struct SinkQueue {
+    rx: mpsc::UnboundedReceiver<Queued>,
+    back: std::collections::VecDeque<Queued>,
+}
+
+impl SinkQueue {
+    async fn next(&mut self) -> Option<Queued> {
+        match self.back.pop_front() {
+            Some(q) => Some(q),
+            None => self.rx.recv().await,
+        }
+    }
+
+    fn ready(&mut self) -> Option<Queued> {
+        self.back.pop_front().or_else(|| self.rx.try_recv().ok())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.back.is_empty() && self.rx.is_empty()
+    }
+}
+
+/// Entries that wait together for a sink that takes several items in one request
+/// (webhooks, Slack, Alertmanager) go out as one: a burst costs a few requests, not
+/// one per alert. Only fresh entries are merged, and the merged entry is in the
+/// outbox before it is tried, so an id a receiver may have seen never changes.
+fn coalesce(sink: &Sink, first: Queued, queue: &mut SinkQueue) -> Entry {
+    let mergeable = first.fresh
+        && matches!(
+            sink.config.kind,
+            SinkKind::Webhook { .. } | SinkKind::Slack { .. } | SinkKind::Alertmanager { .. }
+        );
+    if !mergeable {
+        return first.entry;
+    }
+    let mut parts = vec![first.entry];
+    let mut items = parts[0].items.len();
+    while items < MERGE_ITEMS {
+        let Some(next) = queue.ready() else { break };
+        if !next.fresh || items + next.entry.items.len() > MERGE_ITEMS {
+            queue.back.push_front(next);
+            break;
+        }
+        items += next.entry.items.len();
+        parts.push(next.entry);
+    }
+    if parts.len() == 1 {
+        return parts.remove(0);
+    }
+    let ids: Vec<String> = parts.iter().map(|e| e.id.clone()).collect();
+    let mut id_parts = vec!["merge", sink.config.name.as_str()];
+    id_parts.extend(ids.iter().map(String::as_str));
+    let merged = Entry {
+        id: stable_id(&id_parts),
+        sink: sink.config.name.clone(),
+        created: parts.iter().map(|e| e.created).min().unwrap_or(0),
+        items: parts.iter().flat_map(|e| e.items.iter().cloned()).collect(),
+        merges: ids,
+    };
+    match sink.outbox.merge(&merged) {
+        Ok(()) => {
+            sink.statuses
+                .lock()
+                .expect("statuses lock poisoned")
+                .set(&merged, "pending", 0, None);
+            merged
+        }
+        Err(e) => {
+            warn!(sink = %sink.config.name, error = %e, "Waiting notifications could not be merged; they go out one by one.");
+            let mut parts = parts.into_iter();
+            let first = parts.next().expect("at least two parts");
+            for (i, entry) in parts.enumerate() {
+                queue.back.insert(
+                    i,
+                    Queued {
+                        entry,
+                        fresh: false,
+                    },
+                );
+            }
+            first
+        }
+    }
+}
+
+async fn run_sink(sink: Arc<Sink>, rx: mpsc::UnboundedReceiver<Queued>) {
+    let mut queue = SinkQueue {
+        rx,
+        back: std::collections::VecDeque::new(),
+    };
     let labels = NotifyMetrics::labels(&sink.config.name);
     let spacing = Duration::from_secs_f64(1.0 / sink.config.rate);
     let mut last_send = Instant::now() - spacing;
@@ -593,8 +702,8 @@ async fn run_sink(sink: Arc<Sink>, mut rx: mpsc::UnboundedReceiver<Entry>) {
     refresh.tick().await;
     loop {
         let entry = tokio::select! {
-            e = rx.recv() => match e {
-                Some(e) => e,
+            q = queue.next() => match q {
+                Some(q) => coalesce(&sink, q, &mut queue),
                 None => return,
             },
             _ = refresh.tick(), if resend.is_some() && !firing.is_empty() => {
@@ -604,6 +713,7 @@ async fn run_sink(sink: Arc<Sink>, mut rx: mpsc::UnboundedReceiver<Entry>) {
                     sink: sink.config.name.clone(),
                     created: 0,
                     items,
+                    merges: Vec::new(),
                 };
                 if let Attempt::Retry(why, _) | Attempt::Final(why) = attempt(&sink, &refresh_entry, 1).await {
                     warn!(sink = %sink.config.name, error = %why, "Re-sending firing alerts failed; next interval tries again.");
@@ -684,7 +794,7 @@ async fn run_sink(sink: Arc<Sink>, mut rx: mpsc::UnboundedReceiver<Entry>) {
             .pending
             .get_or_create(&labels)
             .set(sink.outbox.pending_for(&sink.config.name) as i64);
-        if rx.is_empty()
+        if queue.is_empty()
             && let Err(e) = sink.outbox.flush_settled()
         {
             warn!(error = %e, "Settled notifications could not be recorded; they may be sent again after a restart.");

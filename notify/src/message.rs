@@ -203,11 +203,16 @@ pub fn slack(items: &[Item]) -> Value {
             one.severity.as_str(),
             one.summary
         ),
-        many => format!(
-            "driftwatch: {} alerts about {}",
-            many.len(),
-            many.first().map_or("", |i| i.service.as_str())
-        ),
+        many => {
+            let mut services: Vec<&str> = many.iter().map(|i| i.service.as_str()).collect();
+            services.sort_unstable();
+            services.dedup();
+            let about = match services.len() {
+                1..=3 => services.join(", "),
+                n => format!("{} and {} more services", services[..3].join(", "), n - 3),
+            };
+            format!("driftwatch: {} alerts about {about}", many.len())
+        }
     };
     let body: Vec<String> = items
         .iter()

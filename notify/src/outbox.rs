@@ -30,6 +30,10 @@ pub struct Entry {
     /// Unix nanoseconds when it was made.
     pub created: i64,
     pub items: Vec<Item>,
+    /// Entries this one replaces: a sink sends entries that were waiting together
+    /// and had never been tried as one (see [`Outbox::merge`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merges: Vec<String>,
 }
 
 impl Entry {
@@ -136,13 +140,7 @@ impl Outbox {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let settled: HashSet<String> = lines(&dir.join(SETTLED))?.into_iter().collect();
-        let mut seen = HashSet::new();
-        let held: Vec<Entry> = lines(&dir.join(PENDING))?
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
-            .filter(|e| !settled.contains(&e.id) && seen.insert(e.id.clone()))
-            .collect();
+        let held = held(dir)?;
         // Compact: the pending log becomes what is held, the settled log empty.
         let tmp = dir.join("pending.jsonl.tmp");
         let mut body = Vec::new();
@@ -236,6 +234,30 @@ impl Outbox {
         Ok((written, refused))
     }
 
+    /// Records that `merged` replaces the entries it names in `merges` (all pending,
+    /// none ever tried, so no receiver has seen their ids): it is appended and synced
+    /// before it is tried. The outbox holds one entry fewer per entry merged in.
+    pub fn merge(&self, merged: &Entry) -> Result<(), OutboxError> {
+        let mut logs = self.logs.lock().expect("outbox lock poisoned");
+        let path = self.dir.join(PENDING);
+        let mut line = serde_json::to_vec(merged).expect("entries serialize");
+        line.push(b'\n');
+        let before = logs.pending.metadata().map_err(io(&path))?.len();
+        let result = logs
+            .pending
+            .write_all(&line)
+            .and_then(|()| logs.pending.sync_data());
+        if let Err(e) = result {
+            let _ = logs.pending.set_len(before);
+            return Err(io(&path)(e));
+        }
+        for id in &merged.merges {
+            logs.remove(id);
+        }
+        logs.add(&merged.id, &merged.sink);
+        Ok(())
+    }
+
     pub fn put(&self, e: &Entry) -> Result<(), OutboxError> {
         let (written, _) = self.put_all(vec![e.clone()])?;
         if written.is_empty() {
@@ -303,19 +325,49 @@ impl Outbox {
     }
 }
 
+/// What the logs hold pending, in the order it was queued: appended, neither settled
+/// nor replaced by a merged entry, each id once. A merged entry takes the place of the
+/// first entry it replaces.
+fn held(dir: &Path) -> Result<Vec<Entry>, OutboxError> {
+    let settled: HashSet<String> = lines(&dir.join(SETTLED))?.into_iter().collect();
+    let entries: Vec<Entry> = lines(&dir.join(PENDING))?
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+        .collect();
+    let replaced: HashSet<&str> = entries
+        .iter()
+        .flat_map(|e| e.merges.iter().map(String::as_str))
+        .collect();
+    // Queue positions: an entry's line, or its first part's position.
+    let mut place: HashMap<&str, usize> = HashMap::new();
+    for (line, e) in entries.iter().enumerate() {
+        let first = e
+            .merges
+            .iter()
+            .filter_map(|m| place.get(m.as_str()).copied())
+            .min()
+            .unwrap_or(line);
+        place.entry(e.id.as_str()).or_insert(first.min(line));
+    }
+    let mut seen = HashSet::new();
+    let mut held: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| {
+            !settled.contains(&e.id)
+                && !replaced.contains(e.id.as_str())
+                && seen.insert(e.id.as_str())
+        })
+        .collect();
+    held.sort_by_key(|e| place[e.id.as_str()]);
+    Ok(held.into_iter().cloned().collect())
+}
+
 /// The ids an outbox folder holds pending (for tools and tests; the outbox need not be
 /// open).
 pub fn pending_ids(dir: &Path) -> Vec<String> {
-    let settled: HashSet<String> = lines(&dir.join(SETTLED))
+    held(dir)
         .unwrap_or_default()
         .into_iter()
-        .collect();
-    let mut seen = HashSet::new();
-    lines(&dir.join(PENDING))
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
-        .filter(|e| !settled.contains(&e.id) && seen.insert(e.id.clone()))
         .map(|e| e.id)
         .collect()
 }
@@ -330,7 +382,44 @@ mod tests {
             sink: "hook".into(),
             created,
             items: Vec::new(),
+            merges: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_merged_entry_replaces_its_parts_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(dir.path(), 10).unwrap();
+        outbox
+            .put_all(vec![entry("a", 1), entry("b", 2), entry("c", 3)])
+            .unwrap();
+        let ab = Entry {
+            merges: vec!["a".into(), "b".into()],
+            ..entry("ab", 1)
+        };
+        outbox.merge(&ab).unwrap();
+        assert_eq!(outbox.pending(), 2);
+        assert_eq!(outbox.pending_for("hook"), 2);
+        // In queue order: the merged entry where its first part was.
+        assert_eq!(pending_ids(dir.path()), ["ab", "c"]);
+        drop(outbox);
+        let (outbox, held) = Outbox::open(dir.path(), 10).unwrap();
+        let ids: Vec<&str> = held.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["ab", "c"]);
+        assert_eq!(held[0].merges, ["a", "b"]);
+        // A merge of a merge: both levels stay replaced.
+        outbox
+            .merge(&Entry {
+                merges: vec!["ab".into(), "c".into()],
+                ..entry("abc", 1)
+            })
+            .unwrap();
+        drop(outbox);
+        assert_eq!(pending_ids(dir.path()), ["abc"]);
+        let (outbox, held) = Outbox::open(dir.path(), 10).unwrap();
+        outbox.done(&held[0]).unwrap();
+        drop(outbox);
+        assert!(pending_ids(dir.path()).is_empty());
     }
 
     #[test]
