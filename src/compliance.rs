@@ -255,6 +255,7 @@ fn run(
                 .get_or_create(&CacheLabels { outcome })
                 .inc_by(n);
         }
+        let mut deliver = Vec::new();
         for f in out.drain(..) {
             let counted = counters
                 .entry((Arc::as_ptr(&f.control).cast::<u8>() as usize, f.status))
@@ -281,10 +282,8 @@ fn run(
             for c in counted {
                 c.inc();
             }
-            if let Some(n) = notifier
-                && (f.status == Status::Fail || f.clears_failure)
-            {
-                n.submit(notify::Item::from_finding(&f));
+            if notifier.is_some() && (f.status == Status::Fail || f.clears_failure) {
+                deliver.push(notify::Item::from_finding(&f));
             }
             if print && f.status == Status::Fail {
                 println!(
@@ -299,6 +298,9 @@ fn run(
                 s.findings.pop_front();
             }
             s.findings.push_back(f);
+        }
+        if let Some(n) = notifier {
+            n.submit_all(deliver);
         }
     }
 }

@@ -270,9 +270,16 @@ impl Stages {
                     r.tick(c).await;
                 }
             }
+            let mut deliver = Vec::new();
             for alert in raised.drain(..) {
                 self.pipeline_metrics.raised(&alert);
                 self.announce(&alert);
+                if self.notifier.is_some() {
+                    deliver.push(notify::Item::from_alert(&alert));
+                }
+            }
+            if let Some(n) = &self.notifier {
+                n.submit_all(deliver);
             }
             self.ingest_metrics.record(&batch.stats);
             totals
@@ -388,6 +395,7 @@ impl Stages {
                 if new {
                     self.pipeline_metrics.raised(&alert);
                     self.announce(&alert);
+                    notifier.submit(notify::Item::from_alert(&alert));
                 }
                 open = true;
             } else if open {
@@ -424,9 +432,6 @@ impl Stages {
                 id = %alert.id, service = %alert.service, kind = alert.kind.as_str(), severity = ?alert.severity,
                 subject = %alert.subject, "Drift alert."
             );
-        }
-        if let Some(n) = &self.notifier {
-            n.submit(notify::Item::from_alert(alert));
         }
         if self.print_alerts {
             println!(

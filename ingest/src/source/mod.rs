@@ -146,8 +146,11 @@ impl Pending {
         sink.write(&self.dead).await?;
         self.dead.clear();
         self.records = 0;
+        // The next batch is likely as large: room for it now, instead of growing
+        // (and touching fresh pages) record by record.
+        let room = self.events.len();
         Ok((
-            std::mem::take(&mut self.events),
+            std::mem::replace(&mut self.events, Vec::with_capacity(room)),
             std::mem::take(&mut self.stats),
         ))
     }
