@@ -424,6 +424,10 @@ fn stable_id(parts: &[&str]) -> String {
     format!("msg_{:016x}", detect::stable_hash(parts))
 }
 
+/// The outbox is synced at most this often; items handed over in between are written
+/// together.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(5);
+
 /// Routes items; groups bursts per sink and service; writes entries to the outbox and
 /// hands them to their sink.
 struct Router {
@@ -508,10 +512,18 @@ impl Router {
             .map(|s| (s.name.as_str(), s.group_window))
             .filter(|(_, w)| !w.is_zero())
             .collect();
+        let mergeable: std::collections::HashSet<&str> = self
+            .config
+            .sinks
+            .iter()
+            .filter(|s| takes_several(&s.kind))
+            .map(|s| s.name.as_str())
+            .collect();
         // Open groups: (sink, service) → (deadline, items).
         let mut groups: BTreeMap<(String, String), (Instant, Vec<Item>)> = BTreeMap::new();
         // At most this many items go into one outbox write.
         const BATCH: usize = 512;
+        let mut last_commit = Instant::now() - COMMIT_EVERY;
         let mut open = true;
         while open {
             let next_deadline = groups.values().map(|(d, _)| *d).min();
@@ -530,6 +542,12 @@ impl Router {
                     }
                 } => None,
             };
+            // One outbox sync per COMMIT_EVERY at most: what arrives in between is
+            // written with it (a sync costs the disk and the host far more than the
+            // few milliseconds an alert waits).
+            if first.is_some() {
+                tokio::time::sleep_until((last_commit + COMMIT_EVERY).into()).await;
+            }
             let mut items: Vec<Item> = first.unwrap_or_default();
             while items.len() < BATCH {
                 match rx.try_recv() {
@@ -539,6 +557,9 @@ impl Router {
             }
             let received = items.len();
             let mut batch = Vec::new();
+            // Items for sinks that take several in one request, routed together: one
+            // notification per sink (up to MERGE_ITEMS items), not one each.
+            let mut direct: BTreeMap<String, Vec<Item>> = BTreeMap::new();
             // Routed once every copy is written or grouped; groups count their items
             // until they are written.
             let mut grouped = 0;
@@ -563,8 +584,17 @@ impl Router {
                                 .1
                                 .push(item.clone());
                         }
+                        None if mergeable.contains(sink) => direct
+                            .entry(sink.to_owned())
+                            .or_default()
+                            .push(item.clone()),
                         None => batch.push(Self::entry(sink, vec![item.clone()])),
                     }
+                }
+            }
+            for (sink, items) in direct {
+                for chunk in items.chunks(MERGE_ITEMS) {
+                    batch.push(Self::entry(&sink, chunk.to_vec()));
                 }
             }
             let now = Instant::now();
@@ -581,6 +611,9 @@ impl Router {
                 }
             }
             self.unrouted.fetch_add(grouped, Ordering::Relaxed);
+            if !batch.is_empty() {
+                last_commit = Instant::now();
+            }
             self.commit(batch);
             self.unrouted
                 .fetch_sub(received + flushed, Ordering::Release);
@@ -604,6 +637,15 @@ struct Queued {
     /// Written by this run and never tried: no receiver can have seen its id, so it
     /// may be merged with others. Entries held from an earlier run may have been.
     fresh: bool,
+}
+
+/// Whether one request of the sink carries several items (PagerDuty takes one event
+/// per request).
+fn takes_several(kind: &SinkKind) -> bool {
+    matches!(
+        kind,
+        SinkKind::Webhook { .. } | SinkKind::Slack { .. } | SinkKind::Alertmanager { .. }
+    )
 }
 
 /// Items one request carries at most when entries waiting together are merged.
@@ -638,11 +680,7 @@ impl SinkQueue {
 /// one per alert. Only fresh entries are merged, and the merged entry is in the
 /// outbox before it is tried, so an id a receiver may have seen never changes.
 fn coalesce(sink: &Sink, first: Queued, queue: &mut SinkQueue) -> Entry {
-    let mergeable = first.fresh
-        && matches!(
-            sink.config.kind,
-            SinkKind::Webhook { .. } | SinkKind::Slack { .. } | SinkKind::Alertmanager { .. }
-        );
+    let mergeable = first.fresh && takes_several(&sink.config.kind);
     if !mergeable {
         return first.entry;
     }

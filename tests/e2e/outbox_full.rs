@@ -1,9 +1,9 @@
 //! A full outbox raises an alert about driftwatch itself: `driftwatch run` delivers to a
-//! receiver that is down, its outbox (max-pending 5) fills and refuses notifications,
-//! and driftwatch opens a critical `delivery` alert (service `driftwatch`) in its API.
-//! That alert is delivered too, from the room the outbox keeps for it, once the
-//! receiver is back; when the outbox has drained the alert is resolved, in the API and
-//! at the receiver.
+//! PagerDuty Events v2 receiver (one event per notification) that is down, its outbox
+//! (max-pending 5) fills and refuses notifications, and driftwatch opens a critical
+//! `delivery` alert (service `driftwatch`) in its API. That alert is delivered too,
+//! from the room the outbox keeps for it, once the receiver is back; when the outbox
+//! has drained the alert is resolved, in the API and at the receiver.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,22 +45,23 @@ fn alerts(addr: &str, kind: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_raises_a_delivered_alert_that_resolves_when_it_drains() {
-    // The receiver: 503 while down; keeps every item it accepts.
+    // The receiver: 503 while down; keeps every event it accepts.
     let up = Arc::new(AtomicBool::new(false));
-    let items: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let (state_up, state_items) = (up.clone(), items.clone());
+    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let (state_up, state_events) = (up.clone(), events.clone());
     let app = axum::Router::new().route(
-        "/hook",
+        "/v2/enqueue",
         axum::routing::post(move |body: axum::body::Bytes| {
-            let (up, items) = (state_up.clone(), state_items.clone());
+            let (up, events) = (state_up.clone(), state_events.clone());
             async move {
                 if !up.load(Ordering::SeqCst) {
                     return StatusCode::SERVICE_UNAVAILABLE;
                 }
-                let v: Value = serde_json::from_slice(&body).unwrap();
-                let mut items = items.lock().unwrap();
-                items.extend(v["data"]["items"].as_array().cloned().unwrap_or_default());
-                StatusCode::OK
+                events
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                StatusCode::ACCEPTED
             }
         }),
     );
@@ -96,7 +97,8 @@ async fn a_full_outbox_raises_a_delivered_alert_that_resolves_when_it_drains() {
              [compliance]\nenabled = false\n\
              [notify]\noutbox-dir = {:?}\nmax-pending = 5\n\
              [notify.retry]\ninitial = \"100ms\"\nmax = \"300ms\"\n\
-             [[notify.sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{receiver}/hook\"\nrate = 1000.0\n\
+             [[notify.sink]]\nname = \"hook\"\ntype = \"pagerduty\"\nurl = \"http://{receiver}/v2/enqueue\"\n\
+             routing-key = \"R0UT1NGKEY\"\nrate = 1000.0\n\
              [[notify.route]]\nname = \"all\"\nsink = \"hook\"\n",
             dir.path().join("outbox").display().to_string()
         ),
@@ -159,27 +161,39 @@ async fn a_full_outbox_raises_a_delivered_alert_that_resolves_when_it_drains() {
         },
     )
     .await;
-    let about = |resolved: bool| {
-        items
+    let key = format!("driftwatch-{}", alert["dedup_key"].as_str().unwrap());
+    let about = |action: &str| {
+        events
             .lock()
             .unwrap()
             .iter()
-            .filter(|i| i["id"] == alert["id"] && i["resolved"] == resolved)
+            .filter(|e| e["dedup_key"] == key.as_str() && e["event_action"] == action)
             .count()
     };
     eventually(
         Duration::from_secs(30),
         "the receiver to get the alert and its resolution",
-        || about(false) == 1 && about(true) == 1,
+        || about("trigger") == 1 && about("resolve") == 1,
     )
     .await;
-    let items = items.lock().unwrap();
-    let delivery = items.iter().find(|i| i["id"] == alert["id"]).unwrap();
-    assert_eq!(delivery["kind"], "delivery");
-    assert_eq!(delivery["summary"], "driftwatch: notification outbox full");
+    let events = events.lock().unwrap();
+    let trigger = events
+        .iter()
+        .find(|e| e["dedup_key"] == key.as_str())
+        .unwrap();
+    assert_eq!(trigger["payload"]["group"], "delivery");
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(
+        trigger["payload"]["summary"],
+        "driftwatch: notification outbox full"
+    );
     // Drift alerts were held too (the first five), and delivered.
     assert!(
-        items.iter().filter(|i| i["kind"] == "process").count() >= 5,
-        "{items:?}"
+        events
+            .iter()
+            .filter(|e| e["payload"]["group"] == "process")
+            .count()
+            >= 5,
+        "{events:?}"
     );
 }
