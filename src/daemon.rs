@@ -96,7 +96,18 @@ pub async fn start(
         });
     }
 
-    if stages.notifier.is_some() {
+    if let Some(n) = &stages.notifier {
+        // Alerts restored open keep firing at Alertmanager.
+        let open: Vec<notify::Item> = stages
+            .detector
+            .lock()
+            .expect("detector lock poisoned")
+            .alerts()
+            .into_iter()
+            .filter(|a| a.status != detect::AlertStatus::Resolved)
+            .map(notify::Item::from_alert)
+            .collect();
+        n.resume_firing(&open);
         let (watcher, cancel) = (stages.clone(), sup.cancel.clone());
         sup.spawn("outbox-alerts", async move {
             watcher.watch_outbox(cancel).await;

@@ -182,6 +182,8 @@ pub struct Notifier {
     /// Items submitted and not yet routed, plus items in open groups.
     unrouted: Arc<AtomicUsize>,
     health: Arc<watch::Sender<OutboxHealth>>,
+    routes: Arc<Vec<crate::config::RouteConfig>>,
+    resumers: Arc<HashMap<String, mpsc::UnboundedSender<Vec<Item>>>>,
 }
 
 /// What a sink task needs.
@@ -221,6 +223,8 @@ impl Notifier {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let mut senders: HashMap<String, mpsc::UnboundedSender<Queued>> = HashMap::new();
+        // Alertmanager sinks' firing alerts, resumed at start.
+        let mut resumers: HashMap<String, mpsc::UnboundedSender<Vec<Item>>> = HashMap::new();
         let mut sinks = Vec::new();
         for s in &config.sinks {
             // Every sink's series exist from the start, so that rules on their increase
@@ -270,6 +274,10 @@ impl Notifier {
             let url = reqwest::Url::parse(&url)
                 .map_err(|e| format!("notify sink {:?}: {url:?}: {e}", s.name))?;
             let (tx, rx) = mpsc::unbounded_channel();
+            let (firing_tx, firing_rx) = mpsc::unbounded_channel();
+            if matches!(s.kind, SinkKind::Alertmanager { .. }) {
+                resumers.insert(s.name.clone(), firing_tx);
+            }
             let sink = Arc::new(Sink {
                 config: s.clone(),
                 url,
@@ -283,7 +291,7 @@ impl Notifier {
                 statuses: statuses.clone(),
                 health: health.clone(),
             });
-            sinks.push((sink, rx));
+            sinks.push((sink, rx, firing_rx));
             senders.insert(s.name.clone(), tx);
         }
         // What the outbox still held goes out first.
@@ -331,8 +339,8 @@ impl Notifier {
             .spawn(move || {
                 lower_priority(nice);
                 runtime.block_on(async move {
-                    for (sink, rx) in sinks {
-                        tokio::spawn(run_sink(sink, rx));
+                    for (sink, rx, firing_rx) in sinks {
+                        tokio::spawn(run_sink(sink, rx, firing_rx));
                     }
                     // Until every handle is dropped; pending notifications stay in the
                     // outbox for the next start.
@@ -345,7 +353,27 @@ impl Notifier {
             statuses,
             unrouted,
             health,
+            routes: Arc::new(config.routes.clone()),
+            resumers: Arc::new(resumers),
         })
+    }
+
+    /// Alerts still open when driftwatch starts (restored from its state file):
+    /// Alertmanager sinks whose routes match send them again on their
+    /// `resend-interval`, as they would have had driftwatch never stopped, so that
+    /// Alertmanager does not time them out. Nothing is sent at once.
+    pub fn resume_firing(&self, items: &[Item]) {
+        for (sink, tx) in self.resumers.iter() {
+            let firing: Vec<Item> = items
+                .iter()
+                .filter(|i| !i.resolved)
+                .filter(|i| self.routes.iter().any(|r| &r.sink == sink && r.matches(i)))
+                .cloned()
+                .collect();
+            if !firing.is_empty() {
+                let _ = tx.send(firing);
+            }
+        }
     }
 
     /// How full the outbox is; changes when it fills (and with every refusal while
@@ -734,7 +762,11 @@ fn coalesce(sink: &Sink, first: Queued, queue: &mut SinkQueue) -> Entry {
     }
 }
 
-async fn run_sink(sink: Arc<Sink>, rx: mpsc::UnboundedReceiver<Queued>) {
+async fn run_sink(
+    sink: Arc<Sink>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    mut resumed: mpsc::UnboundedReceiver<Vec<Item>>,
+) {
     let mut queue = SinkQueue {
         rx,
         back: std::collections::VecDeque::new(),
@@ -757,6 +789,12 @@ async fn run_sink(sink: Arc<Sink>, rx: mpsc::UnboundedReceiver<Queued>) {
                 Some(q) => coalesce(&sink, q, &mut queue),
                 None => return,
             },
+            Some(items) = resumed.recv() => {
+                for item in items {
+                    firing.entry(item.dedup_key.clone()).or_insert(item);
+                }
+                continue;
+            }
             _ = refresh.tick(), if resend.is_some() && !firing.is_empty() => {
                 let items: Vec<Item> = firing.values().cloned().collect();
                 let refresh_entry = Entry {

@@ -38,52 +38,53 @@ impl Receiver {
             seen: Arc::default(),
         };
         let state = r.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                let state = state.clone();
-                async move {
-                    let (status, after) = state
-                        .script
-                        .lock()
-                        .unwrap()
-                        .pop_front()
-                        .unwrap_or((200, None));
-                    let header = |n: &str| {
-                        headers
-                            .get(n)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    };
-                    let signature_ok = header("webhook-signature").map(|sig| {
-                        let ts: i64 = header("webhook-timestamp").unwrap().parse().unwrap();
-                        let fresh = (chrono::Utc::now().timestamp() - ts).abs() <= 300;
-                        fresh
-                            && Secret::parse(SECRET).unwrap().verify(
-                                &header("webhook-id").unwrap(),
-                                ts,
-                                &body,
-                                &sig,
-                            )
-                    });
-                    state.seen.lock().unwrap().push(Seen {
-                        at: Instant::now(),
-                        status,
-                        id: header("webhook-id"),
-                        signature_ok,
-                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                    });
-                    let mut response = StatusCode::from_u16(status).unwrap().into_response();
-                    if let Some(s) = after {
-                        response.headers_mut().insert(
-                            "retry-after",
-                            HeaderValue::from_str(&s.to_string()).unwrap(),
-                        );
-                    }
-                    response
+        let handler = move |headers: HeaderMap, body: axum::body::Bytes| {
+            let state = state.clone();
+            async move {
+                let (status, after) = state
+                    .script
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or((200, None));
+                let header = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let signature_ok = header("webhook-signature").map(|sig| {
+                    let ts: i64 = header("webhook-timestamp").unwrap().parse().unwrap();
+                    let fresh = (chrono::Utc::now().timestamp() - ts).abs() <= 300;
+                    fresh
+                        && Secret::parse(SECRET).unwrap().verify(
+                            &header("webhook-id").unwrap(),
+                            ts,
+                            &body,
+                            &sig,
+                        )
+                });
+                state.seen.lock().unwrap().push(Seen {
+                    at: Instant::now(),
+                    status,
+                    id: header("webhook-id"),
+                    signature_ok,
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                });
+                let mut response = StatusCode::from_u16(status).unwrap().into_response();
+                if let Some(s) = after {
+                    response.headers_mut().insert(
+                        "retry-after",
+                        HeaderValue::from_str(&s.to_string()).unwrap(),
+                    );
                 }
-            }),
-        );
+                response
+            }
+        };
+        // Webhooks and Slack post to /hook; Alertmanager sinks to /hook/api/v2/alerts.
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(handler.clone()))
+            .route("/hook/api/v2/alerts", axum::routing::post(handler));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -547,4 +548,37 @@ async fn items_routed_together_to_a_webhook_are_one_notification() {
         .collect();
     assert_eq!(sizes, [100, 50]);
     assert_eq!(seen[1].body["data"]["items"][0]["id"], "b100");
+}
+
+#[tokio::test]
+async fn alerts_open_at_start_are_sent_again_to_alertmanager_on_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, receiver) = Receiver::start(&[]).await;
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[sink]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"{url}\"\nresend-interval = \"200ms\"\n"
+        ),
+        "[[route]]\nname = \"high\"\nsink = \"am\"\nmin-severity = \"high\"\n",
+    );
+    let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+    let mut low = item("l1", "shop/api");
+    low.severity = detect::Severity::Low;
+    let mut gone = item("r1", "shop/api");
+    gone.resolved = true;
+    notifier.resume_firing(&[item("o1", "shop/api"), low, gone]);
+    until("a re-send", Duration::from_secs(5), || {
+        !receiver.seen().is_empty()
+    })
+    .await;
+    // Only the open alert its route takes, and nothing was queued as new.
+    let keys: Vec<String> = receiver.seen()[0]
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["dedup_key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, ["k-o1"]);
+    assert!(notifier.statuses().is_empty());
 }
