@@ -551,7 +551,9 @@ impl Router {
         let mut groups: BTreeMap<(String, String), (Instant, Vec<Item>)> = BTreeMap::new();
         // At most this many items go into one outbox write.
         const BATCH: usize = 512;
-        let mut last_commit = Instant::now() - COMMIT_EVERY;
+        let mut last_commit = Instant::now()
+            .checked_sub(COMMIT_EVERY)
+            .unwrap_or_else(Instant::now);
         let mut open = true;
         while open {
             let next_deadline = groups.values().map(|(d, _)| *d).min();
