@@ -161,7 +161,7 @@ pub fn alertmanager(items: &[Item], now: &str, link_base: Option<&str>) -> Value
             .map(|item| {
                 let mut a = json!({
                     "labels": {
-                        "alertname": if item.source == "alert" { "DriftwatchDrift" } else { "DriftwatchComplianceFailure" },
+                        "alertname": alertname(item),
                         "service": item.service,
                         "kind": item.kind,
                         "severity": item.severity.as_str(),
@@ -230,6 +230,15 @@ pub fn slack(items: &[Item]) -> Value {
     json!({ "text": format!("{head}\n{}", body.join("\n")) })
 }
 
+/// Alertmanager's `alertname`: drift, a failing control, or driftwatch about itself.
+fn alertname(item: &Item) -> &'static str {
+    match (item.source.as_str(), item.service.as_str()) {
+        ("alert", detect::HEALTH_SERVICE) => "DriftwatchDeliveryFailing",
+        ("alert", _) => "DriftwatchDrift",
+        _ => "DriftwatchComplianceFailure",
+    }
+}
+
 /// The generic webhook's envelope (documented in the README).
 pub fn envelope(id: &str, items: &[Item], now: &str) -> Value {
     json!({
@@ -254,6 +263,21 @@ mod tests {
             "mitre": {"id": "T1059.004", "name": "Unix Shell"}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn driftwatchs_alert_about_itself_reads_as_such() {
+        let mut a = alert();
+        a.service = detect::HEALTH_SERVICE.into();
+        a.kind = AlertKind::Delivery;
+        a.subject = "notification outbox full".into();
+        let item = Item::from_alert(&a);
+        assert_eq!(item.summary, "driftwatch: notification outbox full");
+        let am = alertmanager(std::slice::from_ref(&item), "2026-03-02T10:14:00Z", None);
+        assert_eq!(am[0]["labels"]["alertname"], "DriftwatchDeliveryFailing");
+        assert_eq!(am[0]["labels"]["kind"], "delivery");
+        let drift = alertmanager(&[Item::from_alert(&alert())], "2026-03-02T10:14:00Z", None);
+        assert_eq!(drift[0]["labels"]["alertname"], "DriftwatchDrift");
     }
 
     fn golden(name: &str, got: &Value) {
