@@ -203,8 +203,8 @@ impl Detector {
     }
 
     /// Raises an alert about driftwatch itself (service `driftwatch`), or counts a
-    /// repeat into the open one about the same condition. Returns the alert and
-    /// whether it is new.
+    /// repeat into the open one about the same condition (until it is resolved).
+    /// Returns the alert and whether it is new.
     pub fn raise_health(
         &mut self,
         time: Nanos,
@@ -213,13 +213,16 @@ impl Detector {
         subject: &str,
         explanation: String,
     ) -> (Alert, bool) {
-        if self.count_repeat_at(HEALTH_SERVICE, time, None, kind, subject) {
-            let key = dedup_key(HEALTH_SERVICE, kind, subject);
-            let open = self
-                .latest
-                .get(&key)
-                .and_then(|id| self.alerts.get_mut(id))
-                .expect("a counted repeat has an open alert");
+        // A condition that lasts is one alert, however long: no dedup window.
+        let key = dedup_key(HEALTH_SERVICE, kind, subject);
+        if let Some(open) = self
+            .latest
+            .get(&key)
+            .and_then(|id| self.alerts.get_mut(id))
+            .filter(|a| a.status != AlertStatus::Resolved)
+        {
+            open.count += 1;
+            open.last_seen = open.last_seen.max(time);
             open.explanation = explanation;
             return (open.clone(), false);
         }
@@ -1242,6 +1245,41 @@ mod tests {
         assert_eq!(raised.len(), 1, "{raised:?}");
         assert_eq!(raised[0].kind, AlertKind::BaselineCap);
         assert_eq!(d.service("shop/api").unwrap().baseline.len(), 4);
+    }
+
+    #[test]
+    fn an_alert_about_driftwatch_itself_lasts_until_resolved_then_opens_anew() {
+        let mut d = Detector::new(config());
+        let raise = |d: &mut Detector, s: i64| {
+            d.raise_health(
+                Nanos(s * 1_000_000_000),
+                AlertKind::Delivery,
+                Severity::Critical,
+                "notification outbox full",
+                format!("at {s}"),
+            )
+        };
+        let (first, new) = raise(&mut d, 10);
+        assert!(new);
+        assert_eq!(first.service, HEALTH_SERVICE);
+        // Days later, still the same open alert: no dedup window.
+        let (again, new) = raise(&mut d, 10 + 3 * 86_400);
+        assert!(!new);
+        assert_eq!((again.id.as_str(), again.count), (first.id.as_str(), 2));
+        assert_eq!(again.explanation, format!("at {}", 10 + 3 * 86_400));
+        // Accepting it into a baseline makes no sense.
+        assert!(d.accept(&first.id).is_none());
+        let resolved = d
+            .resolve_health(AlertKind::Delivery, "notification outbox full")
+            .unwrap();
+        assert_eq!(resolved.status, AlertStatus::Resolved);
+        assert!(
+            d.resolve_health(AlertKind::Delivery, "notification outbox full")
+                .is_none()
+        );
+        let (next, new) = raise(&mut d, 20 + 3 * 86_400);
+        assert!(new);
+        assert_ne!(next.id, first.id);
     }
 
     #[test]
