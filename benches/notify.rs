@@ -12,7 +12,8 @@
 //!    only when ingest leaves them idle, as if elsewhere) and at nice 0 (competing with
 //!    ingest as equals).
 //!
-//! `cargo bench --bench notify` (10,000 alerts); `-- --alerts N` for another count.
+//! `cargo bench --bench notify` (10,000 alerts); `-- --alerts N` for another count,
+//! `-- --alert-every N` for another density (events per alert, 500 by default).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -86,20 +87,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-/// Events per alert in the ingest input.
-const ALERT_EVERY: usize = 500;
-
-fn write_input(path: &Path, alerts: usize) -> usize {
+fn write_input(path: &Path, alerts: usize, every: usize) -> usize {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let start = 1_772_445_600_000_000_000i64; // 2026-03-02T10:00:00Z
-    // 15 minutes of learning at 10 events a second, then a new binary every
-    // ALERT_EVERY events.
+    // 15 minutes of learning at 10 events a second, then a new binary every `every`
+    // events.
     let learning = 9_000;
-    let total = learning + alerts * ALERT_EVERY;
+    let total = learning + alerts * every;
     for i in 0..total {
         let time = start + i as i64 * 100_000_000;
-        let exe = if i >= learning && (i - learning) % ALERT_EVERY == 0 {
-            format!("/tmp/.cache/x{}", (i - learning) / ALERT_EVERY)
+        let exe = if i >= learning && (i - learning) % every == 0 {
+            format!("/tmp/.cache/x{}", (i - learning) / every)
         } else {
             "/usr/local/bin/python3.12".to_owned()
         };
@@ -147,6 +145,12 @@ fn main() {
         .position(|a| a == "--alerts")
         .and_then(|i| args.get(i + 1))
         .map_or(10_000, |n| n.parse().expect("--alerts takes a number"));
+    let every: usize = args
+        .iter()
+        .position(|a| a == "--alert-every")
+        .and_then(|i| args.get(i + 1))
+        .map_or(500, |n| n.parse().expect("--alert-every takes a number"));
+    assert!(every >= 1, "--alert-every is at least 1");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
 
@@ -201,7 +205,7 @@ fn main() {
         ("on, receiver at nice 0", equal.block_on(receiver())),
     ];
     let input = dir.path().join("events.jsonl");
-    let total = write_input(&input, alerts);
+    let total = write_input(&input, alerts, every);
     let base = "[detect]\nlearning-period = \"10m\"\nmin-learning-events = 20\n[search]\nenabled = false\n[compliance]\nenabled = false\n";
     let off = dir.path().join("off.toml");
     std::fs::write(&off, base).unwrap();
@@ -225,7 +229,9 @@ fn main() {
         }
     }
     let rate_off = total as f64 / best_off;
-    println!("ingest: {total} native events raising {raised} alerts, through `driftwatch replay`");
+    println!(
+        "ingest: {total} native events raising {raised} alerts (one event in {every}), through `driftwatch replay`"
+    );
     println!("{:<28} {:>12} {:>8}", "delivery", "events/s", "ratio");
     println!("{:<28} {:>12.0} {:>8.2}", "off", rate_off, 1.0);
     for ((label, _), best) in receivers.iter().zip(best_on) {
