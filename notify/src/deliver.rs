@@ -454,7 +454,7 @@ fn stable_id(parts: &[&str]) -> String {
 
 /// The outbox is synced at most this often; items handed over in between are written
 /// together.
-pub const COMMIT_EVERY: Duration = Duration::from_millis(5);
+pub const COMMIT_EVERY: Duration = Duration::from_millis(20);
 
 /// Routes items; groups bursts per sink and service; writes entries to the outbox and
 /// hands them to their sink.
@@ -550,7 +550,7 @@ impl Router {
         // Open groups: (sink, service) → (deadline, items).
         let mut groups: BTreeMap<(String, String), (Instant, Vec<Item>)> = BTreeMap::new();
         // At most this many items go into one outbox write.
-        const BATCH: usize = 512;
+        const BATCH: usize = 8192;
         let mut last_commit = Instant::now()
             .checked_sub(COMMIT_EVERY)
             .unwrap_or_else(Instant::now);
