@@ -187,6 +187,22 @@ impl Outbox {
         logs.per_sink.get(sink).copied().unwrap_or(0)
     }
 
+    /// Appends whole lines to the pending log and syncs it. A write that fails part way
+    /// is cut back, so that the next entry does not join a broken line.
+    fn append_synced(&self, logs: &mut Logs, lines: &[u8]) -> Result<(), OutboxError> {
+        let path = self.dir.join(PENDING);
+        let before = logs.pending.metadata().map_err(io(&path))?.len();
+        let result = logs
+            .pending
+            .write_all(lines)
+            .and_then(|()| logs.pending.sync_data());
+        if let Err(e) = result {
+            let _ = logs.pending.set_len(before);
+            return Err(io(&path)(e));
+        }
+        Ok(())
+    }
+
     /// The most notifications it holds (its own alerts may use [`HEALTH_RESERVE`] more).
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -214,19 +230,8 @@ impl Outbox {
             body.push(b'\n');
             written.push(e);
         }
-        let path = self.dir.join(PENDING);
         if !written.is_empty() {
-            // A write that fails part way is cut back, so that the next entry does not
-            // join a broken line.
-            let before = logs.pending.metadata().map_err(io(&path))?.len();
-            let result = logs
-                .pending
-                .write_all(&body)
-                .and_then(|()| logs.pending.sync_data());
-            if let Err(e) = result {
-                let _ = logs.pending.set_len(before);
-                return Err(io(&path)(e));
-            }
+            self.append_synced(&mut logs, &body)?;
             for e in &written {
                 logs.add(&e.id, &e.sink);
             }
@@ -239,18 +244,9 @@ impl Outbox {
     /// before it is tried. The outbox holds one entry fewer per entry merged in.
     pub fn merge(&self, merged: &Entry) -> Result<(), OutboxError> {
         let mut logs = self.logs.lock().expect("outbox lock poisoned");
-        let path = self.dir.join(PENDING);
         let mut line = serde_json::to_vec(merged).expect("entries serialize");
         line.push(b'\n');
-        let before = logs.pending.metadata().map_err(io(&path))?.len();
-        let result = logs
-            .pending
-            .write_all(&line)
-            .and_then(|()| logs.pending.sync_data());
-        if let Err(e) = result {
-            let _ = logs.pending.set_len(before);
-            return Err(io(&path)(e));
-        }
+        self.append_synced(&mut logs, &line)?;
         for id in &merged.merges {
             logs.remove(id);
         }

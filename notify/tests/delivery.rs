@@ -135,6 +135,15 @@ fn slack_items(rx: &Receiver) -> usize {
         .sum()
 }
 
+/// Items a notifier has delivered, over all sinks.
+fn delivered(notifier: &Notifier) -> usize {
+    notifier
+        .statuses()
+        .iter()
+        .filter(|s| s.state == "delivered")
+        .count()
+}
+
 async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -404,14 +413,7 @@ async fn a_full_outbox_reports_itself_keeps_room_for_driftwatchs_own_alert_and_c
     until(
         "every held notification delivered",
         Duration::from_secs(5),
-        || {
-            notifier
-                .statuses()
-                .iter()
-                .filter(|s| s.state == "delivered")
-                .count()
-                == 3
-        },
+        || delivered(&notifier) == 3,
     )
     .await;
     let delivered: Vec<String> = receiver
@@ -481,12 +483,7 @@ async fn notifications_waiting_together_go_out_as_one_request_and_tried_ids_neve
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     until("every item delivered", Duration::from_secs(10), || {
-        notifier
-            .statuses()
-            .iter()
-            .filter(|s| s.state == "delivered")
-            .count()
-            == 5
+        delivered(&notifier) == 5
     })
     .await;
     let seen = receiver.seen();
@@ -532,12 +529,7 @@ async fn items_routed_together_to_a_webhook_are_one_notification() {
             .collect(),
     );
     until("every item delivered", Duration::from_secs(5), || {
-        notifier
-            .statuses()
-            .iter()
-            .filter(|s| s.state == "delivered")
-            .count()
-            == 150
+        delivered(&notifier) == 150
     })
     .await;
     // At most 100 items a request: two requests, in order.

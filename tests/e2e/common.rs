@@ -91,6 +91,39 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A mock Kafka cluster (a real Kafka-protocol broker on loopback) holding `topic` with
+/// `partitions` partitions, and the dead-letter topic; with its bootstrap servers.
+pub fn cluster(
+    topic: &str,
+    partitions: i32,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic(topic, partitions, 1).unwrap();
+    cluster
+        .create_topic("driftwatch-dead-letter", 1, 1)
+        .unwrap();
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
+
+/// Publishes `records` to `topic` and waits until the broker has them all.
+pub fn produce(brokers: &str, topic: &str, records: impl IntoIterator<Item = impl AsRef<str>>) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for r in records {
+        producer
+            .send(BaseRecord::<(), _>::to(topic).payload(r.as_ref()))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
 /// Serves `app` on a loopback port for the rest of the test; returns its address.
 pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -23,7 +23,7 @@ use serde_json::json;
 use store::{EventTable, EventsSnapshot, StoreConfig, StoreMetrics};
 use tokio::sync::mpsc;
 
-use crate::common::eventually;
+use crate::common::{cluster, eventually};
 
 const TIME: &str = "2026-03-02T10:15:02.000000002Z";
 
@@ -294,12 +294,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_stopped_mid_stream_resumes_without_skipping() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("tetragon", 2, 1).unwrap();
-    cluster
-        .create_topic("driftwatch-dead-letter", 1, 1)
-        .unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster("tetragon", 2);
     const N: u64 = 20_000;
     let records: Vec<_> = (0..N).map(|id| ("tetragon", tetragon_exec(id))).collect();
     produce(&brokers, &records).await;

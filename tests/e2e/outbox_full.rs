@@ -11,12 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use rdkafka::ClientConfig;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::Value;
 
-use crate::common::{Killed, binary, eventually, free_port, http_get, sample, serve};
+use crate::common::{
+    Killed, binary, cluster, eventually, free_port, http_get, produce, sample, serve,
+};
 
 /// Native records: 11 minutes of one service's usual process, then 30 new binaries
 /// (each a drift alert once learning is over).
@@ -67,22 +66,8 @@ async fn a_full_outbox_raises_a_delivered_alert_that_resolves_when_it_drains() {
     );
     let receiver = serve(app).await;
 
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 1, 1).unwrap();
-    cluster
-        .create_topic("driftwatch-dead-letter", 1, 1)
-        .unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    for r in records() {
-        producer
-            .send(BaseRecord::<(), _>::to("events").payload(&r))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    let (_cluster, brokers) = cluster("events", 1);
+    produce(&brokers, "events", records());
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

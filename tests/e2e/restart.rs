@@ -7,12 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::json;
 
-use crate::common::{binary, eventually};
+use crate::common::{binary, cluster, eventually, produce};
 
 fn exec(minute: u32, exe: &str) -> String {
     json!({
@@ -20,19 +17,6 @@ fn exec(minute: u32, exe: &str) -> String {
         "process": { "exe": exe, "parent_exe": "/usr/local/bin/gunicorn" },
     })
     .to_string()
-}
-
-fn produce(brokers: &str, records: &[String]) {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    for r in records {
-        producer
-            .send(BaseRecord::<(), _>::to("native").payload(r))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
 }
 
 /// Starts `run`, collecting its (JSON) log lines.
@@ -71,12 +55,7 @@ fn state(dir: &Path) -> Option<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("native", 1, 1).unwrap();
-    cluster
-        .create_topic("driftwatch-dead-letter", 1, 1)
-        .unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster("native", 1);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("driftwatch.toml");
@@ -97,7 +76,7 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
         .map(|m| exec(m, "/usr/local/bin/python3.12"))
         .collect();
     first.push(exec(13, "/bin/sh"));
-    produce(&brokers, &first);
+    produce(&brokers, "native", &first);
     let (mut daemon, logs) = start(&config);
     eventually(
         Duration::from_secs(60),
@@ -115,7 +94,11 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
     daemon.kill().unwrap(); // SIGKILL: no drain, no final state file
     daemon.wait().unwrap();
 
-    produce(&brokers, &[exec(14, "/bin/sh"), exec(15, "/usr/bin/wget")]);
+    produce(
+        &brokers,
+        "native",
+        [exec(14, "/bin/sh"), exec(15, "/usr/bin/wget")],
+    );
     let (mut daemon, logs) = start(&config);
     // The killed member never left the group: the broker waits out its session first.
     let waited = std::time::Instant::now();

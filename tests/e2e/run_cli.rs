@@ -6,32 +6,16 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::common::{binary, eventually, free_port, http_get, sample};
+use crate::common::{binary, cluster, eventually, free_port, http_get, produce, sample};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_consumes_serves_metrics_and_commits_on_sigterm() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("falco", 1, 1).unwrap();
-    cluster
-        .create_topic("driftwatch-dead-letter", 1, 1)
-        .unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
+    let (_cluster, brokers) = cluster("falco", 1);
     let alert = std::fs::read_to_string(crate::common::fixtures().join("mixed.jsonl")).unwrap();
-    let falco_line = alert.lines().next().unwrap().to_owned();
-    for _ in 0..100 {
-        producer
-            .send(BaseRecord::<(), _>::to("falco").payload(&falco_line))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    let falco_line = alert.lines().next().unwrap();
+    produce(&brokers, "falco", std::iter::repeat_n(falco_line, 100));
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
