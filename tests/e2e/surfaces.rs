@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{binary, eventually, free_port, require_program};
+use crate::common::{binary, eventually, free_port, http_get, require_program};
 
 const PG_USER: &str = "driftwatch";
 const PG_PASSWORD: &str = "driftwatch";
@@ -491,6 +491,11 @@ async fn prometheus_scrapes_driftwatch_and_every_dashboard_expression_has_data()
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // On two busy cores Prometheus can take a while to open its port.
+    eventually(Duration::from_secs(60), "Prometheus to be ready", || {
+        http_get(&prom_addr, "/-/ready").is_ok_and(|b| b.contains("Ready"))
+    })
+    .await;
     let client = reqwest::Client::new();
     // The SQL panels' own queries give the SQL metrics their series.
     let sql = client
