@@ -506,6 +506,14 @@ async fn services(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Va
                 "baseline_entries": s.baseline.len(),
                 "image_digest": s.image_digest,
                 "log_templates": s.logs.template_count(),
+                "growing": s.growing().iter().map(label).collect::<Vec<_>>(),
+                "growth_until": s.growth_until,
+                "novelty": detect::LEARNED_DIMENSIONS
+                    .iter()
+                    .filter_map(|d| Some((d, s.novelty(*d)?)))
+                    .filter(|(_, n)| n.seen > 0)
+                    .map(|(d, n)| (label(d), json!({ "seen": n.seen, "new": n.new, "new_share": n.rate, "grown": n.grown, "growing": s.is_growing(*d) })))
+                    .collect::<serde_json::Map<String, Value>>(),
             })
         })
         .collect();

@@ -159,6 +159,8 @@ pub fn import_into(snapshot: &mut DetectorSnapshot, file: &BaselineFile, now: Na
                     baseline: Vec::new(),
                     written: Vec::new(),
                     logs: None,
+                    novelty: Vec::new(),
+                    growth_until: None,
                 });
                 snapshot.services.len() - 1
             }
@@ -191,6 +193,7 @@ pub fn import_into(snapshot: &mut DetectorSnapshot, file: &BaselineFile, now: Na
                 origin: Origin::Imported,
                 first_seen: now,
                 count: 0,
+                learned_from: 0,
             });
             added += 1;
         }

@@ -209,10 +209,8 @@ impl Stages {
                     newest = newest.max(event.time);
                     oldest = oldest.min(event.time);
                     if let Some(c) = &self.compliance {
-                        if c.wants(event) {
-                            // Moved to the worker once stored, rather than copied.
-                            checks.push(Check::Event(i));
-                        }
+                        // The alerts an event raised go first: a control that both fire
+                        // makes one finding, and the alert's is the one that names it.
                         for a in &raised[before..] {
                             if c.wants_alert(a.kind) {
                                 checks.push(Check::Item(Item::Alert(Box::new((
@@ -220,6 +218,10 @@ impl Stages {
                                     Some(event.clone()),
                                 )))));
                             }
+                        }
+                        if c.wants(event) {
+                            // Moved to the worker once stored, rather than copied.
+                            checks.push(Check::Event(i));
                         }
                     }
                 }
@@ -433,7 +435,9 @@ impl Stages {
                 subject = %alert.subject, "Drift alert."
             );
         }
-        if self.print_alerts {
+        // The demo's view pages like an analyst's would: info and low alerts (grace
+        // periods, baselines still growing) stay in the tables and the API.
+        if self.print_alerts && alert.severity > detect::Severity::Low {
             println!(
                 "ALERT {:?} {} {}: {}\n      {}{}",
                 alert.severity,

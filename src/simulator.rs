@@ -5,6 +5,11 @@
 //! notice. Event time runs faster than the wall clock (`speed`), so a learning phase of
 //! an hour of event time passes in a minute.
 //!
+//! The shop churns as real workloads do: Python, `mktemp` and Go temp files with random
+//! names, uploads to object storage and a CDN whose addresses rotate within the
+//! provider's ranges, a cleanup job every ten minutes, pods rescheduled under new names
+//! every few hours, and an image rollout now and then. None of it is drift.
+//!
 //! A small share of records is deliberately broken (cut short, not JSON) so the demo
 //! shows dead-lettering at work.
 
@@ -52,6 +57,9 @@ impl Rng {
     fn chance(&mut self, per_thousand: u64) -> bool {
         self.below(1000) < per_thousand
     }
+    fn word(&mut self, alphabet: &[u8], len: usize) -> String {
+        (0..len).map(|_| char::from(*self.pick(alphabet))).collect()
+    }
     fn hex(&mut self, len: usize) -> String {
         (0..len)
             .map(|_| char::from(b"0123456789abcdef"[self.below(16) as usize]))
@@ -65,14 +73,15 @@ struct Service {
     pod: String,
     container_id: String,
     image: &'static str,
-    digest: &'static str,
+    digest: String,
     node: &'static str,
     /// (binary, arguments, parent binary)
     processes: &'static [(&'static str, &'static str, &'static str)],
-    /// Paths written (a `{n}` is replaced by a random number).
+    /// Paths written (placeholders as in [`Simulator::fill`]).
     writes: &'static [&'static str],
     reads: &'static [&'static str],
-    /// (address, port)
+    /// (address, port); an octet may be a range (`8-9`) or `*` (any host octet), for
+    /// endpoints that rotate within a provider's range.
     connects: &'static [(&'static str, u16)],
     logs: &'static [&'static str],
 }
@@ -93,7 +102,31 @@ pub struct Simulator {
     /// When the next attack happens, and how far apart they are.
     attacks: Option<(Nanos, i64)>,
     next_attack: usize,
+    /// The attacks injected so far.
+    injected: Vec<Injected>,
+    /// When the worker's cleanup job runs next.
+    next_cron: Nanos,
+    /// When a pod is next rescheduled (new name, new container), and an image next rolls out.
+    next_reschedule: Nanos,
+    next_rollout: Nanos,
 }
+
+/// One injected attack: which, on which service, at what event time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injected {
+    pub attack: usize,
+    pub service: &'static str,
+    pub time: Nanos,
+}
+
+/// The service each of [`ATTACKS`] happens in.
+pub const ATTACKED: [&str; 6] = ["api", "worker", "checkout", "frontend", "postgres", "api"];
+
+/// How often the worker's cleanup job runs, a pod is rescheduled, and an image rolls
+/// out, in event time.
+const CRON_EVERY: i64 = 10 * 60 * 1_000_000_000;
+const RESCHEDULE_EVERY: i64 = 4 * 3600 * 1_000_000_000;
+const ROLLOUT_EVERY: i64 = 9 * 3600 * 1_000_000_000;
 
 /// The attacks the demo injects once the services have learned, in order.
 pub const ATTACKS: [&str; 6] = [
@@ -134,7 +167,7 @@ impl Simulator {
                 pod: frontend_pod,
                 container_id: frontend_id,
                 image: "docker.io/library/nginx:1.27",
-                digest: "sha256:6f1c9a7e3b2d",
+                digest: "sha256:6f1c9a7e3b2d".to_owned(),
                 node: "node-a",
                 processes: &[("/usr/sbin/nginx", "-g daemon off;", "/usr/sbin/nginx")],
                 writes: &[
@@ -154,7 +187,7 @@ impl Simulator {
                 pod: api_pod,
                 container_id: api_id,
                 image: "ghcr.io/acme/shop-api:2.4.1",
-                digest: "sha256:0b8e4f1d2c3a",
+                digest: "sha256:0b8e4f1d2c3a".to_owned(),
                 node: "node-a",
                 processes: &[
                     (
@@ -168,12 +201,23 @@ impl Simulator {
                         "/usr/local/bin/gunicorn",
                     ),
                 ],
-                writes: &["/tmp/upload-{n}", "/tmp/gunicorn-{n}.tmp"],
+                // gunicorn's worker heartbeat files and the app's `tempfile` uploads.
+                writes: &[
+                    "/tmp/upload-{n}",
+                    "/tmp/gunicorn-{n}.tmp",
+                    "/tmp/wgunicorn-{py}",
+                    "/tmp/tmp{py}",
+                ],
                 reads: &[
                     "/app/config.yaml",
                     "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
                 ],
-                connects: &[("10.96.20.15", 5432), ("10.96.30.7", 6379)],
+                // The CDN's edge addresses rotate within its /22.
+                connects: &[
+                    ("10.96.20.15", 5432),
+                    ("10.96.30.7", 6379),
+                    ("151.101.0-3.*", 443),
+                ],
                 logs: &[
                     "INFO request handled path=/api/cart/{n} status=200 duration_ms={n}",
                     "INFO request handled path=/api/product/{n} status=200 duration_ms={n}",
@@ -185,7 +229,7 @@ impl Simulator {
                 pod: db_pod,
                 container_id: db_id,
                 image: "docker.io/library/postgres:16.4",
-                digest: "sha256:9a2b7c4d1e0f",
+                digest: "sha256:9a2b7c4d1e0f".to_owned(),
                 node: "node-b",
                 processes: &[(
                     "/usr/lib/postgresql/16/bin/postgres",
@@ -209,7 +253,7 @@ impl Simulator {
                 pod: worker_pod,
                 container_id: worker_id,
                 image: "ghcr.io/acme/shop-worker:2.4.1",
-                digest: "sha256:3c5d7e9f1a2b",
+                digest: "sha256:3c5d7e9f1a2b".to_owned(),
                 node: "node-b",
                 processes: &[
                     (
@@ -223,9 +267,20 @@ impl Simulator {
                         "/usr/local/bin/python3.12",
                     ),
                 ],
-                writes: &["/tmp/report-{n}.csv", "/tmp/out-{n}.png"],
+                // Python `tempfile` and a shell helper's `mktemp` beside the reports.
+                writes: &[
+                    "/tmp/report-{n}.csv",
+                    "/tmp/out-{n}.png",
+                    "/tmp/tmp{py}",
+                    "/tmp/tmp.{mk}",
+                ],
                 reads: &["/app/celeryconfig.py"],
-                connects: &[("10.96.30.7", 6379), ("10.96.20.15", 5432)],
+                // Uploads go to object storage, whose endpoints rotate across a /23.
+                connects: &[
+                    ("10.96.30.7", 6379),
+                    ("10.96.20.15", 5432),
+                    ("52.216.8-9.*", 443),
+                ],
                 logs: &[
                     "Task tasks.send_email[{n}] succeeded in 0.{n}s: None",
                     "Task tasks.resize_image[{n}] received",
@@ -236,10 +291,11 @@ impl Simulator {
                 pod: checkout_pod,
                 container_id: checkout_id,
                 image: "ghcr.io/acme/checkout:1.8.2",
-                digest: "sha256:aa11bb22cc33",
+                digest: "sha256:aa11bb22cc33".to_owned(),
                 node: "node-a",
                 processes: &[("/app/checkout", "--listen :8443", "/app/checkout")],
-                writes: &[],
+                // Go's `os.CreateTemp("", "receipt*.pdf")`.
+                writes: &["/tmp/receipt{go}.pdf"],
                 reads: &["/etc/ssl/certs/ca-certificates.crt"],
                 connects: &[("10.96.12.40", 8080), ("34.120.8.9", 443)],
                 logs: &[
@@ -260,6 +316,10 @@ impl Simulator {
             queued: VecDeque::new(),
             attacks: None,
             next_attack: 0,
+            injected: Vec::new(),
+            next_cron: start.saturating_add(CRON_EVERY / 2),
+            next_reschedule: start.saturating_add(RESCHEDULE_EVERY),
+            next_rollout: start.saturating_add(ROLLOUT_EVERY),
         }
     }
 
@@ -267,6 +327,16 @@ impl Simulator {
     /// Injects [`ATTACKS`] one after another, the first at `first`, then every `every`.
     pub fn schedule_attacks(&mut self, first: Nanos, every: std::time::Duration) {
         self.attacks = Some((first, i64::try_from(every.as_nanos()).unwrap_or(i64::MAX)));
+    }
+
+    /// The attacks injected so far, in order.
+    pub fn injected(&self) -> &[Injected] {
+        &self.injected
+    }
+
+    /// The current event time.
+    pub fn now(&self) -> Nanos {
+        self.now
     }
 
     pub fn next_record(&mut self) -> Record {
@@ -279,10 +349,19 @@ impl Simulator {
         {
             self.attacks = Some((at.saturating_add(every), every));
             self.attack(self.next_attack);
+            self.injected.push(Injected {
+                attack: self.next_attack,
+                service: ATTACKED[self.next_attack],
+                time: self.now,
+            });
             self.next_attack += 1;
             if let Some(r) = self.queued.pop_front() {
                 return r;
             }
+        }
+        self.churn();
+        if let Some(r) = self.queued.pop_front() {
+            return r;
         }
         self.now = self
             .now
@@ -311,15 +390,93 @@ impl Simulator {
         record
     }
 
-    fn fill(&mut self, template: &str) -> String {
-        let mut out = String::with_capacity(template.len() + 8);
-        let mut parts = template.split("{n}");
-        out.push_str(parts.next().unwrap_or_default());
-        for part in parts {
-            out.push_str(&self.rng.below(10_000).to_string());
-            out.push_str(part);
+    /// The churn of an ordinary day: the cleanup job, pods rescheduled, images rolled out.
+    fn churn(&mut self) {
+        if self.now >= self.next_cron {
+            self.next_cron = self.next_cron.saturating_add(CRON_EVERY);
+            let args = self.fill("/app/jobs/cleanup.py --older-than {n}h");
+            let write = json!({ "function_name": "security_file_permission",
+                "args": [ { "file_arg": { "path": "/tmp/cleanup.lock" } }, { "int_arg": 2 } ], "action": "KPROBE_ACTION_POST" });
+            let exec = self.tetragon(
+                "worker",
+                "/usr/local/bin/python3.12",
+                &args,
+                "/usr/local/bin/celery",
+                serde_json::Value::Null,
+            );
+            let lock = self.tetragon(
+                "worker",
+                "/usr/local/bin/python3.12",
+                &args,
+                "/usr/local/bin/celery",
+                write,
+            );
+            self.queued.extend([exec, lock]);
         }
+        if self.now >= self.next_reschedule {
+            self.next_reschedule = self.next_reschedule.saturating_add(RESCHEDULE_EVERY);
+            let i = self.rng.below(self.services.len() as u64) as usize;
+            let stateful = self.services[i].name == "postgres";
+            let pod = pod_name(&mut self.rng, self.services[i].name, stateful);
+            let container = self.rng.hex(64);
+            let s = &mut self.services[i];
+            s.pod = pod;
+            s.container_id = container;
+        }
+        if self.now >= self.next_rollout {
+            self.next_rollout = self.next_rollout.saturating_add(ROLLOUT_EVERY);
+            let i = self.rng.below(self.services.len() as u64) as usize;
+            self.services[i].digest = format!("sha256:{}", self.rng.hex(12));
+        }
+    }
+
+    /// Fills a template's placeholders: `{n}` a number below 10,000, `{py}` a Python
+    /// `tempfile` name (8 of `[a-z0-9_]`), `{mk}` a `mktemp` name (10 of `[A-Za-z0-9]`),
+    /// `{go}` a Go `os.CreateTemp` number (a random `uint32`).
+    fn fill(&mut self, template: &str) -> String {
+        const PYTHON: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789_";
+        const MKTEMP: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut out = String::with_capacity(template.len() + 8);
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
+            match &rest[open + 1..open + close] {
+                "n" => out.push_str(&self.rng.below(10_000).to_string()),
+                "py" => out.push_str(&self.rng.word(PYTHON, 8)),
+                "mk" => out.push_str(&self.rng.word(MKTEMP, 10)),
+                "go" => out.push_str(&self.rng.below(u64::from(u32::MAX)).to_string()),
+                other => {
+                    out.push('{');
+                    out.push_str(other);
+                    out.push('}');
+                }
+            }
+            rest = &rest[open + close + 1..];
+        }
+        out.push_str(rest);
         out
+    }
+
+    /// An address of a pattern whose octets may be ranges (`52.216.8-9.*`).
+    fn address(&mut self, pattern: &str) -> String {
+        pattern
+            .split('.')
+            .map(|octet| {
+                if octet == "*" {
+                    (1 + self.rng.below(254)).to_string()
+                } else if let Some((a, b)) = octet.split_once('-')
+                    && let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>())
+                {
+                    (a + self.rng.below(b.saturating_sub(a) + 1)).to_string()
+                } else {
+                    octet.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(".")
     }
 
     fn pod_json(&self, s: &Service) -> serde_json::Value {
@@ -526,7 +683,8 @@ impl Simulator {
                 "return": { "int_arg": 0 }, "action": "KPROBE_ACTION_POST", "policy_name": "file-monitoring",
             }})
         } else if roll < 8 && !connects.is_empty() {
-            let (addr, port) = *self.rng.pick(connects);
+            let (pattern, port) = *self.rng.pick(connects);
+            let addr = self.address(pattern);
             let sport = 32768 + self.rng.below(28_000);
             json!({ "process_kprobe": {
                 "process": process, "parent": parent,

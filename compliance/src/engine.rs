@@ -203,10 +203,43 @@ pub struct Engine {
     posture: HashMap<String, Vec<Option<PostureEntry>>>,
     /// Control results remembered by the values they read.
     memo: Memo,
+    /// The causes of the latest failures, so that one cause is one finding.
+    causes: Causes,
 }
 
 /// Control results remembered by default (see [`Engine::with_result_cache`]).
 pub const RESULT_CACHE: usize = 65_536;
+
+/// Failing causes remembered: an alert reaches the engine in the same batch as the event
+/// that raised it, so a few thousand cover every pair many batches over.
+const CAUSES_KEPT: usize = 4096;
+
+/// The latest failures by cause: the control, the service and the first evidence (the
+/// record that fired it). An event and the alert raised by that same event are one
+/// cause; the second run is not a second finding.
+#[derive(Default)]
+struct Causes {
+    order: std::collections::VecDeque<(usize, String, String)>,
+    set: std::collections::HashSet<(usize, String, String)>,
+}
+
+impl Causes {
+    /// Remembers a failing cause; false when it was already remembered.
+    fn first(&mut self, control: usize, service: &str, evidence: &str) -> bool {
+        let cause = (control, service.to_owned(), evidence.to_owned());
+        if self.set.contains(&cause) {
+            return false;
+        }
+        if self.order.len() == CAUSES_KEPT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(cause.clone());
+        self.set.insert(cause);
+        true
+    }
+}
 
 /// A container's facts, shared with the findings that read them, and as checks read
 /// them (made when a trigger first needs them after a change).
@@ -419,6 +452,7 @@ impl Engine {
             meta,
             posture: HashMap::new(),
             memo: Memo::new(capacity, reads),
+            causes: Causes::default(),
         }
     }
 
@@ -438,6 +472,25 @@ impl Engine {
 
     /// Learns facts from the event and runs the controls its kind fires.
     pub fn on_event(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        let key = self.see(event);
+        let Some(controls) = self.by_event.get(event.kind.name()) else {
+            return;
+        };
+        let controls = controls.clone();
+        let json = serde_json::to_value(event).unwrap_or_default();
+        let trigger = Trigger {
+            service: &event.service,
+            container: key,
+            time: event.time,
+            alert: None,
+            evidence: vec![event.provenance.clone()],
+        };
+        self.run(&controls, &json, None, trigger, out);
+    }
+
+    /// Learns the facts an event carries about its container (once: seeing the same
+    /// event again changes nothing); returns the container's key.
+    fn see(&mut self, event: &Event) -> String {
         let key = container_key(event);
         let known = match self.facts.get_mut(&key) {
             Some(k) => k,
@@ -455,19 +508,7 @@ impl Engine {
             }
             known.json = None;
         }
-        let Some(controls) = self.by_event.get(event.kind.name()) else {
-            return;
-        };
-        let controls = controls.clone();
-        let json = serde_json::to_value(event).unwrap_or_default();
-        let trigger = Trigger {
-            service: &event.service,
-            container: key,
-            time: event.time,
-            alert: None,
-            evidence: vec![event.provenance.clone()],
-        };
-        self.run(&controls, &json, None, trigger, out);
+        key
     }
 
     /// Runs the controls an alert fires, against the event that raised it (if given).
@@ -476,6 +517,10 @@ impl Engine {
             return;
         };
         let controls = controls.clone();
+        // The alert may come before its event: the checks see what the event says.
+        if let Some(e) = event {
+            self.see(e);
+        }
         let event_json = event
             .and_then(|e| serde_json::to_value(e).ok())
             .unwrap_or_else(|| serde_json::json!({ "service": alert.service, "kind": "" }));
@@ -585,6 +630,17 @@ impl Engine {
                 alert: t.alert.map(Into::into),
                 evidence: t.evidence.as_slice().into(),
             });
+            // The same record failing the same control again (the event, then the alert
+            // it raised) is the finding already made.
+            if status == Status::Fail
+                && !sh.first.is_empty()
+                && !self.causes.first(i, t.service, &sh.first)
+            {
+                if let Some(p) = held {
+                    p.last_checked = p.last_checked.max(t.time);
+                }
+                continue;
+            }
             let meta = &self.meta[i];
             let id = detect::stable_hash(&[
                 &control.id,

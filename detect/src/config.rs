@@ -38,6 +38,13 @@ pub struct DetectConfig {
     /// IPv6 destinations are learned as networks of this prefix length.
     #[serde(default = "default_ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// A dimension still growing when learning ends (new entries still come often)
+    /// keeps learning for at most this long, reporting what it learns at `low`…
+    #[serde(default = "default_growth_period", with = "humantime_serde")]
+    pub growth_period: Duration,
+    /// …and at most this many more entries per dimension.
+    #[serde(default = "default_growth_max_entries")]
+    pub growth_max_entries: u64,
     /// Log templates and template-mix drift (`[detect.logs]`).
     #[serde(default)]
     pub logs: LogConfig,
@@ -57,6 +64,8 @@ impl Default for DetectConfig {
             max_baseline_entries: default_max_baseline_entries(),
             ipv4_prefix: default_ipv4_prefix(),
             ipv6_prefix: default_ipv6_prefix(),
+            growth_period: default_growth_period(),
+            growth_max_entries: default_growth_max_entries(),
             logs: LogConfig::default(),
             rate: RateSettings::default(),
         }
@@ -88,6 +97,16 @@ fn default_correlation_window() -> Duration {
 /// 10,000 entries: hundreds of times what a well-behaved service learns.
 fn default_max_baseline_entries() -> usize {
     10_000
+}
+/// A day: a workload's daily cycle (batch windows, traffic peaks, the nightly job)
+/// shows what an hour of learning missed.
+fn default_growth_period() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+/// 500 entries: more than a settling dimension finds in a day, few enough that a
+/// dimension that never settles pages again.
+fn default_growth_max_entries() -> u64 {
+    500
 }
 /// /32: exact addresses; set 24 to learn destination subnets.
 fn default_ipv4_prefix() -> u8 {

@@ -13,6 +13,7 @@ use tracing::info;
 
 use crate::alert::{Alert, AlertKind, AlertStatus, MAX_EVIDENCE, Severity, alert_id, dedup_key};
 use crate::config::DetectConfig;
+use crate::generalise::Generalisations;
 use crate::logs::{LogState, weigh};
 use crate::observe::{Dimension, Observation, observe};
 use crate::rate::Direction;
@@ -54,6 +55,68 @@ pub struct Entry {
     pub first_seen: Nanos,
     pub count: u64,
     pub origin: Origin,
+    /// For a learned generalisation (a name shape, a network), how many distinct
+    /// entries it was learned from; 0 for an entry that is just itself.
+    pub learned_from: u32,
+}
+
+/// The dimensions a service learns, in [`Novelty`] order.
+pub const LEARNED_DIMENSIONS: [Dimension; 6] = [
+    Dimension::Process,
+    Dimension::Args,
+    Dimension::File,
+    Dimension::Network,
+    Dimension::Exec,
+    Dimension::LogTemplate,
+];
+
+/// The weight of the newest observation in a dimension's novelty rate: it follows about
+/// the last 32 observations, enough to tell a settled dimension from one still finding
+/// something new every few events.
+const NOVELTY_WEIGHT: f64 = 1.0 / 32.0;
+
+/// A dimension whose novelty rate is at least this (one observation in ten new) when
+/// learning ends is still growing…
+const GROWING_RATE: f64 = 0.1;
+
+/// …provided it learned at least this many entries: a dimension of two or three entries
+/// has not churned, it is small.
+const GROWING_MIN_NEW: u64 = 8;
+
+/// How often learning still finds new entries in one dimension of a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Novelty {
+    /// Observations while learning (and while growing).
+    pub seen: u64,
+    /// Of those, how many were new entries.
+    pub new: u64,
+    /// The share of recent observations that were new (an exponentially weighted mean).
+    pub rate: f64,
+    /// New entries learned after the learning period because the dimension was growing.
+    #[serde(default)]
+    pub grown: u64,
+    /// Still growing when learning ended, and not settled since: new entries are
+    /// learned and reported at low while the growth period lasts.
+    #[serde(default)]
+    pub growing: bool,
+}
+
+impl Novelty {
+    fn observe(&mut self, new: bool) {
+        self.seen += 1;
+        self.new += u64::from(new);
+        let weight = (1.0 / self.seen as f64).max(NOVELTY_WEIGHT);
+        self.rate += weight * (f64::from(u8::from(new)) - self.rate);
+    }
+
+    /// Whether the dimension still finds new entries often enough not to be known yet.
+    pub fn still_growing(&self) -> bool {
+        self.new >= GROWING_MIN_NEW && self.rate >= GROWING_RATE
+    }
+}
+
+fn novelty_index(dimension: Dimension) -> Option<usize> {
+    LEARNED_DIMENSIONS.iter().position(|d| *d == dimension)
 }
 
 /// How many image digests a service remembers: far more than run side by side.
@@ -111,6 +174,13 @@ pub struct ServiceState {
     pub(crate) written: RecentWrites,
     pub logs: LogState,
     pub rates: RateState,
+    /// Name shapes and networks learned from the baseline's own entries.
+    pub(crate) general: Generalisations,
+    /// Per dimension (in [`LEARNED_DIMENSIONS`] order), how often learning still finds
+    /// something new.
+    pub novelty: [Novelty; LEARNED_DIMENSIONS.len()],
+    /// Until when dimensions still growing at the end of learning keep learning.
+    pub growth_until: Option<Nanos>,
 }
 
 impl ServiceState {
@@ -128,6 +198,101 @@ impl ServiceState {
             written: RecentWrites::default(),
             logs: LogState::new(&config.logs),
             rates: RateState::default(),
+            general: Generalisations::default(),
+            novelty: [Novelty::default(); LEARNED_DIMENSIONS.len()],
+            growth_until: None,
+        }
+    }
+
+    /// The novelty of one dimension (none for dimensions never learned).
+    pub fn novelty(&self, dimension: Dimension) -> Option<&Novelty> {
+        novelty_index(dimension).map(|i| &self.novelty[i])
+    }
+
+    /// Whether a dimension is still growing: while learning, whether it still finds
+    /// new entries often; after, whether it did when learning ended and has not
+    /// settled since (within the growth period).
+    pub fn is_growing(&self, dimension: Dimension) -> bool {
+        self.novelty(dimension).is_some_and(|n| {
+            if self.phase == Phase::Learning {
+                n.still_growing()
+            } else {
+                n.growing
+            }
+        })
+    }
+
+    /// The dimensions still growing, in [`LEARNED_DIMENSIONS`] order.
+    pub fn growing(&self) -> Vec<Dimension> {
+        LEARNED_DIMENSIONS
+            .iter()
+            .copied()
+            .filter(|d| self.is_growing(*d))
+            .collect()
+    }
+
+    /// Rebuilds the generalisation index from the baseline's keys.
+    pub(crate) fn reindex(&mut self) {
+        self.general =
+            Generalisations::rebuild(self.baseline.keys().map(|k| (k.dimension, k.key.as_str())));
+    }
+
+    /// Inserts a learned entry, or counts into the one with its key.
+    fn learn(&mut self, key: EntryKey, entry: Entry) {
+        self.general.index(key.dimension, &key.key);
+        match self.baseline.get_mut(&key) {
+            Some(e) => {
+                e.count += entry.count;
+                e.learned_from = e.learned_from.saturating_add(entry.learned_from);
+                e.first_seen = e.first_seen.min(entry.first_seen);
+            }
+            None => {
+                self.baseline.insert(key, entry);
+            }
+        }
+    }
+
+    /// Learns what a new entry teaches about its dimension's generalisations, and folds
+    /// the entries a newly learned one covers into it.
+    fn generalise(&mut self, key: &EntryKey, raw_path: Option<&str>, learning: bool) {
+        let merges = match (key.dimension, raw_path) {
+            (Dimension::File, Some(raw)) => self.general.learn_path(&key.key, raw, learning),
+            (Dimension::Network, _) => self.general.learn_network(&key.key).into_iter().collect(),
+            _ => return,
+        };
+        for m in merges {
+            let mut merged = Entry {
+                first_seen: Nanos(i64::MAX),
+                count: 0,
+                origin: Origin::Learned,
+                learned_from: 0,
+            };
+            for from in &m.from {
+                let old = EntryKey {
+                    dimension: key.dimension,
+                    key: from.clone(),
+                };
+                // Accepted and imported entries stay as the analyst put them.
+                if let Some(e) = self.baseline.get(&old)
+                    && matches!(e.origin, Origin::Learned | Origin::Grace)
+                    && let Some(e) = self.baseline.remove(&old)
+                {
+                    merged.count += e.count;
+                    merged.learned_from = merged.learned_from.saturating_add(e.learned_from.max(1));
+                    merged.first_seen = merged.first_seen.min(e.first_seen);
+                }
+            }
+            if merged.learned_from == 0 {
+                continue;
+            }
+            info!(pattern = %m.into, from = merged.learned_from, "Learned a generalisation.");
+            self.learn(
+                EntryKey {
+                    dimension: key.dimension,
+                    key: m.into,
+                },
+                merged,
+            );
         }
     }
 }
@@ -281,9 +446,22 @@ impl Detector {
         {
             state.phase = Phase::Monitoring;
             state.learned_at = Some((event.time, state.events));
+            state.growth_until = Some(event.time.saturating_add(nanos(config.growth_period)));
+            for n in &mut state.novelty {
+                n.growing = n.still_growing();
+            }
             state.logs.freeze_mix();
             state.rates.templates = state.logs.top_templates(config.rate.top_templates);
-            info!(service = %event.service, entries = state.baseline.len(), "Learning ended; monitoring.");
+            info!(service = %event.service, entries = state.baseline.len(), growing = ?state.growing(), "Learning ended; monitoring.");
+        }
+        if state.growth_until.is_some_and(|g| event.time > g) {
+            // Growth is over: what is new from here on is drift, and the samples that
+            // generalisations were learned from are no longer needed.
+            state.growth_until = None;
+            state.general.stop_sampling();
+            for n in &mut state.novelty {
+                n.growing = false;
+            }
         }
         if let Some(digest) = &event.workload.image.digest
             && state.image_digest.as_ref() != Some(digest)
@@ -376,26 +554,17 @@ impl Detector {
         self.count_rate(event, template, raised);
         let config = &self.config;
         let max_entries = config.max_baseline_entries;
+        let growth_max = config.growth_max_entries;
+        let raw_path = match &event.kind {
+            EventKind::FileAccess { path, .. } => Some(path.as_str()),
+            _ => None,
+        };
         let mut new_process = false;
         for mut obs in observations {
             let state = self
                 .services
                 .get_mut(&event.service)
                 .expect("inserted above");
-            // The common case, known behaviour, borrows the key instead of copying it.
-            let probe = EntryKey {
-                dimension: obs.dimension,
-                key: std::mem::take(&mut obs.key),
-            };
-            if let Some(entry) = state.baseline.get_mut(&probe) {
-                entry.count += 1;
-                continue;
-            }
-            obs.key = probe.key;
-            let key = EntryKey {
-                dimension: obs.dimension,
-                key: obs.key.clone(),
-            };
             let in_grace = state.grace_until.is_some_and(|g| event.time <= g)
                 && state.phase == Phase::Monitoring;
             // Windows are event time: a record that arrives late (another topic lagging)
@@ -403,11 +572,70 @@ impl Detector {
             let learning = state.phase == Phase::Learning
                 || (state.phase == Phase::Monitoring
                     && state.learned_at.is_some_and(|(at, _)| event.time < at));
+            let growth_open = !learning
+                && state.phase == Phase::Monitoring
+                && state.growth_until.is_some_and(|g| event.time <= g);
+            // Learning watches every dimension's novelty; afterwards only the growing
+            // ones, until they settle (drift in a settled dimension is not growth).
+            let tracked = novelty_index(obs.dimension)
+                .filter(|i| learning || (growth_open && state.novelty[*i].growing));
+            // The common case, known behaviour, borrows the key instead of copying it.
+            let probe = EntryKey {
+                dimension: obs.dimension,
+                key: std::mem::take(&mut obs.key),
+            };
+            if let Some(entry) = state.baseline.get_mut(&probe) {
+                entry.count += 1;
+                if let Some(i) = tracked {
+                    state.novelty[i].observe(false);
+                }
+                continue;
+            }
+            obs.key = probe.key;
+            // A learned name shape or network may cover what the exact key misses.
+            if let Some(general) = state.general.cover(obs.dimension, &obs.key, raw_path) {
+                let probe = EntryKey {
+                    dimension: obs.dimension,
+                    key: general,
+                };
+                if let Some(entry) = state.baseline.get_mut(&probe) {
+                    entry.count += 1;
+                    if let Some(i) = tracked {
+                        state.novelty[i].observe(false);
+                    }
+                    continue;
+                }
+                obs.key = probe.key;
+            }
+            if let Some(i) = tracked {
+                state.novelty[i].observe(true);
+            }
+            if !learning && let Some(i) = tracked {
+                let n = &mut state.novelty[i];
+                if !n.still_growing() {
+                    n.growing = false;
+                    info!(service = %event.service, dimension = ?obs.dimension, "Baseline settled.");
+                }
+            }
+            let key = EntryKey {
+                dimension: obs.dimension,
+                key: obs.key.clone(),
+            };
+            // A dimension still growing after learning keeps learning, within bounds,
+            // and says so at low instead of paging; what is critical, or high outside
+            // the network, pages all the same.
+            let growing = growth_open
+                && state.phase != Phase::Locked
+                && absorbed_by_growth(&obs)
+                && tracked.is_some_and(|i| {
+                    state.novelty[i].growing && state.novelty[i].grown < growth_max
+                });
             let learn = match (learning, obs.dimension) {
                 // Sensitive reads are never learned silently.
                 (_, Dimension::SensitiveRead) => None,
                 (true, _) => Some(Origin::Learned),
                 (false, _) if in_grace => Some(Origin::Grace),
+                (false, _) if growing => Some(Origin::Learned),
                 _ => None,
             };
             if let Some(origin) = learn {
@@ -430,14 +658,20 @@ impl Detector {
                     }
                     continue;
                 }
-                state.baseline.insert(
-                    key,
+                state.learn(
+                    key.clone(),
                     Entry {
                         first_seen: event.time,
                         count: 1,
                         origin,
+                        learned_from: 0,
                     },
                 );
+                state.generalise(&key, raw_path, learning);
+                let grew = growing && origin == Origin::Learned;
+                if grew && let Some(i) = tracked {
+                    state.novelty[i].grown += 1;
+                }
                 let quiet = obs.dimension == Dimension::Args && new_process;
                 new_process |= obs.dimension == Dimension::Process;
                 if origin == Origin::Grace && !quiet {
@@ -458,6 +692,13 @@ impl Detector {
                         explanation,
                         raised,
                     );
+                } else if grew && !quiet {
+                    let explanation = growing_text(&event.service, state, &obs, growth_max);
+                    let low = Observation {
+                        severity: Severity::Low,
+                        ..obs
+                    };
+                    self.raise(event, low.dimension.alert_kind(), &low, explanation, raised);
                 }
                 continue;
             }
@@ -473,12 +714,13 @@ impl Detector {
                     .get_mut(&event.service)
                     .expect("inserted above");
                 if state.phase != Phase::Locked && state.baseline.len() < max_entries {
-                    state.baseline.insert(
+                    state.learn(
                         key,
                         Entry {
                             first_seen: event.time,
                             count: 1,
                             origin: Origin::Learned,
+                            learned_from: 0,
                         },
                     );
                 }
@@ -904,12 +1146,14 @@ impl Detector {
             _ => alert.subject.clone(),
         };
         let state = self.services.get_mut(&alert.service)?;
+        state.general.index(dimension, &key);
         state.baseline.insert(
             EntryKey { dimension, key },
             Entry {
                 first_seen: alert.time,
                 count: alert.count,
                 origin: Origin::Accepted,
+                learned_from: 0,
             },
         );
         alert.status = AlertStatus::Resolved;
@@ -951,26 +1195,88 @@ fn matches_act(exe: Option<&str>, file: Option<&str>, obs: &Observation, kind: &
     by_exe || by_file
 }
 
+/// Whether a dimension still growing may absorb this new entry (learn it, report it
+/// at low): everything but what is critical, or high outside the network (a package
+/// manager, a write below `/etc` or a binary directory, an exec-in).
+fn absorbed_by_growth(obs: &Observation) -> bool {
+    match obs.severity {
+        Severity::Critical => false,
+        Severity::High => obs.dimension == Dimension::Network,
+        _ => obs.dimension != Dimension::SensitiveRead,
+    }
+}
+
+/// Why a new entry was learned after the learning period and reported at low.
+fn growing_text(service: &str, state: &ServiceState, obs: &Observation, max: u64) -> String {
+    let n = state.novelty(obs.dimension).copied().unwrap_or_default();
+    let until = state
+        .growth_until
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    format!(
+        "Baseline still growing: `{}` is new for {service}, whose {} were still growing when learning ended \
+         ({:.0}% of the latest observations were new, {} entries learned from {} observations). It was learned \
+         and is reported at low while the dimension settles ({} of at most {max} entries learned so far, until {until}).",
+        obs.key,
+        obs.dimension.plural(),
+        n.rate * 100.0,
+        n.new,
+        n.seen,
+        n.grown,
+    )
+}
+
+/// How sure the baseline is of a dimension: how often learning still found new entries
+/// in it when learning ended.
+fn confidence_text(state: &ServiceState, dimension: Dimension) -> String {
+    let Some(n) = state.novelty(dimension) else {
+        return String::new();
+    };
+    if n.seen == 0 {
+        return format!(
+            " Baseline confidence: no {} were seen while learning.",
+            dimension.plural()
+        );
+    }
+    format!(
+        " Baseline confidence {:.0}%: {:.0}% of the latest {} seen while learning were new ({} entries from {} observations).",
+        (1.0 - n.rate) * 100.0,
+        n.rate * 100.0,
+        dimension.plural(),
+        n.new,
+        n.seen
+    )
+}
+
 /// Contrasts the new behaviour with what the service was seen doing.
 fn explain(service: &str, state: &ServiceState, obs: &Observation) -> String {
     if obs.dimension == Dimension::LogTemplate {
         return explain_template(service, state, obs);
     }
-    let mut known: Vec<&str> = state
+    let mut known: Vec<(&str, u32)> = state
         .baseline
-        .keys()
-        .filter(|k| k.dimension == obs.dimension)
-        .filter(|k| {
+        .iter()
+        .filter(|(k, _)| k.dimension == obs.dimension)
+        .filter(|(k, _)| {
             obs.dimension != Dimension::Args || k.key.split(' ').next() == obs.exe.as_deref()
         })
-        .map(|k| k.key.as_str())
+        .map(|(k, e)| (k.key.as_str(), e.learned_from))
         .collect();
-    known.sort_unstable();
+    // Learned generalisations first (the widest), then the rest by key.
+    known.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let total = known.len();
+    let what_from = if obs.dimension == Dimension::Network {
+        "destinations"
+    } else {
+        "names"
+    };
     let listed = known
         .iter()
         .take(5)
-        .map(|k| format!("`{k}`"))
+        .map(|(k, from)| match from {
+            0 | 1 => format!("`{k}`"),
+            n => format!("`{k}` (learned from {n} {what_from})"),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let known_text = match total {
@@ -991,7 +1297,8 @@ fn explain(service: &str, state: &ServiceState, obs: &Observation) -> String {
     } else {
         format!("was never seen for {service} {learning}")
     };
-    format!("{what} {never}; {known_text}.")
+    let confidence = confidence_text(state, obs.dimension);
+    format!("{what} {never}; {known_text}.{confidence}")
 }
 
 /// How the service came by its baseline.

@@ -13,6 +13,7 @@
 mod alert;
 mod config;
 mod detector;
+pub mod generalise;
 pub mod logs;
 pub mod nab;
 mod observe;
@@ -26,7 +27,10 @@ pub mod templates;
 pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key, stable_hash};
 pub use config::DetectConfig;
 pub use detector::{
-    Detector, Entry, EntryKey, HEALTH_SERVICE, Origin, PendingSensor, Phase, ServiceState,
+    Detector, Entry, EntryKey, HEALTH_SERVICE, LEARNED_DIMENSIONS, Novelty, Origin, PendingSensor,
+    Phase, ServiceState,
 };
 pub use observe::{Dimension, is_sensitive};
-pub use snapshot::{BaselineEntry, DetectorSnapshot, SNAPSHOT_VERSION, ServiceSnapshot};
+pub use snapshot::{
+    BaselineEntry, DetectorSnapshot, DimensionNovelty, SNAPSHOT_VERSION, ServiceSnapshot,
+};

@@ -170,7 +170,7 @@ pub fn network_of(address: &str, config: &DetectConfig) -> String {
     }
 }
 
-fn is_public(address: &str) -> bool {
+pub(crate) fn is_public(address: &str) -> bool {
     match address.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => {
             !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified())

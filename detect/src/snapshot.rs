@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
 use crate::detector::{
-    Detector, Entry, EntryKey, Origin, PendingSensor, Phase, RecentWrites, ServiceState,
+    Detector, Entry, EntryKey, LEARNED_DIMENSIONS, Novelty, Origin, PendingSensor, Phase,
+    RecentWrites, ServiceState,
 };
 use crate::logs::{LogSnapshot, LogState};
 use crate::observe::Dimension;
@@ -46,6 +47,24 @@ pub struct ServiceSnapshot {
     /// The log templates (their ids stay stable across restarts) and learned mix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogSnapshot>,
+    /// How often learning still found new entries, per dimension learned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub novelty: Vec<DimensionNovelty>,
+    /// Until when dimensions still growing keep learning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_until: Option<Nanos>,
+}
+
+/// One dimension's [`Novelty`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DimensionNovelty {
+    pub dimension: Dimension,
+    #[serde(flatten)]
+    pub novelty: Novelty,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One allowed behaviour of a service.
@@ -56,6 +75,9 @@ pub struct BaselineEntry {
     pub origin: Origin,
     pub first_seen: Nanos,
     pub count: u64,
+    /// For a learned generalisation, how many entries it was learned from.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub learned_from: u32,
 }
 
 pub(crate) fn entries(state: &ServiceState) -> Vec<BaselineEntry> {
@@ -68,6 +90,7 @@ pub(crate) fn entries(state: &ServiceState) -> Vec<BaselineEntry> {
             origin: e.origin,
             first_seen: e.first_seen,
             count: e.count,
+            learned_from: e.learned_from,
         })
         .collect();
     entries.sort_by(|a, b| (a.dimension, &a.key).cmp(&(b.dimension, &b.key)));
@@ -92,6 +115,16 @@ impl Detector {
                 baseline: entries(s),
                 written: s.written.iter().cloned().collect(),
                 logs: s.logs.snapshot(),
+                novelty: LEARNED_DIMENSIONS
+                    .iter()
+                    .zip(&s.novelty)
+                    .filter(|(_, n)| n.seen > 0)
+                    .map(|(d, n)| DimensionNovelty {
+                        dimension: *d,
+                        novelty: *n,
+                    })
+                    .collect(),
+                growth_until: s.growth_until,
             })
             .collect();
         services.sort_by(|a, b| a.service.cmp(&b.service));
@@ -145,6 +178,7 @@ impl Detector {
                                 first_seen: e.first_seen,
                                 count: e.count,
                                 origin: e.origin,
+                                learned_from: e.learned_from,
                             },
                         )
                     })
@@ -159,7 +193,20 @@ impl Detector {
                 },
                 logs,
                 rates,
+                general: Default::default(),
+                novelty: {
+                    let mut novelty = [Novelty::default(); LEARNED_DIMENSIONS.len()];
+                    for n in &s.novelty {
+                        if let Some(i) = LEARNED_DIMENSIONS.iter().position(|d| *d == n.dimension) {
+                            novelty[i] = n.novelty;
+                        }
+                    }
+                    novelty
+                },
+                growth_until: s.growth_until,
             };
+            let mut state = state;
+            state.reindex();
             d.insert_service(s.service, state);
         }
         for alert in snapshot.alerts {

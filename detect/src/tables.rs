@@ -82,24 +82,29 @@ impl Detector {
         let mut services: Vec<(&String, &crate::ServiceState)> = self.services().collect();
         services.sort_by(|a, b| a.0.cmp(b.0));
         let phases: Vec<String> = services.iter().map(|(_, s)| label(&s.phase)).collect();
-        store::services_batch(services.iter().zip(&phases).map(|((name, s), phase)| {
-            store::ServiceRow {
-                service: name,
-                phase,
-                learning_since: s.learning_since.0,
-                learned_at: s.learned_at.map(|(t, _)| t.0),
-                events: s.events as i64,
-                baseline_entries: s.baseline.len() as i64,
-                log_templates: s.logs.template_count() as i64,
-                image_digest: s.image_digest.as_deref(),
-                open_alerts: open.get(name.as_str()).copied().unwrap_or(0),
-            }
+        let growing: Vec<String> = services
+            .iter()
+            .map(|(_, s)| s.growing().iter().map(label).collect::<Vec<_>>().join(","))
+            .collect();
+        let rows = services.iter().zip(phases.iter().zip(&growing));
+        store::services_batch(rows.map(|((name, s), (phase, growing))| store::ServiceRow {
+            service: name,
+            phase,
+            learning_since: s.learning_since.0,
+            learned_at: s.learned_at.map(|(t, _)| t.0),
+            events: s.events as i64,
+            baseline_entries: s.baseline.len() as i64,
+            log_templates: s.logs.template_count() as i64,
+            image_digest: s.image_digest.as_deref(),
+            open_alerts: open.get(name.as_str()).copied().unwrap_or(0),
+            growing,
         }))
     }
 
     /// Every baseline entry as a record batch of the `baselines` table.
     pub fn baselines_table(&self) -> RecordBatch {
-        let mut rows: Vec<(&String, String, &String, String, i64, i64)> = self
+        type Row<'a> = (&'a String, String, &'a String, String, i64, i64, i64, bool);
+        let mut rows: Vec<Row<'_>> = self
             .services()
             .flat_map(|(service, state)| {
                 state.baseline.iter().map(move |(k, e)| {
@@ -110,19 +115,25 @@ impl Detector {
                         label(&e.origin),
                         e.first_seen.0,
                         e.count as i64,
+                        i64::from(e.learned_from),
+                        state.is_growing(k.dimension),
                     )
                 })
             })
             .collect();
         rows.sort();
         store::baselines_batch(rows.iter().map(
-            |(service, dimension, key, origin, first_seen, count)| BaselineRow {
-                service,
-                dimension,
-                key,
-                origin,
-                first_seen: *first_seen,
-                count: *count,
+            |(service, dimension, key, origin, first_seen, count, learned_from, growing)| {
+                BaselineRow {
+                    service,
+                    dimension,
+                    key,
+                    origin,
+                    first_seen: *first_seen,
+                    count: *count,
+                    learned_from: *learned_from,
+                    growing: *growing,
+                }
             },
         ))
     }

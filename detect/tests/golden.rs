@@ -118,6 +118,16 @@ fn new_network_destinations() {
 }
 
 #[test]
+fn temp_names_and_rotating_addresses_are_learned_as_shapes_and_networks() {
+    check("churn");
+}
+
+#[test]
+fn a_dimension_still_growing_after_learning_reports_at_low_but_a_shell_pages() {
+    check("growing");
+}
+
+#[test]
 fn exec_into_by_an_unusual_actor() {
     check("exec");
 }

@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampNanosecondBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int64Builder, StringBuilder, TimestampNanosecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
@@ -43,6 +45,11 @@ static BASELINES: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("origin", DataType::Utf8, false),
         ts("first_seen"),
         Field::new("count", DataType::Int64, false),
+        // A learned generalisation (a name shape, a network): how many entries it was
+        // learned from; 0 for an entry that is just itself.
+        Field::new("learned_from", DataType::Int64, false),
+        // Whether the entry's dimension was still growing when learning ended.
+        Field::new("growing", DataType::Boolean, false),
     ]))
 });
 
@@ -142,6 +149,8 @@ pub struct BaselineRow<'a> {
     pub origin: &'a str,
     pub first_seen: i64,
     pub count: i64,
+    pub learned_from: i64,
+    pub growing: bool,
 }
 
 pub fn alerts_batch<'a>(rows: impl IntoIterator<Item = AlertRow<'a>>) -> RecordBatch {
@@ -206,7 +215,8 @@ pub fn baselines_batch<'a>(rows: impl IntoIterator<Item = BaselineRow<'a>>) -> R
         StringBuilder::new(),
     );
     let mut first_seen = TimestampNanosecondBuilder::new().with_timezone("UTC");
-    let mut count = Int64Builder::new();
+    let (mut count, mut learned_from) = (Int64Builder::new(), Int64Builder::new());
+    let mut growing = BooleanBuilder::new();
     for r in rows {
         service.append_value(r.service);
         dimension.append_value(r.dimension);
@@ -214,6 +224,8 @@ pub fn baselines_batch<'a>(rows: impl IntoIterator<Item = BaselineRow<'a>>) -> R
         origin.append_value(r.origin);
         first_seen.append_value(r.first_seen);
         count.append_value(r.count);
+        learned_from.append_value(r.learned_from);
+        growing.append_value(r.growing);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(service.finish()),
@@ -222,6 +234,8 @@ pub fn baselines_batch<'a>(rows: impl IntoIterator<Item = BaselineRow<'a>>) -> R
         Arc::new(origin.finish()),
         Arc::new(first_seen.finish()),
         Arc::new(count.finish()),
+        Arc::new(learned_from.finish()),
+        Arc::new(growing.finish()),
     ];
     RecordBatch::try_new(baselines_schema(), columns).expect("builders match the schema")
 }
@@ -241,6 +255,9 @@ static SERVICES: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("log_templates", DataType::Int64, false),
         Field::new("image_digest", DataType::Utf8, true),
         Field::new("open_alerts", DataType::Int64, false),
+        // The dimensions still growing when learning ended (comma-separated; empty when
+        // every dimension had settled).
+        Field::new("growing", DataType::Utf8, false),
     ]))
 });
 
@@ -260,10 +277,12 @@ pub struct ServiceRow<'a> {
     pub log_templates: i64,
     pub image_digest: Option<&'a str>,
     pub open_alerts: i64,
+    pub growing: &'a str,
 }
 
 pub fn services_batch<'a>(rows: impl IntoIterator<Item = ServiceRow<'a>>) -> RecordBatch {
-    let (mut service, mut phase, mut digest) = (
+    let (mut service, mut phase, mut digest, mut growing) = (
+        StringBuilder::new(),
         StringBuilder::new(),
         StringBuilder::new(),
         StringBuilder::new(),
@@ -286,6 +305,7 @@ pub fn services_batch<'a>(rows: impl IntoIterator<Item = ServiceRow<'a>>) -> Rec
         templates.append_value(r.log_templates);
         digest.append_option(r.image_digest);
         open.append_value(r.open_alerts);
+        growing.append_value(r.growing);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(service.finish()),
@@ -297,6 +317,7 @@ pub fn services_batch<'a>(rows: impl IntoIterator<Item = ServiceRow<'a>>) -> Rec
         Arc::new(templates.finish()),
         Arc::new(digest.finish()),
         Arc::new(open.finish()),
+        Arc::new(growing.finish()),
     ];
     RecordBatch::try_new(services_schema(), columns).expect("builders match the schema")
 }
