@@ -105,7 +105,8 @@ fn main() {
         let explained = |a: &Alert| {
             o.injected.iter().find(|i| {
                 a.service == format!("shop/{}", i.service)
-                    && a.time.0 >= i.time.0
+                    // Audit timestamps carry microseconds.
+                    && a.time.0 >= i.time.0 - 1_000
                     && a.time.0 - i.time.0 <= WINDOW
             })
         };

@@ -7,7 +7,8 @@
 //!
 //! The shop churns as real workloads do: Python, `mktemp` and Go temp files with random
 //! names, uploads to object storage and a CDN whose addresses rotate within the
-//! provider's ranges, a cleanup job every ten minutes, pods rescheduled under new names
+//! provider's ranges, a cleanup job every ten minutes, the CI bot's migration check
+//! exec'ed into the API every quarter hour, pods rescheduled under new names
 //! every few hours, and an image rollout now and then. None of it is drift.
 //!
 //! A small share of records is deliberately broken (cut short, not JSON) so the demo
@@ -106,6 +107,8 @@ pub struct Simulator {
     injected: Vec<Injected>,
     /// When the worker's cleanup job runs next.
     next_cron: Nanos,
+    /// When the CI bot next execs its migration check into the API.
+    next_migration_check: Nanos,
     /// When a pod is next rescheduled (new name, new container), and an image next rolls out.
     next_reschedule: Nanos,
     next_rollout: Nanos,
@@ -125,6 +128,7 @@ pub const ATTACKED: [&str; 6] = ["api", "worker", "checkout", "frontend", "postg
 /// How often the worker's cleanup job runs, a pod is rescheduled, and an image rolls
 /// out, in event time.
 const CRON_EVERY: i64 = 10 * 60 * 1_000_000_000;
+const MIGRATION_CHECK_EVERY: i64 = 15 * 60 * 1_000_000_000;
 const RESCHEDULE_EVERY: i64 = 4 * 3600 * 1_000_000_000;
 const ROLLOUT_EVERY: i64 = 9 * 3600 * 1_000_000_000;
 
@@ -318,6 +322,7 @@ impl Simulator {
             next_attack: 0,
             injected: Vec::new(),
             next_cron: start.saturating_add(CRON_EVERY / 2),
+            next_migration_check: start.saturating_add(MIGRATION_CHECK_EVERY / 3),
             next_reschedule: start.saturating_add(RESCHEDULE_EVERY),
             next_rollout: start.saturating_add(ROLLOUT_EVERY),
         }
@@ -370,7 +375,7 @@ impl Simulator {
         let mut record = if roll < 5 {
             self.docker_event()
         } else if roll < 15 {
-            self.audit_event()
+            self.audit_event(false)
         } else if roll < 18 {
             self.falco_notice()
         } else if roll < 450 {
@@ -412,6 +417,13 @@ impl Simulator {
                 write,
             );
             self.queued.extend([exec, lock]);
+        }
+        if self.now >= self.next_migration_check {
+            self.next_migration_check = self
+                .next_migration_check
+                .saturating_add(MIGRATION_CHECK_EVERY);
+            let check = self.audit_event(true);
+            self.queued.push_back(check);
         }
         if self.now >= self.next_reschedule {
             self.next_reschedule = self.next_reschedule.saturating_add(RESCHEDULE_EVERY);
@@ -745,17 +757,24 @@ impl Simulator {
         }
     }
 
-    fn audit_event(&mut self) -> Record {
+    /// A Kubernetes audit event: a controller reading a pod, or (`exec`) the CI bot's
+    /// migration check exec'ed into the API.
+    fn audit_event(&mut self, exec: bool) -> Record {
         self.audit_seq += 1;
-        let i = self.rng.below(self.services.len() as u64) as usize;
+        let i = if exec {
+            self.services
+                .iter()
+                .position(|s| s.name == "api")
+                .expect("the api service")
+        } else {
+            self.rng.below(self.services.len() as u64) as usize
+        };
         let s = &self.services[i];
         let time = self
             .now
             .to_datetime()
             .format("%Y-%m-%dT%H:%M:%S%.6fZ")
             .to_string();
-        // Mostly controllers reading pods; now and then the CI bot execs a migration check.
-        let exec = self.rng.chance(100) && s.name == "api";
         let body = if exec {
             json!({
                 "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",

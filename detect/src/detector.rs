@@ -881,11 +881,23 @@ impl Detector {
                 "buckets"
             },
         );
-        let severity = if f.score >= 0.99 {
+        // Medium pages: a near-certain score, and a count a steady rate would give less
+        // than once in a million buckets (two years of minutes). With many series over
+        // a day, four Poisson deviations alone come up a few times: those stay low.
+        let mean = if f.recent.is_empty() {
+            0.0
+        } else {
+            f.recent.iter().sum::<u64>() as f64 / f.recent.len() as f64
+        };
+        let chance = crate::rates::poisson_tail(f.value, mean);
+        let severity = if f.score >= 0.99 && chance <= 1e-6 {
             Severity::Medium
         } else {
             Severity::Low
         };
+        let explanation = format!(
+            "{explanation} At the recent mean, a steady rate gives a count this far out with probability {chance:.1e}."
+        );
         let obs = Observation {
             dimension: Dimension::Rate,
             key,

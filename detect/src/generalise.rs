@@ -390,6 +390,27 @@ fn unruled_out(seen: Classes, chars: usize) -> Classes {
     classes
 }
 
+/// Whether every position of the varying parts varies as a generator's would: at least
+/// three quarters of the distinct characters `n` uniform draws from the alphabet give
+/// (`A·(1 − (1 − 1/A)ⁿ)`).
+/// Names of two generators that happen to share a length (`upload-1234`, `tmpk2m9zq_x`)
+/// keep their fixed parts in place and fail it.
+fn varies_everywhere(middles: &[&str], classes: Classes) -> bool {
+    let Some(len) = middles.first().map(|m| m.len()) else {
+        return false;
+    };
+    let alphabet = classes.size();
+    let draws = i32::try_from(middles.len()).unwrap_or(i32::MAX);
+    let need = 0.75 * alphabet * (1.0 - (1.0 - 1.0 / alphabet).powi(draws));
+    (0..len).all(|j| {
+        let mut seen = [false; 128];
+        for m in middles {
+            seen[usize::from(m.as_bytes()[j] & 0x7f)] = true;
+        }
+        seen.iter().filter(|&&b| b).count() as f64 >= need
+    })
+}
+
 /// A random shape shared by `new` and enough of `names` (which include it).
 fn random_shape(names: &VecDeque<String>, new: &str) -> Option<NameShape> {
     let same: Vec<&str> = names
@@ -447,7 +468,7 @@ fn random_shape(names: &VecDeque<String>, new: &str) -> Option<NameShape> {
             return None;
         }
         let classes = Classes(classes).normalised();
-        if !valid || !looks_random(&middles, classes) {
+        if !valid || !varies_everywhere(&middles, classes) || !looks_random(&middles, classes) {
             continue;
         }
         let chars: usize = middles.iter().map(|m| m.len()).sum();
@@ -1082,6 +1103,20 @@ mod tests {
         let odd = "/tmp/tmpab1cd2ef";
         g.learn_path(&format!("write {}", g.path(odd)), odd, false);
         assert!(!g.path("/tmp/tmpxy3zw4vu").contains("]{8}>"));
+    }
+
+    #[test]
+    fn names_of_two_generators_of_one_length_are_not_one_shape() {
+        let mut rng = Rng(6);
+        let mut g = Generalisations::default();
+        let mut paths = Vec::new();
+        for _ in 0..12 {
+            paths.push(format!("/tmp/upload-{}", 1000 + rng.next() % 9000));
+            paths.push(format!("/tmp/tmp{}", rng.word(PYTHON, 8)));
+        }
+        learn(&mut g, &paths);
+        assert_eq!(g.path("/tmp/upload-4411"), "/tmp/upload-<n>");
+        assert!(g.path("/tmp/tmpk2m9zq_x").starts_with("/tmp/tmp<["));
     }
 
     #[test]

@@ -196,6 +196,43 @@ fn close(
     best
 }
 
+/// ln(n!): exact sums below 64, Stirling's series above (error below 1e-10).
+fn ln_factorial(n: u64) -> f64 {
+    if n < 64 {
+        return (2..=n).map(|i| (i as f64).ln()).sum();
+    }
+    let x = n as f64;
+    x * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI * x).ln() + 1.0 / (12.0 * x)
+        - 1.0 / (360.0 * x * x * x)
+}
+
+/// How likely a count at least as far from `mean` as `value` is when the rate is steady
+/// (a Poisson tail: above the mean for a spike, below it for a drop).
+pub fn poisson_tail(value: u64, mean: f64) -> f64 {
+    let lambda = mean.max(0.5);
+    let ln_p = |i: u64| -lambda + i as f64 * lambda.ln() - ln_factorial(i);
+    let mut sum = 0.0;
+    if value as f64 >= lambda {
+        // Terms fall from `value` upwards; a few hundred cover any tail that matters.
+        for i in value..value.saturating_add(2000) {
+            let term = ln_p(i).exp();
+            sum += term;
+            if term < sum * 1e-12 {
+                break;
+            }
+        }
+    } else {
+        for i in (0..=value).rev() {
+            let term = ln_p(i).exp();
+            sum += term;
+            if term < sum * 1e-12 {
+                break;
+            }
+        }
+    }
+    sum.min(1.0)
+}
+
 /// Whether `value` is far enough from the recent mean to matter (see
 /// [`RateSettings::min_change`]).
 fn significant(value: u64, recent: &[u64], min_change: u64) -> bool {
@@ -210,6 +247,20 @@ fn significant(value: u64, recent: &[u64], min_change: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poisson_tails_match_their_exact_values() {
+        // P(X >= 21 | 8.6) and P(X <= 0 | 14), from the series' definitions.
+        assert!(
+            (poisson_tail(21, 8.6) - 2.4529e-4).abs() < 1e-8,
+            "{}",
+            poisson_tail(21, 8.6)
+        );
+        assert!((poisson_tail(0, 14.0) - (-14.0f64).exp()).abs() < 1e-12);
+        assert!(poisson_tail(10, 10.0) > 0.4);
+        // Large counts stay finite and tiny far out.
+        assert!(poisson_tail(12_000, 10_000.0) < 1e-60);
+    }
 
     #[test]
     fn a_burst_after_a_steady_rate_is_found_when_its_bucket_closes() {
