@@ -214,9 +214,10 @@ pub const RESULT_CACHE: usize = 65_536;
 /// that raised it, so a few thousand cover every pair many batches over.
 const CAUSES_KEPT: usize = 4096;
 
-/// The latest failures by cause: the control, the service and the first evidence (the
-/// record that fired it). An event and the alert raised by that same event are one
-/// cause; the second run is not a second finding.
+/// The latest failures by cause: the control, the service, and the first evidence (the
+/// record that fired it) with its event time. An event and the alert raised by that same
+/// event are one cause, and so is a record delivered twice; the second run is not a
+/// second finding.
 #[derive(Default)]
 struct Causes {
     order: std::collections::VecDeque<(usize, String, String)>,
@@ -225,8 +226,8 @@ struct Causes {
 
 impl Causes {
     /// Remembers a failing cause; false when it was already remembered.
-    fn first(&mut self, control: usize, service: &str, evidence: &str) -> bool {
-        let cause = (control, service.to_owned(), evidence.to_owned());
+    fn first(&mut self, control: usize, service: &str, evidence: &str, time: &str) -> bool {
+        let cause = (control, service.to_owned(), format!("{evidence}@{time}"));
         if self.set.contains(&cause) {
             return false;
         }
@@ -634,7 +635,7 @@ impl Engine {
             // it raised) is the finding already made.
             if status == Status::Fail
                 && !sh.first.is_empty()
-                && !self.causes.first(i, t.service, &sh.first)
+                && !self.causes.first(i, t.service, &sh.first, &sh.time)
             {
                 if let Some(p) = held {
                     p.last_checked = p.last_checked.max(t.time);

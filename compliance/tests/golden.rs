@@ -234,7 +234,9 @@ fn remembered_results_equal_evaluated_ones() {
     let mut remembering = Engine::new(catalog.clone());
     let mut evaluating = Engine::with_result_cache(catalog, 0);
     let (with, without) = (run(&mut remembering), run(&mut evaluating));
-    assert!(with.len() > 300, "{} results", with.len());
+    // The second pass repeats the first one's records: their failures are the findings
+    // already made, so only changes of posture come again.
+    assert!(with.len() > 150, "{} results", with.len());
     assert_eq!(with, without);
     let (hits, misses) = remembering.result_cache_stats();
     assert!(

@@ -1432,6 +1432,70 @@ mod tests {
         assert_eq!(d.service("shop/api").unwrap().phase, Phase::Monitoring);
     }
 
+    fn write(second: i64, path: &str) -> Event {
+        Event {
+            time: Nanos(T0 + second * 1_000_000_000),
+            source: Source::Native,
+            provenance: Provenance::file("t", second),
+            workload: Workload::default(),
+            service: "shop/api".into(),
+            kind: EventKind::FileAccess {
+                op: FileOp::Write,
+                path: path.into(),
+                process: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_binary_written_to_a_learned_temp_shape_and_run_is_still_critical() {
+        let mut d = Detector::new(DetectConfig {
+            learning_period: Duration::from_secs(600),
+            min_learning_events: 3,
+            ..DetectConfig::default()
+        });
+        let mut raised = Vec::new();
+        let names = [
+            "tmpk2m9zqab",
+            "tmpbqymhbpj",
+            "tmp_x9a2bcd",
+            "tmpq0w8e7rt",
+            "tmpzz3kd_1p",
+            "tmpv8n2m4xc",
+        ];
+        d.observe(&exec(0, "/app/server"), &mut raised);
+        for (i, name) in names.iter().cycle().take(60).enumerate() {
+            d.observe(&write(i as i64 * 10, &format!("/tmp/{name}")), &mut raised);
+        }
+        assert!(raised.is_empty(), "{raised:#?}");
+        // A later name of the learned shape is known…
+        d.observe(&write(700, "/tmp/tmpwq4ee7jk"), &mut raised);
+        assert!(raised.is_empty(), "{raised:#?}");
+        // …and running it is a dropped binary all the same.
+        d.observe(&exec(12, "/tmp/tmpwq4ee7jk"), &mut raised);
+        assert_eq!(raised.len(), 1, "{raised:#?}");
+        assert_eq!(raised[0].severity, Severity::Critical);
+        assert_eq!(
+            raised[0].mitre.as_ref().map(|t| t.id.as_str()),
+            Some("T1105")
+        );
+    }
+
+    #[test]
+    fn drift_after_learning_does_not_make_a_settled_dimension_growing() {
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        let mut raised = Vec::new();
+        for m in 0..20 {
+            d.observe(&exec(20 + m, &format!("/usr/bin/tool{m}")), &mut raised);
+        }
+        assert!(
+            raised.iter().all(|a| a.severity == Severity::Medium),
+            "{raised:#?}"
+        );
+        assert!(d.service("shop/api").unwrap().growing().is_empty());
+    }
+
     #[test]
     fn a_flood_of_unique_log_lines_hits_the_template_cap_with_one_alert() {
         let mut c = config();

@@ -188,6 +188,24 @@ fn the_demo_catches_and_explains_each_injected_attack() {
         "unexpected alerts:\n{}",
         lines.join("\n")
     );
+    // One finding per cause: the shell fires DW-RT-015 by its event and by its alert.
+    let findings: Vec<&String> = lines.iter().filter(|l| l.starts_with("FINDING ")).collect();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.starts_with("FINDING fail DW-RT-015 shop/api")),
+        "no finding for the shell:\n{}",
+        lines.join("\n")
+    );
+    let mut unique = findings.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        findings.len(),
+        "a finding printed twice:\n{}",
+        lines.join("\n")
+    );
     assert!(
         lines
             .iter()
