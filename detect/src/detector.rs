@@ -1380,8 +1380,9 @@ fn explain_template(service: &str, state: &ServiceState, obs: &Observation) -> S
         n => format!("its {n} known templates over {total} lines, most frequent first: {listed}"),
     };
     format!(
-        "New log template `{text}` for {service}, never seen {}.{weight}{example} Baseline: {known_text}.",
-        learning_text(state)
+        "New log template `{text}` for {service}, never seen {}.{weight}{example} Baseline: {known_text}.{}",
+        learning_text(state),
+        confidence_text(state, Dimension::LogTemplate)
     )
     .replace(".. ", ". ")
 }
