@@ -450,6 +450,10 @@ impl Detector {
             for n in &mut state.novelty {
                 n.growing = n.still_growing();
             }
+            if !state.novelty.iter().any(|n| n.growing) {
+                // Nothing left to generalise from: the samples go now, not in a day.
+                state.general.stop_sampling();
+            }
             state.logs.freeze_mix();
             state.rates.templates = state.logs.top_templates(config.rate.top_templates);
             info!(service = %event.service, entries = state.baseline.len(), growing = ?state.growing(), "Learning ended; monitoring.");
