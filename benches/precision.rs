@@ -13,61 +13,25 @@
 //!
 //! `cargo bench --bench precision` (`-- --hours H --seeds N --rate R` to change it).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use detect::{Alert, DetectConfig, Detector, Severity};
-use driftwatch::simulator::{ATTACKS, Injected, Simulator};
-use ingest::{DecodeLimits, Decoder, Format, Nanos, Provenance, ServiceKeyer};
+use detect::{Alert, Severity};
+use driftwatch::simulator::{ATTACKS, DetectionRun};
+use ingest::Nanos;
 
 const HOUR: i64 = 3600 * 1_000_000_000;
-/// An attack is caught when an alert above low on its service follows within this much
-/// event time.
-const WINDOW: i64 = 3 * 60 * 1_000_000_000;
 
-struct Outcome {
-    records: u64,
-    alerts: Vec<Alert>,
-    injected: Vec<Injected>,
-    services: usize,
-    elapsed: Duration,
-}
-
-fn run(seed: u64, hours: i64, rate: u64) -> Outcome {
+fn run(seed: u64, hours: i64, rate: u64) -> (DetectionRun, f64) {
     let start = Nanos(1_772_445_600_000_000_000);
-    let mut sim = Simulator::new(seed, start, rate, 60, 0);
-    sim.schedule_attacks(Nanos(start.0 + 2 * HOUR), Duration::from_secs(3 * 3600));
-    let mut decoder = Decoder::new(
-        DecodeLimits {
-            max_future_skew: Duration::from_secs(u32::MAX as u64),
-            ..DecodeLimits::default()
-        },
-        ServiceKeyer::default(),
-    );
-    let mut detector = Detector::new(DetectConfig::default());
-    let (mut alerts, mut events) = (Vec::new(), Vec::new());
-    let mut records = 0u64;
     let began = Instant::now();
-    while sim.now().0 < start.0 + (hours + 1) * HOUR {
-        let record = sim.next_record();
-        events.clear();
-        let _ = decoder.decode(
-            Format::Auto,
-            &record.payload,
-            &Provenance::kafka(record.topic, 0, records as i64),
-            &mut events,
-        );
-        for e in &events {
-            detector.observe(e, &mut alerts);
-        }
-        records += 1;
-    }
-    Outcome {
-        records,
-        alerts,
-        injected: sim.injected().to_vec(),
-        services: detector.services().count(),
-        elapsed: began.elapsed(),
-    }
+    let run = driftwatch::simulator::detect(
+        seed,
+        start,
+        Nanos(start.0 + (hours + 1) * HOUR),
+        rate,
+        Nanos(start.0 + 2 * HOUR),
+    );
+    (run, began.elapsed().as_secs_f64())
 }
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -101,15 +65,8 @@ fn main() {
     );
     let (mut caught_all, mut attacks_all, mut noise_all, mut above_all) = (0, 0, 0, 0);
     for seed in 1..=seeds {
-        let o = run(seed * 7919, hours, rate);
-        let explained = |a: &Alert| {
-            o.injected.iter().find(|i| {
-                a.service == format!("shop/{}", i.service)
-                    // Audit timestamps carry microseconds.
-                    && a.time.0 >= i.time.0 - 1_000
-                    && a.time.0 - i.time.0 <= WINDOW
-            })
-        };
+        let (o, seconds) = run(seed * 7919, hours, rate);
+        let explained = |a: &Alert| o.injected.iter().find(|i| i.explains(&a.service, a.time));
         let above: Vec<&Alert> = o
             .alerts
             .iter()
@@ -135,7 +92,7 @@ fn main() {
             .iter()
             .filter(|a| a.severity == Severity::Info)
             .count();
-        let service_hours = (o.services as f64) * hours as f64;
+        let service_hours = o.detector.services().count() as f64 * hours as f64;
         let precision = if above.is_empty() {
             1.0
         } else {
@@ -152,7 +109,7 @@ fn main() {
             precision,
             low,
             info,
-            o.elapsed.as_secs_f64()
+            seconds
         );
         for a in noise.iter().take(5) {
             println!("       noise: {:?} {} {}", a.severity, a.service, a.subject);

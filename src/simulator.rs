@@ -122,6 +122,76 @@ pub struct Injected {
     pub time: Nanos,
 }
 
+/// An alert on an attacked service within this much event time after the attack is
+/// about it.
+pub const CAUGHT_WITHIN: i64 = 3 * 60 * 1_000_000_000;
+
+impl Injected {
+    /// Whether an alert on `service` at `time` is about this attack: on its service, at
+    /// most [`CAUGHT_WITHIN`] after it (audit timestamps carry microseconds, so the
+    /// alert may be up to one before the simulator's nanosecond clock).
+    pub fn explains(&self, service: &str, time: Nanos) -> bool {
+        service.strip_prefix("shop/") == Some(self.service)
+            && time.0 >= self.time.0 - 1_000
+            && time.0 - self.time.0 <= CAUGHT_WITHIN
+    }
+}
+
+/// A run of the shop through a detector with the default configuration.
+pub struct DetectionRun {
+    pub detector: detect::Detector,
+    /// Every alert raised, in order.
+    pub alerts: Vec<detect::Alert>,
+    pub injected: Vec<Injected>,
+    pub records: u64,
+}
+
+/// Runs the shop from `start` until `until` of event time at `rate` records a second of
+/// wall time at 60x, the attacks from `attacks_from` every three hours, every record
+/// decoded and fed to a detector.
+pub fn detect(
+    seed: u64,
+    start: Nanos,
+    until: Nanos,
+    rate: u64,
+    attacks_from: Nanos,
+) -> DetectionRun {
+    let mut sim = Simulator::new(seed, start, rate, 60, 0);
+    sim.schedule_attacks(attacks_from, std::time::Duration::from_secs(3 * 3600));
+    let mut decoder = ingest::Decoder::new(
+        ingest::DecodeLimits {
+            max_future_skew: std::time::Duration::from_secs(u64::from(u32::MAX)),
+            ..ingest::DecodeLimits::default()
+        },
+        ingest::ServiceKeyer::default(),
+    );
+    let mut detector = detect::Detector::new(detect::DetectConfig::default());
+    let (mut alerts, mut events) = (Vec::new(), Vec::new());
+    let mut records = 0u64;
+    while sim.now() < until {
+        let record = sim.next_record();
+        events.clear();
+        decoder
+            .decode(
+                ingest::Format::Auto,
+                &record.payload,
+                &ingest::Provenance::kafka(record.topic, 0, records as i64),
+                &mut events,
+            )
+            .expect("simulated records decode");
+        for e in &events {
+            detector.observe(e, &mut alerts);
+        }
+        records += 1;
+    }
+    DetectionRun {
+        detector,
+        alerts,
+        injected: sim.injected().to_vec(),
+        records,
+    }
+}
+
 /// The service each of [`ATTACKS`] happens in.
 pub const ATTACKED: [&str; 6] = ["api", "worker", "checkout", "frontend", "postgres", "api"];
 

@@ -237,6 +237,19 @@ impl ServiceState {
             Generalisations::rebuild(self.baseline.keys().map(|k| (k.dimension, k.key.as_str())));
     }
 
+    /// Counts an observation into the entry with its key, if there is one (and into the
+    /// dimension's novelty as known, when `tracked`).
+    fn count_known(&mut self, key: &EntryKey, tracked: Option<usize>) -> bool {
+        let Some(entry) = self.baseline.get_mut(key) else {
+            return false;
+        };
+        entry.count += 1;
+        if let Some(i) = tracked {
+            self.novelty[i].observe(false);
+        }
+        true
+    }
+
     /// Inserts a learned entry, or counts into the one with its key.
     fn learn(&mut self, key: EntryKey, entry: Entry) {
         self.general.index(key.dimension, &key.key);
@@ -588,11 +601,7 @@ impl Detector {
                 dimension: obs.dimension,
                 key: std::mem::take(&mut obs.key),
             };
-            if let Some(entry) = state.baseline.get_mut(&probe) {
-                entry.count += 1;
-                if let Some(i) = tracked {
-                    state.novelty[i].observe(false);
-                }
+            if state.count_known(&probe, tracked) {
                 continue;
             }
             obs.key = probe.key;
@@ -602,11 +611,7 @@ impl Detector {
                     dimension: obs.dimension,
                     key: general,
                 };
-                if let Some(entry) = state.baseline.get_mut(&probe) {
-                    entry.count += 1;
-                    if let Some(i) = tracked {
-                        state.novelty[i].observe(false);
-                    }
+                if state.count_known(&probe, tracked) {
                     continue;
                 }
                 obs.key = probe.key;

@@ -143,7 +143,8 @@ impl Generalisations {
     pub fn index(&mut self, dimension: crate::observe::Dimension, key: &str) {
         use crate::observe::Dimension;
         match dimension {
-            Dimension::File => {
+            // Only a learned shape's key carries `<[`: plain keys are not parsed.
+            Dimension::File if key.contains("<[") => {
                 let Some((_, path)) = split_file_key(key) else {
                     return;
                 };
