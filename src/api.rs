@@ -630,7 +630,7 @@ async fn sql(
     State(api): State<Arc<Api>>,
     caller: Caller,
     Json(req): Json<SqlRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let result = api.sql.query(&req.sql).await;
     match result {
@@ -643,30 +643,35 @@ async fn sql(
                 .iter()
                 .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
                 .collect();
-            let mut buf = Vec::new();
-            {
-                let mut writer = arrow::json::ArrayWriter::new(&mut buf);
-                for b in &out.batches {
-                    writer.write(b).map_err(|e| {
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                    })?;
-                }
-                writer
-                    .finish()
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            }
-            let rows: Value = if buf.is_empty() {
-                json!([])
-            } else {
-                serde_json::from_slice(&buf)
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            let internal = |e: &dyn std::fmt::Display| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             };
-            Ok(Json(json!({
-                "columns": columns,
-                "rows": rows,
-                "truncated": out.truncated,
-                "elapsed_ms": out.elapsed.as_secs_f64() * 1000.0,
-            })))
+            // The rows are written once, as JSON, straight into the answer (the result
+            // is already bounded by the SQL limits).
+            let mut body = Vec::new();
+            body.extend_from_slice(b"{\"columns\":");
+            serde_json::to_writer(&mut body, &columns).map_err(|e| internal(&e))?;
+            body.extend_from_slice(b",\"rows\":");
+            let before = body.len();
+            {
+                let mut writer = arrow::json::ArrayWriter::new(&mut body);
+                for b in &out.batches {
+                    writer.write(b).map_err(|e| internal(&e))?;
+                }
+                writer.finish().map_err(|e| internal(&e))?;
+            }
+            if body.len() == before {
+                body.extend_from_slice(b"[]");
+            }
+            body.extend_from_slice(
+                format!(
+                    ",\"truncated\":{},\"elapsed_ms\":{}}}",
+                    out.truncated,
+                    out.elapsed.as_secs_f64() * 1000.0
+                )
+                .as_bytes(),
+            );
+            Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
         }
         Err(e) => {
             api.sql_metrics.record("http", e.outcome());
@@ -674,7 +679,7 @@ async fn sql(
                 SqlError::ReadOnly(_) => StatusCode::FORBIDDEN,
                 SqlError::Invalid(_) => StatusCode::BAD_REQUEST,
                 SqlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                SqlError::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                SqlError::TooLarge(_) | SqlError::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
             Err(ApiError::new(status, e.to_string()))
         }

@@ -130,7 +130,13 @@ pub async fn start(
     let source = Arc::new(
         KafkaSource::new(kafka.clone(), ingest_metrics).context("cannot start the Kafka source")?,
     );
-    let dead_letters = source.dead_letter_sink()?;
+    // Letters the dead-letter topic refuses are kept beside the state.
+    let spool = config
+        .state
+        .data_dir
+        .as_ref()
+        .map(|dir| dir.join("dead-letters.spool.jsonl"));
+    let dead_letters = source.dead_letter_sink(spool)?;
     let (tx, rx) = mpsc::channel(source.channel_capacity());
     let decoder = decoder(config);
     let cancel = sup.cancel.clone();

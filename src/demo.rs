@@ -53,6 +53,16 @@ const PARTITIONS: i32 = 3;
 const DEAD_LETTER_TOPIC: &str = "driftwatch-dead-letter";
 
 pub async fn demo(args: Args) -> anyhow::Result<()> {
+    // The demo's tokens and password are printed and documented: anyone who can reach
+    // it could use them.
+    for (what, addr) in [("--http", args.http), ("--postgres", args.postgres)] {
+        if !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "demo {what} {addr}: the demo serves published tokens and passwords, so it listens on loopback only \
+                 (use `driftwatch run` with your own tokens to serve beyond this machine)"
+            );
+        }
+    }
     let mut config = Config::parse("")?;
     config.log.level = "info,rdkafka=warn".to_owned();
     config.http.listen = args.http;

@@ -49,6 +49,8 @@ pub struct IngestMetrics {
     consumer_lag: Family<PartitionLabels, Gauge>,
     consumer_pauses: Counter,
     receive_errors: Counter,
+    dead_letters_spooled: Counter,
+    dead_letters_lost: Counter,
 }
 
 impl IngestMetrics {
@@ -94,6 +96,16 @@ impl IngestMetrics {
             "consumer_receive_errors",
             "Errors reported by the Kafka consumer while receiving",
             m.receive_errors.clone(),
+        );
+        registry.register(
+            "dead_letters_spooled",
+            "Dead letters the dead-letter topic refused, kept in the local spool file instead",
+            m.dead_letters_spooled.clone(),
+        );
+        registry.register(
+            "dead_letters_lost",
+            "Dead letters neither the topic nor the spool took (each is logged)",
+            m.dead_letters_lost.clone(),
         );
         m
     }
@@ -160,5 +172,13 @@ impl IngestMetrics {
 
     pub(crate) fn receive_error(&self) {
         self.receive_errors.inc();
+    }
+
+    pub(crate) fn dead_letters_spooled(&self, n: u64) {
+        self.dead_letters_spooled.inc_by(n);
+    }
+
+    pub(crate) fn dead_letters_lost(&self, n: u64) {
+        self.dead_letters_lost.inc_by(n);
     }
 }

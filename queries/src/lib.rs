@@ -5,6 +5,7 @@
 //! without them. Every scan reads a fresh snapshot of its table, so a query cannot block
 //! ingest.
 
+pub mod guard;
 pub mod metrics;
 pub mod pg;
 pub mod search;

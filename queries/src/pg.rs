@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
@@ -31,7 +32,7 @@ use datafusion_postgres::pgwire::api::auth::{
 };
 use datafusion_postgres::pgwire::api::cancel::DefaultCancelHandler;
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::{
     ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers,
 };
@@ -41,14 +42,16 @@ use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::Sink;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::guard::bound_functions;
 use crate::metrics::SqlMetrics;
-use crate::sql::{SqlEngine, check_read_only};
+use crate::sql::{SqlEngine, SqlError, check_read_only, fixed_setting};
 
 /// The PostgreSQL wire server's settings (`[postgres]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -154,18 +157,28 @@ impl PgConfig {
 
 /// Salted SCRAM verifiers of the configured users; the passwords themselves are not
 /// kept.
-struct Users(HashMap<String, (Vec<u8>, Vec<u8>)>);
+struct Users {
+    known: HashMap<String, (Vec<u8>, Vec<u8>)>,
+    /// Random per start: unknown users' salts derive from it.
+    secret: [u8; 32],
+}
 
 impl fmt::Debug for Users {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.keys()).finish()
+        f.debug_list().entries(self.known.keys()).finish()
     }
 }
 
 impl Users {
     fn new(users: &[(String, String)]) -> Self {
-        Users(
-            users
+        let mut secret = [0u8; 32];
+        for chunk in secret.chunks_mut(18) {
+            let nonce = random_nonce();
+            let n = chunk.len();
+            chunk.copy_from_slice(&Sha256::digest(nonce.as_bytes())[..n]);
+        }
+        Users {
+            known: users
                 .iter()
                 .map(|(name, password)| {
                     let salt = random_nonce().into_bytes();
@@ -173,7 +186,20 @@ impl Users {
                     (name.clone(), (salt, salted))
                 })
                 .collect(),
-        )
+            secret,
+        }
+    }
+
+    /// An unknown user's salt: the same on every attempt, and shaped like a known
+    /// user's, so that the salt says nothing about whether the user exists.
+    fn unknown_salt(&self, user: &str) -> Vec<u8> {
+        let mut h = Sha256::new();
+        h.update(self.secret);
+        h.update(user.as_bytes());
+        let digest = h.finalize();
+        base64::engine::general_purpose::STANDARD
+            .encode(&digest[..18])
+            .into_bytes()
     }
 }
 
@@ -181,12 +207,12 @@ impl Users {
 impl AuthSource for Users {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        if let Some((salt, salted)) = self.0.get(user) {
+        if let Some((salt, salted)) = self.known.get(user) {
             return Ok(Password::new(Some(salt.clone()), salted.clone()));
         }
         // An unknown user goes through the same exchange with a verifier nobody can
         // match, so a client cannot tell unknown users from wrong passwords.
-        let salt = random_nonce().into_bytes();
+        let salt = self.unknown_salt(user);
         let salted = gen_salted_password(&random_nonce(), &salt, SCRAM_ITERATIONS);
         Ok(Password::new(Some(salt), salted))
     }
@@ -234,23 +260,30 @@ struct ReadOnlyGuard {
 }
 
 impl ReadOnlyGuard {
-    fn check(&self, statement: &Statement) -> Option<PgWireResult<()>> {
+    /// `None` lets the statement run; otherwise the answer it gets instead.
+    fn check(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
         match check_read_only(statement) {
             Ok(()) => {
                 self.metrics.record("postgres", "executed");
-                None
+                // A setting that restates what is served is answered here, so that it
+                // never reaches the engine's shared settings.
+                fixed_setting(statement).then(|| Ok(Response::Execution(Tag::new("SET"))))
             }
             Err(e) => {
                 self.metrics.record("postgres", "rejected");
-                Some(Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                    "ERROR".into(),
-                    // read_only_sql_transaction
-                    "25006".into(),
-                    e.to_string(),
-                )))))
+                Some(Err(read_only_error(e)))
             }
         }
     }
+}
+
+fn read_only_error(e: SqlError) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        // read_only_sql_transaction
+        "25006".into(),
+        e.to_string(),
+    )))
 }
 
 #[async_trait]
@@ -262,7 +295,6 @@ impl QueryHook for ReadOnlyGuard {
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         self.check(statement)
-            .map(|r| r.map(|()| Response::EmptyQuery))
     }
 
     async fn handle_extended_parse_query(
@@ -272,13 +304,9 @@ impl QueryHook for ReadOnlyGuard {
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         // Counted when executed, not when parsed.
-        check_read_only(statement).err().map(|e| {
-            Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                "25006".into(),
-                e.to_string(),
-            ))))
-        })
+        check_read_only(statement)
+            .err()
+            .map(|e| Err(read_only_error(e)))
     }
 
     async fn handle_extended_query(
@@ -290,7 +318,6 @@ impl QueryHook for ReadOnlyGuard {
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         self.check(statement)
-            .map(|r| r.map(|()| Response::EmptyQuery))
     }
 }
 
@@ -459,6 +486,8 @@ impl PgServer {
         let ctx = engine.wire_context();
         setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default()))
             .map_err(|e| format!("cannot set up pg_catalog: {e}"))?;
+        // pg_catalog brings functions of its own: they are bounded like the rest.
+        bound_functions(&ctx, engine.limits().caps());
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnlyGuard {
                 metrics: metrics.clone(),

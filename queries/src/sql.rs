@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
@@ -26,6 +27,8 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{Set, Statement};
 use serde::Deserialize;
+
+use crate::guard::{BoundConcat, Caps, DEADLINE, GuardRule, bound_functions};
 
 /// Reads a table's current contents.
 pub type Reader = Arc<dyn Fn() -> Vec<RecordBatch> + Send + Sync>;
@@ -41,8 +44,26 @@ pub struct SqlLimits {
     pub memory_bytes: usize,
     /// Rows a result holds at most; the rest are cut (the HTTP API says so).
     pub max_rows: usize,
+    /// Bytes a result holds at most; a larger result fails the query.
+    pub max_result_bytes: usize,
+    /// Bytes one value computed by a function may hold (a string, a list).
+    pub max_value_bytes: usize,
+    /// Bytes one function may compute for one batch of rows.
+    pub max_batch_bytes: usize,
     /// Worker threads of the query runtime.
     pub threads: usize,
+}
+
+impl SqlLimits {
+    /// The caps every query runs under.
+    pub fn caps(&self) -> Caps {
+        Caps {
+            value_bytes: self.max_value_bytes,
+            batch_bytes: self.max_batch_bytes,
+            result_bytes: self.max_result_bytes,
+            timeout: self.timeout,
+        }
+    }
 }
 
 impl Default for SqlLimits {
@@ -56,6 +77,13 @@ impl Default for SqlLimits {
             memory_bytes: 1 << 30,
             // More rows than any panel draws or a person reads.
             max_rows: 100_000,
+            // 64 MiB: 100,000 rows of a wide table, and a small part of the box even
+            // with the copies the HTTP path makes to answer JSON.
+            max_result_bytes: 64 << 20,
+            // 8 MiB: several times the largest log line a record may carry.
+            max_value_bytes: 8 << 20,
+            // 64 MiB: a batch of 8,192 ordinary values with room to spare.
+            max_batch_bytes: 64 << 20,
             // Two: the machine's other cores stay with ingest.
             threads: 2,
         }
@@ -71,6 +99,9 @@ pub enum SqlError {
     Invalid(String),
     #[error("query exceeded the {0:?} time limit")]
     Timeout(Duration),
+    /// A value, a batch or the result passed its size limit.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -82,6 +113,7 @@ impl SqlError {
             SqlError::ReadOnly(_) => "rejected",
             SqlError::Invalid(_) => "invalid",
             SqlError::Timeout(_) => "timeout",
+            SqlError::TooLarge(_) => "too_large",
             SqlError::Failed(_) => "error",
         }
     }
@@ -91,6 +123,7 @@ impl SqlError {
             DataFusionError::ResourcesExhausted(m) if m.starts_with(DEADLINE) => {
                 SqlError::Timeout(timeout)
             }
+            DataFusionError::ResourcesExhausted(m) => SqlError::TooLarge(m.clone()),
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
@@ -99,8 +132,6 @@ impl SqlError {
         }
     }
 }
-
-const DEADLINE: &str = "query exceeded its time limit";
 
 /// A table whose scans snapshot a live source.
 pub struct LiveTable {
@@ -221,8 +252,60 @@ impl AnalyzerRule for RowLimit {
     }
 }
 
+/// The session variables a connection may set: what psql, psycopg, node-postgres and
+/// Grafana send. Each is kept in the connection's own state, never in the engine's.
+pub const SESSION_VARIABLES: [&str; 7] = [
+    "statement_timeout",
+    "datestyle",
+    "intervalstyle",
+    "bytea_output",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+];
+
+/// The name a `SET` assigns, as the parser read it (quotes removed, so that
+/// `"datafusion.x"` is the name `datafusion.x`), lower case; `None` for a qualified or
+/// computed name.
+fn single_name(variable: &datafusion::sql::sqlparser::ast::ObjectName) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::ObjectNamePart;
+    match variable.0.as_slice() {
+        [ObjectNamePart::Identifier(ident)] => Some(ident.value.to_lowercase()),
+        _ => None,
+    }
+}
+
+/// A `SET` that can only restate what driftwatch already serves (`TIME ZONE 'UTC'`,
+/// `client_encoding = 'UTF8'`): accepted, and answered without touching any state.
+pub fn fixed_setting(statement: &Statement) -> bool {
+    let value_is = |v: &datafusion::sql::sqlparser::ast::Expr, accepted: &[&str]| {
+        let text = v.to_string();
+        let text = text.trim_matches(|c| c == '\'' || c == '"').to_uppercase();
+        accepted.contains(&text.as_str())
+    };
+    const UTC: [&str; 4] = ["UTC", "ETC/UTC", "Z", "+00:00"];
+    match statement {
+        Statement::Set(Set::SetTimeZone {
+            local: false,
+            value,
+        }) => value_is(value, &UTC),
+        Statement::Set(Set::SingleAssignment {
+            scope: None,
+            hivevar: false,
+            variable,
+            values,
+        }) if values.len() == 1 => match single_name(variable).as_deref() {
+            Some("timezone") => value_is(&values[0], &UTC),
+            Some("client_encoding") => value_is(&values[0], &["UTF8", "UTF-8", "UNICODE"]),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// Whether a statement only reads. Sessions may set their own presentation variables
-/// (`SET extra_float_digits`, `SET statement_timeout` …), but not the engine's.
+/// ([`SESSION_VARIABLES`]), judged on the parsed statement, never the engine's
+/// settings.
 pub fn check_read_only(statement: &Statement) -> Result<(), SqlError> {
     let reject = |what: &str| {
         Err(SqlError::ReadOnly(format!(
@@ -247,23 +330,33 @@ pub fn check_read_only(statement: &Statement) -> Result<(), SqlError> {
         | Statement::Close { .. } => Ok(()),
         Statement::Explain { statement, .. } => check_read_only(statement),
         Statement::Set(set) => match set {
-            Set::SingleAssignment { variable, .. }
-                if variable
-                    .to_string()
-                    .to_lowercase()
-                    .starts_with("datafusion.") =>
-            {
-                reject("changing the engine's settings")
-            }
-            Set::SetTimeZone { value, .. }
-                if !matches!(
-                    value.to_string().trim_matches('\'').to_uppercase().as_str(),
-                    "UTC" | "ETC/UTC" | "Z"
-                ) =>
-            {
+            Set::SingleAssignment {
+                scope: None,
+                hivevar: false,
+                variable,
+                values,
+            } => match single_name(variable).as_deref() {
+                Some(name) if SESSION_VARIABLES.contains(&name) => Ok(()),
+                Some(name @ ("timezone" | "client_encoding")) => {
+                    if fixed_setting(statement) {
+                        Ok(())
+                    } else {
+                        let value = values.first().map(ToString::to_string).unwrap_or_default();
+                        reject(&format!(
+                            "SET {name} = {value} (driftwatch serves UTC times in UTF8 only)"
+                        ))
+                    }
+                }
+                _ => reject(&format!(
+                    "SET {variable} (a session may set only {})",
+                    SESSION_VARIABLES.join(", ")
+                )),
+            },
+            Set::SetTimeZone { local: false, .. } if fixed_setting(statement) => Ok(()),
+            Set::SetTimeZone { .. } => {
                 reject("a time zone other than UTC (times are served in UTC)")
             }
-            _ => Ok(()),
+            other => reject(&format!("{other}")),
         },
         other => {
             let text = other.to_string();
@@ -324,14 +417,25 @@ impl SqlEngine {
                 .with_memory_limit(limits.memory_bytes, 1.0)
                 .build()?,
         );
-        let config = || {
-            SessionConfig::new()
+        let caps = limits.caps();
+        let context = || {
+            let config = SessionConfig::new()
                 .with_information_schema(true)
                 .with_target_partitions(limits.threads.max(1))
-                .with_default_catalog_and_schema("datafusion", "public")
+                .with_default_catalog_and_schema("datafusion", "public");
+            let state = SessionStateBuilder::new()
+                .with_config(config)
+                .with_runtime_env(env.clone())
+                .with_default_features()
+                .with_physical_optimizer_rule(Arc::new(GuardRule { caps }))
+                .build();
+            let ctx = SessionContext::new_with_state(state);
+            ctx.add_analyzer_rule(Arc::new(BoundConcat::new(caps)));
+            bound_functions(&ctx, caps);
+            ctx
         };
-        let api = SessionContext::new_with_config_rt(config(), env.clone());
-        let wire = SessionContext::new_with_config_rt(config(), env);
+        let api = context();
+        let wire = context();
         wire.add_analyzer_rule(Arc::new(RowLimit(limits.max_rows)));
         for (name, schema, read) in tables {
             let table = Arc::new(LiveTable {
@@ -406,7 +510,12 @@ impl SqlEngine {
                 .map_err(|e| SqlError::from_datafusion(e, timeout))?;
             Ok::<_, SqlError>((schema, batches))
         });
-        let (schema, mut batches) = match tokio::time::timeout(timeout, task).await {
+        // The plan stops itself at its deadline; this is for a query that never reached
+        // execution (planning), and a caller that goes away takes its query with it.
+        let abort = AbortOnDrop(task.abort_handle());
+        let answer = tokio::time::timeout(timeout + PLANNING_GRACE, task).await;
+        drop(abort);
+        let (schema, mut batches) = match answer {
             Err(_) => return Err(SqlError::Timeout(timeout)),
             Ok(Err(e)) => return Err(SqlError::Failed(format!("query task failed: {e}"))),
             Ok(Ok(result)) => result?,
@@ -418,6 +527,18 @@ impl SqlEngine {
             truncated,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+/// Past the deadline, a query still being planned is abandoned this much later.
+const PLANNING_GRACE: Duration = Duration::from_secs(1);
+
+/// Aborts a query's task when its caller stops waiting for it.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -570,5 +691,194 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, SqlError::Timeout(_)), "{err:?}");
+    }
+
+    fn too_large(e: &SqlEngine, sql: &str) {
+        match e.query(sql).await_blocking() {
+            Err(SqlError::TooLarge(m)) => assert!(
+                m.contains("SQL limit") || m.contains("allocation failed"),
+                "{sql}: {m}"
+            ),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    /// Runs a future to completion on a fresh runtime (the engine has its own).
+    trait Blocking: std::future::Future + Sized {
+        fn await_blocking(self) -> Self::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(self)
+        }
+    }
+    impl<F: std::future::Future> Blocking for F {}
+
+    /// Each of these would allocate gigabytes before a memory pool ever saw them.
+    #[test]
+    fn functions_that_multiply_their_input_refuse_past_the_value_cap() {
+        let e = engine(10, SqlLimits::default());
+        for sql in [
+            "SELECT length(repeat(arrow_cast('x', 'LargeUtf8'), 100000000000))",
+            "SELECT length(repeat('abc', n * 100000000)) FROM numbers",
+            "SELECT lpad('x', 2000000000)",
+            "SELECT rpad('x', 2000000000, 'yz')",
+            "SELECT length(replace(repeat('x', 1000000), 'x', repeat('y', 1000)))",
+            "SELECT length(replace(repeat('x', 1000000), '', repeat('y', 100)))",
+            r"SELECT length(regexp_replace(repeat('x', 1000000), '(x*)', repeat('\1', 500)))",
+            "SELECT cardinality(array_repeat('x', 10000000000))",
+            "SELECT cardinality(range(1, 1000000000000))",
+            "SELECT cardinality(generate_series(1, 1000000000000))",
+            "SELECT cardinality(range(TIMESTAMP '1970-01-01', TIMESTAMP '2200-01-01', INTERVAL '1 second'))",
+            "SELECT cardinality(array_resize([1], 10000000000, 0))",
+        ] {
+            too_large(&e, sql);
+        }
+        // Ordinary uses stay ordinary.
+        let out = e
+            .query("SELECT repeat('ab', 3) AS r, lpad('7', 3, '0') AS p, cardinality(range(1, 10)) AS c, \
+                    replace('a-b', '-', '+') AS x")
+            .await_blocking()
+            .unwrap();
+        let row = arrow::util::pretty::pretty_format_batches(&out.batches)
+            .unwrap()
+            .to_string();
+        assert!(
+            row.contains("ababab") && row.contains("007") && row.contains("a+b"),
+            "{row}"
+        );
+    }
+
+    /// Aggregates that grow a value row by row stop at the value cap or at the memory
+    /// pool, whichever comes first.
+    #[test]
+    fn aggregates_that_grow_a_value_stop_at_a_limit() {
+        let e = engine(10, SqlLimits::default());
+        for sql in [
+            "SELECT length(string_agg(repeat('x', 100000), '')) FROM generate_series(1, 100000)",
+            "SELECT cardinality(array_agg(repeat('x', 100000))) FROM generate_series(1, 100000)",
+        ] {
+            too_large(&e, sql);
+        }
+    }
+
+    #[test]
+    fn concatenation_chains_stay_under_the_value_cap() {
+        let e = engine(10, SqlLimits::default());
+        too_large(
+            &e,
+            "WITH a AS (SELECT repeat('x', 3000000) AS s) SELECT length(s || s || s || s) FROM a",
+        );
+        too_large(
+            &e,
+            "WITH a AS (SELECT repeat('x', 3000000) AS s) SELECT length(concat(s, s, s, s)) FROM a",
+        );
+        // The column keeps its name.
+        let out = e.query("SELECT 'a' || 'b'").await_blocking().unwrap();
+        assert_eq!(out.schema.field(0).name(), "Utf8(\"a\") || Utf8(\"b\")");
+    }
+
+    #[test]
+    fn a_result_larger_than_its_cap_fails() {
+        let limits = SqlLimits {
+            max_result_bytes: 1 << 20,
+            ..SqlLimits::default()
+        };
+        let e = engine(5000, limits);
+        too_large(&e, "SELECT repeat('x', 1000) FROM numbers");
+        // The same rows, smaller, pass.
+        let out = e.query("SELECT n FROM numbers").await_blocking().unwrap();
+        assert_eq!(out.rows(), 5000);
+    }
+
+    /// The query stops at its deadline: nothing keeps running on the query runtime, on
+    /// the HTTP path or the wire session's plans.
+    #[test]
+    fn a_query_past_its_deadline_stops_running() {
+        let limits = SqlLimits {
+            timeout: Duration::from_millis(300),
+            ..SqlLimits::default()
+        };
+        let e = engine(10, limits);
+        let endless = "SELECT count(*) FROM generate_series(1, 1000000000000000)";
+        for _ in 0..2 {
+            let err = e.query(endless).await_blocking().unwrap_err();
+            assert!(matches!(err, SqlError::Timeout(_)), "{err:?}");
+        }
+        let wire = e.wire_context();
+        let err = e
+            .runtime()
+            .block_on_other(async move { wire.sql(endless).await?.collect().await })
+            .unwrap_err();
+        assert!(err.to_string().contains("time limit"), "{err}");
+        let metrics = e.runtime().metrics();
+        let mut alive = usize::MAX;
+        for _ in 0..50 {
+            alive = metrics.num_alive_tasks();
+            if alive == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(alive, 0, "queries still running after their deadline");
+    }
+
+    trait BlockOnOther {
+        fn block_on_other<F>(&self, f: F) -> F::Output
+        where
+            F: std::future::Future + Send + 'static,
+            F::Output: Send + 'static;
+    }
+    impl BlockOnOther for tokio::runtime::Handle {
+        /// Runs `f` as a task of this runtime and waits for it from outside.
+        fn block_on_other<F>(&self, f: F) -> F::Output
+        where
+            F: std::future::Future + Send + 'static,
+            F::Output: Send + 'static,
+        {
+            let task = self.spawn(f);
+            futures::executor::block_on(task).unwrap()
+        }
+    }
+
+    #[test]
+    fn settings_are_judged_on_the_parsed_name_and_stay_with_the_session() {
+        let parse = |sql: &str| {
+            Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0)
+        };
+        for sql in [
+            "SET statement_timeout = 5000",
+            "SET extra_float_digits = 3",
+            "SET DateStyle = 'ISO'",
+            "SET application_name = 'psql'",
+            "SET search_path = public",
+            "SET TIME ZONE 'UTC'",
+            "SET timezone = 'UTC'",
+            "SET client_encoding = 'UTF8'",
+        ] {
+            check_read_only(&parse(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        for sql in [
+            "SET \"datafusion.runtime.memory_limit\" = '1K'",
+            "SET datafusion.runtime.memory_limit = '1K'",
+            "SET \"datafusion\".\"execution\".\"batch_size\" = 1",
+            "SET timezone = 'Europe/Paris'",
+            "SET LOCAL statement_timeout = 0",
+            "SET SESSION datafusion.execution.batch_size = 1",
+            "SET TIME ZONE 'Europe/Paris'",
+            "SET client_encoding = 'LATIN1'",
+            "SET work_mem = '1GB'",
+            "RESET datafusion.runtime.memory_limit",
+            "RESET ALL",
+        ] {
+            let err = check_read_only(&parse(sql)).unwrap_err();
+            assert!(err.to_string().contains("read-only"), "{sql}: {err}");
+        }
+        // What only restates the served settings is answered without the engine.
+        assert!(fixed_setting(&parse("SET timezone = 'UTC'")));
+        assert!(!fixed_setting(&parse("SET statement_timeout = 5000")));
     }
 }

@@ -270,7 +270,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
     let cancel = tokio_util::sync::CancellationToken::new();
     let consumer = {
         let source = source.clone();
-        let dead_letters = source.dead_letter_sink().unwrap();
+        let dead_letters = source.dead_letter_sink(None).unwrap();
         let decoder = daemon::decoder(&test_config());
         let cancel = cancel.clone();
         tokio::spawn(async move { source.run(decoder, dead_letters, tx, cancel).await })

@@ -10,6 +10,7 @@
 //! group stays healthy, waits for room and resumes; nothing queues without bound.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Ack, Batch, Pending};
-use crate::dead_letter::DeadLetterSink;
+use crate::dead_letter::{DeadLetterSink, KafkaLetters};
 use crate::decode::{Decoder, Format};
 use crate::error::SourceError;
 use crate::event::Provenance;
@@ -117,6 +118,13 @@ const PAUSE_AFTER: Duration = Duration::from_millis(500);
 /// How often librdkafka reports statistics (the source of the lag metric), unless the
 /// config sets `statistics.interval.ms` itself.
 const DEFAULT_STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// librdkafka's default `message.max.bytes`, the largest record its producer sends.
+const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// How long a dead letter may wait for the broker before it is spooled: long enough for
+/// a leader election, short enough that a missing topic costs seconds per batch.
+const DEAD_LETTER_TIMEOUT_MS: &str = "10000";
 
 /// The consumer's context: rebalance logging and the lag metric from statistics.
 pub struct SourceContext {
@@ -223,17 +231,32 @@ impl KafkaSource {
     }
 
     /// A producer for the dead-letter topic, with the same connection properties.
-    pub fn dead_letter_sink(&self) -> Result<DeadLetterSink, SourceError> {
+    /// Letters the topic refuses are spooled to `spool` (a file in the data directory).
+    pub fn dead_letter_sink(&self, spool: Option<PathBuf>) -> Result<DeadLetterSink, SourceError> {
         let mut cc = client_config(&self.config);
         cc.set("enable.idempotence", "true");
+        // A letter not delivered in this long is spooled instead: librdkafka's default
+        // (5 minutes) would hold ingestion up that long for a missing topic.
+        if !self.config.properties.contains_key("message.timeout.ms") {
+            cc.set("message.timeout.ms", DEAD_LETTER_TIMEOUT_MS);
+        }
+        let max_bytes = self
+            .config
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
         let producer: FutureProducer = cc.create().map_err(|source| SourceError::CreateClient {
             what: "dead-letter producer",
             source,
         })?;
-        Ok(DeadLetterSink::Kafka {
+        Ok(DeadLetterSink::Kafka(KafkaLetters::new(
             producer,
-            topic: self.config.dead_letter_topic.clone(),
-        })
+            self.config.dead_letter_topic.clone(),
+            max_bytes,
+            spool,
+            self.metrics.clone(),
+        )))
     }
 
     pub fn channel_capacity(&self) -> usize {
