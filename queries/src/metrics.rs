@@ -42,7 +42,7 @@ impl SqlMetrics {
         let m = SqlMetrics::default();
         registry.register(
             "sql_queries",
-            "SQL statements by interface (http, postgres) and outcome (ok, executed, rejected, invalid, timeout, error; \
+            "SQL statements by interface (http, postgres) and outcome (ok, executed, rejected, invalid, timeout, too_large, error; \
              the PostgreSQL server counts statements it executes, and separately those that failed)",
             m.queries.clone(),
         );

@@ -2,6 +2,7 @@
 //! cluster) and real outside clients (`kcat`).
 
 mod alertmanager;
+mod attacks;
 mod common;
 mod demo_kcat;
 mod detection;

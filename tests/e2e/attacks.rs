@@ -1,0 +1,244 @@
+//! Attacks against the real binary, as a viewer or a Kafka producer would run them:
+//! hostile SQL over HTTP and the PostgreSQL wire, a record built to break its dead
+//! letter, a dead-letter topic that refuses everything, and topics compressed with
+//! every codec Kafka producers use. After each, the daemon is up, answers `/healthz`
+//! and keeps ingesting. The daemon runs under an address-space limit, so a runaway
+//! allocation ends it rather than the machine.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::types::RDKafkaRespErr;
+
+use crate::common::{
+    Killed, binary, cluster, eventually, fixtures, free_port, http_get, require_program, sample,
+};
+
+/// The daemon's address-space limit: far above what it needs, far below the machine.
+const ADDRESS_SPACE: &str = "--as=8589934592";
+
+fn falco_line() -> String {
+    let text = std::fs::read_to_string(fixtures().join("mixed.jsonl")).unwrap();
+    text.lines().next().unwrap().to_owned()
+}
+
+/// Publishes records with the given producer settings and waits for the broker.
+fn produce_with(brokers: &str, topic: &str, settings: &[(&str, &str)], records: &[Vec<u8>]) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let mut cc = rdkafka::ClientConfig::new();
+    cc.set("bootstrap.servers", brokers);
+    for (k, v) in settings {
+        cc.set(*k, *v);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = cc.create().unwrap();
+    for r in records {
+        producer
+            .send(BaseRecord::<(), _>::to(topic).payload(r))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// `driftwatch run` under the address-space limit with this configuration.
+fn start(dir: &Path, config: &str) -> Killed {
+    let path = dir.join("driftwatch.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(require_program("prlimit"))
+        .arg(ADDRESS_SPACE)
+        .arg("--")
+        .arg(binary())
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Killed(child)
+}
+
+fn metric(addr: &str, name_and_labels: &str) -> f64 {
+    let body = http_get(addr, "/metrics").unwrap_or_default();
+    sample(&body, name_and_labels).unwrap_or(0.0)
+}
+
+async fn decoded(addr: &str, n: f64) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{n} falco events decoded"),
+        || metric(addr, r#"driftwatch_events_decoded_total{source="falco"}"#) >= n,
+    )
+    .await;
+}
+
+async fn post_sql(client: &reqwest::Client, addr: &str, sql: &str) -> (u16, String) {
+    let r = client
+        .post(format!("http://{addr}/api/v1/sql"))
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_queries_and_records_leave_the_daemon_up_and_ingesting() {
+    let (cluster, brokers) = cluster("falco", 3);
+    // The dead-letter topic refuses every letter, as a missing topic would.
+    cluster
+        .topic_error(
+            "driftwatch-dead-letter",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let (http, pg) = (free_port(), free_port());
+    let _daemon = start(
+        dir.path(),
+        &format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"attacks\"\n\
+             [[kafka.topics]]\nname = \"falco\"\nformat = \"falco\"\n\
+             [kafka.properties]\n\"message.timeout.ms\" = \"2000\"\n\
+             [http]\nlisten = \"127.0.0.1:{http}\"\n[postgres]\nlisten = \"127.0.0.1:{pg}\"\n\
+             [sql]\ntimeout = \"2s\"\n[state]\ndata-dir = {data:?}\n"
+        ),
+    );
+    let addr = format!("127.0.0.1:{http}");
+    let line = falco_line().into_bytes();
+    let big_producer = [
+        ("message.max.bytes", "2000000"),
+        ("compression.type", "lz4"),
+    ];
+    produce_with(&brokers, "falco", &big_producer, &vec![line.clone(); 30]);
+    decoded(&addr, 30.0).await;
+
+    // A record just under the record cap, of bytes that grow most as a letter.
+    let hostile = vec![0x01u8; 1024 * 1024 - 1];
+    produce_with(&brokers, "falco", &big_producer, &[hostile]);
+    produce_with(&brokers, "falco", &big_producer, &vec![line.clone(); 30]);
+    decoded(&addr, 60.0).await;
+    eventually(
+        Duration::from_secs(60),
+        "the refused letter in the spool",
+        || metric(&addr, "driftwatch_dead_letters_spooled_total") >= 1.0,
+    )
+    .await;
+    let spool = std::fs::read_to_string(data.join("dead-letters.spool.jsonl")).unwrap();
+    let letter: serde_json::Value = serde_json::from_str(spool.lines().next().unwrap()).unwrap();
+    assert_eq!(letter["payload_bytes"], 1024 * 1024 - 1);
+    assert_eq!(letter["payload_sha256"].as_str().unwrap().len(), 64);
+
+    // SQL that would allocate terabytes, or run forever.
+    let client = reqwest::Client::new();
+    let (status, body) = post_sql(
+        &client,
+        &addr,
+        "SELECT length(repeat(arrow_cast('x','LargeUtf8'), 100000000000))",
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("SQL limit"), "{body}");
+    let started = Instant::now();
+    let (status, body) = post_sql(
+        &client,
+        &addr,
+        "SELECT count(*) FROM generate_series(1, 1000000000000000)",
+    )
+    .await;
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Over the wire: a quoted engine setting, then what every other session sees.
+    let psql = |sql: &str| {
+        let out = Command::new(require_program("psql"))
+            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &pg.to_string()])
+            .args(["-U", "driftwatch", "-d", "driftwatch", "-c", sql])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let setting = "SELECT value FROM information_schema.df_settings \
+                   WHERE name = 'datafusion.execution.batch_size'";
+    let (ok, before, err) = psql(setting);
+    assert!(ok, "{err}");
+    for attack in [
+        "SET \"datafusion.runtime.memory_limit\" = '1K'",
+        "SET \"datafusion.execution.batch_size\" = 1",
+        "SET timezone = 'Europe/Paris'",
+    ] {
+        let (ok, _, err) = psql(attack);
+        assert!(!ok && err.contains("read-only"), "{attack}: {err}");
+    }
+    let (ok, after, err) = psql(setting);
+    assert!(ok, "{err}");
+    assert_eq!(before, after);
+    let (ok, _, err) = psql("SELECT count(*) FROM generate_series(1, 1000000000000000)");
+    assert!(!ok && err.contains("time limit"), "{err}");
+
+    // Still up, still ingesting, and every refusal counted.
+    assert_eq!(http_get(&addr, "/healthz").unwrap(), "ok\n");
+    produce_with(&brokers, "falco", &big_producer, &vec![line; 10]);
+    decoded(&addr, 70.0).await;
+    for outcome in ["too_large", "timeout"] {
+        let labels =
+            format!(r#"driftwatch_sql_queries_total{{interface="http",outcome="{outcome}"}}"#);
+        assert!(metric(&addr, &labels) >= 1.0, "{labels}");
+    }
+}
+
+/// Producers compress with whatever their client defaults to; kcat is one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_compressed_with_every_kafka_codec_are_consumed() {
+    let codecs = ["zstd", "lz4", "snappy", "gzip"];
+    let (cluster, brokers) = cluster("plain", 1);
+    for codec in codecs {
+        cluster.create_topic(codec, 2, 1).unwrap();
+    }
+    let line = falco_line();
+    for codec in codecs {
+        let mut kcat = Command::new(require_program("kcat"))
+            .args(["-P", "-b", &brokers, "-t", codec, "-z", codec])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = kcat.stdin.take().unwrap();
+            for _ in 0..25 {
+                writeln!(stdin, "{line}").unwrap();
+            }
+        }
+        assert!(kcat.wait().unwrap().success(), "kcat -z {codec}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let topics: String = codecs
+        .iter()
+        .map(|c| format!("[[kafka.topics]]\nname = \"{c}\"\nformat = \"falco\"\n"))
+        .collect();
+    let _daemon = start(
+        dir.path(),
+        &format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"codecs\"\n{topics}\
+             [http]\nlisten = \"127.0.0.1:{http}\"\n[postgres]\nenabled = false\n"
+        ),
+    );
+    let addr = format!("127.0.0.1:{http}");
+    decoded(&addr, 100.0).await;
+    for codec in codecs {
+        let labels =
+            format!(r#"driftwatch_records_consumed_total{{topic="{codec}",format="falco"}}"#);
+        assert_eq!(metric(&addr, &labels), 25.0, "{codec}");
+    }
+}
