@@ -198,6 +198,30 @@ const SECRET_ENV: [(&str, &str); 3] = [
     ),
 ];
 
+/// A TOML error as line, column and message, without the source line TOML quotes and
+/// with quoted values masked: the line may hold a password, a token or a sink URL.
+fn toml_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    let mut message = String::new();
+    let mut quoted = false;
+    for c in e.message().chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                message.push_str(if quoted { "\"…" } else { "\"" });
+            }
+            _ if quoted => {}
+            c => message.push(c),
+        }
+    }
+    anyhow::anyhow!("{}{}", at.unwrap_or_default(), message.trim_end())
+}
+
 impl Config {
     /// Reads and checks a config file. Errors name the file, and the line and column
     /// where TOML parsing failed.
@@ -211,7 +235,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = toml::from_str(text)?;
+        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -347,5 +371,18 @@ mod tests {
                 .unwrap();
         c.apply_env(|k| (k == "DRIFTWATCH_KAFKA_SASL_PASSWORD").then(|| "s3cret".to_owned()));
         assert_eq!(c.kafka.unwrap().properties["sasl.password"], "s3cret");
+    }
+
+    #[test]
+    fn a_config_error_never_repeats_a_value() {
+        for text in [
+            "[notify]\noutbox-dir = \"/tmp/x\"\n[[notify.sink]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\nsecert = \"SECRET-VALUE\"\n",
+            "[postgres]\nusers = [{ name = \"a\", pasword = \"SECRET-VALUE\" }]\n",
+            "[http]\ntokens = \"SECRET-VALUE\"\n",
+        ] {
+            let e = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(!e.contains("SECRET-VALUE"), "{e}");
+            assert!(e.contains("line "), "{e}");
+        }
     }
 }

@@ -557,6 +557,9 @@ impl Reports {
 
 /// Posts a report, retrying failures with backoff; a 4xx other than 408 and 429 is final.
 async fn deliver(http: &reqwest::Client, url: &str, name: &str, body: Vec<u8>) {
+    // The URL may hold a credential: logs name the endpoint only.
+    let endpoint = notify::redact::url(url);
+    let endpoint = endpoint.as_str();
     let mut wait = Duration::from_millis(500);
     for attempt in 1..=WEBHOOK_ATTEMPTS {
         let sent = http
@@ -569,14 +572,16 @@ async fn deliver(http: &reqwest::Client, url: &str, name: &str, body: Vec<u8>) {
             Ok(r) if r.status().is_success() => {
                 info!(
                     schedule = name,
-                    url, attempt, "Compliance report delivered."
+                    url = endpoint,
+                    attempt,
+                    "Compliance report delivered."
                 );
                 return;
             }
             Ok(r) if r.status().is_client_error() && ![408, 429].contains(&r.status().as_u16()) => {
                 warn!(
                     schedule = name,
-                    url,
+                    url = endpoint,
                     status = r.status().as_u16(),
                     "The report webhook refused the report; not retrying."
                 );
@@ -585,14 +590,14 @@ async fn deliver(http: &reqwest::Client, url: &str, name: &str, body: Vec<u8>) {
             Ok(r) => {
                 warn!(
                     schedule = name,
-                    url,
+                    url = endpoint,
                     attempt,
                     status = r.status().as_u16(),
                     "The report webhook failed."
                 )
             }
             Err(e) => {
-                warn!(schedule = name, url, attempt, error = %e, "The report webhook failed.")
+                warn!(schedule = name, url = endpoint, attempt, error = %notify::redact::request_error(e), "The report webhook failed.")
             }
         }
         tokio::time::sleep(wait).await;
@@ -600,7 +605,8 @@ async fn deliver(http: &reqwest::Client, url: &str, name: &str, body: Vec<u8>) {
     }
     warn!(
         schedule = name,
-        url, "Giving up on delivering the report to its webhook."
+        url = endpoint,
+        "Giving up on delivering the report to its webhook."
     );
 }
 

@@ -309,8 +309,9 @@ impl NotifyConfig {
             };
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!(
-                    "notify sink {:?}: {url:?} is not an http(s) URL",
-                    s.name
+                    "notify sink {:?}: {} is not an http(s) URL",
+                    s.name,
+                    crate::redact::url(url)
                 ));
             }
         }

@@ -272,7 +272,7 @@ impl Notifier {
                 }
             };
             let url = reqwest::Url::parse(&url)
-                .map_err(|e| format!("notify sink {:?}: {url:?}: {e}", s.name))?;
+                .map_err(|e| format!("notify sink {:?}: its URL does not parse: {e}", s.name))?;
             let (tx, rx) = mpsc::unbounded_channel();
             let (firing_tx, firing_rx) = mpsc::unbounded_channel();
             if matches!(s.kind, SinkKind::Alertmanager { .. }) {
@@ -952,7 +952,14 @@ async fn attempt(sink: &Sink, entry: &Entry, n: u32) -> Attempt {
         }
         let response = match request.body(body).send().await {
             Ok(r) => r,
-            Err(e) => return Attempt::Retry(format!("attempt {n}: {e}"), None),
+            Err(e) => {
+                let why = format!(
+                    "attempt {n}: {} ({})",
+                    crate::redact::request_error(e),
+                    crate::redact::url(sink.url.as_str())
+                );
+                return Attempt::Retry(why, None);
+            }
         };
         let status = response.status();
         if status.is_success() {

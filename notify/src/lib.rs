@@ -10,6 +10,7 @@ pub mod config;
 pub mod deliver;
 pub mod message;
 pub mod outbox;
+pub mod redact;
 pub mod sign;
 
 pub use config::{NotifyConfig, RouteConfig, SinkConfig, SinkKind};

@@ -242,3 +242,111 @@ async fn topics_compressed_with_every_kafka_codec_are_consumed() {
         assert_eq!(metric(&addr, &labels), 25.0, "{codec}");
     }
 }
+
+/// A distinctive secret in every secret-bearing key and in every sink URL; after
+/// deliveries have failed against them, no output surface repeats any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_output_surface_repeats_a_secret() {
+    let (_cluster, brokers) = cluster("falco", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (http, pg) = (free_port(), free_port());
+    // Nothing listens there: every delivery fails, with an error naming the endpoint.
+    let closed = free_port();
+    let secrets = [
+        "S3cretSlackPath",
+        "S3cretQueryToken",
+        "S3cretUserPass",
+        "S3cretRoutingKey",
+        "S3cretPgPassword",
+        "S3cretReportPass",
+        "S3cretAlertmanagerPath",
+    ];
+    let outbox = dir.path().join("outbox");
+    let reports = dir.path().join("reports");
+    let config = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"secrets\"\n\
+         [[kafka.topics]]\nname = \"falco\"\nformat = \"auto\"\n\
+         [detect]\nlearning-period = \"1ms\"\nmin-learning-events = 1\n\
+         [http]\nlisten = \"127.0.0.1:{http}\"\n\
+         [postgres]\nlisten = \"127.0.0.1:{pg}\"\n\
+         [[postgres.users]]\nname = \"analyst\"\npassword = \"{pgpass}\"\n\
+         [reports]\ndir = {reports:?}\n\
+         [[reports.schedule]]\nname = \"minutely\"\ncron = \"* * * * *\"\nformats = [\"json\"]\n\
+         webhook = \"http://reporter:{reportpass}@127.0.0.1:{closed}/r\"\n\
+         [notify]\noutbox-dir = {outbox:?}\n\
+         [notify.retry]\ninitial = \"100ms\"\nmax = \"200ms\"\n\
+         [[notify.sink]]\nname = \"slack\"\ntype = \"slack\"\nurl = \"http://127.0.0.1:{closed}/services/T0/B0/{slack}\"\n\
+         [[notify.sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://user:{userpass}@127.0.0.1:{closed}/in?token={query}\"\n\
+         [[notify.sink]]\nname = \"pd\"\ntype = \"pagerduty\"\nurl = \"http://127.0.0.1:{closed}/v2/enqueue\"\nrouting-key = \"{routing}\"\n\
+         [[notify.sink]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://127.0.0.1:{closed}/{am}\"\n\
+         [[notify.route]]\nname = \"all-slack\"\nsink = \"slack\"\n\
+         [[notify.route]]\nname = \"all-hook\"\nsink = \"hook\"\n\
+         [[notify.route]]\nname = \"all-pd\"\nsink = \"pd\"\n\
+         [[notify.route]]\nname = \"all-am\"\nsink = \"am\"\n",
+        slack = secrets[0],
+        query = secrets[1],
+        userpass = secrets[2],
+        routing = secrets[3],
+        pgpass = secrets[4],
+        reportpass = secrets[5],
+        am = secrets[6],
+    );
+    let _daemon = start(dir.path(), &config);
+    let addr = format!("127.0.0.1:{http}");
+    // Learning ends at once, so the workload's next acts raise alerts to deliver.
+    let workload = std::fs::read_to_string(fixtures().join("mixed.jsonl")).unwrap();
+    let records: Vec<Vec<u8>> = workload.lines().map(|l| l.as_bytes().to_vec()).collect();
+    produce_with(&brokers, "falco", &[], &records);
+    decoded(&addr, 1.0).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let client = client.clone();
+        let url = format!("http://{addr}{path}");
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = http_get(&addr, "/api/v1/notifications").unwrap_or_default();
+        let failed = ["slack", "hook", "pd", "am"].iter().all(|sink| {
+            body.contains(&format!("\"sink\":\"{sink}\"")) && body.contains("last_error")
+        });
+        if failed && body.contains("127.0.0.1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed delivery to every sink: {body}\n{}",
+            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut surfaces = vec![
+        ("/metrics", get("/metrics").await),
+        ("/api/v1/notifications", get("/api/v1/notifications").await),
+        ("/api/v1/config", get("/api/v1/config").await),
+        ("/api/v1/audit", get("/api/v1/audit").await),
+        ("/api/v1/alerts", get("/api/v1/alerts").await),
+    ];
+    let sql = client
+        .post(format!("http://{addr}/api/v1/sql"))
+        .json(&serde_json::json!({ "sql": "SELECT * FROM notifications" }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(sql.contains("last_error"), "{sql}");
+    surfaces.push(("SELECT * FROM notifications", sql));
+    // Give the report webhook its attempts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    surfaces.push((
+        "the daemon's log",
+        std::fs::read_to_string(dir.path().join("daemon.log")).unwrap(),
+    ));
+    for (what, text) in &surfaces {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} shows {secret}:\n{text}");
+        }
+    }
+}
