@@ -172,6 +172,52 @@ pub struct HttpConfig {
     /// is only allowed on a loopback address.
     #[serde(default)]
     pub tokens: Vec<crate::api::ApiToken>,
+    /// Connections served at once; more wait in the kernel's backlog, so that clients
+    /// cannot take the file descriptors the state file, outbox and Kafka client need.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A client must send a request's headers within this long, also between the
+    /// requests of a kept-alive connection, or the connection is closed.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: std::time::Duration,
+    /// A request (its body, and the answer) that takes longer gets 408.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+    /// The largest request body any route accepts.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: ByteSize,
+}
+
+/// 256: far more than the dashboards, Prometheus and an operator's tools open, far
+/// fewer than the default limit of 1,024 file descriptors.
+fn default_max_connections() -> usize {
+    256
+}
+
+/// 10 s: a client on any network sends a request's headers in well under a second.
+fn default_header_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+/// 60 s: longer than the SQL time limit (30 s), so a slow query answers for itself.
+fn default_request_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+/// 16 MiB: a baseline import of thousands of services; every other body is tiny.
+fn default_max_body_bytes() -> ByteSize {
+    ByteSize(16 << 20)
+}
+
+impl HttpConfig {
+    pub fn limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            max_connections: self.max_connections.max(1),
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+            max_body_bytes: self.max_body_bytes.0,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -179,6 +225,10 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_http_listen(),
             tokens: Vec::new(),
+            max_connections: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            request_timeout: default_request_timeout(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }
@@ -291,8 +341,17 @@ impl Config {
             );
         }
         crate::api::Api::tokens(&self.http.tokens)?;
-        if self.sql.max_rows == 0 || self.sql.timeout.is_zero() || self.sql.threads == 0 {
-            bail!("[sql] max-rows, timeout and threads must be positive");
+        let sql = &self.sql;
+        if sql.max_rows == 0
+            || sql.timeout.is_zero()
+            || sql.threads == 0
+            || sql.max_result_bytes == 0
+            || sql.max_value_bytes == 0
+            || sql.max_batch_bytes == 0
+        {
+            bail!(
+                "[sql] max-rows, timeout, threads, max-result-bytes, max-value-bytes and max-batch-bytes must be positive"
+            );
         }
         // Passwords from the environment are read at start; the rest is checked now.
         if self.postgres.enabled

@@ -125,7 +125,10 @@ pub async fn start(
         .context("HTTP listener has no address")?;
     let router = http::router(Arc::new(registry))
         .merge(crate::api::router(api.clone()).with_state(api.clone()));
-    sup.spawn("http", http::serve(listener, router, sup.cancel.clone()));
+    sup.spawn(
+        "http",
+        http::serve(listener, router, config.http.limits(), sup.cancel.clone()),
+    );
 
     let source = Arc::new(
         KafkaSource::new(kafka.clone(), ingest_metrics).context("cannot start the Kafka source")?,

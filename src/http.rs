@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -42,13 +43,86 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
         .with_context(|| format!("cannot listen on {listen}"))
 }
 
+/// Answers 408 for a request that takes longer than its time.
+async fn request_timeout(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            axum::Json(serde_json::json!({
+                "error": format!("the request took longer than {timeout:?}")
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// What the HTTP server allows one client (`[http]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// Serves `router` until cancelled, under `limits`: at most `max-connections` at once
+/// (the rest wait in the kernel's backlog, taking no file descriptor of ours), headers
+/// within `header-timeout` (also between kept-alive requests), each request within
+/// `request-timeout`, bodies up to `max-body-bytes` on every route.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: HttpLimits,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-        .context("HTTP server failed")
+    let router = router
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            request_timeout,
+        ));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let slot = tokio::select! {
+            () = cancel.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let (socket, _) = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait rather than spin.
+                    tracing::warn!(error = %e, "Accepting an HTTP connection failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    // Open connections finish their request and close by themselves (they watch the
+    // same token).
+    Ok(())
 }

@@ -350,3 +350,76 @@ async fn no_output_surface_repeats_a_secret() {
         }
     }
 }
+
+/// Clients that open connections and never finish a request (slowloris) hold at most
+/// `max-connections` descriptors, each for at most `header-timeout`; `/healthz` still
+/// answers, and an oversized body is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_cannot_exhaust_the_daemon() {
+    use std::io::{Read, Write};
+    let (_cluster, brokers) = cluster("falco", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let daemon = start(
+        dir.path(),
+        &format!(
+            "[kafka]\nbrokers = \"{brokers}\"\n[[kafka.topics]]\nname = \"falco\"\n\
+             [http]\nlisten = \"127.0.0.1:{http}\"\nmax-connections = 16\nheader-timeout = \"1s\"\n\
+             max-body-bytes = \"1MiB\"\n[postgres]\nenabled = false\n"
+        ),
+    );
+    let addr = format!("127.0.0.1:{http}");
+    eventually(Duration::from_secs(30), "the daemon to listen", || {
+        http_get(&addr, "/healthz").is_ok_and(|b| b == "ok\n")
+    })
+    .await;
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", daemon.0.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = fds();
+    let mut hanging = Vec::new();
+    for _ in 0..200 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        hanging.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = fds();
+    // 16 connections, and a few of librdkafka's, which come and go; far from 200.
+    assert!(
+        during <= before + 16 + 8,
+        "{before} descriptors before, {during} during"
+    );
+    // Every half-sent request is closed by the server in time, and health is answered.
+    eventually(
+        Duration::from_secs(30),
+        "/healthz beside 200 half-sent requests",
+        || http_get(&addr, "/healthz").is_ok_and(|b| b == "ok\n"),
+    )
+    .await;
+    let mut first = hanging.remove(0);
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = first.read_to_end(&mut buf);
+    assert!(
+        read.is_ok(),
+        "the server did not close a half-sent request: {read:?}"
+    );
+    drop(hanging);
+
+    // A body over the limit, on a route whose handler would read it.
+    let big = "x".repeat(2 << 20);
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/sql"))
+        .json(&serde_json::json!({ "sql": big }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(http_get(&addr, "/healthz").unwrap(), "ok\n");
+}
