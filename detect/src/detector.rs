@@ -336,7 +336,15 @@ pub struct Detector {
     pending_sensor: HashMap<String, Vec<PendingSensor>>,
     /// The rate bucket every series has been closed up to.
     rate_clock: i64,
+    /// Event time, robust to a few future-dated records.
+    clock: crate::clock::Clock,
 }
+
+/// How long after learning ended (on the clock) a record dated before that end is
+/// still learned: a topic lagging by minutes delivers learning material late. Past
+/// it, such a record is judged as monitoring: a sender cannot backdate behaviour into
+/// a finished baseline.
+const LATE_LEARNING: i64 = 5 * 60 * 1_000_000_000;
 
 fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
@@ -352,6 +360,7 @@ impl Detector {
             by_service: HashMap::new(),
             pending_sensor: HashMap::new(),
             rate_clock: i64::MIN,
+            clock: crate::clock::Clock::default(),
         }
     }
 
@@ -442,6 +451,10 @@ impl Detector {
     /// Feeds one event; newly raised alerts are appended to `raised`. For a log line,
     /// returns the id of the template it belongs to.
     pub fn observe(&mut self, event: &Event, raised: &mut Vec<Alert>) -> Option<u32> {
+        // Two rate buckets of slack: events of one batch arrive a little out of order.
+        let slack = nanos(self.config.rate.bucket).saturating_mul(2);
+        let credible = self.clock.note(event.time.0, slack);
+        let clock_now = self.clock.now();
         let config = &self.config;
         // Look up first: the service key is cloned only for a service seen the first time.
         if !self.services.contains_key(&event.service) {
@@ -522,7 +535,9 @@ impl Detector {
                 provenance: event.provenance.clone(),
             };
             self.correlate(&event.service, pending);
-            self.count_rate(event, None, raised);
+            if credible {
+                self.count_rate(event, None, raised);
+            }
             return None;
         }
 
@@ -568,7 +583,9 @@ impl Detector {
             let written = &state.written;
             observe(event, config, |exe| written.contains(exe))
         };
-        self.count_rate(event, template, raised);
+        if credible {
+            self.count_rate(event, template, raised);
+        }
         let config = &self.config;
         let max_entries = config.max_baseline_entries;
         let growth_max = config.growth_max_entries;
@@ -588,7 +605,9 @@ impl Detector {
             // but happened before learning ended is still learning material.
             let learning = state.phase == Phase::Learning
                 || (state.phase == Phase::Monitoring
-                    && state.learned_at.is_some_and(|(at, _)| event.time < at));
+                    && state.learned_at.is_some_and(|(at, _)| {
+                        event.time < at && clock_now < at.0.saturating_add(LATE_LEARNING)
+                    }));
             let growth_open = !learning
                 && state.phase == Phase::Monitoring
                 && state.growth_until.is_some_and(|g| event.time <= g);
@@ -829,6 +848,11 @@ impl Detector {
     /// Moves the rate clock to `now` (the newest event time seen): buckets every series
     /// has passed are closed and scored, so that a service gone silent is noticed.
     pub fn advance(&mut self, now: Nanos, raised: &mut Vec<Alert>) {
+        // Never past the robust clock: a future-dated record closes no bucket early.
+        let now = match self.clock.now() {
+            i64::MIN => now,
+            clock => Nanos(now.0.min(clock)),
+        };
         let settings = &self.config.rate;
         // One bucket of slack for events that arrive a little out of order.
         let bucket = now.0.div_euclid(nanos(settings.bucket).max(1)) - 1;
@@ -1489,6 +1513,53 @@ mod tests {
             raised[0].mitre.as_ref().map(|t| t.id.as_str()),
             Some("T1105")
         );
+    }
+
+    /// A record dated an hour ahead, accepted under the future skew, must not close
+    /// every service's rate buckets an hour early.
+    #[test]
+    fn one_future_dated_record_does_not_move_the_rate_clock() {
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        let mut raised = Vec::new();
+        d.advance(Nanos(T0 + 11 * MIN), &mut raised);
+        let before = d.rate_clock;
+        let mut ahead = exec(11, "/app/server");
+        ahead.service = "other/svc".into();
+        ahead.time = Nanos(T0 + 70 * MIN);
+        d.observe(&ahead, &mut raised);
+        d.advance(ahead.time, &mut raised);
+        assert!(
+            d.rate_clock <= before + 1,
+            "the clock followed a future-dated record: {before} → {}",
+            d.rate_clock
+        );
+        // The series it would have opened in the future was not opened.
+        assert_eq!(d.service("other/svc").unwrap().rates.series().count(), 0);
+    }
+
+    /// Behaviour dated inside a finished learning period, arriving well after it ended,
+    /// is judged, not learned.
+    #[test]
+    fn a_record_backdated_into_finished_learning_is_judged_as_monitoring() {
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        let mut raised = Vec::new();
+        // The clock moves on well past the end of learning…
+        for m in 11..40 {
+            d.observe(&exec(m, "/app/server"), &mut raised);
+        }
+        assert!(raised.is_empty(), "{raised:#?}");
+        // …then a record claims to be from minute 5.
+        d.observe(&exec(5, "/usr/bin/nc"), &mut raised);
+        assert_eq!(raised.len(), 1, "{raised:#?}");
+        assert!(raised[0].subject.contains("/usr/bin/nc"), "{raised:#?}");
+        // Arriving late but within minutes of the end, it would still have been learned.
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        let mut raised = Vec::new();
+        d.observe(&exec(5, "/usr/bin/late"), &mut raised);
+        assert!(raised.is_empty(), "{raised:#?}");
     }
 
     #[test]

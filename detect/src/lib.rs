@@ -11,6 +11,7 @@
 //! with hash lookups only.
 
 mod alert;
+mod clock;
 mod config;
 mod detector;
 pub mod generalise;
