@@ -150,6 +150,8 @@ pub fn import_into(snapshot: &mut DetectorSnapshot, file: &BaselineFile, now: Na
                     // Learning "ended" at the epoch: every real event is judged
                     // against the imported entries, none is learned silently.
                     learning_since: Nanos(0),
+                    // The retention counts from the import.
+                    last_event: None,
                     events: 0,
                     learned_at: Some((Nanos(0), 0)),
                     image_digest: None,

@@ -45,6 +45,14 @@ pub struct PipelineMetrics {
     alerts_raised: Family<AlertLabels, Counter>,
     services: Family<PhaseLabels, Gauge>,
     services_updated: Arc<Mutex<Option<std::time::Instant>>>,
+    capped: Family<CapLabels, Counter>,
+    /// The detector's capacity counts last published.
+    capped_seen: Arc<Mutex<detect::Capacity>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapLabels {
+    what: &'static str,
 }
 
 impl Default for PipelineMetrics {
@@ -57,6 +65,8 @@ impl Default for PipelineMetrics {
             alerts_raised: Family::default(),
             services: Family::default(),
             services_updated: Arc::new(Mutex::new(None)),
+            capped: Family::default(),
+            capped_seen: Arc::default(),
         }
     }
 }
@@ -78,6 +88,13 @@ impl PipelineMetrics {
             "services",
             "Services by lifecycle phase (learning, monitoring, locked)",
             m.services.clone(),
+        );
+        registry.register(
+            "state_capped",
+            "What the state caps did: events of services beyond max-services not judged \
+             (events_refused), idle services forgotten (services_evicted), alerts dropped past max-alerts \
+             (alerts_evicted)",
+            m.capped.clone(),
         );
         m
     }
@@ -119,6 +136,22 @@ impl PipelineMetrics {
         ] {
             self.services.get_or_create(&PhaseLabels { phase }).set(n);
         }
+        let now = detector.capacity();
+        let mut seen = self.capped_seen.lock().expect("metrics lock poisoned");
+        for (what, total, before) in [
+            ("events_refused", now.events_refused, seen.events_refused),
+            (
+                "services_evicted",
+                now.services_evicted,
+                seen.services_evicted,
+            ),
+            ("alerts_evicted", now.alerts_evicted, seen.alerts_evicted),
+        ] {
+            self.capped
+                .get_or_create(&CapLabels { what })
+                .inc_by(total.saturating_sub(before));
+        }
+        *seen = now;
     }
 }
 

@@ -205,7 +205,20 @@ pub struct Engine {
     memo: Memo,
     /// The causes of the latest failures, so that one cause is one finding.
     causes: Causes,
+    /// Containers with facts, then services with posture, oldest first: past their
+    /// caps the oldest go.
+    facts_order: std::collections::VecDeque<String>,
+    posture_order: std::collections::VecDeque<String>,
+    /// Containers and services forgotten at the caps.
+    evicted: u64,
 }
+
+/// Containers whose facts are kept: a large cluster's worth, several times over. A
+/// producer inventing container ids pushes out the oldest, never memory.
+pub const MAX_CONTAINERS: usize = 50_000;
+
+/// Services whose posture is kept: the detector's own default cap on services.
+pub const MAX_POSTURE_SERVICES: usize = 20_000;
 
 /// Control results remembered by default (see [`Engine::with_result_cache`]).
 pub const RESULT_CACHE: usize = 65_536;
@@ -454,7 +467,15 @@ impl Engine {
             posture: HashMap::new(),
             memo: Memo::new(capacity, reads),
             causes: Causes::default(),
+            facts_order: Default::default(),
+            posture_order: Default::default(),
+            evicted: 0,
         }
+    }
+
+    /// Containers' facts and services' posture forgotten at their caps, so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Control runs answered from remembered results, and runs evaluated, so far.
@@ -493,10 +514,16 @@ impl Engine {
     /// event again changes nothing); returns the container's key.
     fn see(&mut self, event: &Event) -> String {
         let key = container_key(event);
-        let known = match self.facts.get_mut(&key) {
-            Some(k) => k,
-            None => self.facts.entry(key.clone()).or_default(),
-        };
+        if !self.facts.contains_key(&key) {
+            if self.facts.len() >= MAX_CONTAINERS
+                && let Some(old) = self.facts_order.pop_front()
+            {
+                self.facts.remove(&old);
+                self.evicted += 1;
+            }
+            self.facts_order.push_back(key.clone());
+        }
+        let known = self.facts.entry(key.clone()).or_default();
         let lifecycle = match &event.kind {
             EventKind::Container { facts, .. } => Some(facts),
             _ => None,
@@ -579,13 +606,19 @@ impl Engine {
         // Bound on the first control that must be evaluated.
         let mut prepared = None;
         self.memo.begin();
-        let posture = match self.posture.get_mut(t.service) {
-            Some(p) => p,
-            None => self
-                .posture
-                .entry(t.service.to_owned())
-                .or_insert_with(|| vec![None; self.meta.len()]),
-        };
+        if !self.posture.contains_key(t.service) {
+            if self.posture.len() >= MAX_POSTURE_SERVICES
+                && let Some(old) = self.posture_order.pop_front()
+            {
+                self.posture.remove(&old);
+                self.evicted += 1;
+            }
+            self.posture_order.push_back(t.service.to_owned());
+        }
+        let posture = self
+            .posture
+            .entry(t.service.to_owned())
+            .or_insert_with(|| vec![None; self.meta.len()]);
         // What every finding of this trigger shares, made for its first finding.
         let mut shared: Option<Shared> = None;
         for &i in controls {

@@ -323,3 +323,33 @@ fn repeated_passes_move_the_posture_and_every_failure_is_a_finding() {
     assert_eq!(p.status, Status::Fail);
     assert_eq!(p.since.to_rfc3339(), "2026-03-02T10:04:00.000000000Z");
 }
+
+/// A producer inventing service keys and container ids fills the caps and pushes the
+/// oldest out; memory stays bounded and the newest are judged.
+#[test]
+fn sprayed_services_and_containers_stay_within_the_caps() {
+    use compliance::engine::{MAX_CONTAINERS, MAX_POSTURE_SERVICES};
+    let mut engine = Engine::new(Arc::new(Catalog::builtin()));
+    let n = MAX_POSTURE_SERVICES.max(MAX_CONTAINERS) + 100;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let start: Event = serde_json::from_value(json!({
+            "time": "2026-03-02T10:00:00Z", "service": format!("spray/{i}"), "kind": "container",
+            "action": "start",
+            "workload": {"namespace": "spray", "pod": format!("p-{i}"), "container_id": format!("{i:012x}")},
+            "facts": {"user": "root", "privileged": true}
+        }))
+        .unwrap();
+        engine.on_event(&start, &mut out);
+        out.clear();
+    }
+    let services: std::collections::HashSet<&str> =
+        engine.posture().map(|p| p.service.as_str()).collect();
+    assert_eq!(services.len(), MAX_POSTURE_SERVICES);
+    assert!(services.contains(format!("spray/{}", n - 1).as_str()));
+    assert!(!services.contains("spray/0"));
+    assert_eq!(
+        engine.evicted() as usize,
+        (n - MAX_CONTAINERS) + (n - MAX_POSTURE_SERVICES)
+    );
+}

@@ -23,6 +23,9 @@ pub enum AlertKind {
     /// driftwatch's own alert delivery is failing: its outbox is full and
     /// notifications are being lost.
     Delivery,
+    /// driftwatch reached one of its state caps (services, findings): what is beyond
+    /// it is not judged.
+    Capacity,
 }
 
 impl AlertKind {
@@ -37,6 +40,7 @@ impl AlertKind {
             AlertKind::LogTemplate => "log_template",
             AlertKind::Rate => "rate",
             AlertKind::Delivery => "delivery",
+            AlertKind::Capacity => "capacity",
         }
     }
 }

@@ -45,6 +45,18 @@ pub struct DetectConfig {
     /// …and at most this many more entries per dimension.
     #[serde(default = "default_growth_max_entries")]
     pub growth_max_entries: u64,
+    /// Services tracked at most. Events of a service beyond it are not judged; one
+    /// `capacity` alert says so. Existing services are watched as before.
+    #[serde(default = "default_max_services")]
+    pub max_services: usize,
+    /// A service with no event for this long (in event time) is forgotten, which
+    /// frees its room; it learns again if it comes back.
+    #[serde(default = "default_service_retention", with = "humantime_serde")]
+    pub service_retention: Duration,
+    /// Alerts kept in memory (and in the state file) at most; past it the oldest
+    /// resolved ones go first, then the oldest. Delivered alerts stay with the receivers.
+    #[serde(default = "default_max_alerts")]
+    pub max_alerts: usize,
     /// Log templates and template-mix drift (`[detect.logs]`).
     #[serde(default)]
     pub logs: LogConfig,
@@ -66,10 +78,27 @@ impl Default for DetectConfig {
             ipv6_prefix: default_ipv6_prefix(),
             growth_period: default_growth_period(),
             growth_max_entries: default_growth_max_entries(),
+            max_services: default_max_services(),
+            service_retention: default_service_retention(),
+            max_alerts: default_max_alerts(),
             logs: LogConfig::default(),
             rate: RateSettings::default(),
         }
     }
+}
+
+/// 20,000: ten times the services of a large cluster; a service with a full baseline
+/// holds some tens of KiB, so the cap is a few hundred MiB at most.
+fn default_max_services() -> usize {
+    20_000
+}
+/// Seven days: a weekly job's service keeps its baseline between runs.
+fn default_service_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+/// 100,000: weeks of a noisy cluster's alerts, about 200 MiB at most.
+fn default_max_alerts() -> usize {
+    100_000
 }
 
 /// One hour: long enough to see a service's periodic jobs of the hour, short enough to

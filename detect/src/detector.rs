@@ -162,6 +162,8 @@ impl RecentWrites {
 pub struct ServiceState {
     pub phase: Phase,
     pub learning_since: Nanos,
+    /// The time of its latest event.
+    pub last_event: Nanos,
     pub events: u64,
     /// Event time and event count when learning ended.
     pub learned_at: Option<(Nanos, u64)>,
@@ -188,6 +190,7 @@ impl ServiceState {
         ServiceState {
             phase: Phase::Learning,
             learning_since: now,
+            last_event: now,
             events: 0,
             learned_at: None,
             image_digest: None,
@@ -338,6 +341,19 @@ pub struct Detector {
     rate_clock: i64,
     /// Event time, robust to a few future-dated records.
     clock: crate::clock::Clock,
+    /// What the state caps turned away or forgot.
+    capacity: Capacity,
+}
+
+/// What the state caps did, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Events of services beyond `max-services`, not judged.
+    pub events_refused: u64,
+    /// Services forgotten after `service-retention` without an event.
+    pub services_evicted: u64,
+    /// Alerts dropped from memory past `max-alerts`.
+    pub alerts_evicted: u64,
 }
 
 /// How long after learning ended (on the clock) a record dated before that end is
@@ -361,7 +377,13 @@ impl Detector {
             pending_sensor: HashMap::new(),
             rate_clock: i64::MIN,
             clock: crate::clock::Clock::default(),
+            capacity: Capacity::default(),
         }
+    }
+
+    /// What the state caps turned away or forgot, since start.
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
     }
 
     pub fn config(&self) -> &DetectConfig {
@@ -458,6 +480,10 @@ impl Detector {
         let config = &self.config;
         // Look up first: the service key is cloned only for a service seen the first time.
         if !self.services.contains_key(&event.service) {
+            if self.services.len() >= config.max_services {
+                self.refuse(event, raised);
+                return None;
+            }
             self.services
                 .insert(event.service.clone(), ServiceState::new(event.time, config));
         }
@@ -466,6 +492,7 @@ impl Detector {
             .get_mut(&event.service)
             .expect("inserted above");
         state.events += 1;
+        state.last_event = state.last_event.max(event.time);
         if state.phase == Phase::Learning
             && event.time.0.saturating_sub(state.learning_since.0) >= nanos(config.learning_period)
             && state.events >= config.min_learning_events
@@ -853,13 +880,14 @@ impl Detector {
             i64::MIN => now,
             clock => Nanos(now.0.min(clock)),
         };
-        let settings = &self.config.rate;
         // One bucket of slack for events that arrive a little out of order.
-        let bucket = now.0.div_euclid(nanos(settings.bucket).max(1)) - 1;
+        let bucket = now.0.div_euclid(nanos(self.config.rate.bucket).max(1)) - 1;
         if bucket <= self.rate_clock {
             return;
         }
         self.rate_clock = bucket;
+        self.evict_idle(now.0);
+        let settings = &self.config.rate;
         let mut found = Vec::new();
         for (name, state) in &mut self.services {
             let closed = state.rates.advance(bucket, settings);
@@ -1039,6 +1067,81 @@ impl Detector {
             .insert(alert.dedup_key.clone(), alert.id.clone());
         raised.push(alert.clone());
         self.alerts.insert(alert.id.clone(), alert);
+        // A tenth over the cap before trimming: the trim scans every alert.
+        let max = self.config.max_alerts.max(1);
+        if self.alerts.len() > max + max / 10 {
+            self.trim_alerts(max);
+        }
+    }
+
+    /// Drops alerts down to `max`: the oldest resolved ones first, then the oldest.
+    fn trim_alerts(&mut self, max: usize) {
+        let mut order: Vec<(bool, Nanos, String)> = self
+            .alerts
+            .values()
+            .map(|a| (a.status != AlertStatus::Resolved, a.last_seen, a.id.clone()))
+            .collect();
+        order.sort();
+        let drop: std::collections::HashSet<String> = order
+            .into_iter()
+            .take(self.alerts.len() - max)
+            .map(|(_, _, id)| id)
+            .collect();
+        self.alerts.retain(|id, _| !drop.contains(id));
+        self.latest.retain(|_, id| !drop.contains(id));
+        for ids in self.by_service.values_mut() {
+            ids.retain(|id| !drop.contains(id));
+        }
+        self.by_service.retain(|_, ids| !ids.is_empty());
+        self.capacity.alerts_evicted += drop.len() as u64;
+    }
+
+    /// An event of a service beyond the cap: counted, and said once by an alert.
+    fn refuse(&mut self, event: &Event, raised: &mut Vec<Alert>) {
+        self.capacity.events_refused += 1;
+        let explanation = format!(
+            "driftwatch tracks at most {} services ([detect] max-services), and events of {} other services \
+             arrived ({} events so far, the latest of {}); they are not judged. Services already tracked are \
+             watched as before. A service with no event for {} of event time is forgotten, which frees room; \
+             a producer inventing service keys also looks like this.",
+            self.config.max_services,
+            if self.capacity.events_refused == 1 {
+                "an"
+            } else {
+                "more"
+            },
+            self.capacity.events_refused,
+            event.service,
+            humantime::format_duration(self.config.service_retention),
+        );
+        let (alert, new) = self.raise_health(
+            event.time,
+            AlertKind::Capacity,
+            Severity::High,
+            "service cap reached",
+            explanation,
+        );
+        if new {
+            raised.push(alert);
+        }
+    }
+
+    /// Forgets services with no event for `service-retention` before `now`.
+    fn evict_idle(&mut self, now: i64) {
+        let horizon = now.saturating_sub(nanos(self.config.service_retention));
+        let before = self.services.len();
+        self.services.retain(|_, s| s.last_event.0 >= horizon);
+        let evicted = before - self.services.len();
+        if evicted > 0 {
+            let services = &self.services;
+            self.pending_sensor
+                .retain(|name, _| services.contains_key(name));
+            self.capacity.services_evicted += evicted as u64;
+            info!(
+                evicted,
+                "Idle services forgotten after the service retention."
+            );
+        }
     }
 
     /// Raises a new alert, or counts a repeat into the open one.
@@ -1174,7 +1277,7 @@ impl Detector {
         let alert = self.alerts.get_mut(alert_id)?;
         if matches!(
             alert.kind,
-            AlertKind::BaselineCap | AlertKind::Rate | AlertKind::Delivery
+            AlertKind::BaselineCap | AlertKind::Rate | AlertKind::Delivery | AlertKind::Capacity
         ) {
             return None;
         }
@@ -1560,6 +1663,69 @@ mod tests {
         let mut raised = Vec::new();
         d.observe(&exec(5, "/usr/bin/late"), &mut raised);
         assert!(raised.is_empty(), "{raised:#?}");
+    }
+
+    /// A producer spraying service keys fills the cap once: one alert, the rest
+    /// counted, and the services already tracked are judged as before.
+    #[test]
+    fn services_beyond_the_cap_are_refused_with_one_alert() {
+        let mut d = Detector::new(DetectConfig {
+            max_services: 3,
+            ..config()
+        });
+        learned(&mut d);
+        let mut raised = Vec::new();
+        for i in 0..100 {
+            let mut e = exec(11, "/app/server");
+            e.service = format!("spray/{i}");
+            d.observe(&e, &mut raised);
+        }
+        assert_eq!(d.services().count(), 3);
+        assert_eq!(d.capacity().events_refused, 98);
+        assert_eq!(raised.len(), 1, "{raised:#?}");
+        assert_eq!(raised[0].kind, AlertKind::Capacity);
+        // The tracked service still pages.
+        d.observe(&exec(12, "/usr/bin/nc"), &mut raised);
+        assert_eq!(raised.len(), 2, "{raised:#?}");
+        assert_eq!(raised[1].service, "shop/api");
+    }
+
+    #[test]
+    fn idle_services_are_forgotten_after_the_retention() {
+        let mut d = Detector::new(DetectConfig {
+            service_retention: Duration::from_secs(3600),
+            ..config()
+        });
+        learned(&mut d);
+        let mut raised = Vec::new();
+        let mut other = exec(11, "/app/server");
+        other.service = "shop/worker".into();
+        for m in 11..200 {
+            other.time = Nanos(T0 + m * MIN);
+            d.observe(&other, &mut raised);
+            d.advance(other.time, &mut raised);
+        }
+        assert!(d.service("shop/api").is_none(), "idle for over an hour");
+        assert!(d.service("shop/worker").is_some());
+        assert_eq!(d.capacity().services_evicted, 1);
+    }
+
+    #[test]
+    fn alerts_past_the_cap_go_oldest_resolved_first() {
+        let mut d = Detector::new(DetectConfig {
+            max_alerts: 10,
+            max_baseline_entries: 1000,
+            ..config()
+        });
+        learned(&mut d);
+        let mut raised = Vec::new();
+        for m in 0..40 {
+            d.observe(&exec(20 + m, &format!("/usr/bin/tool{m}")), &mut raised);
+        }
+        assert!(d.alerts().len() <= 11, "{}", d.alerts().len());
+        assert!(d.capacity().alerts_evicted >= 29);
+        // The newest alerts are the ones kept.
+        assert!(d.alerts().iter().any(|a| a.subject.contains("tool39")));
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub mod templates;
 pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key, stable_hash};
 pub use config::DetectConfig;
 pub use detector::{
-    Detector, Entry, EntryKey, HEALTH_SERVICE, LEARNED_DIMENSIONS, Novelty, Origin, PendingSensor,
-    Phase, ServiceState,
+    Capacity, Detector, Entry, EntryKey, HEALTH_SERVICE, LEARNED_DIMENSIONS, Novelty, Origin,
+    PendingSensor, Phase, ServiceState,
 };
 pub use observe::{Dimension, is_sensitive};
 pub use snapshot::{

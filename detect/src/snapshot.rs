@@ -53,6 +53,9 @@ pub struct ServiceSnapshot {
     /// Until when dimensions still growing keep learning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub growth_until: Option<Nanos>,
+    /// The time of its latest event (for the service retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event: Option<Nanos>,
 }
 
 /// One dimension's [`Novelty`].
@@ -106,6 +109,7 @@ impl Detector {
                 service: name.clone(),
                 phase: s.phase,
                 learning_since: s.learning_since,
+                last_event: Some(s.last_event),
                 events: s.events,
                 learned_at: s.learned_at,
                 image_digest: s.image_digest.clone(),
@@ -159,6 +163,9 @@ impl Detector {
             rates.templates = logs.top_templates(top_templates);
             let state = ServiceState {
                 phase: s.phase,
+                // State files from before the retention, and imported baselines: the
+                // retention counts from now, so nothing is forgotten on upgrade.
+                last_event: s.last_event.unwrap_or_else(Nanos::now),
                 learning_since: s.learning_since,
                 events: s.events,
                 learned_at: s.learned_at,

@@ -40,7 +40,9 @@ impl Item {
             kind: a.kind.as_str().to_owned(),
             severity: a.severity,
             summary: match a.kind {
-                AlertKind::Delivery => format!("{}: {}", a.service, a.subject),
+                AlertKind::Delivery | AlertKind::Capacity => {
+                    format!("{}: {}", a.service, a.subject)
+                }
                 _ => format!("{} drift in {}: {}", a.kind.as_str(), a.service, a.subject),
             },
             details: a.explanation.clone(),
