@@ -227,12 +227,22 @@ pub fn write(
     }
     let index_path = dir.join("index.json");
     let mut index = match std::fs::read_to_string(&index_path) {
-        Ok(s) => serde_json::from_str::<Vec<IndexEntry>>(&s).with_context(|| {
-            format!(
-                "{} is not a reports index; move it aside to start a new one",
-                index_path.display()
-            )
-        })?,
+        Ok(s) => match serde_json::from_str::<Vec<IndexEntry>>(&s) {
+            Ok(index) => index,
+            // Empty or torn (a full disk, a crash before the rename existed): set aside,
+            // and the index is made again from the reports in the folder.
+            Err(e) => {
+                let aside = dir.join(format!(
+                    "index.json.unreadable-{}",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+                ));
+                warn!(index = %index_path.display(), aside = %aside.display(), error = %e,
+                    "The reports index is unreadable; it is set aside and made again from the reports.");
+                std::fs::rename(&index_path, &aside)
+                    .with_context(|| format!("cannot move {} aside", index_path.display()))?;
+                rebuild_index(dir)
+            }
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", index_path.display())),
     };
@@ -241,25 +251,7 @@ pub fn write(
             .values()
             .all(|f| !f.starts_with(&format!("{stem}.")))
     });
-    index.push(IndexEntry {
-        name: r.name.clone(),
-        generated_at: r.generated_at.clone(),
-        period: r.period.clone(),
-        frameworks: r.frameworks.clone(),
-        empty: r.empty,
-        fail: r.summary.fail,
-        pass: r.summary.pass,
-        failing_controls: r.summary.failing_controls,
-        files: formats
-            .iter()
-            .map(|f| {
-                (
-                    f.extension().to_owned(),
-                    format!("{stem}.{}", f.extension()),
-                )
-            })
-            .collect(),
-    });
+    index.push(entry(r, &stem, formats.iter().map(|f| f.extension())));
     index.sort_by(|a, b| (&b.generated_at, &a.name).cmp(&(&a.generated_at, &b.name)));
     let json = serde_json::to_string_pretty(&index).context("cannot serialize the index")? + "\n";
     for (name, body) in [("index.json", json), ("index.html", index_html(&index))] {
@@ -268,6 +260,54 @@ pub fn write(
         std::fs::rename(&tmp, dir.join(name)).context("cannot write the reports index")?;
     }
     Ok(written)
+}
+
+/// The index entry of one report written under `stem` in these formats.
+fn entry<'a>(r: &Report, stem: &str, extensions: impl Iterator<Item = &'a str>) -> IndexEntry {
+    IndexEntry {
+        name: r.name.clone(),
+        generated_at: r.generated_at.clone(),
+        period: r.period.clone(),
+        frameworks: r.frameworks.clone(),
+        empty: r.empty,
+        fail: r.summary.fail,
+        pass: r.summary.pass,
+        failing_controls: r.summary.failing_controls,
+        files: extensions
+            .map(|ext| (ext.to_owned(), format!("{stem}.{ext}")))
+            .collect(),
+    }
+}
+
+/// The index made again from the JSON reports in the folder (and the other formats
+/// written beside them).
+fn rebuild_index(dir: &Path) -> Vec<IndexEntry> {
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut index = Vec::new();
+    for path in files.filter_map(|f| Some(f.ok()?.path())) {
+        let (Some(stem), Some("json")) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        if stem == "index" {
+            continue;
+        }
+        let Some(r) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| serde_json::from_str::<Report>(&s).ok())
+        else {
+            continue;
+        };
+        let extensions = ["json", "csv", "html"]
+            .into_iter()
+            .filter(|ext| dir.join(format!("{stem}.{ext}")).exists());
+        index.push(entry(&r, stem, extensions));
+    }
+    index
 }
 
 /// The reports index, newest first (empty when there is none yet).
@@ -646,6 +686,52 @@ mod tests {
                 parse(&format!("[[schedule]]\n{bad}\n")).unwrap_err()
             );
             assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    fn report(name: &str, at: &str) -> Report {
+        serde_json::from_value(serde_json::json!({
+            "schema": "driftwatch-compliance-report/1", "name": name, "generated_at": at,
+            "period": {"start": at, "end": at}, "frameworks": [], "services": [], "empty": true,
+            "summary": {"pass": 0, "fail": 0, "not_applicable": 0, "failing_controls": 0,
+                        "services": 0, "findings": 0, "failing_findings": 0},
+            "by_framework": [], "controls": [], "trend": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_empty_or_torn_index_is_set_aside_and_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |s: &str| {
+            Nanos(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .unwrap()
+                    .timestamp_nanos_opt()
+                    .unwrap(),
+            )
+        };
+        let formats = [Format::Json, Format::Csv];
+        write(
+            dir.path(),
+            &report("daily", "2026-03-02T06:00:00Z"),
+            at("2026-03-02T06:00:00Z"),
+            &formats,
+        )
+        .unwrap();
+        for broken in ["", "[{\"name\": \"daily\", \"gener"] {
+            std::fs::write(dir.path().join("index.json"), broken).unwrap();
+            write(
+                dir.path(),
+                &report("daily", "2026-03-03T06:00:00Z"),
+                at("2026-03-03T06:00:00Z"),
+                &formats,
+            )
+            .unwrap();
+            let index = read_index(dir.path());
+            assert_eq!(index.len(), 2, "{index:?}");
+            assert_eq!(index[0].generated_at, "2026-03-03T06:00:00Z");
+            assert_eq!(index[1].files.len(), 2, "{index:?}");
         }
     }
 }

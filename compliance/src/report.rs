@@ -384,6 +384,17 @@ fn url_component(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// A CSV field a spreadsheet will not run: service names and the rest come from what
+/// senders say, and a field starting with `=`, `+`, `-`, `@`, a tab or a carriage return
+/// is a formula to Excel and LibreOffice. Such a field is prefixed with `'` (OWASP's
+/// advice), which spreadsheets show as text.
+fn inert(field: &str) -> std::borrow::Cow<'_, str> {
+    match field.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{field}").into(),
+        _ => field.into(),
+    }
+}
+
 /// The report as CSV: one row per control and service.
 pub fn to_csv(report: &Report) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -408,28 +419,29 @@ pub fn to_csv(report: &Report) -> String {
     w.write_record(header).expect("in-memory CSV");
     for c in &report.controls {
         for s in &c.services {
-            w.write_record([
-                c.id.as_str(),
-                &c.title,
-                &c.severity,
-                &c.references.join(" "),
-                &s.service,
-                &s.status,
-                &s.since,
-                &s.last_checked,
-                &s.pass.to_string(),
-                &s.fail.to_string(),
-                &s.not_applicable.to_string(),
-                s.first_failed.as_deref().unwrap_or(""),
-                s.last_failed.as_deref().unwrap_or(""),
-                &s.alerts.join(" "),
-                &s.evidence
+            let row = [
+                c.id.clone(),
+                c.title.clone(),
+                c.severity.clone(),
+                c.references.join(" "),
+                s.service.clone(),
+                s.status.clone(),
+                s.since.clone(),
+                s.last_checked.clone(),
+                s.pass.to_string(),
+                s.fail.to_string(),
+                s.not_applicable.to_string(),
+                s.first_failed.clone().unwrap_or_default(),
+                s.last_failed.clone().unwrap_or_default(),
+                s.alerts.join(" "),
+                s.evidence
                     .iter()
                     .map(|e| e.finding.as_str())
                     .collect::<Vec<_>>()
                     .join(" "),
-            ])
-            .expect("in-memory CSV");
+            ];
+            w.write_record(row.iter().map(|f| inert(f).into_owned()))
+                .expect("in-memory CSV");
         }
     }
     String::from_utf8(w.into_inner().expect("in-memory CSV")).expect("CSV of UTF-8 fields")
@@ -812,6 +824,21 @@ mod tests {
                 .timestamp_nanos_opt()
                 .unwrap(),
         )
+    }
+
+    #[test]
+    fn csv_fields_a_spreadsheet_would_run_are_made_text() {
+        for (field, written) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+            ("-2", "'-2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("shop/api", "shop/api"),
+            ("", ""),
+        ] {
+            assert_eq!(inert(field), written);
+        }
     }
 
     #[test]
