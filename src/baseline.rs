@@ -117,6 +117,7 @@ pub fn write(file: &BaselineFile, out: &mut dyn Write) -> anyhow::Result<()> {
 /// is marked `imported`; a service the state does not know starts out monitoring.
 /// Returns how many entries were new.
 pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
+    let _lock = state::lock(data_dir)?;
     let mut state = match state::load(data_dir)? {
         Some(s) => s,
         None => StateFile {
@@ -220,6 +221,7 @@ pub enum Control {
 
 /// Applies a manual control to the state file and says what it did.
 pub fn control(data_dir: &Path, control: &Control) -> anyhow::Result<String> {
+    let _lock = state::lock(data_dir)?;
     let mut state = load_state(data_dir)?;
     let mut detector =
         detect::Detector::restore(detect::DetectConfig::default(), state.detector.clone())

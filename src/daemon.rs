@@ -25,6 +25,8 @@ pub struct Daemon {
     /// Where the PostgreSQL wire server listens, if it is enabled.
     pub postgres_addr: Option<SocketAddr>,
     pub api: Arc<crate::api::Api>,
+    /// The data directory, held for as long as the daemon runs.
+    pub data_dir_lock: Option<crate::state::DirLock>,
 }
 
 pub fn decoder(config: &Config) -> Decoder {
@@ -45,6 +47,14 @@ pub async fn start(
     sup: &mut Supervisor,
     print_alerts: bool,
 ) -> anyhow::Result<Daemon> {
+    // Before the state is read: a second daemon, or a `baseline` command, on the same
+    // data directory would overwrite the state file.
+    let data_dir_lock = config
+        .state
+        .data_dir
+        .as_deref()
+        .map(crate::state::lock)
+        .transpose()?;
     let (detector, restored) = pipeline::restore(config)?;
     let mut registry = telemetry::registry();
     let ingest_metrics = IngestMetrics::register(&mut registry);
@@ -205,5 +215,6 @@ pub async fn start(
         http_addr,
         postgres_addr: surfaces.postgres_addr,
         api,
+        data_dir_lock,
     })
 }

@@ -334,11 +334,15 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     })?;
     let mut sup = supervisor::Supervisor::new();
     sup.cancel_on_signals();
-    if let Err(e) = daemon::start(&config, kafka, &mut sup, false).await {
-        sup.cancel.cancel();
-        let _ = sup.wait().await;
-        return Err(e);
-    }
+    // Only the data directory's lock is kept for the whole run.
+    let _lock = match daemon::start(&config, kafka, &mut sup, false).await {
+        Ok(mut d) => d.data_dir_lock.take(),
+        Err(e) => {
+            sup.cancel.cancel();
+            let _ = sup.wait().await;
+            return Err(e);
+        }
+    };
     sup.wait().await
 }
 

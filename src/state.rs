@@ -61,6 +61,47 @@ pub struct StateFile {
     pub detector: DetectorSnapshot,
 }
 
+/// The data directory held by one process: the daemon for its whole run, a `baseline`
+/// command while it rewrites the state file. Released when dropped (or when the process
+/// dies: the kernel drops the lock with the descriptor).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory for this process, or says who holds it.
+pub fn lock(dir: &Path) -> anyhow::Result<DirLock> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "{} is in use by another driftwatch (pid {}): stop it first, or change a running daemon's \
+                 baselines through its API (POST /api/v1/baselines/…)",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(DirLock { _file: file })
+}
+
 pub fn path(dir: &Path) -> PathBuf {
     dir.join(STATE_FILE)
 }
@@ -138,5 +179,19 @@ mod tests {
         std::fs::write(path(dir.path()), "{\"written_at\":").unwrap();
         let err = format!("{:#}", load(dir.path()).unwrap_err());
         assert!(err.contains("is not a driftwatch state file"), "{err}");
+    }
+
+    #[test]
+    fn one_process_at_a_time_holds_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        let err = format!("{:#}", lock(dir.path()).unwrap_err());
+        assert!(
+            err.contains("in use by another driftwatch")
+                && err.contains(&std::process::id().to_string()),
+            "{err}"
+        );
+        drop(held);
+        lock(dir.path()).unwrap();
     }
 }
