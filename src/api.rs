@@ -26,7 +26,7 @@ use queries::sql::{SqlEngine, SqlError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::baseline::{self, BaselineFile};
 
@@ -84,7 +84,7 @@ impl Caller {
         if self.role >= role {
             Ok(())
         } else {
-            Err(ApiError::new(
+            let mut e = ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
                     "{} has role {}; this needs {}",
@@ -92,7 +92,12 @@ impl Caller {
                     self.role.as_str(),
                     role.as_str()
                 ),
-            ))
+            );
+            e.refused = Some(Refused {
+                actor: self.name.clone(),
+                role: self.role.as_str(),
+            });
+            Err(e)
         }
     }
 }
@@ -102,6 +107,8 @@ impl Caller {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Set on 401 and 403: who was refused, for the audit.
+    refused: Option<Refused>,
 }
 
 impl ApiError {
@@ -109,6 +116,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            refused: None,
         }
     }
 
@@ -124,7 +132,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": self.message }));
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut response = if self.status == StatusCode::UNAUTHORIZED {
             (
                 self.status,
                 [(header::WWW_AUTHENTICATE, "Bearer realm=\"driftwatch\"")],
@@ -133,16 +141,21 @@ impl IntoResponse for ApiError {
                 .into_response()
         } else {
             (self.status, body).into_response()
+        };
+        if let Some(r) = self.refused {
+            response.extensions_mut().insert(r);
         }
+        response
     }
 }
 
 /// One audited call.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub time: DateTime<Utc>,
     pub actor: String,
-    pub role: Role,
+    /// The caller's role; `none` for a caller without a valid token.
+    pub role: String,
     pub action: String,
     pub target: String,
     pub outcome: String,
@@ -151,30 +164,94 @@ pub struct AuditEntry {
 /// Audit entries kept in memory for the `audit` table and the API.
 pub const AUDIT_KEPT: usize = 100_000;
 
-/// The audit log of mutating calls; also written to the daemon's log.
+/// The audit log of mutating calls and of refused ones (401, 403); also written to the
+/// daemon's log, and, with a data directory, to `audit.jsonl` there, so that it survives
+/// a restart. The file is appended to per entry and rewritten with the entries kept
+/// when it has grown to twice their number.
 #[derive(Debug, Default)]
 pub struct AuditLog {
     entries: Mutex<VecDeque<AuditEntry>>,
+    file: Option<Mutex<AuditFile>>,
+}
+
+#[derive(Debug)]
+struct AuditFile {
+    path: std::path::PathBuf,
+    lines: usize,
 }
 
 impl AuditLog {
+    /// The audit log, restored from `dir/audit.jsonl` when a directory is given.
+    pub fn open(dir: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let Some(dir) = dir else {
+            return Ok(AuditLog::default());
+        };
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("audit.jsonl");
+        let mut entries = VecDeque::new();
+        let mut lines = 0;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                if !text.is_empty() && !text.ends_with('\n') {
+                    // A torn last line is ended, so that the next entry starts a line.
+                    use anyhow::Context as _;
+                    use std::io::Write;
+                    std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .and_then(|mut f| f.write_all(b"\n"))
+                        .with_context(|| format!("cannot repair {}", path.display()))?;
+                }
+                for line in text.lines() {
+                    lines += 1;
+                    // A line cut by a crash is skipped; the rest is kept.
+                    if let Ok(e) = serde_json::from_str::<AuditEntry>(line) {
+                        if entries.len() == AUDIT_KEPT {
+                            entries.pop_front();
+                        }
+                        entries.push_back(e);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(
+                    anyhow::Error::from(e).context(format!("cannot read {}", path.display()))
+                );
+            }
+        }
+        Ok(AuditLog {
+            entries: Mutex::new(entries),
+            file: Some(Mutex::new(AuditFile { path, lines })),
+        })
+    }
+
     pub fn record(&self, caller: &Caller, action: &str, target: &str, outcome: &str) {
-        info!(
-            actor = %caller.name, role = caller.role.as_str(), action, target, outcome,
-            "Audit."
-        );
+        self.record_as(&caller.name, caller.role.as_str(), action, target, outcome);
+    }
+
+    /// Records a call by anyone, a caller without a valid token included.
+    pub fn record_as(&self, actor: &str, role: &str, action: &str, target: &str, outcome: &str) {
+        info!(actor, role, action, target, outcome, "Audit.");
+        let entry = AuditEntry {
+            time: Utc::now(),
+            actor: actor.to_owned(),
+            role: role.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: outcome.to_owned(),
+        };
         let mut entries = self.entries.lock().expect("audit lock poisoned");
         if entries.len() == AUDIT_KEPT {
             entries.pop_front();
         }
-        entries.push_back(AuditEntry {
-            time: Utc::now(),
-            actor: caller.name.clone(),
-            role: caller.role,
-            action: action.to_owned(),
-            target: target.to_owned(),
-            outcome: outcome.to_owned(),
-        });
+        entries.push_back(entry.clone());
+        if let Some(file) = &self.file {
+            let mut file = file.lock().expect("audit lock poisoned");
+            if let Err(e) = file.append(&entry, &entries) {
+                warn!(path = %file.path.display(), error = %e, "The audit file could not be written; the entry is in the log.");
+            }
+        }
     }
 
     pub fn entries(&self) -> Vec<AuditEntry> {
@@ -206,7 +283,7 @@ impl AuditLog {
         for e in entries.iter() {
             time.append_value(e.time.timestamp_nanos_opt().unwrap_or(i64::MAX));
             cols[0].append_value(&e.actor);
-            cols[1].append_value(e.role.as_str());
+            cols[1].append_value(&e.role);
             cols[2].append_value(&e.action);
             cols[3].append_value(&e.target);
             cols[4].append_value(&e.outcome);
@@ -264,6 +341,60 @@ impl Api {
     }
 }
 
+impl AuditFile {
+    fn append(&mut self, entry: &AuditEntry, kept: &VecDeque<AuditEntry>) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.lines >= 2 * AUDIT_KEPT {
+            // Rewritten with what is kept, atomically.
+            let tmp = self.path.with_extension("jsonl.tmp");
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            for e in kept {
+                serde_json::to_writer(&mut out, e)?;
+                out.write_all(b"\n")?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            self.lines = kept.len();
+            return Ok(());
+        }
+        let mut line = serde_json::to_vec(entry)?;
+        line.push(b'\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?
+            .write_all(&line)?;
+        self.lines += 1;
+        Ok(())
+    }
+}
+
+/// Who was refused, for the audit: set on 401 and 403 answers, read by [`audit_refusals`].
+#[derive(Debug, Clone)]
+struct Refused {
+    actor: String,
+    role: &'static str,
+}
+
+/// Audits every 401 and 403 the API answers, with the method and path asked for.
+pub async fn audit_refusals(
+    State(api): State<Arc<Api>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let action = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    if let Some(r) = response.extensions().get::<Refused>() {
+        let outcome = if response.status() == StatusCode::UNAUTHORIZED {
+            "unauthorized"
+        } else {
+            "forbidden"
+        };
+        api.audit.record_as(&r.actor, r.role, &action, "", outcome);
+    }
+    response
+}
+
 impl FromRequestParts<Arc<Api>> for Caller {
     type Rejection = ApiError;
 
@@ -274,8 +405,14 @@ impl FromRequestParts<Arc<Api>> for Caller {
                 role: Role::Admin,
             });
         }
-        let unauthorized =
-            || ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        let unauthorized = || {
+            let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            e.refused = Some(Refused {
+                actor: "unauthenticated".into(),
+                role: "none",
+            });
+            e
+        };
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -303,7 +440,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
 }
 
 /// The API's routes; give them their state with `.with_state(api)`.
-pub fn router(_api: Arc<Api>) -> axum::Router<Arc<Api>> {
+pub fn router(api: Arc<Api>) -> axum::Router<Arc<Api>> {
     axum::Router::new()
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
@@ -327,6 +464,7 @@ pub fn router(_api: Arc<Api>) -> axum::Router<Arc<Api>> {
         .route("/api/v1/search", get(search))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/config", get(config))
+        .layer(axum::middleware::from_fn_with_state(api, audit_refusals))
 }
 
 /// The OpenAPI description of this API.
@@ -1000,4 +1138,35 @@ async fn audit(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value
 async fn config(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     Ok(Json(api.config_summary.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_log_survives_a_restart_and_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(Some(dir.path())).unwrap();
+        log.record_as("ops", "admin", "baseline.lock", "shop/api", "ok");
+        log.record_as(
+            "unauthenticated",
+            "none",
+            "GET /api/v1/config",
+            "",
+            "unauthorized",
+        );
+        drop(log);
+        // A crash in the middle of an append.
+        let path = dir.path().join("audit.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"time\":\"2026-");
+        std::fs::write(&path, text).unwrap();
+        let log = AuditLog::open(Some(dir.path())).unwrap();
+        let entries = log.entries();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].outcome, "unauthorized");
+        log.record_as("ops", "admin", "baseline.relearn", "shop/api", "ok");
+        assert_eq!(AuditLog::open(Some(dir.path())).unwrap().entries().len(), 3);
+    }
 }

@@ -152,7 +152,7 @@ pub async fn start(
     sql_metrics: SqlMetrics,
     sup: &mut Supervisor,
 ) -> anyhow::Result<Surfaces> {
-    let audit = Arc::new(AuditLog::default());
+    let audit = Arc::new(AuditLog::open(config.state.data_dir.as_deref())?);
     let engine = Arc::new(sql_engine(stages, audit.clone(), config)?);
     let mut postgres_addr = None;
     if config.postgres.enabled {

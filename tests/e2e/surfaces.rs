@@ -984,6 +984,23 @@ async fn every_api_endpoint_answers_with_roles_enforced_and_calls_audited() {
             "{actor} {action} not audited: {actions:?}"
         );
     }
+    // Refusals are audited too: who (or nobody), what was asked, and why not.
+    for (actor, action, outcome) in [
+        ("unauthenticated", "GET /api/v1/config", "unauthorized"),
+        (
+            "demo-viewer",
+            "POST /api/v1/alerts/x/acknowledge",
+            "forbidden",
+        ),
+        ("demo-analyst", "POST /api/v1/baselines/import", "forbidden"),
+    ] {
+        assert!(
+            actions
+                .iter()
+                .any(|(a, b, o)| a == actor && b == action && o == outcome),
+            "{actor} {action} {outcome} not audited: {actions:?}"
+        );
+    }
     // And the audit table answers SQL.
     let (status, body) = api
         .call(
