@@ -5,8 +5,10 @@
 //! also after a crash, resumes whatever was appended and not yet taken.
 //!
 //! Files: `pending.jsonl` (notifications, one per line), `settled.jsonl` (ids of those
-//! taken or refused), `failed.jsonl`. Both logs are compacted when the outbox opens,
-//! and emptied whenever nothing is pending.
+//! taken or refused), `failed.jsonl`. Both logs are compacted when the outbox opens and
+//! when thousands of ids were settled while something stays pending (a sink that is
+//! down), and emptied whenever nothing is pending. `failed.jsonl` keeps one older
+//! generation past 16 MiB.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -73,6 +75,8 @@ struct Logs {
     open: HashMap<String, String>,
     /// How many of them each sink has.
     per_sink: HashMap<String, usize>,
+    /// Lines in `settled.jsonl` (flushed or not) since it was last emptied.
+    settled_lines: usize,
 }
 
 impl Logs {
@@ -102,6 +106,14 @@ pub struct Outbox {
 const PENDING: &str = "pending.jsonl";
 const SETTLED: &str = "settled.jsonl";
 const FAILED: &str = "failed.jsonl";
+
+/// Settled ids after which the logs are compacted while something stays pending (and
+/// at least twice what is pending, so that compaction stays rare next to appends).
+const COMPACT_AFTER: usize = 4096;
+
+/// `failed.jsonl` is moved to `failed.jsonl.1` (replacing it) past this size: a
+/// receiver that refuses everything cannot fill the disk.
+const FAILED_MAX_BYTES: u64 = 16 << 20;
 
 fn append(path: &Path) -> Result<File, OutboxError> {
     OpenOptions::new()
@@ -165,6 +177,7 @@ impl Outbox {
                 settled: std::io::BufWriter::new(append(&dir.join(SETTLED))?),
                 open: HashMap::new(),
                 per_sink: HashMap::new(),
+                settled_lines: 0,
             }),
             _lock: lock,
         };
@@ -268,7 +281,13 @@ impl Outbox {
         // Neither synced nor written at once: after a crash a settled notification may
         // be sent again, with the same id, which receivers deduplicate.
         writeln!(logs.settled, "{}", e.id).map_err(io(&path))?;
+        logs.settled_lines += 1;
         logs.remove(&e.id);
+        if !logs.open.is_empty() && logs.settled_lines >= COMPACT_AFTER.max(2 * logs.open.len()) {
+            // A sink that stays down keeps something pending, so the logs never empty
+            // by themselves: they are rewritten with what is held.
+            return self.compact(&mut logs);
+        }
         if logs.open.is_empty() {
             // Nothing pending: both logs start over.
             logs.pending
@@ -279,7 +298,37 @@ impl Outbox {
                 .flush()
                 .and_then(|()| settled.get_ref().set_len(0))
                 .map_err(io(&path))?;
+            logs.settled_lines = 0;
         }
+        Ok(())
+    }
+
+    /// Rewrites the pending log with what is held (atomically, synced) and empties the
+    /// settled log.
+    fn compact(&self, logs: &mut Logs) -> Result<(), OutboxError> {
+        let settled_path = self.dir.join(SETTLED);
+        logs.settled.flush().map_err(io(&settled_path))?;
+        let held = held(&self.dir)?;
+        let tmp = self.dir.join("pending.jsonl.tmp");
+        let mut body = Vec::new();
+        for e in &held {
+            serde_json::to_writer(&mut body, e).expect("entries serialize");
+            body.push(b'\n');
+        }
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.dir.join(PENDING))?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(io(&self.dir))?;
+        logs.pending = append(&self.dir.join(PENDING))?;
+        logs.settled
+            .get_ref()
+            .set_len(0)
+            .map_err(io(&settled_path))?;
+        logs.settled_lines = 0;
         Ok(())
     }
 
@@ -298,6 +347,9 @@ impl Outbox {
     /// A receiver refused the entry for good: it goes to `failed.jsonl` with why.
     pub fn fail(&self, e: &Entry, why: &str) -> Result<(), OutboxError> {
         let path = self.dir.join(FAILED);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > FAILED_MAX_BYTES) {
+            std::fs::rename(&path, self.dir.join(format!("{FAILED}.1"))).map_err(io(&path))?;
+        }
         let mut line = serde_json::to_vec(&serde_json::json!({ "entry": e, "error": why }))
             .expect("entries serialize");
         line.push(b'\n');
@@ -380,6 +432,33 @@ mod tests {
             items: Vec::new(),
             merges: Vec::new(),
         }
+    }
+
+    /// One sink down for good, another delivering: the logs stay bounded while running,
+    /// and what the dead sink holds survives.
+    #[test]
+    fn a_dead_sink_does_not_grow_the_logs_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(dir.path(), 100_000).unwrap();
+        let mut dead = entry("dead-1", 0);
+        dead.sink = "dead".into();
+        outbox.put(&dead).unwrap();
+        for i in 0..20_000 {
+            let e = entry(&format!("live-{i}"), i);
+            outbox.put(&e).unwrap();
+            outbox.done(&e).unwrap();
+        }
+        outbox.flush_settled().unwrap();
+        let size = |f: &str| std::fs::metadata(dir.path().join(f)).unwrap().len();
+        // Each log holds at most a compaction's worth of lines (about 100 bytes each).
+        assert!(size(PENDING) < 1_000_000, "{}", size(PENDING));
+        assert!(size(SETTLED) < 200_000, "{}", size(SETTLED));
+        drop(outbox);
+        let (_, held) = Outbox::open(dir.path(), 100_000).unwrap();
+        assert_eq!(
+            held.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["dead-1"]
+        );
     }
 
     #[test]
