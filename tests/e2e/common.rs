@@ -8,6 +8,17 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_driftwatch")
 }
 
+/// The binary, run in a temporary working directory: whatever it writes by default
+/// (a replay's `dead-letter.jsonl`, the demo's reports folder) never lands in the
+/// checkout.
+pub fn driftwatch() -> Command {
+    static WORKDIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = WORKDIR.get_or_init(|| tempfile::tempdir().expect("a temporary directory"));
+    let mut command = Command::new(binary());
+    command.current_dir(dir.path());
+    command
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }

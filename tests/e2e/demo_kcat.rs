@@ -5,13 +5,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{binary, eventually, http_get, require_program, sample};
+use crate::common::{driftwatch, eventually, http_get, require_program, sample};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcat_sees_the_demo_broker_and_what_it_produces_is_ingested() {
     let kcat = require_program("kcat");
     let reports = tempfile::tempdir().unwrap();
-    let mut demo = Command::new(binary())
+    let mut demo = driftwatch()
         .args([
             "demo",
             "--duration",

@@ -3,9 +3,9 @@
 
 use ingest::Nanos;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::common::{binary, fixtures};
+use crate::common::{driftwatch, fixtures};
 
 /// The simulated shop, with its churn, for `hours` of event time at 100 records a
 /// second of wall time at 60x (0.6 s of event time a record), the attacks injected from
@@ -95,7 +95,7 @@ fn the_shop_learns_its_temp_file_shapes_and_rotating_networks() {
 
 #[test]
 fn the_demo_catches_and_explains_each_injected_attack() {
-    let mut demo = Command::new(binary())
+    let mut demo = driftwatch()
         .args([
             "demo",
             "--duration",
@@ -177,7 +177,7 @@ fn replay_writes_alerts_as_json_lines() {
         "[detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n",
     )
     .unwrap();
-    let out = Command::new(binary())
+    let out = driftwatch()
         .args(["replay", "--no-progress", "--config"])
         .arg(&config)
         .arg(fixtures().join("drift.jsonl"))

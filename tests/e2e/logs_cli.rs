@@ -2,9 +2,7 @@
 //! drift alert, `search` finds lines in the index it wrote, `templates` and
 //! `anomaly-scores` speak their documented formats.
 
-use std::process::Command;
-
-use crate::common::{binary, run_with_input};
+use crate::common::{driftwatch, run_with_input};
 
 /// A Fluent Bit record of `service` (namespace/deployment) at `secs`.
 fn record(secs: f64, namespace: &str, app: &str, stream: &str, line: &str) -> String {
@@ -89,7 +87,7 @@ fn replay_indexes_log_lines_that_search_finds_and_raises_a_template_alert() {
     )
     .unwrap();
     let out = run_with_input(
-        Command::new(binary())
+        driftwatch()
             .args(["replay", "--no-progress", "--config"])
             .arg(&config)
             .arg("--dead-letter")
@@ -139,7 +137,7 @@ fn replay_indexes_log_lines_that_search_finds_and_raises_a_template_alert() {
     );
 
     let search = |args: &[&str]| {
-        let out = Command::new(binary())
+        let out = driftwatch()
             .arg("search")
             .args(args)
             .arg("--index")
@@ -197,7 +195,7 @@ fn replay_indexes_log_lines_that_search_finds_and_raises_a_template_alert() {
 #[test]
 fn search_says_clearly_when_there_is_no_index() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(binary())
+    let out = driftwatch()
         .args(["search", "x", "--index"])
         .arg(dir.path().join("nothing"))
         .output()
@@ -212,7 +210,7 @@ fn templates_writes_one_line_per_input_line() {
     let input = "PacketResponder 1 for block blk_1 terminating\n\
                  Received block blk_2 of size 67108864 from /10.0.0.1\n\
                  PacketResponder 2 for block blk_3 terminating\n";
-    let out = run_with_input(Command::new(binary()).args(["templates", "-"]), input);
+    let out = run_with_input(driftwatch().args(["templates", "-"]), input);
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
@@ -238,7 +236,7 @@ fn anomaly_scores_adds_a_score_in_0_1_to_every_row() {
             (i % 12) * 5
         );
     }
-    let out = run_with_input(Command::new(binary()).args(["anomaly-scores", "-"]), &csv);
+    let out = run_with_input(driftwatch().args(["anomaly-scores", "-"]), &csv);
     assert!(
         out.status.success(),
         "{}",
@@ -262,7 +260,7 @@ fn anomaly_scores_adds_a_score_in_0_1_to_every_row() {
     assert!(*top.1 > 0.9, "{}", top.1);
     // A malformed row is an error naming the line.
     let out = run_with_input(
-        Command::new(binary()).args(["anomaly-scores", "-"]),
+        driftwatch().args(["anomaly-scores", "-"]),
         "timestamp,value\n2015-01-01 00:00:00,1\nnonsense\n",
     );
     assert!(!out.status.success());

@@ -5,18 +5,18 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 
-use crate::common::{Killed, binary, eventually, serve};
+use crate::common::{Killed, driftwatch, eventually, serve};
 
 fn demo(reports: &Path, webhook: &str) -> Killed {
     Killed(
-        Command::new(binary())
+        driftwatch()
             .args([
                 "demo",
                 "--speed",

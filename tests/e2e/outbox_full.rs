@@ -5,7 +5,7 @@
 //! from the room the outbox keeps for it, once the receiver is back; when the outbox
 //! has drained the alert is resolved, in the API and at the receiver.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use crate::common::{
-    Killed, binary, cluster, eventually, free_port, http_get, produce, sample, serve,
+    Killed, cluster, driftwatch, eventually, free_port, http_get, produce, sample, serve,
 };
 
 /// Native records: 11 minutes of one service's usual process, then 30 new binaries
@@ -90,7 +90,7 @@ async fn a_full_outbox_raises_a_delivered_alert_that_resolves_when_it_drains() {
     )
     .unwrap();
     let _daemon = Killed(
-        Command::new(binary())
+        driftwatch()
             .arg("run")
             .arg("--config")
             .arg(&config)

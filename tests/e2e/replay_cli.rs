@@ -1,14 +1,12 @@
 //! `driftwatch replay` and `check-config` as a user runs them.
 
-use std::process::Command;
-
-use crate::common::{binary, fixtures, run_with_input};
+use crate::common::{driftwatch, fixtures, run_with_input};
 
 #[test]
 fn replay_reads_mixed_files_and_reports_counts_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join("dead.jsonl");
-    let out = Command::new(binary())
+    let out = driftwatch()
         .args(["replay", "--no-progress", "--dead-letter"])
         .arg(&dead)
         .arg(fixtures().join("mixed.jsonl"))
@@ -79,7 +77,7 @@ fn replay_reads_standard_input_with_a_declared_format() {
         "\n",
     );
     let out = run_with_input(
-        Command::new(binary())
+        driftwatch()
             .current_dir(dir.path())
             .args(["replay", "--format", "native", "-"]),
         input,
@@ -98,7 +96,7 @@ fn replay_reads_standard_input_with_a_declared_format() {
 
 #[test]
 fn a_missing_input_file_is_a_clear_error() {
-    let out = Command::new(binary())
+    let out = driftwatch()
         .args(["replay", "/nonexistent/events.jsonl"])
         .output()
         .unwrap();
@@ -113,7 +111,7 @@ fn a_missing_input_file_is_a_clear_error() {
 #[test]
 fn check_config_accepts_the_example_and_names_the_line_of_a_mistake() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("driftwatch.example.toml");
-    let out = Command::new(binary())
+    let out = driftwatch()
         .arg("check-config")
         .arg(&example)
         .output()
@@ -132,11 +130,7 @@ fn check_config_accepts_the_example_and_names_the_line_of_a_mistake() {
         "[kafka]\nbrokers = \"b:9092\"\n[[kafka.topics]]\nname = \"t\"\nformat = \"syslog\"\n",
     )
     .unwrap();
-    let out = Command::new(binary())
-        .arg("check-config")
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = driftwatch().arg("check-config").arg(&bad).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -150,7 +144,7 @@ fn templates_names_each_line_template_in_its_final_form() {
     let input = "PacketResponder 1 for block blk_38865049064139660 terminating\n\
                  Verification succeeded for blk_1\n\
                  PacketResponder 0 for block blk_-6952295868487656571 terminating\n";
-    let out = run_with_input(Command::new(binary()).args(["templates", "-"]), input);
+    let out = run_with_input(driftwatch().args(["templates", "-"]), input);
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),

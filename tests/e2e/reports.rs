@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::common::{binary, fixtures, require_program, serve};
+use crate::common::{driftwatch, fixtures, require_program, serve};
 
 fn schema() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("compliance/schema/report.schema.json")
@@ -127,7 +127,7 @@ formats = ["json", "html"]
     let replay = {
         let (config, events, out) = (config.clone(), events.clone(), dir.path().join("out.jsonl"));
         tokio::task::spawn_blocking(move || {
-            Command::new(binary())
+            driftwatch()
                 .args(["replay", "--no-progress", "-c"])
                 .arg(&config)
                 .arg("-o")
@@ -335,7 +335,7 @@ fn the_html_report_opens_in_headless_chromium_with_its_charts_and_no_console_err
     let html = dir.path().join("report.html");
     let json = dir.path().join("report.json");
     for report in [&html, &json] {
-        let out = Command::new(binary())
+        let out = driftwatch()
             .args(["replay", "--no-progress", "-o"])
             .arg(dir.path().join("out.jsonl"))
             .arg("--dead-letter")

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{binary, cluster, eventually, produce};
+use crate::common::{cluster, driftwatch, eventually, produce};
 
 fn exec(minute: u32, exe: &str) -> String {
     json!({
@@ -21,7 +21,7 @@ fn exec(minute: u32, exe: &str) -> String {
 
 /// Starts `run`, collecting its (JSON) log lines.
 fn start(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
-    let mut child = Command::new(binary())
+    let mut child = driftwatch()
         .arg("run")
         .arg("--config")
         .arg(config)
@@ -144,7 +144,7 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
 
     // The learned baseline as a file, reviewable and comparable.
     let export = |extra: &[&str]| {
-        let out = Command::new(binary())
+        let out = driftwatch()
             .args(["baseline", "export", "--data-dir"])
             .arg(&data)
             .args(extra)
@@ -165,7 +165,7 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
         "{text}"
     );
     let alert_id = shell["id"].as_str().unwrap().to_owned();
-    let accepted = Command::new(binary())
+    let accepted = driftwatch()
         .args(["baseline", "accept", &alert_id, "--data-dir"])
         .arg(&data)
         .output()
@@ -177,7 +177,7 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
     );
     let after = dir.path().join("after.json");
     std::fs::write(&after, export(&["--service", "shop/api"])).unwrap();
-    let diff = Command::new(binary())
+    let diff = driftwatch()
         .args(["baseline", "diff"])
         .arg(&before)
         .arg(&after)

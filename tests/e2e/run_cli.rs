@@ -8,7 +8,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::common::{binary, cluster, eventually, free_port, http_get, produce, sample};
+use crate::common::{cluster, driftwatch, eventually, free_port, http_get, produce, sample};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_consumes_serves_metrics_and_commits_on_sigterm() {
@@ -28,7 +28,7 @@ async fn run_consumes_serves_metrics_and_commits_on_sigterm() {
         ),
     )
     .unwrap();
-    let daemon = Command::new(binary())
+    let daemon = driftwatch()
         .arg("run")
         .arg("--config")
         .arg(&config)
@@ -87,7 +87,7 @@ fn run_without_a_kafka_section_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("empty.toml");
     std::fs::write(&config, "").unwrap();
-    let out = Command::new(binary())
+    let out = driftwatch()
         .arg("run")
         .arg("--config")
         .arg(&config)

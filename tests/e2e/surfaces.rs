@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{binary, eventually, free_port, http_get, require_program};
+use crate::common::{driftwatch, eventually, free_port, http_get, require_program};
 
 const PG_USER: &str = "driftwatch";
 const PG_PASSWORD: &str = "driftwatch";
@@ -32,7 +32,7 @@ impl Demo {
     /// and waits until it has raised alerts.
     async fn start() -> Demo {
         let reports = tempfile::tempdir().unwrap();
-        let mut child = Command::new(binary())
+        let mut child = driftwatch()
             .args([
                 "demo",
                 "--speed",
@@ -396,7 +396,7 @@ async fn tls_is_offered_when_configured() {
         ),
     )
     .unwrap();
-    let mut daemon = Command::new(binary())
+    let mut daemon = driftwatch()
         .arg("run")
         .arg("--config")
         .arg(&config)
@@ -1088,7 +1088,7 @@ async fn every_api_endpoint_answers_with_roles_enforced_and_calls_audited() {
     assert_eq!(status, 400);
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("pci.html");
-    let cli = Command::new(binary())
+    let cli = driftwatch()
         .args([
             "report",
             "--framework",
@@ -1112,7 +1112,7 @@ async fn every_api_endpoint_answers_with_roles_enforced_and_calls_audited() {
     );
     let page = std::fs::read_to_string(&out).unwrap();
     assert!(page.contains("driftwatch compliance report: on-demand") && page.contains("pci-dss"));
-    let denied = Command::new(binary())
+    let denied = driftwatch()
         .args(["report", "--url"])
         .arg(format!("http://{}", demo.http))
         .env("DRIFTWATCH_TOKEN", "wrong")
