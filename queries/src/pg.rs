@@ -563,3 +563,23 @@ fn default_hooks() -> Vec<Arc<dyn QueryHook>> {
         Arc::new(TransactionStatementHook),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A known user's salt is fixed for the server's life; an unknown user's must be
+    /// too, and look the same, or a client learns which users exist by asking twice.
+    #[test]
+    fn an_unknown_users_salt_is_as_stable_as_a_known_users() {
+        let users = Users::new(&[("analyst".to_owned(), "pw".to_owned())]);
+        let known = &users.known["analyst"].0;
+        let a = users.unknown_salt("nobody");
+        assert_eq!(a, users.unknown_salt("nobody"));
+        assert_ne!(a, users.unknown_salt("somebody"));
+        assert_eq!(a.len(), known.len());
+        // Another start, another secret: nothing to correlate across restarts.
+        let again = Users::new(&[("analyst".to_owned(), "pw".to_owned())]);
+        assert_ne!(a, again.unknown_salt("nobody"));
+    }
+}

@@ -881,4 +881,47 @@ mod tests {
         assert!(fixed_setting(&parse("SET timezone = 'UTC'")));
         assert!(!fixed_setting(&parse("SET statement_timeout = 5000")));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever a viewer puts into the functions that grow values, with whatever
+        /// sizes, the query answers or fails with an error of its kind; it never
+        /// panics, and never holds more than the caps allow.
+        #[test]
+        fn hostile_function_calls_answer_or_fail_cleanly(
+            function in proptest::sample::select(vec![
+                "repeat('ab', {n})",
+                "lpad('x', {n})",
+                "rpad('x', {n}, 'yz')",
+                "replace(repeat('x', {m}), 'x', repeat('y', {m}))",
+                "regexp_replace(repeat('x', {m}), '(x)', repeat('\\1', {m}), 'g')",
+                "array_repeat('x', {n})",
+                "range(0, {n})",
+                "generate_series(0, {n})",
+                "array_resize([1], {n}, 0)",
+                "concat(repeat('x', {m}), repeat('y', {m}))",
+                "repeat('x', {m}) || repeat('y', {m}) || repeat('z', {m})",
+                "to_hex({n})",
+                "substr(repeat('x', {m}), {n})",
+            ]),
+            n in proptest::prop_oneof![0i64..100, -1000i64..0, 1_000_000i64..100_000_000_000i64],
+            m in proptest::prop_oneof![0i64..1000, 1_000_000i64..5_000_000],
+            outer in proptest::sample::select(vec!["length(CAST(({f}) AS TEXT))", "({f}) IS NULL"]),
+        ) {
+            let e = SHARED.get_or_init(|| engine(10, SqlLimits::default()));
+            let call = function.replace("{n}", &n.to_string()).replace("{m}", &m.to_string());
+            let sql = format!("SELECT {}", outer.replace("{f}", &call));
+            match e.query(&sql).await_blocking() {
+                Ok(out) => proptest::prop_assert!(
+                    out.batches.iter().map(crate::guard::logical_bytes).sum::<usize>()
+                        <= SqlLimits::default().max_result_bytes
+                ),
+                Err(SqlError::TooLarge(_) | SqlError::Failed(_) | SqlError::Invalid(_)) => {}
+                Err(other) => proptest::prop_assert!(false, "{sql}: {other:?}"),
+            }
+        }
+    }
+
+    static SHARED: std::sync::OnceLock<SqlEngine> = std::sync::OnceLock::new();
 }
