@@ -305,6 +305,35 @@ impl Stages {
                     r.tick(c).await;
                 }
             }
+            if !batch.stats.unreadable.is_empty() {
+                let kinds: Vec<String> = batch
+                    .stats
+                    .unreadable
+                    .iter()
+                    .map(|(error, n)| format!("{n} {error}"))
+                    .collect();
+                let explanation = format!(
+                    "The Kafka consumer received batches it cannot read ({}): their records are neither events nor \
+                     dead letters, so the services behind them are not judged. A producer compressing with a codec \
+                     driftwatch lacks, or a corrupt batch, does this; see driftwatch_batches_unreadable_total and \
+                     the daemon's log.",
+                    kinds.join(", ")
+                );
+                let (alert, new) = self
+                    .detector
+                    .lock()
+                    .expect("detector lock poisoned")
+                    .raise_health(
+                        Nanos::now(),
+                        AlertKind::Ingestion,
+                        Severity::High,
+                        "unreadable batches",
+                        explanation,
+                    );
+                if new {
+                    raised.push(alert);
+                }
+            }
             let mut deliver = Vec::new();
             for alert in raised.drain(..) {
                 self.pipeline_metrics.raised(&alert);

@@ -26,6 +26,9 @@ pub enum AlertKind {
     /// driftwatch reached one of its state caps (services, findings): what is beyond
     /// it is not judged.
     Capacity,
+    /// driftwatch cannot read what a topic holds (a codec or a corrupt batch): those
+    /// records are not judged.
+    Ingestion,
 }
 
 impl AlertKind {
@@ -41,6 +44,7 @@ impl AlertKind {
             AlertKind::Rate => "rate",
             AlertKind::Delivery => "delivery",
             AlertKind::Capacity => "capacity",
+            AlertKind::Ingestion => "ingestion",
         }
     }
 }

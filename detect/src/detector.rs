@@ -1277,7 +1277,11 @@ impl Detector {
         let alert = self.alerts.get_mut(alert_id)?;
         if matches!(
             alert.kind,
-            AlertKind::BaselineCap | AlertKind::Rate | AlertKind::Delivery | AlertKind::Capacity
+            AlertKind::BaselineCap
+                | AlertKind::Rate
+                | AlertKind::Delivery
+                | AlertKind::Capacity
+                | AlertKind::Ingestion
         ) {
             return None;
         }

@@ -51,6 +51,12 @@ pub struct IngestMetrics {
     receive_errors: Counter,
     dead_letters_spooled: Counter,
     dead_letters_lost: Counter,
+    unreadable: Family<ErrorLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ErrorLabels {
+    error: String,
 }
 
 impl IngestMetrics {
@@ -103,6 +109,12 @@ impl IngestMetrics {
             m.dead_letters_spooled.clone(),
         );
         registry.register(
+            "batches_unreadable",
+            "Batches the Kafka consumer could not read at all (bad_compression, unsupported_compression, corrupt), \
+             whose records are neither events nor dead letters",
+            m.unreadable.clone(),
+        );
+        registry.register(
             "dead_letters_lost",
             "Dead letters neither the topic nor the spool took (each is logged)",
             m.dead_letters_lost.clone(),
@@ -147,6 +159,13 @@ impl IngestMetrics {
     }
 
     fn record_repairs(&self, stats: &IngestStats) {
+        for (error, n) in &stats.unreadable {
+            self.unreadable
+                .get_or_create(&ErrorLabels {
+                    error: (*error).to_owned(),
+                })
+                .inc_by(*n);
+        }
         for ((source, repair), n) in &stats.repaired {
             self.records_repaired
                 .get_or_create(&IgnoredLabels {

@@ -22,6 +22,9 @@ pub struct IngestStats {
     /// Records kept after a repair, by source and repair (`lossy_utf8`,
     /// `truncated_line`).
     pub repaired: BTreeMap<(Source, &'static str), u64>,
+    /// Batches the consumer could not read at all (a codec it lacks, a corrupt
+    /// batch), by error: their records are neither events nor dead letters.
+    pub unreadable: BTreeMap<&'static str, u64>,
 }
 
 impl IngestStats {
@@ -40,6 +43,9 @@ impl IngestStats {
         }
         for (k, v) in &other.repaired {
             *self.repaired.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.unreadable {
+            *self.unreadable.entry(*k).or_default() += v;
         }
     }
 

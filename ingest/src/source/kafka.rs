@@ -25,7 +25,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Ack, Batch, Pending};
 use crate::dead_letter::{DeadLetterSink, KafkaLetters};
@@ -287,7 +287,7 @@ impl KafkaSource {
                     pending.records() >= batch_size
                 }
             };
-            if !flush_due || pending.records() == 0 {
+            if !flush_due || pending.is_empty() {
                 continue;
             }
             deadline = None;
@@ -349,12 +349,20 @@ impl KafkaSource {
                 pending.push(format, m.payload().unwrap_or_default(), provenance);
                 offsets.insert((topic.to_owned(), m.partition()), m.offset());
             }
-            Err(e) => {
+            Err(e) => match unreadable(&e) {
+                // Records librdkafka cannot give us: said loudly and handed to the
+                // pipeline (which raises an alert), never a silent stall.
+                Some(kind) => {
+                    error!(error = %e, kind, "A batch of records cannot be read; its records are lost to driftwatch.");
+                    pending.unreadable(kind);
+                }
                 // librdkafka recovers from broker and network errors by itself; these
                 // are reports, not reasons to stop.
-                self.metrics.receive_error();
-                warn!(error = %e, "Kafka consumer reported an error.");
-            }
+                None => {
+                    self.metrics.receive_error();
+                    warn!(error = %e, "Kafka consumer reported an error.");
+                }
+            },
         }
     }
 
@@ -398,6 +406,24 @@ impl KafkaSource {
     }
 }
 
+/// Whether a consumer error means records that cannot be read (rather than a broker
+/// or network hiccup librdkafka recovers from), and which kind.
+fn unreadable(e: &KafkaError) -> Option<&'static str> {
+    match e {
+        KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code) => {
+            match code {
+                RDKafkaErrorCode::BadCompression => Some("bad_compression"),
+                RDKafkaErrorCode::UnsupportedCompressionType => Some("unsupported_compression"),
+                RDKafkaErrorCode::BadMessage
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord => Some("corrupt"),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -438,5 +464,35 @@ pub(super) fn store_offsets(
                 source,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_that_cannot_be_read_are_told_apart_from_hiccups() {
+        let consumption = KafkaError::MessageConsumption;
+        assert_eq!(
+            unreadable(&consumption(RDKafkaErrorCode::BadCompression)),
+            Some("bad_compression")
+        );
+        assert_eq!(
+            unreadable(&consumption(RDKafkaErrorCode::UnsupportedCompressionType)),
+            Some("unsupported_compression")
+        );
+        assert_eq!(
+            unreadable(&consumption(RDKafkaErrorCode::InvalidMessage)),
+            Some("corrupt")
+        );
+        assert_eq!(
+            unreadable(&consumption(RDKafkaErrorCode::BrokerTransportFailure)),
+            None
+        );
+        assert_eq!(
+            unreadable(&consumption(RDKafkaErrorCode::PartitionEOF)),
+            None
+        );
     }
 }

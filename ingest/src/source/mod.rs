@@ -75,6 +75,17 @@ impl Pending {
         self.records
     }
 
+    /// Whether there is anything to hand over: records, or batches that could not be
+    /// read (which must reach the pipeline, to be said, even with no record at all).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records == 0 && self.stats.unreadable.is_empty()
+    }
+
+    /// Counts a batch the consumer could not read.
+    pub(crate) fn unreadable(&mut self, error: &'static str) {
+        *self.stats.unreadable.entry(error).or_default() += 1;
+    }
+
     /// Decodes one record. Bad records become dead letters; nothing here fails.
     pub(crate) fn push(&mut self, format: Format, payload: &[u8], provenance: Provenance) {
         self.records += 1;
