@@ -423,3 +423,59 @@ async fn half_sent_requests_cannot_exhaust_the_daemon() {
     assert_eq!(r.status().as_u16(), 413);
     assert_eq!(http_get(&addr, "/healthz").unwrap(), "ok\n");
 }
+
+/// A producer inventing service keys: the daemon
+/// caps what it tracks, says so once, and keeps judging the services it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sprayed_service_keys_hit_the_cap_with_one_alert() {
+    let (_cluster, brokers) = cluster("falco", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let _daemon = start(
+        dir.path(),
+        &format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"spray\"\n\
+             [[kafka.topics]]\nname = \"falco\"\nformat = \"falco\"\n\
+             [detect]\nmax-services = 20\n\
+             [http]\nlisten = \"127.0.0.1:{http}\"\n[postgres]\nenabled = false\n"
+        ),
+    );
+    let addr = format!("127.0.0.1:{http}");
+    let line = falco_line();
+    let sprayed: Vec<Vec<u8>> = (0..500)
+        .map(|i| {
+            line.replace(
+                "\"k8s.ns.name\":\"shop\"",
+                &format!("\"k8s.ns.name\":\"spray{i}\""),
+            )
+            .into_bytes()
+        })
+        .collect();
+    assert_ne!(sprayed[0], line.as_bytes());
+    produce_with(&brokers, "falco", &[], &sprayed);
+    decoded(&addr, 500.0).await;
+    eventually(
+        Duration::from_secs(30),
+        "the refused events counted",
+        || {
+            metric(
+                &addr,
+                r#"driftwatch_state_capped_total{what="events_refused"}"#,
+            ) >= 480.0
+        },
+    )
+    .await;
+    let alerts = http_get(&addr, "/api/v1/alerts?kind=capacity").unwrap();
+    let alerts: serde_json::Value = serde_json::from_str(&alerts).unwrap();
+    assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts}");
+    // The gauge is refreshed at most once a second.
+    produce_with(&brokers, "falco", &[], &[line.clone().into_bytes()]);
+    eventually(Duration::from_secs(30), "20 services tracked", || {
+        metric(&addr, "driftwatch_services{phase=\"learning\"}") == 20.0
+    })
+    .await;
+    // Still up and ingesting.
+    produce_with(&brokers, "falco", &[], &vec![line.into_bytes(); 10]);
+    decoded(&addr, 511.0).await;
+    assert_eq!(http_get(&addr, "/healthz").unwrap(), "ok\n");
+}
