@@ -479,3 +479,25 @@ async fn sprayed_service_keys_hit_the_cap_with_one_alert() {
     decoded(&addr, 511.0).await;
     assert_eq!(http_get(&addr, "/healthz").unwrap(), "ok\n");
 }
+
+/// The demo's tokens and password are printed and documented: it never serves them
+/// beyond this machine.
+#[test]
+fn demo_refuses_to_serve_its_published_tokens_beyond_loopback() {
+    let reports = tempfile::tempdir().unwrap();
+    for args in [
+        ["--http", "0.0.0.0:0", "--postgres", "127.0.0.1:0"],
+        ["--http", "127.0.0.1:0", "--postgres", "[::]:0"],
+    ] {
+        let out = crate::common::driftwatch()
+            .arg("demo")
+            .args(args)
+            .arg("--reports")
+            .arg(reports.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains("loopback only"), "{args:?}: {err}");
+    }
+}
