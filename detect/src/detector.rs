@@ -381,6 +381,15 @@ impl Detector {
         }
     }
 
+    /// Event time as the detector's robust clock has it (see `clock.rs`); `None` before
+    /// any event. Whatever else is driven by event time (scheduled reports) follows it.
+    pub fn clock(&self) -> Option<Nanos> {
+        match self.clock.now() {
+            i64::MIN => None,
+            t => Some(Nanos(t)),
+        }
+    }
+
     /// What the state caps turned away or forgot, since start.
     pub fn capacity(&self) -> Capacity {
         self.capacity

@@ -46,12 +46,13 @@ for path in sys.argv[2:]:
     );
 }
 
-/// Three hours of one service's processes at one every two seconds; attacks (a
-/// package manager, a shell) start at 11:30.
+/// Three hours of one service's processes at one every two seconds, and ten seconds
+/// more (schedules follow the robust clock, which trails the newest event by three
+/// events); attacks (a package manager, a shell) start at 11:30.
 fn write_events(path: &Path) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let start = chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z").unwrap();
-    for i in 0..=5400i64 {
+    for i in 0..=5405i64 {
         let t = start + chrono::Duration::seconds(2 * i);
         let exe = match i {
             i if i >= 2700 && i % 300 == 0 => "/usr/bin/apt-get",
@@ -392,4 +393,52 @@ fn the_html_report_opens_in_headless_chromium_with_its_charts_and_no_console_err
     };
     assert!(pass > 2000, "green (pass) pixels in the screenshot: {pass}");
     assert!(fail > 200, "red (fail) pixels in the screenshot: {fail}");
+}
+
+/// One record dated two days ahead must not fire two days of scheduled reports: the
+/// schedules follow the detector's robust clock, not the newest time anyone claims.
+#[test]
+fn a_future_dated_record_fires_no_scheduled_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let line = |t: &str, exe: &str| {
+        format!(
+            r#"{{"time":"{t}","service":"shop/api","kind":"process_exec","workload":{{"namespace":"shop","pod":"api-1"}},"process":{{"exe":"{exe}"}}}}"#
+        )
+    };
+    let mut text = String::new();
+    for m in 0..40 {
+        text += &line(&format!("2026-03-02T10:{m:02}:00Z"), "/app/server");
+        text.push('\n');
+        if m == 20 {
+            text += &line("2026-03-04T10:00:00Z", "/app/server");
+            text.push('\n');
+        }
+    }
+    std::fs::write(&events, text).unwrap();
+    let reports = dir.path().join("reports");
+    let config = dir.path().join("driftwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[search]\nenabled = false\n[reports]\ndir = {reports:?}\n\
+             [[reports.schedule]]\nname = \"hourly\"\ncron = \"0 * * * *\"\nformats = [\"json\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = driftwatch()
+        .args(["replay", "--no-progress", "-c"])
+        .arg(&config)
+        .arg("-o")
+        .arg(dir.path().join("out.jsonl"))
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index = driftwatch::reports::read_index(&reports);
+    assert!(index.is_empty(), "{} reports: {index:?}", index.len());
 }
