@@ -298,6 +298,11 @@ async fn append_lines(path: &Path, letters: &[DeadLetter]) -> std::io::Result<()
         .append(true)
         .open(path)
         .await?;
+    write_lines(&mut f, letters).await
+}
+
+/// Writes letters as JSON lines, and waits until they are on disk.
+async fn write_lines(f: &mut tokio::fs::File, letters: &[DeadLetter]) -> std::io::Result<()> {
     let mut buf = Vec::new();
     for letter in letters {
         serde_json::to_writer(&mut buf, letter).expect("dead letters always serialize");
@@ -342,15 +347,7 @@ impl DeadLetterSink {
                     *file = Some(f);
                 }
                 let f = file.as_mut().expect("opened above");
-                let mut buf = Vec::new();
-                for letter in letters {
-                    serde_json::to_writer(&mut buf, letter).expect("dead letters always serialize");
-                    buf.push(b'\n');
-                }
-                f.write_all(&buf).await.map_err(io)?;
-                f.flush().await.map_err(io)?;
-                f.sync_data().await.map_err(io)?;
-                Ok(())
+                write_lines(f, letters).await.map_err(io)
             }
             DeadLetterSink::Discard => Ok(()),
         }

@@ -152,23 +152,7 @@ impl Outbox {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let held = held(dir)?;
-        // Compact: the pending log becomes what is held, the settled log empty.
-        let tmp = dir.join("pending.jsonl.tmp");
-        let mut body = Vec::new();
-        for e in &held {
-            serde_json::to_writer(&mut body, e).expect("entries serialize");
-            body.push(b'\n');
-        }
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(PENDING))?;
-            File::create(dir.join(SETTLED))?.sync_all()?;
-            File::open(dir)?.sync_all()
-        };
-        write().map_err(io(dir))?;
+        let held = compact(dir)?;
         let outbox = Outbox {
             dir: dir.to_owned(),
             capacity,
@@ -308,26 +292,8 @@ impl Outbox {
     fn compact(&self, logs: &mut Logs) -> Result<(), OutboxError> {
         let settled_path = self.dir.join(SETTLED);
         logs.settled.flush().map_err(io(&settled_path))?;
-        let held = held(&self.dir)?;
-        let tmp = self.dir.join("pending.jsonl.tmp");
-        let mut body = Vec::new();
-        for e in &held {
-            serde_json::to_writer(&mut body, e).expect("entries serialize");
-            body.push(b'\n');
-        }
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, self.dir.join(PENDING))?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(io(&self.dir))?;
+        compact(&self.dir)?;
         logs.pending = append(&self.dir.join(PENDING))?;
-        logs.settled
-            .get_ref()
-            .set_len(0)
-            .map_err(io(&settled_path))?;
         logs.settled_lines = 0;
         Ok(())
     }
@@ -371,6 +337,28 @@ impl Outbox {
             })
             .collect()
     }
+}
+
+/// Compacts the logs: the pending log becomes what is held (written aside, synced and
+/// renamed over it), the settled log empty. Returns what is held, oldest first.
+fn compact(dir: &Path) -> Result<Vec<Entry>, OutboxError> {
+    let held = held(dir)?;
+    let tmp = dir.join("pending.jsonl.tmp");
+    let mut body = Vec::new();
+    for e in &held {
+        serde_json::to_writer(&mut body, e).expect("entries serialize");
+        body.push(b'\n');
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(PENDING))?;
+        File::create(dir.join(SETTLED))?.sync_all()?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(io(dir))?;
+    Ok(held)
 }
 
 /// What the logs hold pending, in the order it was queued: appended, neither settled
