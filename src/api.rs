@@ -18,7 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use detect::{Alert, AlertStatus, Detector};
+use detect::{Alert, AlertStatus, Command, Outcome};
 use ingest::Nanos;
 use queries::metrics::SqlMetrics;
 use queries::search::{LogIndex, SearchQuery};
@@ -296,7 +296,10 @@ impl AuditLog {
 
 /// Everything the API reads and changes.
 pub struct Api {
-    pub detector: Arc<Mutex<Detector>>,
+    /// What the pipeline last published of the detector.
+    pub views: detect::Views,
+    /// Changes for the detector, applied by the pipeline.
+    pub commands: crate::pipeline::Commands,
     pub sql: Arc<SqlEngine>,
     pub sql_metrics: SqlMetrics,
     pub search: Option<Arc<Mutex<LogIndex>>>,
@@ -524,19 +527,19 @@ async fn list_alerts(
     caller.require(Role::Viewer)?;
     let since = f.since.as_deref().map(parse_since).transpose()?;
     let limit = f.limit.unwrap_or(1000).min(10_000);
-    let detector = api.detector.lock().expect("detector lock poisoned");
-    let mut alerts: Vec<&Alert> = detector
+    let view = api.views.load();
+    // Newest first, from the view's time order: stops at the limit.
+    let alerts: Vec<&Alert> = view
         .alerts()
-        .into_iter()
+        .rev()
+        .map(AsRef::as_ref)
         .filter(|a| f.service.as_ref().is_none_or(|s| &a.service == s))
         .filter(|a| f.kind.as_ref().is_none_or(|k| a.kind.as_str() == k))
         .filter(|a| f.severity.as_ref().is_none_or(|s| &label(&a.severity) == s))
         .filter(|a| f.status.as_ref().is_none_or(|s| &label(&a.status) == s))
         .filter(|a| since.is_none_or(|t| a.last_seen >= t))
+        .take(limit)
         .collect();
-    // Newest first.
-    alerts.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.id.cmp(&b.id)));
-    alerts.truncate(limit);
     Ok(Json(json!({ "alerts": alerts })))
 }
 
@@ -546,11 +549,18 @@ async fn get_alert(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let detector = api.detector.lock().expect("detector lock poisoned");
-    let alert = detector
+    let view = api.views.load();
+    let alert = view
         .alert(&id)
         .ok_or_else(|| ApiError::not_found(format!("no alert {id:?}")))?;
-    Ok(Json(json!(alert)))
+    Ok(Json(json!(alert.as_ref())))
+}
+
+/// Has the pipeline apply a command, and waits until it has.
+async fn command(api: &Api, command: Command) -> Result<Outcome, ApiError> {
+    api.commands.apply(command).await.map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    })
 }
 
 async fn set_status(
@@ -561,19 +571,23 @@ async fn set_status(
     action: &str,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Analyst)?;
-    let mut detector = api.detector.lock().expect("detector lock poisoned");
-    match detector.set_status(id, status) {
-        Some(alert) => {
-            let body = json!(alert);
+    let outcome = command(
+        api,
+        Command::SetStatus {
+            id: id.to_owned(),
+            status,
+        },
+    )
+    .await?;
+    match outcome {
+        Outcome::Alert(Some(alert)) => {
             if let (Some(n), AlertStatus::Resolved) = (&api.notifier, status) {
-                n.submit(notify::Item::from_alert(alert));
+                n.submit(notify::Item::from_alert(&alert));
             }
-            drop(detector);
             api.audit.record(caller, action, id, "ok");
-            Ok(Json(body))
+            Ok(Json(json!(alert)))
         }
-        None => {
-            drop(detector);
+        _ => {
             api.audit.record(caller, action, id, "not found");
             Err(ApiError::not_found(format!("no alert {id:?}")))
         }
@@ -609,15 +623,12 @@ async fn accept(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Analyst)?;
-    let mut detector = api.detector.lock().expect("detector lock poisoned");
-    let accepted = detector.accept(&id).map(|a| json!(a));
-    drop(detector);
-    match accepted {
-        Some(body) => {
+    match command(&api, Command::Accept { id: id.clone() }).await? {
+        Outcome::Alert(Some(alert)) => {
             api.audit.record(&caller, "alert.accept", &id, "ok");
-            Ok(Json(body))
+            Ok(Json(json!(alert)))
         }
-        None => {
+        _ => {
             api.audit.record(&caller, "alert.accept", &id, "refused");
             Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -631,31 +642,33 @@ async fn accept(
 
 async fn services(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let detector = api.detector.lock().expect("detector lock poisoned");
-    let mut services: Vec<Value> = detector
-        .services()
+    let view = api.views.load();
+    // The view keeps services by name: already in order.
+    let services: Vec<Value> = view
+        .services
+        .iter()
         .map(|(name, s)| {
+            let snap = &s.snapshot;
             json!({
                 "service": name,
-                "phase": label(&s.phase),
-                "events": s.events,
-                "learning_since": s.learning_since,
-                "learned_at": s.learned_at.map(|(t, _)| t),
-                "baseline_entries": s.baseline.len(),
-                "image_digest": s.image_digest,
-                "log_templates": s.logs.template_count(),
-                "growing": s.growing().iter().map(label).collect::<Vec<_>>(),
-                "growth_until": s.growth_until,
-                "novelty": detect::LEARNED_DIMENSIONS
+                "phase": label(&snap.phase),
+                "events": snap.events,
+                "learning_since": snap.learning_since,
+                "learned_at": snap.learned_at.map(|(t, _)| t),
+                "baseline_entries": snap.baseline.len(),
+                "image_digest": snap.image_digest,
+                "log_templates": s.templates.len(),
+                "growing": s.growing.iter().map(label).collect::<Vec<_>>(),
+                "growth_until": snap.growth_until,
+                "novelty": snap
+                    .novelty
                     .iter()
-                    .filter_map(|d| Some((d, s.novelty(*d)?)))
-                    .filter(|(_, n)| n.seen > 0)
-                    .map(|(d, n)| (label(d), json!({ "seen": n.seen, "new": n.new, "new_share": n.rate, "grown": n.grown, "growing": s.is_growing(*d) })))
+                    .filter(|n| n.novelty.seen > 0)
+                    .map(|n| (label(&n.dimension), json!({ "seen": n.novelty.seen, "new": n.novelty.new, "new_share": n.novelty.rate, "grown": n.novelty.grown, "growing": s.is_growing(n.dimension) })))
                     .collect::<serde_json::Map<String, Value>>(),
             })
         })
         .collect();
-    services.sort_by(|a, b| a["service"].as_str().cmp(&b["service"].as_str()));
     Ok(Json(json!({ "services": services })))
 }
 
@@ -671,17 +684,17 @@ async fn export_baselines(
     Query(p): Query<ServiceParam>,
 ) -> Result<Json<BaselineFile>, ApiError> {
     caller.require(Role::Viewer)?;
-    let snapshot = api
-        .detector
-        .lock()
-        .expect("detector lock poisoned")
-        .snapshot();
-    let file = baseline::from_snapshot(&snapshot, p.service.as_deref());
-    if let Some(s) = &p.service
-        && file.services.is_empty()
-    {
-        return Err(ApiError::not_found(format!("no service {s:?}")));
-    }
+    let view = api.views.load();
+    let file = match &p.service {
+        Some(s) => {
+            let service = view
+                .services
+                .get(s)
+                .ok_or_else(|| ApiError::not_found(format!("no service {s:?}")))?;
+            baseline::from_services(std::iter::once(&service.snapshot))
+        }
+        None => baseline::from_services(view.services.values().map(|s| &s.snapshot)),
+    };
     Ok(Json(file))
 }
 
@@ -697,21 +710,26 @@ async fn import_baselines(
     })?;
     let targets: Vec<&str> = file.services.iter().map(|s| s.service.as_str()).collect();
     let target = targets.join(",");
-    let mut detector = api.detector.lock().expect("detector lock poisoned");
-    let mut snapshot = detector.snapshot();
-    let added = baseline::import_into(&mut snapshot, &file, Nanos::now());
-    match Detector::restore(detector.config().clone(), snapshot) {
-        Ok(restored) => *detector = restored,
-        Err(e) => {
-            drop(detector);
+    let imported = command(
+        &api,
+        Command::Import {
+            file: Box::new(file.clone()),
+            at: Nanos::now(),
+        },
+    )
+    .await?;
+    match imported {
+        Outcome::Imported(Ok(added)) => {
+            api.audit.record(&caller, "baseline.import", &target, "ok");
+            Ok(Json(json!({ "added": added })))
+        }
+        Outcome::Imported(Err(e)) => {
             api.audit
                 .record(&caller, "baseline.import", &target, "failed");
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e));
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
         }
+        other => unreachable!("an import answers with what it imported, not {other:?}"),
     }
-    drop(detector);
-    api.audit.record(&caller, "baseline.import", &target, "ok");
-    Ok(Json(json!({ "added": added })))
 }
 
 async fn relearn(
@@ -719,7 +737,10 @@ async fn relearn(
     caller: Caller,
     Query(p): Query<ServiceParam>,
 ) -> Result<Json<Value>, ApiError> {
-    control(&api, &caller, p, "baseline.relearn", Detector::relearn)
+    control(&api, &caller, p, "baseline.relearn", |service| {
+        Command::Relearn { service }
+    })
+    .await
 }
 
 async fn lock(
@@ -727,23 +748,26 @@ async fn lock(
     caller: Caller,
     Query(p): Query<ServiceParam>,
 ) -> Result<Json<Value>, ApiError> {
-    control(&api, &caller, p, "baseline.lock", Detector::lock)
+    control(&api, &caller, p, "baseline.lock", |service| Command::Lock {
+        service,
+    })
+    .await
 }
 
-fn control(
+async fn control(
     api: &Api,
     caller: &Caller,
     p: ServiceParam,
     action: &str,
-    apply: fn(&mut Detector, &str) -> bool,
+    make: fn(String) -> Command,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     let service = p
         .service
         .ok_or_else(|| ApiError::bad_request("the service parameter is required"))?;
-    let done = apply(
-        &mut api.detector.lock().expect("detector lock poisoned"),
-        &service,
+    let done = matches!(
+        command(api, make(service.clone())).await?,
+        Outcome::Service(true)
     );
     api.audit.record(
         caller,

@@ -1,50 +1,19 @@
-//! Baselines as code: `driftwatch baseline export|import|diff`.
+//! Baselines as code on the data directory: `driftwatch baseline export|import|diff`.
 //!
-//! A baseline file lists, per service, the behaviours it is allowed (dimension and key)
-//! and where each came from. Counts and times are left out so that exporting twice
-//! gives the same file and a review in git shows only real changes. Import and export
-//! work on the state file in the data directory, so the daemon must be stopped for an
-//! import (a running daemon rewrites the file from its own state).
+//! The file format, and merging and comparing files, are `detect::baseline`'s. Import
+//! and export here work on the state file in the data directory, so the daemon must be
+//! stopped for them (the data directory's lock says so); a running daemon takes
+//! imports through its API instead.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use detect::{BaselineEntry, DetectorSnapshot, Dimension, Origin, Phase, ServiceSnapshot};
 use ingest::Nanos;
-use serde::{Deserialize, Serialize};
+
+pub use detect::baseline::{BaselineFile, diff, from_services, from_snapshot, import_into};
 
 use crate::state::{self, StateFile};
-
-pub const BASELINE_FILE_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BaselineFile {
-    pub version: u32,
-    pub services: Vec<ServiceBaseline>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceBaseline {
-    pub service: String,
-    pub entries: Vec<AllowedBehaviour>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllowedBehaviour {
-    pub dimension: Dimension,
-    pub key: String,
-    #[serde(default = "imported")]
-    pub origin: Origin,
-}
-
-fn imported() -> Origin {
-    Origin::Imported
-}
 
 fn load_state(data_dir: &Path) -> anyhow::Result<StateFile> {
     state::load(data_dir)?.with_context(|| {
@@ -67,44 +36,10 @@ pub fn export(data_dir: &Path, service: Option<&str>) -> anyhow::Result<Baseline
     Ok(file)
 }
 
-/// The baselines of a detector snapshot, optionally of one service.
-pub fn from_snapshot(snapshot: &DetectorSnapshot, service: Option<&str>) -> BaselineFile {
-    let services: Vec<ServiceBaseline> = snapshot
-        .services
-        .iter()
-        .filter(|s| service.is_none_or(|name| s.service == name))
-        .map(|s| ServiceBaseline {
-            service: s.service.clone(),
-            entries: s
-                .baseline
-                .iter()
-                .map(|e| AllowedBehaviour {
-                    dimension: e.dimension,
-                    key: e.key.clone(),
-                    origin: e.origin,
-                })
-                .collect(),
-        })
-        .collect();
-    BaselineFile {
-        version: BASELINE_FILE_VERSION,
-        services,
-    }
-}
-
 pub fn read(path: &Path) -> anyhow::Result<BaselineFile> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: BaselineFile = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a driftwatch baseline file", path.display()))?;
-    if file.version != BASELINE_FILE_VERSION {
-        bail!(
-            "{} is baseline file version {}, this driftwatch reads {BASELINE_FILE_VERSION}",
-            path.display(),
-            file.version
-        );
-    }
-    Ok(file)
+    detect::baseline::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 pub fn write(file: &BaselineFile, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -131,81 +66,6 @@ pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
     state.written_at = now;
     state::save(data_dir, &state)?;
     Ok(added)
-}
-
-/// Merges a baseline file into a detector snapshot (see [`import`]); returns how many
-/// entries were new.
-pub fn import_into(snapshot: &mut DetectorSnapshot, file: &BaselineFile, now: Nanos) -> usize {
-    let mut added = 0;
-    for incoming in &file.services {
-        let index = match snapshot
-            .services
-            .iter()
-            .position(|s| s.service == incoming.service)
-        {
-            Some(i) => i,
-            None => {
-                snapshot.services.push(ServiceSnapshot {
-                    service: incoming.service.clone(),
-                    phase: Phase::Monitoring,
-                    // Learning "ended" at the epoch: every real event is judged
-                    // against the imported entries, none is learned silently.
-                    learning_since: Nanos(0),
-                    // The retention counts from the import.
-                    last_event: None,
-                    events: 0,
-                    learned_at: Some((Nanos(0), 0)),
-                    image_digest: None,
-                    seen_digests: Vec::new(),
-                    grace_until: None,
-                    cap_alerted: false,
-                    baseline: Vec::new(),
-                    written: Vec::new(),
-                    logs: None,
-                    novelty: Vec::new(),
-                    growth_until: None,
-                });
-                snapshot.services.len() - 1
-            }
-        };
-        let service = &mut snapshot.services[index];
-        for e in &incoming.entries {
-            // Template ids name templates of this service's own miner: an id it never
-            // made would allow whatever template gets that number later.
-            if e.dimension == Dimension::LogTemplate {
-                let known = e
-                    .key
-                    .strip_prefix('#')
-                    .and_then(|id| id.parse::<usize>().ok())
-                    .zip(service.logs.as_ref())
-                    .is_some_and(|(id, logs)| id < logs.templates.templates.len());
-                if !known {
-                    continue;
-                }
-            }
-            if service
-                .baseline
-                .iter()
-                .any(|b| b.dimension == e.dimension && b.key == e.key)
-            {
-                continue;
-            }
-            service.baseline.push(BaselineEntry {
-                dimension: e.dimension,
-                key: e.key.clone(),
-                origin: Origin::Imported,
-                first_seen: now,
-                count: 0,
-                learned_from: 0,
-            });
-            added += 1;
-        }
-        service
-            .baseline
-            .sort_by(|a, b| (a.dimension, &a.key).cmp(&(b.dimension, &b.key)));
-    }
-    snapshot.services.sort_by(|a, b| a.service.cmp(&b.service));
-    added
 }
 
 /// A manual control on the state file (stop the daemon first).
@@ -250,43 +110,13 @@ pub fn control(data_dir: &Path, control: &Control) -> anyhow::Result<String> {
     Ok(said)
 }
 
-/// Lines `+ service dimension key` for what `new` allows and `old` does not, `-` for the
-/// reverse; sorted, origins ignored.
-pub fn diff(old: &BaselineFile, new: &BaselineFile) -> Vec<String> {
-    let set = |f: &BaselineFile| -> BTreeSet<(String, Dimension, String)> {
-        f.services
-            .iter()
-            .flat_map(|s| {
-                s.entries
-                    .iter()
-                    .map(move |e| (s.service.clone(), e.dimension, e.key.clone()))
-            })
-            .collect()
-    };
-    let (a, b) = (set(old), set(new));
-    let mut lines: BTreeMap<(String, Dimension, String), char> = BTreeMap::new();
-    for k in a.difference(&b) {
-        lines.insert(k.clone(), '-');
-    }
-    for k in b.difference(&a) {
-        lines.insert(k.clone(), '+');
-    }
-    lines
-        .into_iter()
-        .map(|((service, dimension, key), sign)| {
-            format!(
-                "{sign} {service} {} {key}",
-                serde_json::to_value(dimension)
-                    .expect("dimensions serialize")
-                    .as_str()
-                    .unwrap_or("?")
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use detect::baseline::{AllowedBehaviour, BASELINE_FILE_VERSION, ServiceBaseline};
+    use detect::{Dimension, Origin, Phase};
+
     use super::*;
 
     fn file(entries: &[(&str, Dimension, &str)]) -> BaselineFile {
@@ -308,26 +138,6 @@ mod tests {
                 })
                 .collect(),
         }
-    }
-
-    #[test]
-    fn diff_lists_added_and_removed_behaviour() {
-        let old = file(&[
-            ("shop/api", Dimension::Process, "/a (parent /b)"),
-            ("shop/api", Dimension::Network, "connect tcp 10.0.0.1:5432"),
-        ]);
-        let new = file(&[
-            ("shop/api", Dimension::Process, "/a (parent /b)"),
-            ("shop/api", Dimension::Process, "/usr/bin/curl (parent /a)"),
-        ]);
-        assert_eq!(
-            diff(&old, &new),
-            vec![
-                "+ shop/api process /usr/bin/curl (parent /a)",
-                "- shop/api network connect tcp 10.0.0.1:5432"
-            ]
-        );
-        assert!(diff(&new, &new).is_empty());
     }
 
     #[test]

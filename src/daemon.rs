@@ -6,9 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use ingest::{
-    DecodeLimits, Decoder, IngestMetrics, IngestStats, KafkaConfig, KafkaSource, ServiceKeyer,
+    DecodeLimits, Decoder, IngestStats, KafkaConfig, KafkaSource, ServiceKeyer,
 };
-use store::{EventTable, StoreMetrics};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -57,41 +56,16 @@ pub async fn start(
         .transpose()?;
     let (detector, restored) = pipeline::restore(config)?;
     let mut registry = telemetry::registry();
-    let ingest_metrics = IngestMetrics::register(&mut registry);
-    let store_metrics = StoreMetrics::register(&mut registry);
-    let notifier = if config.notify.sinks.is_empty() {
-        None
-    } else {
-        let metrics = notify::NotifyMetrics::register(&mut registry);
-        Some(
-            notify::Notifier::start(&config.notify, metrics)
-                .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?,
-        )
-    };
-    let stages = Stages {
-        events: Arc::new(EventTable::new(config.store.clone())),
-        detector: Arc::new(Mutex::new(detector)),
-        ingest_metrics: ingest_metrics.clone(),
-        store_metrics,
-        pipeline_metrics: pipeline::PipelineMetrics::register(&mut registry),
-        print_alerts,
-        log_index: crate::logindex::LogIndexer::start(config)?,
-        compliance: crate::compliance::Compliance::start(
-            &config.compliance,
-            crate::compliance::ComplianceMetrics::register(&mut registry),
-            print_alerts,
-            notifier.clone(),
-        )?,
-        reports: None,
-        notifier,
-    };
-    let mut stages = stages;
-    stages.reports = crate::reports::Reports::start(
-        &config.reports,
-        stages.compliance.as_ref(),
-        true,
-        print_alerts,
+    let (stages, owner) = pipeline::build(
+        config,
+        detector,
+        &mut registry,
+        pipeline::Mode {
+            print: print_alerts,
+            wall_clock: true,
+        },
     )?;
+    let ingest_metrics = stages.ingest_metrics.clone();
     if let (Some(reports), Some(c)) = (stages.reports.clone(), stages.compliance.clone()) {
         // The wall clock moves schedules while no events arrive.
         let cancel = sup.cancel.clone();
@@ -109,13 +83,11 @@ pub async fn start(
     if let Some(n) = &stages.notifier {
         // Alerts restored open keep firing at Alertmanager.
         let open: Vec<notify::Item> = stages
-            .detector
-            .lock()
-            .expect("detector lock poisoned")
+            .views
+            .load()
             .alerts()
-            .into_iter()
             .filter(|a| a.status != detect::AlertStatus::Resolved)
-            .map(notify::Item::from_alert)
+            .map(|a| notify::Item::from_alert(a))
             .collect();
         n.resume_firing(&open);
         let (watcher, cancel) = (stages.clone(), sup.cancel.clone());
@@ -171,7 +143,7 @@ pub async fn start(
     let pipeline = stages.clone();
     let shared_totals = totals.clone();
     sup.spawn("pipeline", async move {
-        let applied = pipeline.apply_all(rx, &shared_totals, persistence).await;
+        let applied = pipeline.apply_all(owner, rx, &shared_totals, persistence).await;
         if let Some(indexer) = &pipeline.log_index {
             indexer.flush().await;
         }

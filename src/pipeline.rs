@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use detect::{Alert, AlertKind, Detector, Severity};
+use detect::{Alert, AlertKind, Command, Detector, DetectorView, Outcome, Severity, Views};
 use ingest::{Batch, IngestMetrics, IngestStats, KafkaSource, Nanos};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use store::{EventTable, StoreMetrics};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::compliance::Item;
@@ -44,7 +44,7 @@ pub struct PipelineMetrics {
     stage_seconds: Family<StageLabels, Histogram>,
     alerts_raised: Family<AlertLabels, Counter>,
     services: Family<PhaseLabels, Gauge>,
-    services_updated: Arc<Mutex<Option<std::time::Instant>>>,
+    commands_queued: Gauge,
     capped: Family<CapLabels, Counter>,
     /// The detector's capacity counts last published.
     capped_seen: Arc<Mutex<detect::Capacity>>,
@@ -64,7 +64,7 @@ impl Default for PipelineMetrics {
             }),
             alerts_raised: Family::default(),
             services: Family::default(),
-            services_updated: Arc::new(Mutex::new(None)),
+            commands_queued: Gauge::default(),
             capped: Family::default(),
             capped_seen: Arc::default(),
         }
@@ -88,6 +88,12 @@ impl PipelineMetrics {
             "services",
             "Services by lifecycle phase (learning, monitoring, locked)",
             m.services.clone(),
+        );
+        registry.register(
+            "pipeline_commands_queued",
+            "Commands (acknowledge, resolve, accept, import, relearn, lock) waiting for the pipeline; \
+             when the queue is full, senders wait",
+            m.commands_queued.clone(),
         );
         registry.register(
             "state_capped",
@@ -114,29 +120,21 @@ impl PipelineMetrics {
             .inc();
     }
 
-    /// Counts services by phase, at most once a second.
-    fn phases(&self, detector: &Detector) {
-        let mut updated = self.services_updated.lock().expect("metrics lock poisoned");
-        if updated.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
-            return;
-        }
-        *updated = Some(std::time::Instant::now());
-        let (mut learning, mut monitoring, mut locked) = (0, 0, 0);
-        for (_, s) in detector.services() {
-            match s.phase {
-                detect::Phase::Learning => learning += 1,
-                detect::Phase::Monitoring => monitoring += 1,
-                detect::Phase::Locked => locked += 1,
-            }
-        }
+    /// Follows a published view: services by phase, what the caps did, commands queued.
+    fn published(&self, view: &DetectorView, commands_queued: usize) {
+        let [learning, monitoring, locked] = view.phases();
         for (phase, n) in [
             ("learning", learning),
             ("monitoring", monitoring),
             ("locked", locked),
         ] {
-            self.services.get_or_create(&PhaseLabels { phase }).set(n);
+            self.services
+                .get_or_create(&PhaseLabels { phase })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let now = detector.capacity();
+        self.commands_queued
+            .set(i64::try_from(commands_queued).unwrap_or(i64::MAX));
+        let now = view.capacity;
         let mut seen = self.capped_seen.lock().expect("metrics lock poisoned");
         for (what, total, before) in [
             ("events_refused", now.events_refused, seen.events_refused),
@@ -155,11 +153,16 @@ impl PipelineMetrics {
     }
 }
 
-/// Shared state every stage of one daemon uses.
+/// Shared handles every stage of one daemon uses. The detector is not among them: the
+/// pipeline owns it ([`Owner`]); readers load its published [`Views`] and changes reach
+/// it as [`Commands`].
 #[derive(Clone)]
 pub struct Stages {
     pub events: Arc<EventTable>,
-    pub detector: Arc<Mutex<Detector>>,
+    /// What readers see of the detector, published by the pipeline.
+    pub views: Views,
+    /// Changes for the detector, applied by the pipeline between batches.
+    pub commands: Commands,
     pub ingest_metrics: IngestMetrics,
     pub store_metrics: StoreMetrics,
     pub pipeline_metrics: PipelineMetrics,
@@ -173,6 +176,126 @@ pub struct Stages {
     pub reports: Option<crate::reports::Reports>,
     /// Alert delivery (`[notify]`), when sinks are configured.
     pub notifier: Option<notify::Notifier>,
+}
+
+/// Commands waiting for the pipeline. A command is applied between two batches, so
+/// one waits at most a batch's detection time; 64 covers a burst of analysts' clicks
+/// and scripted imports, and a sender beyond it waits for room (its HTTP request
+/// times out first if the pipeline is stuck).
+const COMMAND_QUEUE: usize = 64;
+
+/// Readers see the detector's state at most this late while batches flow. A publish
+/// costs a copy of every service that changed since the last, so publishing after
+/// every batch of a busy topic would copy the busiest services' baselines thousands of
+/// times a second; four times a second is fresher than any dashboard refreshes.
+/// Commands publish at once, so their answer and the next read agree.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A command and where its outcome goes.
+struct Request {
+    command: Command,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The sending side of the pipeline's command queue. Cloning shares the queue.
+#[derive(Clone)]
+pub struct Commands(mpsc::Sender<Request>);
+
+/// The pipeline has stopped: no command will be applied any more.
+#[derive(Debug, thiserror::Error)]
+#[error("the pipeline has stopped; the command was not applied")]
+pub struct Stopped;
+
+impl Commands {
+    /// Queues a command and waits until the pipeline has applied it and published a
+    /// view that shows it.
+    pub async fn apply(&self, command: Command) -> Result<Outcome, Stopped> {
+        let (reply, outcome) = oneshot::channel();
+        self.0
+            .send(Request { command, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        outcome.await.map_err(|_| Stopped)
+    }
+
+    /// Commands queued and not yet applied.
+    pub fn depth(&self) -> usize {
+        self.0.max_capacity() - self.0.capacity()
+    }
+}
+
+/// What the pipeline owns while it runs: the detector, and the receiving end of its
+/// command queue.
+pub struct Owner {
+    detector: Detector,
+    inbox: mpsc::Receiver<Request>,
+}
+
+impl Owner {
+    /// Gives `detector` an owner; returns it with the handles readers and writers use.
+    pub fn new(mut detector: Detector) -> (Owner, Views, Commands) {
+        let views = Views::default();
+        views.store(detector.publish());
+        let (tx, inbox) = mpsc::channel(COMMAND_QUEUE);
+        (Owner { detector, inbox }, views, Commands(tx))
+    }
+}
+
+/// How `run`, `demo` and `replay` differ in the pipeline they build.
+#[derive(Clone, Copy, Debug)]
+pub struct Mode {
+    /// Print each raised alert and failing finding on stdout (the demo's view).
+    pub print: bool,
+    /// Whether the wall clock moves report schedules too (a daemon), or only the
+    /// events' time (a replay).
+    pub wall_clock: bool,
+}
+
+/// Builds the stages every mode shares from the configuration: the event table, the
+/// owned detector, delivery when sinks are configured, the log indexer, the compliance
+/// worker and report schedules, with their metrics in `registry`.
+pub fn build(
+    config: &crate::config::Config,
+    detector: Detector,
+    registry: &mut Registry,
+    mode: Mode,
+) -> anyhow::Result<(Stages, Owner)> {
+    let notifier = if config.notify.sinks.is_empty() {
+        None
+    } else {
+        let metrics = notify::NotifyMetrics::register(registry);
+        Some(
+            notify::Notifier::start(&config.notify, metrics)
+                .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?,
+        )
+    };
+    let compliance = crate::compliance::Compliance::start(
+        &config.compliance,
+        crate::compliance::ComplianceMetrics::register(registry),
+        mode.print,
+        notifier.clone(),
+    )?;
+    let reports = crate::reports::Reports::start(
+        &config.reports,
+        compliance.as_ref(),
+        mode.wall_clock,
+        mode.print,
+    )?;
+    let (owner, views, commands) = Owner::new(detector);
+    let stages = Stages {
+        events: Arc::new(EventTable::new(config.store.clone())),
+        views,
+        commands,
+        ingest_metrics: IngestMetrics::register(registry),
+        store_metrics: StoreMetrics::register(registry),
+        pipeline_metrics: PipelineMetrics::register(registry),
+        print_alerts: mode.print,
+        log_index: crate::logindex::LogIndexer::start(config)?,
+        compliance,
+        reports,
+        notifier,
+    };
+    Ok((stages, owner))
 }
 
 /// Periodic state files, and offsets committed only with them.
@@ -191,14 +314,22 @@ enum Check {
 }
 
 impl Stages {
-    /// Applies batches until the source hangs up, adding their counts to `totals`.
-    /// Without `persistence`, each batch's offsets are stored once it is applied.
+    /// Applies batches until the source hangs up, adding their counts to `totals`, and
+    /// the commands that arrive between them. Publishes what readers see after batches
+    /// (at most every [`PUBLISH_INTERVAL`]), after every command, before each state
+    /// file and at the end. Without `persistence`, each batch's offsets are stored once
+    /// it is applied.
     pub async fn apply_all(
         &self,
+        owner: Owner,
         mut rx: mpsc::Receiver<Batch>,
         totals: &Mutex<IngestStats>,
         persistence: Option<Persistence>,
     ) -> anyhow::Result<()> {
+        let Owner {
+            mut detector,
+            mut inbox,
+        } = owner;
         let mut raised = Vec::new();
         let mut applied = persistence
             .as_ref()
@@ -210,166 +341,209 @@ impl Stages {
             .as_ref()
             .map_or(Duration::from_secs(3600), |p| p.interval);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut last_publish = tokio::time::Instant::now();
+        // Whether batches were applied since the last publish.
+        let mut unpublished = false;
         loop {
             let batch = tokio::select! {
+                // Commands first: an analyst waits on each, and each is cheap.
+                biased;
+                Some(request) = inbox.recv() => {
+                    let outcome = detector.apply(request.command);
+                    self.publish(&mut detector);
+                    (last_publish, unpublished) = (tokio::time::Instant::now(), false);
+                    // The asker may have given up (its request timed out): the command
+                    // is applied all the same.
+                    let _ = request.reply.send(outcome);
+                    continue;
+                }
                 batch = rx.recv() => match batch {
                     Some(b) => b,
                     None => break,
                 },
+                () = tokio::time::sleep_until(last_publish + PUBLISH_INTERVAL), if unpublished => {
+                    self.publish(&mut detector);
+                    (last_publish, unpublished) = (tokio::time::Instant::now(), false);
+                    continue;
+                }
                 _ = tick.tick(), if persistence.is_some() => {
-                    if applied != persisted && self.persist(persistence.as_ref().expect("checked"), &applied).await {
-                        persisted.clone_from(&applied);
+                    if applied != persisted {
+                        let view = self.publish(&mut detector);
+                        (last_publish, unpublished) = (tokio::time::Instant::now(), false);
+                        if self.persist(persistence.as_ref().expect("checked"), view, &applied).await {
+                            persisted.clone_from(&applied);
+                        }
                     }
                     continue;
                 }
             };
-            let mut batch = batch;
-            let started = std::time::Instant::now();
-            let mut checks = Vec::new();
-            let mut newest = Nanos(i64::MIN);
-            let mut oldest = Nanos(i64::MAX);
-            {
-                // Detection first: it names each log line's template, which the store keeps.
-                let mut detector = self.detector.lock().expect("detector lock poisoned");
-                for (i, event) in batch.events.iter_mut().enumerate() {
-                    let before = raised.len();
-                    let template = detector.observe(event, &mut raised);
-                    if let (Some(id), ingest::EventKind::Log { template_id, .. }) =
-                        (template, &mut event.kind)
-                    {
-                        *template_id = Some(id);
-                    }
-                    newest = newest.max(event.time);
-                    oldest = oldest.min(event.time);
-                    if let Some(c) = &self.compliance {
-                        // The alerts an event raised go first: a control that both fire
-                        // makes one finding, and the alert's is the one that names it.
-                        for a in &raised[before..] {
-                            if c.wants_alert(a.kind) {
-                                checks.push(Check::Item(Item::Alert(Box::new((
-                                    a.clone(),
-                                    Some(event.clone()),
-                                )))));
-                            }
-                        }
-                        if c.wants(event) {
-                            // Moved to the worker once stored, rather than copied.
-                            checks.push(Check::Event(i));
-                        }
-                    }
-                }
-                if newest.0 != i64::MIN {
-                    let before = raised.len();
-                    detector.advance(newest, &mut raised);
-                    // Scheduled reports follow the robust clock too: one record dated
-                    // days ahead fires no report.
-                    if let Some(clock) = detector.clock() {
-                        newest = newest.min(clock);
-                    }
-                    if let Some(c) = &self.compliance {
-                        for a in &raised[before..] {
-                            if c.wants_alert(a.kind) {
-                                checks.push(Check::Item(Item::Alert(Box::new((a.clone(), None)))));
-                            }
-                        }
-                    }
-                }
-                self.pipeline_metrics.phases(&detector);
-            }
-            self.pipeline_metrics.stage("detect", started);
-            let started = std::time::Instant::now();
-            let outcome = self.events.append(&batch.events);
-            self.store_metrics.record(&self.events, &outcome);
-            self.pipeline_metrics.stage("store", started);
-            let started = std::time::Instant::now();
-            if let Some(indexer) = &self.log_index {
-                let lines = batch
-                    .events
-                    .iter()
-                    .filter_map(crate::logindex::log_line)
-                    .collect();
-                indexer.send(lines).await;
-                self.pipeline_metrics.stage("index", started);
-            }
-            if let Some(c) = &self.compliance {
-                // Indexes of events come in increasing order, each once.
-                let mut events = std::mem::take(&mut batch.events).into_iter().enumerate();
-                let items = checks
-                    .drain(..)
-                    .filter_map(|check| match check {
-                        Check::Event(i) => events
-                            .by_ref()
-                            .find(|(j, _)| *j == i)
-                            .map(|(_, e)| Item::Event(e)),
-                        Check::Item(item) => Some(item),
-                    })
-                    .collect();
-                c.send(items).await;
-                if let Some(r) = &self.reports {
-                    r.saw(oldest, newest);
-                    r.tick(c).await;
-                }
-            }
-            if !batch.stats.unreadable.is_empty() {
-                let kinds: Vec<String> = batch
-                    .stats
-                    .unreadable
-                    .iter()
-                    .map(|(error, n)| format!("{n} {error}"))
-                    .collect();
-                let explanation = format!(
-                    "The Kafka consumer received batches it cannot read ({}): their records are neither events nor \
-                     dead letters, so the services behind them are not judged. A producer compressing with a codec \
-                     driftwatch lacks, or a corrupt batch, does this; see driftwatch_batches_unreadable_total and \
-                     the daemon's log.",
-                    kinds.join(", ")
-                );
-                let (alert, new) = self
-                    .detector
-                    .lock()
-                    .expect("detector lock poisoned")
-                    .raise_health(
-                        Nanos::now(),
-                        AlertKind::Ingestion,
-                        Severity::High,
-                        "unreadable batches",
-                        explanation,
-                    );
-                if new {
-                    raised.push(alert);
-                }
-            }
-            let mut deliver = Vec::new();
-            for alert in raised.drain(..) {
-                self.pipeline_metrics.raised(&alert);
-                self.announce(&alert);
-                if self.notifier.is_some() {
-                    deliver.push(notify::Item::from_alert(&alert));
-                }
-            }
-            if let Some(n) = &self.notifier {
-                n.submit_all(deliver);
-            }
-            self.ingest_metrics.record(&batch.stats);
-            totals
-                .lock()
-                .expect("totals lock poisoned")
-                .add(&batch.stats);
-            if persistence.is_some() {
-                for (topic, partition, offset) in batch.offsets() {
-                    applied
-                        .entry(topic.to_owned())
-                        .or_default()
-                        .insert(partition, offset + 1);
-                }
-            } else {
-                batch.ack()?;
+            self.apply_batch(&mut detector, batch, &mut raised, totals, &mut applied, persistence.is_some())
+                .await?;
+            unpublished = true;
+            if last_publish.elapsed() >= PUBLISH_INTERVAL {
+                self.publish(&mut detector);
+                (last_publish, unpublished) = (tokio::time::Instant::now(), false);
             }
         }
+        let view = self.publish(&mut detector);
         if let Some(p) = &persistence
             && applied != persisted
         {
-            self.persist(p, &applied).await;
+            self.persist(p, view, &applied).await;
+        }
+        Ok(())
+    }
+
+    /// Publishes the detector's state for readers, and the metrics that follow it.
+    fn publish(&self, detector: &mut Detector) -> Arc<DetectorView> {
+        let view = detector.publish();
+        self.views.store(view.clone());
+        self.pipeline_metrics.published(&view, self.commands.depth());
+        view
+    }
+
+    /// Applies one batch: detection, the store, the log index, compliance, delivery.
+    async fn apply_batch(
+        &self,
+        detector: &mut Detector,
+        mut batch: Batch,
+        raised: &mut Vec<Alert>,
+        totals: &Mutex<IngestStats>,
+        applied: &mut Offsets,
+        persisting: bool,
+    ) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let mut checks = Vec::new();
+        let mut newest = Nanos(i64::MIN);
+        let mut oldest = Nanos(i64::MAX);
+        // Detection first: it names each log line's template, which the store keeps.
+        for (i, event) in batch.events.iter_mut().enumerate() {
+            let before = raised.len();
+            let template = detector.observe(event, raised);
+            if let (Some(id), ingest::EventKind::Log { template_id, .. }) =
+                (template, &mut event.kind)
+            {
+                *template_id = Some(id);
+            }
+            newest = newest.max(event.time);
+            oldest = oldest.min(event.time);
+            if let Some(c) = &self.compliance {
+                // The alerts an event raised go first: a control that both fire
+                // makes one finding, and the alert's is the one that names it.
+                for a in &raised[before..] {
+                    if c.wants_alert(a.kind) {
+                        checks.push(Check::Item(Item::Alert(Box::new((
+                            a.clone(),
+                            Some(event.clone()),
+                        )))));
+                    }
+                }
+                if c.wants(event) {
+                    // Moved to the worker once stored, rather than copied.
+                    checks.push(Check::Event(i));
+                }
+            }
+        }
+        if newest.0 != i64::MIN {
+            let before = raised.len();
+            detector.advance(newest, raised);
+            // Scheduled reports follow the robust clock too: one record dated
+            // days ahead fires no report.
+            if let Some(clock) = detector.clock() {
+                newest = newest.min(clock);
+            }
+            if let Some(c) = &self.compliance {
+                for a in &raised[before..] {
+                    if c.wants_alert(a.kind) {
+                        checks.push(Check::Item(Item::Alert(Box::new((a.clone(), None)))));
+                    }
+                }
+            }
+        }
+        self.pipeline_metrics.stage("detect", started);
+        let started = std::time::Instant::now();
+        let outcome = self.events.append(&batch.events);
+        self.store_metrics.record(&self.events, &outcome);
+        self.pipeline_metrics.stage("store", started);
+        let started = std::time::Instant::now();
+        if let Some(indexer) = &self.log_index {
+            let lines = batch
+                .events
+                .iter()
+                .filter_map(crate::logindex::log_line)
+                .collect();
+            indexer.send(lines).await;
+            self.pipeline_metrics.stage("index", started);
+        }
+        if let Some(c) = &self.compliance {
+            // Indexes of events come in increasing order, each once.
+            let mut events = std::mem::take(&mut batch.events).into_iter().enumerate();
+            let items = checks
+                .drain(..)
+                .filter_map(|check| match check {
+                    Check::Event(i) => events
+                        .by_ref()
+                        .find(|(j, _)| *j == i)
+                        .map(|(_, e)| Item::Event(e)),
+                    Check::Item(item) => Some(item),
+                })
+                .collect();
+            c.send(items).await;
+            if let Some(r) = &self.reports {
+                r.saw(oldest, newest);
+                r.tick(c).await;
+            }
+        }
+        if !batch.stats.unreadable.is_empty() {
+            let kinds: Vec<String> = batch
+                .stats
+                .unreadable
+                .iter()
+                .map(|(error, n)| format!("{n} {error}"))
+                .collect();
+            let explanation = format!(
+                "The Kafka consumer received batches it cannot read ({}): their records are neither events nor \
+                 dead letters, so the services behind them are not judged. A producer compressing with a codec \
+                 driftwatch lacks, or a corrupt batch, does this; see driftwatch_batches_unreadable_total and \
+                 the daemon's log.",
+                kinds.join(", ")
+            );
+            let (alert, new) = detector.raise_health(
+                Nanos::now(),
+                AlertKind::Ingestion,
+                Severity::High,
+                "unreadable batches",
+                explanation,
+            );
+            if new {
+                raised.push(alert);
+            }
+        }
+        let mut deliver = Vec::new();
+        for alert in raised.drain(..) {
+            self.pipeline_metrics.raised(&alert);
+            self.announce(&alert);
+            if self.notifier.is_some() {
+                deliver.push(notify::Item::from_alert(&alert));
+            }
+        }
+        if let Some(n) = &self.notifier {
+            n.submit_all(deliver);
+        }
+        self.ingest_metrics.record(&batch.stats);
+        totals
+            .lock()
+            .expect("totals lock poisoned")
+            .add(&batch.stats);
+        if persisting {
+            for (topic, partition, offset) in batch.offsets() {
+                applied
+                    .entry(topic.to_owned())
+                    .or_default()
+                    .insert(partition, offset + 1);
+            }
+        } else {
+            batch.ack()?;
         }
         Ok(())
     }
@@ -378,20 +552,18 @@ impl Stages {
     /// A failure is logged and retried at the next tick: until then the previous file and
     /// the committed offsets still agree, or the commit lags the file (which only makes a
     /// restart re-read a little).
-    async fn persist(&self, p: &Persistence, applied: &Offsets) -> bool {
+    async fn persist(&self, p: &Persistence, view: Arc<DetectorView>, applied: &Offsets) -> bool {
         let started = std::time::Instant::now();
-        let snapshot = self
-            .detector
-            .lock()
-            .expect("detector lock poisoned")
-            .snapshot();
-        let state = StateFile {
-            written_at: Nanos::now(),
-            offsets: applied.clone(),
-            detector: snapshot,
-        };
-        let dir = p.dir.clone();
-        let saved = tokio::task::spawn_blocking(move || state::save(&dir, &state))
+        let (dir, offsets) = (p.dir.clone(), applied.clone());
+        // Built from the published view, off the runtime's threads.
+        let saved = tokio::task::spawn_blocking(move || {
+            let state = StateFile {
+                written_at: Nanos::now(),
+                offsets,
+                detector: view.snapshot(),
+            };
+            state::save(&dir, &state)
+        })
             .await
             .context("state writer panicked");
         if let Err(e) = saved.and_then(|r| r) {
@@ -450,17 +622,19 @@ impl Stages {
                      see GET /api/v1/notifications?state=pending and driftwatch_notifications_pending.",
                     h.pending, h.limit, h.refused
                 );
-                let (alert, new) = self
-                    .detector
-                    .lock()
-                    .expect("detector lock poisoned")
-                    .raise_health(
-                        Nanos::now(),
-                        AlertKind::Delivery,
-                        Severity::Critical,
-                        subject,
+                let raised = self
+                    .commands
+                    .apply(Command::RaiseHealth {
+                        time: Nanos::now(),
+                        kind: AlertKind::Delivery,
+                        severity: Severity::Critical,
+                        subject: subject.to_owned(),
                         explanation,
-                    );
+                    })
+                    .await;
+                let Ok(Outcome::Raised { alert, new }) = raised else {
+                    return;
+                };
                 if new {
                     self.pipeline_metrics.raised(&alert);
                     self.announce(&alert);
@@ -470,11 +644,13 @@ impl Stages {
             } else if open {
                 open = false;
                 let resolved = self
-                    .detector
-                    .lock()
-                    .expect("detector lock poisoned")
-                    .resolve_health(AlertKind::Delivery, subject);
-                if let Some(alert) = resolved {
+                    .commands
+                    .apply(Command::ResolveHealth {
+                        kind: AlertKind::Delivery,
+                        subject: subject.to_owned(),
+                    })
+                    .await;
+                if let Ok(Outcome::Alert(Some(alert))) = resolved {
                     info!(id = %alert.id, pending = h.pending, "The notification outbox has drained; its alert is resolved.");
                     notifier.submit(notify::Item::from_alert(&alert));
                     if self.print_alerts {

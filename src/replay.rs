@@ -4,20 +4,18 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
 use detect::Detector;
 use indicatif::{ProgressBar, ProgressStyle};
-use ingest::{DeadLetterSink, Format, IngestMetrics, IngestStats, Nanos, ReplaySource};
-use store::{EventTable, StoreMetrics};
+use ingest::{DeadLetterSink, Format, IngestStats, Nanos, ReplaySource};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::daemon::decoder;
-use crate::pipeline::Stages;
 use crate::telemetry;
 
 pub struct Args {
@@ -58,37 +56,15 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
 
     let mut registry = telemetry::registry();
     // Delivery only when the configuration names sinks (a backfill that should page).
-    let notifier = if config.notify.sinks.is_empty() {
-        None
-    } else {
-        Some(
-            notify::Notifier::start(
-                &config.notify,
-                notify::NotifyMetrics::register(&mut registry),
-            )
-            .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?,
-        )
-    };
-    let stages = Stages {
-        events: Arc::new(EventTable::new(config.store.clone())),
-        detector: Arc::new(Mutex::new(Detector::new(config.detect.clone()))),
-        ingest_metrics: IngestMetrics::register(&mut registry),
-        store_metrics: StoreMetrics::register(&mut registry),
-        pipeline_metrics: crate::pipeline::PipelineMetrics::register(&mut registry),
-        print_alerts: false,
-        log_index: crate::logindex::LogIndexer::start(&config)?,
-        compliance: crate::compliance::Compliance::start(
-            &config.compliance,
-            crate::compliance::ComplianceMetrics::register(&mut registry),
-            false,
-            notifier.clone(),
-        )?,
-        reports: None,
-        notifier,
-    };
-    let mut stages = stages;
-    stages.reports =
-        crate::reports::Reports::start(&config.reports, stages.compliance.as_ref(), false, false)?;
+    let (stages, owner) = crate::pipeline::build(
+        &config,
+        Detector::new(config.detect.clone()),
+        &mut registry,
+        crate::pipeline::Mode {
+            print: false,
+            wall_clock: false,
+        },
+    )?;
     let source = ReplaySource::new(args.files.clone(), args.format);
     let progress = progress_bar(&args);
     let read = source.progress.clone();
@@ -116,7 +92,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
         async move { stages.watch_outbox(watching).await }
     });
     let applying = std::time::Instant::now();
-    let applied = stages.apply_all(rx, &totals, None).await;
+    let applied = stages.apply_all(owner, rx, &totals, None).await;
     let applied_in = applying.elapsed();
     let read_result = reader.await.context("the replay reader panicked")?;
     if let Some(t) = ticker {
@@ -132,17 +108,16 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     }
     // Alerts as JSON lines, oldest first, in their final state (repeats counted in).
     let alert_count = {
-        let detector = stages.detector.lock().expect("detector lock poisoned");
-        let alerts = detector.alerts();
-        for alert in &alerts {
-            let mut line = serde_json::to_value(alert).context("cannot serialize an alert")?;
+        let view = stages.views.load();
+        for alert in view.alerts() {
+            let mut line = serde_json::to_value(alert.as_ref()).context("cannot serialize an alert")?;
             line.as_object_mut()
                 .expect("alerts are objects")
                 .insert("type".into(), "alert".into());
             serde_json::to_writer(&mut output, &line).context("cannot write the output")?;
             output.write_all(b"\n").context("cannot write the output")?;
         }
-        alerts.len()
+        view.alert_count()
     };
     // Findings after them, in the order the controls ran.
     let mut findings = 0;

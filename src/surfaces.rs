@@ -24,9 +24,11 @@ pub fn sql_engine(
     config: &Config,
 ) -> anyhow::Result<SqlEngine> {
     let events = stages.events.clone();
-    let from_detector = |table: fn(&detect::Detector) -> arrow::record_batch::RecordBatch| {
-        let detector = stages.detector.clone();
-        Arc::new(move || vec![table(&detector.lock().expect("detector lock poisoned"))]) as Reader
+    // Built from the view the pipeline last published: a scan takes no lock the
+    // pipeline needs, and the pipeline never waits for one.
+    let from_detector = |table: fn(&detect::DetectorView) -> arrow::record_batch::RecordBatch| {
+        let views = stages.views.clone();
+        Arc::new(move || vec![table(&views.load())]) as Reader
     };
     let tables: Vec<(&str, arrow::datatypes::SchemaRef, Reader)> = vec![
         (
@@ -37,22 +39,22 @@ pub fn sql_engine(
         (
             "alerts",
             store::alerts_schema(),
-            from_detector(detect::Detector::alerts_table),
+            from_detector(detect::DetectorView::alerts_table),
         ),
         (
             "baselines",
             store::baselines_schema(),
-            from_detector(detect::Detector::baselines_table),
+            from_detector(detect::DetectorView::baselines_table),
         ),
         (
             "services",
             store::services_schema(),
-            from_detector(detect::Detector::services_table),
+            from_detector(detect::DetectorView::services_table),
         ),
         (
             "log_templates",
             store::log_templates_schema(),
-            from_detector(detect::Detector::log_templates_table),
+            from_detector(detect::DetectorView::log_templates_table),
         ),
         (
             "audit",
@@ -185,7 +187,8 @@ pub async fn start(
         });
     }
     let api = Arc::new(Api {
-        detector: stages.detector.clone(),
+        views: stages.views.clone(),
+        commands: stages.commands.clone(),
         sql: engine,
         sql_metrics,
         search: stages.log_index.as_ref().map(|i| i.index.clone()),

@@ -18,6 +18,7 @@ use crate::logs::{LogState, weigh};
 use crate::observe::{Dimension, Observation, observe};
 use crate::rate::Direction;
 use crate::rates::{RateFinding, RateState};
+use crate::view::{DetectorView, Tracked};
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,9 +330,9 @@ pub struct PendingSensor {
 /// The detector over every service.
 pub struct Detector {
     config: DetectConfig,
-    services: HashMap<String, ServiceState>,
+    pub(crate) services: Tracked<ServiceState>,
     /// Every alert, by id.
-    alerts: HashMap<String, Alert>,
+    pub(crate) alerts: Tracked<Alert>,
     /// The latest alert id for each dedup key.
     latest: HashMap<String, String>,
     /// Ids of each service's alerts, for correlation.
@@ -343,6 +344,10 @@ pub struct Detector {
     clock: crate::clock::Clock,
     /// What the state caps turned away or forgot.
     capacity: Capacity,
+    /// Whether `pending_sensor` changed since the last publish.
+    pub(crate) pending_changed: bool,
+    /// The last view published: the base of the next.
+    pub(crate) published: std::sync::Arc<DetectorView>,
 }
 
 /// What the state caps did, since start.
@@ -370,14 +375,16 @@ impl Detector {
     pub fn new(config: DetectConfig) -> Self {
         Detector {
             config,
-            services: HashMap::new(),
-            alerts: HashMap::new(),
+            services: Tracked::default(),
+            alerts: Tracked::default(),
             latest: HashMap::new(),
             by_service: HashMap::new(),
             pending_sensor: HashMap::new(),
             rate_clock: i64::MIN,
             clock: crate::clock::Clock::default(),
             capacity: Capacity::default(),
+            pending_changed: false,
+            published: std::sync::Arc::default(),
         }
     }
 
@@ -898,7 +905,8 @@ impl Detector {
         self.evict_idle(now.0);
         let settings = &self.config.rate;
         let mut found = Vec::new();
-        for (name, state) in &mut self.services {
+        // Rate buckets are not in any view: closing them marks no service changed.
+        for (name, state) in self.services.iter_mut_unpublished() {
             let closed = state.rates.advance(bucket, settings);
             if state.phase != Phase::Learning {
                 found.extend(closed.into_iter().map(|f| (name.clone(), f)));
@@ -1145,6 +1153,7 @@ impl Detector {
             let services = &self.services;
             self.pending_sensor
                 .retain(|name, _| services.contains_key(name));
+            self.pending_changed = true;
             self.capacity.services_evicted += evicted as u64;
             info!(
                 evicted,
@@ -1176,6 +1185,7 @@ impl Detector {
         // Sensor alerts that arrived first about the same act join this alert.
         let window = nanos(self.config.correlation_window);
         if let Some(pending) = self.pending_sensor.get_mut(&event.service) {
+            self.pending_changed = true;
             pending.retain(|p| {
                 let close = p.time.0.abs_diff(event.time.0) <= window.unsigned_abs();
                 let same_act = matches_act(p.exe.as_deref(), p.file.as_deref(), obs, &event.kind);
@@ -1225,6 +1235,7 @@ impl Detector {
                 }
             }
         }
+        self.pending_changed = true;
         let pending = self.pending_sensor.entry(service.to_owned()).or_default();
         pending.retain(|p| sensor.time.0.saturating_sub(p.time.0) <= window);
         pending.push(sensor);
@@ -1238,6 +1249,7 @@ impl Detector {
     }
 
     pub(crate) fn insert_pending_sensor(&mut self, pending: PendingSensor) {
+        self.pending_changed = true;
         self.pending_sensor
             .entry(pending.service.clone())
             .or_default()

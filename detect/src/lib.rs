@@ -11,7 +11,9 @@
 //! with hash lookups only.
 
 mod alert;
+pub mod baseline;
 mod clock;
+mod command;
 mod config;
 mod detector;
 pub mod generalise;
@@ -23,15 +25,18 @@ pub mod rate;
 pub mod rates;
 mod snapshot;
 mod tables;
+mod view;
 pub mod templates;
 
 pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key, stable_hash};
+pub use command::{Command, Outcome};
 pub use config::DetectConfig;
 pub use detector::{
     Capacity, Detector, Entry, EntryKey, HEALTH_SERVICE, LEARNED_DIMENSIONS, Novelty, Origin,
     PendingSensor, Phase, ServiceState,
 };
 pub use observe::{Dimension, is_sensitive};
+pub use view::{DetectorView, ServiceView, TemplateView, Tracked, Views};
 pub use snapshot::{
     BaselineEntry, DetectorSnapshot, DimensionNovelty, SNAPSHOT_VERSION, ServiceSnapshot,
 };

@@ -100,36 +100,41 @@ pub(crate) fn entries(state: &ServiceState) -> Vec<BaselineEntry> {
     entries
 }
 
+/// One service's snapshot.
+pub(crate) fn service_snapshot(name: &str, s: &ServiceState) -> ServiceSnapshot {
+    ServiceSnapshot {
+        service: name.to_owned(),
+        phase: s.phase,
+        learning_since: s.learning_since,
+        last_event: Some(s.last_event),
+        events: s.events,
+        learned_at: s.learned_at,
+        image_digest: s.image_digest.clone(),
+        seen_digests: s.seen_digests.clone(),
+        grace_until: s.grace_until,
+        cap_alerted: s.cap_alerted,
+        baseline: entries(s),
+        written: s.written.iter().cloned().collect(),
+        logs: s.logs.snapshot(),
+        novelty: LEARNED_DIMENSIONS
+            .iter()
+            .zip(&s.novelty)
+            .filter(|(_, n)| n.seen > 0)
+            .map(|(d, n)| DimensionNovelty {
+                dimension: *d,
+                novelty: *n,
+            })
+            .collect(),
+        growth_until: s.growth_until,
+    }
+}
+
 impl Detector {
     /// The whole state, services sorted by name, entries by dimension and key.
     pub fn snapshot(&self) -> DetectorSnapshot {
         let mut services: Vec<ServiceSnapshot> = self
             .services()
-            .map(|(name, s)| ServiceSnapshot {
-                service: name.clone(),
-                phase: s.phase,
-                learning_since: s.learning_since,
-                last_event: Some(s.last_event),
-                events: s.events,
-                learned_at: s.learned_at,
-                image_digest: s.image_digest.clone(),
-                seen_digests: s.seen_digests.clone(),
-                grace_until: s.grace_until,
-                cap_alerted: s.cap_alerted,
-                baseline: entries(s),
-                written: s.written.iter().cloned().collect(),
-                logs: s.logs.snapshot(),
-                novelty: LEARNED_DIMENSIONS
-                    .iter()
-                    .zip(&s.novelty)
-                    .filter(|(_, n)| n.seen > 0)
-                    .map(|(d, n)| DimensionNovelty {
-                        dimension: *d,
-                        novelty: *n,
-                    })
-                    .collect(),
-                growth_until: s.growth_until,
-            })
+            .map(|(name, s)| service_snapshot(name, s))
             .collect();
         services.sort_by(|a, b| a.service.cmp(&b.service));
         DetectorSnapshot {

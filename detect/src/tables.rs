@@ -4,7 +4,9 @@
 use arrow::record_batch::RecordBatch;
 use store::{AlertRow, BaselineRow, LogTemplateRow};
 
+use crate::alert::Alert;
 use crate::detector::Detector;
+use crate::view::DetectorView;
 
 fn label<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
@@ -15,8 +17,30 @@ fn label<T: serde::Serialize>(value: &T) -> String {
 
 impl Detector {
     /// Every alert as a record batch of the `alerts` table, oldest first.
+    pub fn alerts_table(&mut self) -> RecordBatch {
+        self.publish().alerts_table()
+    }
+
+    /// Every service's live log templates as a record batch of `log_templates`.
+    pub fn log_templates_table(&mut self) -> RecordBatch {
+        self.publish().log_templates_table()
+    }
+
+    /// Every service as a record batch of the `services` table.
+    pub fn services_table(&mut self) -> RecordBatch {
+        self.publish().services_table()
+    }
+
+    /// Every baseline entry as a record batch of the `baselines` table.
+    pub fn baselines_table(&mut self) -> RecordBatch {
+        self.publish().baselines_table()
+    }
+}
+
+impl DetectorView {
+    /// Every alert as a record batch of the `alerts` table, oldest first.
     pub fn alerts_table(&self) -> RecordBatch {
-        let alerts = self.alerts();
+        let alerts: Vec<&Alert> = self.alerts().map(AsRef::as_ref).collect();
         let labels: Vec<(String, String)> = alerts
             .iter()
             .map(|a| (label(&a.severity), label(&a.status)))
@@ -49,23 +73,15 @@ impl Detector {
     /// Every service's live log templates as a record batch of `log_templates`, by
     /// service and id.
     pub fn log_templates_table(&self) -> RecordBatch {
-        let mut services: Vec<_> = self.services().collect();
-        services.sort_by(|a, b| a.0.cmp(b.0));
-        let rows = services.into_iter().flat_map(|(service, state)| {
-            state.logs.miner().templates().map(move |t| {
-                let info = state.logs.info(t.id);
-                LogTemplateRow {
-                    service,
-                    template_id: i64::from(t.id),
-                    template: t.text(),
-                    first_seen: info.map_or(0, |i| i.first_seen.0),
-                    count: t.count as i64,
-                    example: info.map_or("", |i| i.example.as_str()),
-                    learned: state.baseline.contains_key(&crate::EntryKey {
-                        dimension: crate::Dimension::LogTemplate,
-                        key: format!("#{}", t.id),
-                    }),
-                }
+        let rows = self.services.iter().flat_map(|(service, view)| {
+            view.templates.iter().map(move |t| LogTemplateRow {
+                service,
+                template_id: i64::from(t.id),
+                template: t.text.clone(),
+                first_seen: t.first_seen.0,
+                count: t.count as i64,
+                example: t.example.as_str(),
+                learned: t.learned,
             })
         });
         store::log_templates_batch(rows)
@@ -73,50 +89,53 @@ impl Detector {
 
     /// Every service as a record batch of the `services` table, by name.
     pub fn services_table(&self) -> RecordBatch {
-        let mut open: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-        for a in self.alerts() {
-            if a.status != crate::AlertStatus::Resolved {
-                *open.entry(a.service.as_str()).or_default() += 1;
-            }
-        }
-        let mut services: Vec<(&String, &crate::ServiceState)> = self.services().collect();
-        services.sort_by(|a, b| a.0.cmp(b.0));
-        let phases: Vec<String> = services.iter().map(|(_, s)| label(&s.phase)).collect();
-        let growing: Vec<String> = services
-            .iter()
-            .map(|(_, s)| s.growing().iter().map(label).collect::<Vec<_>>().join(","))
+        let open = self.open_alerts();
+        let phases: Vec<String> = self
+            .services
+            .values()
+            .map(|s| label(&s.snapshot.phase))
             .collect();
-        let rows = services.iter().zip(phases.iter().zip(&growing));
-        store::services_batch(rows.map(|((name, s), (phase, growing))| store::ServiceRow {
-            service: name,
-            phase,
-            learning_since: s.learning_since.0,
-            learned_at: s.learned_at.map(|(t, _)| t.0),
-            events: s.events as i64,
-            baseline_entries: s.baseline.len() as i64,
-            log_templates: s.logs.template_count() as i64,
-            image_digest: s.image_digest.as_deref(),
-            open_alerts: open.get(name.as_str()).copied().unwrap_or(0),
-            growing,
+        let growing: Vec<String> = self
+            .services
+            .values()
+            .map(|s| s.growing.iter().map(label).collect::<Vec<_>>().join(","))
+            .collect();
+        let rows = self.services.iter().zip(phases.iter().zip(&growing));
+        store::services_batch(rows.map(|((name, s), (phase, growing))| {
+            let snap = &s.snapshot;
+            store::ServiceRow {
+                service: name,
+                phase,
+                learning_since: snap.learning_since.0,
+                learned_at: snap.learned_at.map(|(t, _)| t.0),
+                events: snap.events as i64,
+                baseline_entries: snap.baseline.len() as i64,
+                log_templates: s.templates.len() as i64,
+                image_digest: snap.image_digest.as_deref(),
+                open_alerts: open.get(name.as_str()).copied().unwrap_or(0),
+                growing,
+            }
         }))
     }
 
-    /// Every baseline entry as a record batch of the `baselines` table.
+    /// Every baseline entry as a record batch of the `baselines` table, by service,
+    /// dimension label and key.
     pub fn baselines_table(&self) -> RecordBatch {
         type Row<'a> = (&'a String, String, &'a String, String, i64, i64, i64, bool);
         let mut rows: Vec<Row<'_>> = self
-            .services()
-            .flat_map(|(service, state)| {
-                state.baseline.iter().map(move |(k, e)| {
+            .services
+            .iter()
+            .flat_map(|(service, view)| {
+                view.snapshot.baseline.iter().map(move |e| {
                     (
                         service,
-                        label(&k.dimension),
-                        &k.key,
+                        label(&e.dimension),
+                        &e.key,
                         label(&e.origin),
                         e.first_seen.0,
                         e.count as i64,
                         i64::from(e.learned_from),
-                        state.is_growing(k.dimension),
+                        view.is_growing(e.dimension),
                     )
                 })
             })

@@ -10,7 +10,6 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use driftwatch::config::Config;
 use driftwatch::daemon;
-use driftwatch::pipeline::Stages;
 use driftwatch::supervisor::Supervisor;
 use ingest::{
     DeadLetter, IngestMetrics, IngestStats, KafkaConfig, KafkaSource, Reason, TopicConfig,
@@ -20,7 +19,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 use serde_json::json;
-use store::{EventTable, EventsSnapshot, StoreConfig, StoreMetrics};
+use store::{EventTable, EventsSnapshot};
 use tokio::sync::mpsc;
 
 use crate::common::{cluster, eventually};
@@ -252,20 +251,16 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
         .properties
         .insert("auto.commit.interval.ms".into(), "100".into());
     let source = Arc::new(KafkaSource::new(kafka, IngestMetrics::default()).unwrap());
-    let stages = Stages {
-        events: Arc::new(EventTable::new(StoreConfig::default())),
-        detector: Arc::new(Mutex::new(detect::Detector::new(
-            detect::DetectConfig::default(),
-        ))),
-        ingest_metrics: IngestMetrics::default(),
-        store_metrics: StoreMetrics::default(),
-        pipeline_metrics: driftwatch::pipeline::PipelineMetrics::default(),
-        print_alerts: false,
-        log_index: None,
-        compliance: None,
-        reports: None,
-        notifier: None,
-    };
+    let (stages, owner) = driftwatch::pipeline::build(
+        &test_config(),
+        detect::Detector::new(detect::DetectConfig::default()),
+        &mut prometheus_client::registry::Registry::default(),
+        driftwatch::pipeline::Mode {
+            print: false,
+            wall_clock: false,
+        },
+    )
+    .unwrap();
     let (tx, rx) = mpsc::channel(source.channel_capacity());
     let cancel = tokio_util::sync::CancellationToken::new();
     let consumer = {
@@ -278,7 +273,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
     let totals = Arc::new(Mutex::new(IngestStats::default()));
     let pipeline = {
         let (stages, totals) = (stages.clone(), totals.clone());
-        tokio::spawn(async move { stages.apply_all(rx, &totals, None).await })
+        tokio::spawn(async move { stages.apply_all(owner, rx, &totals, None).await })
     };
     eventually(Duration::from_secs(60), "the first batches", || {
         totals.lock().unwrap().records() >= stop_after
