@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use detect::{Alert, AlertStatus, Command, Outcome};
 use ingest::Nanos;
 use queries::metrics::SqlMetrics;
-use queries::search::{LogIndex, SearchQuery};
+use queries::search::{LogSearcher, SearchQuery};
 use queries::sql::{SqlEngine, SqlError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -302,8 +302,8 @@ pub struct Api {
     pub commands: crate::pipeline::Commands,
     pub sql: Arc<SqlEngine>,
     pub sql_metrics: SqlMetrics,
-    pub search: Option<Arc<Mutex<LogIndex>>>,
-    pub compliance: Option<crate::compliance::Compliance>,
+    pub search: Option<LogSearcher>,
+    pub compliance: Option<compliance::worker::Compliance>,
     /// Where scheduled reports and their index are written.
     pub reports_dir: std::path::PathBuf,
     /// Alert delivery, when configured: resolving an alert resolves it downstream.
@@ -558,9 +558,10 @@ async fn get_alert(
 
 /// Has the pipeline apply a command, and waits until it has.
 async fn command(api: &Api, command: Command) -> Result<Outcome, ApiError> {
-    api.commands.apply(command).await.map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-    })
+    api.commands
+        .apply(command)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
 async fn set_status(
@@ -889,15 +890,10 @@ async fn search(
         template_id: p.template,
         limit: p.limit.unwrap_or(SearchQuery::default().limit),
     };
-    let hits = tokio::task::spawn_blocking(move || {
-        index
-            .lock()
-            .expect("log index lock poisoned")
-            .search(&query)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let hits = tokio::task::spawn_blocking(move || index.search(&query))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let hits: Vec<Value> = hits
         .iter()
         .map(|h| {
@@ -927,7 +923,7 @@ struct FindingFilter {
     limit: Option<usize>,
 }
 
-fn compliance(api: &Api) -> Result<&crate::compliance::Compliance, ApiError> {
+fn compliance(api: &Api) -> Result<&compliance::worker::Compliance, ApiError> {
     api.compliance
         .as_ref()
         .ok_or_else(|| ApiError::not_found("compliance is disabled ([compliance] enabled = false)"))
@@ -948,12 +944,13 @@ async fn findings(
     let c = compliance(&api)?;
     let since = f.since.as_deref().map(parse_since).transpose()?;
     let limit = f.limit.unwrap_or(1000).min(10_000);
-    let state = c.state.lock().expect("compliance lock poisoned");
+    let view = c.view();
     // Newest first.
-    let found: Vec<&compliance::Finding> = state
+    let found: Vec<&compliance::Finding> = view
         .findings
         .iter()
         .rev()
+        .map(AsRef::as_ref)
         .filter(|x| f.service.as_ref().is_none_or(|s| *x.service == **s))
         .filter(|x| f.control.as_ref().is_none_or(|s| *x.control == **s))
         .filter(|x| f.status.as_ref().is_none_or(|s| x.status.as_str() == s))
@@ -988,9 +985,8 @@ async fn posture(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let c = compliance(&api)?;
-    let state = c.state.lock().expect("compliance lock poisoned");
-    let entries: Vec<Value> = state
-        .engine
+    let view = c.view();
+    let entries: Vec<Value> = view
         .posture()
         .filter(|p| f.service.as_ref().is_none_or(|s| &p.service == s))
         .filter(|p| f.status.as_ref().is_none_or(|s| p.status.as_str() == s))
@@ -1094,15 +1090,10 @@ async fn report_on_demand(
         })?,
     };
     // Up to now, or to the newest check when event time runs ahead of the clock.
-    let end = {
-        let state = c.state.lock().expect("compliance lock poisoned");
-        state
-            .engine
-            .posture()
-            .map(|p| p.last_checked)
-            .chain(state.findings.back().map(|f| f.time))
-            .fold(Nanos::now(), Nanos::max)
-    };
+    let end = c
+        .view()
+        .newest_check()
+        .map_or(Nanos::now(), |t| t.max(Nanos::now()));
     let start = match q.since.as_deref() {
         Some(s) => parse_since(s)?,
         None => Nanos(end.0.saturating_sub(7 * 24 * 3600 * 1_000_000_000)),

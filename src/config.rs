@@ -40,7 +40,7 @@ pub struct Config {
     #[serde(default)]
     pub postgres: queries::pg::PgConfig,
     #[serde(default)]
-    pub compliance: crate::compliance::ComplianceConfig,
+    pub compliance: compliance::worker::ComplianceConfig,
     #[serde(default)]
     pub reports: crate::reports::ReportsConfig,
     #[serde(default)]

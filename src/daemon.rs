@@ -5,9 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use ingest::{
-    DecodeLimits, Decoder, IngestStats, KafkaConfig, KafkaSource, ServiceKeyer,
-};
+use ingest::{DecodeLimits, Decoder, IngestStats, KafkaConfig, KafkaSource, ServiceKeyer};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -64,6 +62,7 @@ pub async fn start(
             print: print_alerts,
             wall_clock: true,
         },
+        sup,
     )?;
     let ingest_metrics = stages.ingest_metrics.clone();
     if let (Some(reports), Some(c)) = (stages.reports.clone(), stages.compliance.clone()) {
@@ -143,7 +142,9 @@ pub async fn start(
     let pipeline = stages.clone();
     let shared_totals = totals.clone();
     sup.spawn("pipeline", async move {
-        let applied = pipeline.apply_all(owner, rx, &shared_totals, persistence).await;
+        let applied = pipeline
+            .apply_all(owner, rx, &shared_totals, persistence)
+            .await;
         if let Some(indexer) = &pipeline.log_index {
             indexer.flush().await;
         }

@@ -8,12 +8,10 @@
 
 pub mod api;
 pub mod baseline;
-pub mod compliance;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod http;
-pub mod logindex;
 pub mod pipeline;
 pub mod replay;
 pub mod reports;

@@ -19,8 +19,8 @@ use store::{EventTable, StoreMetrics};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::compliance::Item;
 use crate::state::{self, Offsets, StateFile};
+use compliance::worker::{Compliance, ComplianceMetrics, Item};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
@@ -169,9 +169,9 @@ pub struct Stages {
     /// Print each raised alert on stdout as a readable line (the demo does).
     pub print_alerts: bool,
     /// Log lines go to full-text search through it.
-    pub log_index: Option<crate::logindex::LogIndexer>,
+    pub log_index: Option<queries::indexer::LogIndexer>,
     /// Events and alerts that fire controls go to the compliance worker through it.
-    pub compliance: Option<crate::compliance::Compliance>,
+    pub compliance: Option<Compliance>,
     /// Scheduled compliance reports, moved by the event time of each batch.
     pub reports: Option<crate::reports::Reports>,
     /// Alert delivery (`[notify]`), when sinks are configured.
@@ -259,6 +259,7 @@ pub fn build(
     detector: Detector,
     registry: &mut Registry,
     mode: Mode,
+    sup: &mut crate::supervisor::Supervisor,
 ) -> anyhow::Result<(Stages, Owner)> {
     let notifier = if config.notify.sinks.is_empty() {
         None
@@ -269,18 +270,38 @@ pub fn build(
                 .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?,
         )
     };
-    let compliance = crate::compliance::Compliance::start(
+    let compliance = match Compliance::new(
         &config.compliance,
-        crate::compliance::ComplianceMetrics::register(registry),
-        mode.print,
-        notifier.clone(),
-    )?;
+        ComplianceMetrics::register(registry),
+        on_findings(notifier.clone(), mode.print),
+    )
+    .context("invalid control file")?
+    {
+        Some((compliance, worker)) => {
+            sup.spawn_thread("compliance", move || worker.run())?;
+            Some(compliance)
+        }
+        None => None,
+    };
     let reports = crate::reports::Reports::start(
         &config.reports,
         compliance.as_ref(),
         mode.wall_clock,
         mode.print,
     )?;
+    let log_index = if config.search.enabled {
+        let (indexer, worker) =
+            queries::indexer::LogIndexer::new(queries::indexer::IndexerConfig {
+                dir: config.index_dir(),
+                commit_interval: config.search.commit_interval,
+                retention: config.store.retention,
+            })
+            .context("cannot open the log index")?;
+        sup.spawn_thread("log-indexer", move || worker.run())?;
+        Some(indexer)
+    } else {
+        None
+    };
     let (owner, views, commands) = Owner::new(detector);
     let stages = Stages {
         events: Arc::new(EventTable::new(config.store.clone())),
@@ -290,12 +311,42 @@ pub fn build(
         store_metrics: StoreMetrics::register(registry),
         pipeline_metrics: PipelineMetrics::register(registry),
         print_alerts: mode.print,
-        log_index: crate::logindex::LogIndexer::start(config)?,
+        log_index,
         compliance,
         reports,
         notifier,
     };
     Ok((stages, owner))
+}
+
+/// What happens to new findings beyond the compliance worker's view: failing ones, and
+/// those that clear a failure, go to delivery; the demo prints failures.
+fn on_findings(notifier: Option<notify::Notifier>, print: bool) -> compliance::worker::OnFindings {
+    Box::new(move |findings| {
+        if let Some(n) = &notifier {
+            n.submit_all(
+                findings
+                    .iter()
+                    .filter(|f| f.status == compliance::Status::Fail || f.clears_failure)
+                    .map(notify::Item::from_finding)
+                    .collect(),
+            );
+        }
+        if print {
+            for f in findings
+                .iter()
+                .filter(|f| f.status == compliance::Status::Fail)
+            {
+                println!(
+                    "FINDING fail {} {}: {} [{}]",
+                    f.control,
+                    f.service,
+                    f.title,
+                    f.references.join(", ")
+                );
+            }
+        }
+    })
 }
 
 /// Periodic state files, and offsets committed only with them.
@@ -377,8 +428,15 @@ impl Stages {
                     continue;
                 }
             };
-            self.apply_batch(&mut detector, batch, &mut raised, totals, &mut applied, persistence.is_some())
-                .await?;
+            self.apply_batch(
+                &mut detector,
+                batch,
+                &mut raised,
+                totals,
+                &mut applied,
+                persistence.is_some(),
+            )
+            .await?;
             unpublished = true;
             if last_publish.elapsed() >= PUBLISH_INTERVAL {
                 self.publish(&mut detector);
@@ -398,7 +456,8 @@ impl Stages {
     fn publish(&self, detector: &mut Detector) -> Arc<DetectorView> {
         let view = detector.publish();
         self.views.store(view.clone());
-        self.pipeline_metrics.published(&view, self.commands.depth());
+        self.pipeline_metrics
+            .published(&view, self.commands.depth());
         view
     }
 
@@ -470,7 +529,7 @@ impl Stages {
             let lines = batch
                 .events
                 .iter()
-                .filter_map(crate::logindex::log_line)
+                .filter_map(queries::indexer::log_line)
                 .collect();
             indexer.send(lines).await;
             self.pipeline_metrics.stage("index", started);
@@ -564,8 +623,8 @@ impl Stages {
             };
             state::save(&dir, &state)
         })
-            .await
-            .context("state writer panicked");
+        .await
+        .context("state writer panicked");
         if let Err(e) = saved.and_then(|r| r) {
             warn!(
                 error = format!("{e:#}"),

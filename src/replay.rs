@@ -3,8 +3,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -64,6 +64,8 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             print: false,
             wall_clock: false,
         },
+        // A replay's workers end with it; nothing waits on them.
+        &mut crate::supervisor::Supervisor::new(),
     )?;
     let source = ReplaySource::new(args.files.clone(), args.format);
     let progress = progress_bar(&args);
@@ -110,7 +112,8 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     let alert_count = {
         let view = stages.views.load();
         for alert in view.alerts() {
-            let mut line = serde_json::to_value(alert.as_ref()).context("cannot serialize an alert")?;
+            let mut line =
+                serde_json::to_value(alert.as_ref()).context("cannot serialize an alert")?;
             line.as_object_mut()
                 .expect("alerts are objects")
                 .insert("type".into(), "alert".into());
@@ -123,17 +126,18 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     let mut findings = 0;
     if let Some(c) = &stages.compliance {
         c.flush().await;
-        let state = c.state.lock().expect("compliance lock poisoned");
-        for f in &state.findings {
-            let mut line = serde_json::to_value(f).context("cannot serialize a finding")?;
+        let view = c.view();
+        for f in &view.findings {
+            let mut line =
+                serde_json::to_value(f.as_ref()).context("cannot serialize a finding")?;
             line.as_object_mut()
                 .expect("findings are objects")
                 .insert("type".into(), "finding".into());
             serde_json::to_writer(&mut output, &line).context("cannot write the output")?;
             output.write_all(b"\n").context("cannot write the output")?;
         }
-        findings = state.findings.len();
-        let (reused, evaluated) = state.engine.result_cache_stats();
+        findings = view.findings.len();
+        let (reused, evaluated) = view.control_runs;
         eprintln!("  control runs: {evaluated} evaluated, {reused} reused");
     }
     let mut reports = Vec::new();
@@ -154,13 +158,12 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             .context("--report: name a .json, .csv or .html file")?;
         // The period the replay's checks cover.
         let (start, end) = {
-            let state = c.state.lock().expect("compliance lock poisoned");
-            let times = state.findings.iter().map(|f| f.time).chain(
-                state
-                    .engine
-                    .posture()
-                    .flat_map(|p| [p.since, p.last_checked]),
-            );
+            let view = c.view();
+            let times = view
+                .findings
+                .iter()
+                .map(|f| f.time)
+                .chain(view.posture().flat_map(|p| [p.since, p.last_checked]));
             times.fold(None, |acc: Option<(Nanos, Nanos)>, t| {
                 Some(acc.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
             })

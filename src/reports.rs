@@ -18,7 +18,7 @@ use ingest::Nanos;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::compliance::Compliance;
+use compliance::worker::Compliance;
 
 /// Report settings (`[reports]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -400,12 +400,12 @@ pub async fn build(
     previous: Option<&Report>,
 ) -> Report {
     compliance.flush().await;
-    let state = compliance.state.lock().expect("compliance lock poisoned");
+    let view = compliance.view();
     report::build(
         request,
         &compliance.catalog,
-        state.findings.iter(),
-        state.engine.posture(),
+        view.findings.iter().map(AsRef::as_ref),
+        view.posture(),
         previous,
     )
 }

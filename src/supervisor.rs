@@ -1,4 +1,5 @@
-//! One supervisor spawns every long-lived task by name. A task that fails cancels the
+//! One supervisor spawns every long-lived task and worker thread by name. A task that
+//! fails, or a worker thread that panics or stops while the daemon runs, cancels the
 //! shared token, which stops the others; SIGINT and SIGTERM cancel it too. `wait`
 //! returns the first failure so `main` can exit non-zero.
 
@@ -31,6 +32,36 @@ impl Supervisor {
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         self.tasks.spawn(async move { (name, task.await) });
+    }
+
+    /// Runs `body` on a thread of its own (workers that block: indexing, compliance
+    /// checks, delivery). The thread ends when its work does (its handles are gone);
+    /// ending before the daemon is cancelled, or panicking, fails like a task.
+    pub fn spawn_thread(
+        &mut self,
+        name: &'static str,
+        body: impl FnOnce() + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (done, ended) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+                let _ = done.send(finished.is_ok());
+            })
+            .map_err(|e| anyhow!("cannot start the {name} thread: {e}"))?;
+        let cancel = self.cancel.clone();
+        self.spawn(name, async move {
+            tokio::select! {
+                () = cancel.cancelled() => Ok(()),
+                ended = ended => match ended {
+                    Ok(true) if cancel.is_cancelled() => Ok(()),
+                    Ok(true) => Err(anyhow!("the {name} thread stopped while the daemon runs")),
+                    _ => Err(anyhow!("the {name} thread panicked")),
+                },
+            }
+        });
+        Ok(())
     }
 
     /// Cancels on SIGINT or SIGTERM.

@@ -191,7 +191,7 @@ pub async fn start(
         commands: stages.commands.clone(),
         sql: engine,
         sql_metrics,
-        search: stages.log_index.as_ref().map(|i| i.index.clone()),
+        search: stages.log_index.as_ref().map(|i| i.searcher.clone()),
         compliance: stages.compliance.clone(),
         reports_dir: config.reports.dir.clone(),
         notifier: stages.notifier.clone(),

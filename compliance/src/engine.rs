@@ -209,6 +209,8 @@ pub struct Engine {
     /// caps the oldest go.
     facts_order: std::collections::VecDeque<String>,
     posture_order: std::collections::VecDeque<String>,
+    /// Services whose posture changed (or went) since the last `take_posture_changes`.
+    posture_changed: std::collections::HashSet<String>,
     /// Containers and services forgotten at the caps.
     evicted: u64,
 }
@@ -469,6 +471,7 @@ impl Engine {
             causes: Causes::default(),
             facts_order: Default::default(),
             posture_order: Default::default(),
+            posture_changed: Default::default(),
             evicted: 0,
         }
     }
@@ -485,6 +488,11 @@ impl Engine {
 
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// The catalog, shared.
+    pub fn catalog_arc(&self) -> Arc<Catalog> {
+        self.catalog.clone()
     }
 
     /// Whether an alert of this kind fires any control.
@@ -611,9 +619,13 @@ impl Engine {
                 && let Some(old) = self.posture_order.pop_front()
             {
                 self.posture.remove(&old);
+                self.posture_changed.insert(old);
                 self.evicted += 1;
             }
             self.posture_order.push_back(t.service.to_owned());
+        }
+        if !self.posture_changed.contains(t.service) {
+            self.posture_changed.insert(t.service.to_owned());
         }
         let posture = self
             .posture
@@ -720,6 +732,23 @@ impl Engine {
             }
             out.push(finding);
         }
+    }
+
+    /// The services whose posture changed since the last call: a reader's copy of the
+    /// posture needs to take only theirs again.
+    pub fn take_posture_changes(&mut self) -> std::collections::HashSet<String> {
+        std::mem::take(&mut self.posture_changed)
+    }
+
+    /// One service's posture, by control; empty for a service without one.
+    pub fn posture_of(&self, service: &str) -> Vec<PostureEntry> {
+        let mut entries: Vec<PostureEntry> = self
+            .posture
+            .get(service)
+            .map(|p| p.iter().flatten().cloned().collect())
+            .unwrap_or_default();
+        entries.sort_by(|a, b| a.control.cmp(&b.control));
+        entries
     }
 
     /// The posture per service and control, by service then control.

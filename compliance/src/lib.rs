@@ -4,13 +4,15 @@
 //! service and control.
 //!
 //! It depends on `ingest`, `store` and `detect` (for the alerts that trigger checks) and
-//! never on the query engine or delivery code.
+//! never on the query engine or delivery code: what happens to findings beyond the
+//! worker's own view is the caller's (see [`worker::OnFindings`]).
 
 pub mod catalog;
 pub mod engine;
 mod memo;
 pub mod report;
 pub mod tables;
+pub mod worker;
 
 pub use catalog::{Catalog, CatalogError, Control, Framework, Reference};
 pub use engine::{Engine, Facts, Finding, PostureEntry, Status, Subject, evaluate};

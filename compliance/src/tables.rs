@@ -4,7 +4,7 @@ use arrow::record_batch::RecordBatch;
 use store::{FindingRow, PostureRow};
 
 use crate::catalog::Catalog;
-use crate::engine::{Engine, Finding};
+use crate::engine::{Finding, PostureEntry};
 
 fn frameworks(catalog: &Catalog, control: &str) -> Vec<String> {
     let mut f: Vec<String> = catalog
@@ -58,10 +58,12 @@ pub fn findings_table<'a>(
     }))
 }
 
-/// The engine's posture as a record batch of the `posture` table.
-pub fn posture_table(engine: &Engine) -> RecordBatch {
-    let catalog = engine.catalog();
-    store::posture_batch(engine.posture().map(|p| {
+/// A posture (by service, then control) as a record batch of the `posture` table.
+pub fn posture_table<'a>(
+    posture: impl IntoIterator<Item = &'a PostureEntry>,
+    catalog: &Catalog,
+) -> RecordBatch {
+    store::posture_batch(posture.into_iter().map(|p| {
         let control = catalog.get(&p.control);
         PostureRow {
             service: &p.service,

@@ -145,7 +145,9 @@ mod tests {
     fn commands_on_unknown_targets_say_so() {
         let mut d = Detector::new(DetectConfig::default());
         assert!(matches!(
-            d.apply(Command::Relearn { service: "nope".into() }),
+            d.apply(Command::Relearn {
+                service: "nope".into()
+            }),
             Outcome::Service(false)
         ));
         assert!(matches!(

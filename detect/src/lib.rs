@@ -25,8 +25,8 @@ pub mod rate;
 pub mod rates;
 mod snapshot;
 mod tables;
-mod view;
 pub mod templates;
+mod view;
 
 pub use alert::{Alert, AlertKind, AlertStatus, Severity, Technique, dedup_key, stable_hash};
 pub use command::{Command, Outcome};
@@ -36,7 +36,7 @@ pub use detector::{
     PendingSensor, Phase, ServiceState,
 };
 pub use observe::{Dimension, is_sensitive};
-pub use view::{DetectorView, ServiceView, TemplateView, Tracked, Views};
 pub use snapshot::{
     BaselineEntry, DetectorSnapshot, DimensionNovelty, SNAPSHOT_VERSION, ServiceSnapshot,
 };
+pub use view::{DetectorView, ServiceView, TemplateView, Tracked, Views};

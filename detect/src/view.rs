@@ -204,11 +204,7 @@ impl DetectorView {
     pub fn snapshot(&self) -> DetectorSnapshot {
         DetectorSnapshot {
             version: SNAPSHOT_VERSION,
-            services: self
-                .services
-                .values()
-                .map(|s| s.snapshot.clone())
-                .collect(),
+            services: self.services.values().map(|s| s.snapshot.clone()).collect(),
             alerts: self.alerts().map(|a| Alert::clone(a)).collect(),
             pending_sensor: self.pending_sensor.as_ref().clone(),
         }
@@ -264,9 +260,10 @@ impl Detector {
             let old = match self.alerts.get(&id) {
                 Some(alert) => {
                     let alert = Arc::new(alert.clone());
-                    view.by_time
-                        .insert((alert.time, id.clone()), alert.clone());
-                    view.alerts.insert(id.clone(), alert.clone()).filter(|old| old.time != alert.time)
+                    view.by_time.insert((alert.time, id.clone()), alert.clone());
+                    view.alerts
+                        .insert(id.clone(), alert.clone())
+                        .filter(|old| old.time != alert.time)
                 }
                 None => view.alerts.remove(&id),
             };
@@ -366,10 +363,7 @@ mod tests {
         d.publish();
         assert!(d.relearn("b"));
         let view = d.publish();
-        assert_eq!(
-            view.services.keys().collect::<Vec<_>>(),
-            vec!["a", "c"]
-        );
+        assert_eq!(view.services.keys().collect::<Vec<_>>(), vec!["a", "c"]);
         assert_eq!(view.snapshot(), d.snapshot());
     }
 
@@ -384,9 +378,15 @@ mod tests {
             "full".into(),
         );
         let first = d.publish();
-        assert_eq!(first.alert(&alert.id).map(|a| a.status), Some(AlertStatus::Open));
+        assert_eq!(
+            first.alert(&alert.id).map(|a| a.status),
+            Some(AlertStatus::Open)
+        );
         d.set_status(&alert.id, AlertStatus::Acknowledged);
-        assert_eq!(first.alert(&alert.id).map(|a| a.status), Some(AlertStatus::Open));
+        assert_eq!(
+            first.alert(&alert.id).map(|a| a.status),
+            Some(AlertStatus::Open)
+        );
         let second = d.publish();
         assert_eq!(
             second.alert(&alert.id).map(|a| a.status),

@@ -6,6 +6,7 @@
 //! ingest.
 
 pub mod guard;
+pub mod indexer;
 pub mod metrics;
 pub mod pg;
 pub mod search;

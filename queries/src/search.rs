@@ -4,7 +4,8 @@
 //! document per log line: the service, container and stream it came from, the template
 //! the template miner assigned to it, its time, and the line itself, tokenized for
 //! free-text and phrase queries. It is the only place that writes that index; readers
-//! see it through [`LogIndex::search`].
+//! on other threads search it through a [`LogSearcher`], which shares no lock with the
+//! writer.
 //!
 //! Lines are added to an in-memory buffer of bounded size and only become searchable at
 //! [`LogIndex::commit`]. A tantivy commit flushes segments and syncs files, which is far
@@ -197,12 +198,20 @@ impl Fields {
 /// Full-text index of container log lines. See the module documentation for the
 /// batching contract.
 pub struct LogIndex {
-    fields: Fields,
     /// `None` when opened read-only.
     writer: Option<IndexWriter>,
+    searcher: LogSearcher,
+    uncommitted: u64,
+}
+
+/// The searching side of a [`LogIndex`]: cheap to clone, and shared with the index
+/// without a lock. A search sees what the index's last commit published; a commit
+/// swaps the segments every clone searches, atomically, while searches run.
+#[derive(Clone)]
+pub struct LogSearcher {
+    fields: Fields,
     reader: IndexReader,
     parser: QueryParser,
-    uncommitted: u64,
 }
 
 impl std::fmt::Debug for LogIndex {
@@ -257,10 +266,12 @@ impl LogIndex {
         let mut parser = QueryParser::for_index(&index, vec![fields.line]);
         parser.set_conjunction_by_default();
         Ok(LogIndex {
-            fields,
             writer: None,
-            reader,
-            parser,
+            searcher: LogSearcher {
+                fields,
+                reader,
+                parser,
+            },
             uncommitted: 0,
         })
     }
@@ -291,10 +302,12 @@ impl LogIndex {
         let mut parser = QueryParser::for_index(&index, vec![fields.line]);
         parser.set_conjunction_by_default();
         Ok(LogIndex {
-            fields,
             writer: Some(writer),
-            reader,
-            parser,
+            searcher: LogSearcher {
+                fields,
+                reader,
+                parser,
+            },
             uncommitted: 0,
         })
     }
@@ -303,7 +316,7 @@ impl LogIndex {
     ///
     /// May block while the writer flushes a full buffer; call it off the async runtime.
     pub fn add(&mut self, line: &LogLine) -> Result<(), SearchError> {
-        let f = &self.fields;
+        let f = self.searcher.fields;
         let mut doc = TantivyDocument::new();
         doc.add_text(f.service, &line.service);
         doc.add_text(f.container, &line.container);
@@ -345,10 +358,13 @@ impl LogIndex {
                 source,
             })?;
         self.uncommitted = 0;
-        self.reader.reload().map_err(|source| SearchError::Index {
-            operation: "reload",
-            source,
-        })
+        self.searcher
+            .reader
+            .reload()
+            .map_err(|source| SearchError::Index {
+                operation: "reload",
+                source,
+            })
     }
 
     /// Deletes every line older than `cutoff` (lines at `cutoff` stay), and commits, so
@@ -360,7 +376,7 @@ impl LogIndex {
         let older = RangeQuery::new(
             Bound::Unbounded,
             Bound::Excluded(Term::from_field_i64(
-                self.fields.time,
+                self.searcher.fields.time,
                 cutoff.timestamp_micros(),
             )),
         );
@@ -375,10 +391,28 @@ impl LogIndex {
 
     /// Lines visible to searches (committed and not deleted).
     pub fn num_docs(&self) -> u64 {
-        self.reader.searcher().num_docs()
+        self.searcher.num_docs()
     }
 
     /// Runs `q` over the committed lines, newest first.
+    pub fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>, SearchError> {
+        self.searcher.search(q)
+    }
+
+    /// A searcher over this index for another thread: it needs nothing the writer holds.
+    pub fn searcher(&self) -> LogSearcher {
+        self.searcher.clone()
+    }
+}
+
+impl LogSearcher {
+    /// Lines visible to searches (committed and not deleted).
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Runs `q` over the committed lines, newest first. Blocking (it reads segments):
+    /// call it off the async runtime.
     pub fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>, SearchError> {
         let query = self.build_query(q)?;
         let searcher = self.reader.searcher();

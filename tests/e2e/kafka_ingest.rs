@@ -259,6 +259,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
             print: false,
             wall_clock: false,
         },
+        &mut Supervisor::new(),
     )
     .unwrap();
     let (tx, rx) = mpsc::channel(source.channel_capacity());

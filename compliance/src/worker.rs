@@ -1,22 +1,31 @@
 //! The compliance worker: a thread of its own runs the controls that events and alerts
 //! fire, so that checks never slow detection. The pipeline hands it only what can fire a
 //! control (or carries container facts), through a bounded queue.
+//!
+//! The worker is the one owner of the engine and the findings. After each batch of
+//! items it publishes a [`ComplianceView`]; the API, the SQL tables and reports read
+//! that, and never wait for a control to run. A view shares the findings and every
+//! unchanged service's posture with the one before, so publishing costs what changed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use anyhow::Context;
-use compliance::{Catalog, Engine, Finding, Status};
+use arc_swap::ArcSwap;
 use detect::{Alert, AlertKind};
 use ingest::Event;
+use ingest::Nanos;
 use ingest::event::EventKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
+
+use crate::catalog::Catalog;
+use crate::engine::{Engine, Finding, PostureEntry, Status};
 
 /// Compliance settings (`[compliance]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -49,13 +58,14 @@ fn default_enabled() -> bool {
 }
 
 fn default_result_cache() -> usize {
-    compliance::engine::RESULT_CACHE
+    crate::engine::RESULT_CACHE
 }
 
 /// Findings kept in memory for the `findings` table: the newest ones.
 pub const FINDINGS_KEPT: usize = 200_000;
 
-/// Batches queued for the worker before the pipeline waits.
+/// Batches queued for the worker before the pipeline waits: a few seconds of a busy
+/// topic's triggers, so that a slow control run is absorbed rather than felt.
 const QUEUED: usize = 64;
 
 /// One thing for the worker, in the order the pipeline saw it.
@@ -71,10 +81,31 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
-/// The engine and the findings it produced.
-pub struct ComplianceState {
-    pub engine: Engine,
-    pub findings: VecDeque<Finding>,
+/// What readers see of the worker's state, at one publish. It never changes.
+#[derive(Clone, Default)]
+pub struct ComplianceView {
+    /// The newest findings, oldest first (at most [`FINDINGS_KEPT`]).
+    pub findings: imbl::Vector<Arc<Finding>>,
+    /// The posture of each service, by control.
+    posture: imbl::OrdMap<String, Arc<Vec<PostureEntry>>>,
+    /// Control runs reused from the result cache, and evaluated.
+    pub control_runs: (u64, u64),
+}
+
+impl ComplianceView {
+    /// The posture per service and control, by service then control.
+    pub fn posture(&self) -> impl Iterator<Item = &PostureEntry> {
+        self.posture.values().flat_map(|p| p.iter())
+    }
+
+    /// The time of the newest check: the newest finding, or the latest check that
+    /// confirmed a posture.
+    pub fn newest_check(&self) -> Option<Nanos> {
+        self.posture()
+            .map(|p| p.last_checked)
+            .chain(self.findings.back().map(|f| f.time))
+            .max()
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,6 +124,7 @@ pub struct ComplianceMetrics {
     findings: Family<FindingLabels, Counter>,
     waits: Counter,
     results: Family<CacheLabels, Counter>,
+    queued: Gauge,
 }
 
 impl ComplianceMetrics {
@@ -113,60 +145,85 @@ impl ComplianceMetrics {
             "Control runs by outcome: evaluated, or reused (the control's inputs were seen before)",
             m.results.clone(),
         );
+        registry.register(
+            "compliance_queue_depth",
+            "Batches of triggers waiting for the compliance worker (it holds 64; the pipeline waits when full)",
+            m.queued.clone(),
+        );
         m
     }
 }
+
+/// What the worker does with findings beyond keeping them: delivery, printing.
+pub type OnFindings = Box<dyn FnMut(&[Finding]) + Send>;
 
 /// A handle on the running worker.
 #[derive(Clone)]
 pub struct Compliance {
     tx: mpsc::Sender<Message>,
-    pub state: Arc<Mutex<ComplianceState>>,
+    views: Arc<ArcSwap<ComplianceView>>,
     pub catalog: Arc<Catalog>,
-    events: Arc<HashSet<&'static str>>,
-    alerts: Arc<HashSet<AlertKind>>,
+    events: Arc<std::collections::HashSet<&'static str>>,
+    alerts: Arc<std::collections::HashSet<AlertKind>>,
     metrics: ComplianceMetrics,
 }
 
+/// The worker's body: run it on a thread of its own. It returns once every
+/// [`Compliance`] handle is gone.
+pub struct ComplianceWorker {
+    rx: mpsc::Receiver<Message>,
+    engine: Engine,
+    views: Arc<ArcSwap<ComplianceView>>,
+    metrics: ComplianceMetrics,
+    on_findings: OnFindings,
+}
+
+impl ComplianceWorker {
+    /// Runs controls until every handle is gone; blocking.
+    pub fn run(self) {
+        run(self);
+    }
+}
+
 impl Compliance {
-    /// Loads the catalog and starts the worker; `None` when compliance is disabled.
-    /// `print` writes each failing finding on stdout (the demo does).
-    pub fn start(
+    /// Loads the catalog; returns the handle and the worker to run on a thread, or
+    /// `None` when compliance is disabled. `on_findings` sees every batch of new
+    /// findings, in order.
+    pub fn new(
         config: &ComplianceConfig,
         metrics: ComplianceMetrics,
-        print: bool,
-        notifier: Option<notify::Notifier>,
-    ) -> anyhow::Result<Option<Compliance>> {
+        on_findings: OnFindings,
+    ) -> Result<Option<(Compliance, ComplianceWorker)>, crate::CatalogError> {
         if !config.enabled {
             return Ok(None);
         }
-        let catalog = Arc::new(Catalog::load(&config.controls).context("invalid control file")?);
-        let mut events = HashSet::new();
-        let mut alerts = HashSet::new();
+        let catalog = Arc::new(Catalog::load(&config.controls)?);
+        let mut events = std::collections::HashSet::new();
+        let mut alerts = std::collections::HashSet::new();
         for c in catalog.controls() {
             events.extend(c.triggers.events.iter().copied());
             alerts.extend(c.triggers.alerts.iter().copied());
         }
-        let state = Arc::new(Mutex::new(ComplianceState {
-            engine: Engine::with_result_cache(catalog.clone(), config.result_cache),
-            findings: VecDeque::new(),
-        }));
         let (tx, rx) = mpsc::channel(QUEUED);
-        let worker = state.clone();
-        let m = metrics.clone();
-        let cat = catalog.clone();
-        std::thread::Builder::new()
-            .name("compliance".into())
-            .spawn(move || run(rx, &worker, &cat, &m, print, notifier.as_ref()))
-            .context("cannot start the compliance thread")?;
-        Ok(Some(Compliance {
-            tx,
-            state,
-            catalog,
-            events: Arc::new(events),
-            alerts: Arc::new(alerts),
-            metrics,
-        }))
+        let views = Arc::new(ArcSwap::from_pointee(ComplianceView::default()));
+        let worker = ComplianceWorker {
+            rx,
+            engine: Engine::with_result_cache(catalog.clone(), config.result_cache),
+            views: views.clone(),
+            metrics: metrics.clone(),
+            on_findings,
+        };
+        Ok(Some((
+            Compliance {
+                tx,
+                views,
+                catalog,
+                events: Arc::new(events),
+                alerts: Arc::new(alerts),
+                metrics,
+            },
+            worker,
+        )))
     }
 
     /// Whether an event goes to the worker: it fires a control or carries facts.
@@ -199,7 +256,7 @@ impl Compliance {
         }
     }
 
-    /// Returns once everything queued so far has been checked.
+    /// Returns once everything queued so far has been checked and published.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).await.is_err() || wait.await.is_err() {
@@ -207,31 +264,42 @@ impl Compliance {
         }
     }
 
+    /// The worker's last published view.
+    pub fn view(&self) -> Arc<ComplianceView> {
+        self.views.load_full()
+    }
+
+    /// Batches queued and not yet checked.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// The `findings` table.
     pub fn findings_table(&self) -> arrow::record_batch::RecordBatch {
-        let state = self.state.lock().expect("compliance lock poisoned");
-        compliance::tables::findings_table(state.findings.iter(), &self.catalog)
+        let view = self.view();
+        crate::tables::findings_table(view.findings.iter().map(AsRef::as_ref), &self.catalog)
     }
 
     /// The `posture` table.
     pub fn posture_table(&self) -> arrow::record_batch::RecordBatch {
-        let state = self.state.lock().expect("compliance lock poisoned");
-        compliance::tables::posture_table(&state.engine)
+        crate::tables::posture_table(self.view().posture(), &self.catalog)
     }
 }
 
-fn run(
-    mut rx: mpsc::Receiver<Message>,
-    state: &Mutex<ComplianceState>,
-    catalog: &Catalog,
-    metrics: &ComplianceMetrics,
-    print: bool,
-    notifier: Option<&notify::Notifier>,
-) {
+fn run(worker: ComplianceWorker) {
+    let ComplianceWorker {
+        mut rx,
+        mut engine,
+        views,
+        metrics,
+        mut on_findings,
+    } = worker;
+    let catalog = engine.catalog_arc();
     let mut out = Vec::new();
     // The counters a finding adds to, by control and status: one per framework the
     // control refers to. Findings of one control share its id, so its address keys it.
     let mut counters: HashMap<(usize, Status), Vec<Counter>> = HashMap::new();
+    let mut view = ComplianceView::default();
     while let Some(message) = rx.blocking_recv() {
         let items = match message {
             Message::Items(items) => items,
@@ -240,23 +308,21 @@ fn run(
                 continue;
             }
         };
-        let mut s = state.lock().expect("compliance lock poisoned");
-        let (hits, misses) = s.engine.result_cache_stats();
+        let (hits, misses) = engine.result_cache_stats();
         for item in &items {
             match item {
-                Item::Event(e) => s.engine.on_event(e, &mut out),
-                Item::Alert(pair) => s.engine.on_alert(&pair.0, pair.1.as_ref(), &mut out),
+                Item::Event(e) => engine.on_event(e, &mut out),
+                Item::Alert(pair) => engine.on_alert(&pair.0, pair.1.as_ref(), &mut out),
             }
         }
-        let (h, m) = s.engine.result_cache_stats();
+        let (h, m) = engine.result_cache_stats();
         for (outcome, n) in [("reused", h - hits), ("evaluated", m - misses)] {
             metrics
                 .results
                 .get_or_create(&CacheLabels { outcome })
                 .inc_by(n);
         }
-        let mut deliver = Vec::new();
-        for f in out.drain(..) {
+        for f in &out {
             let counted = counters
                 .entry((Arc::as_ptr(&f.control).cast::<u8>() as usize, f.status))
                 .or_insert_with(|| {
@@ -282,25 +348,28 @@ fn run(
             for c in counted {
                 c.inc();
             }
-            if notifier.is_some() && (f.status == Status::Fail || f.clears_failure) {
-                deliver.push(notify::Item::from_finding(&f));
-            }
-            if print && f.status == Status::Fail {
-                println!(
-                    "FINDING fail {} {}: {} [{}]",
-                    f.control,
-                    f.service,
-                    f.title,
-                    f.references.join(", ")
-                );
-            }
-            if s.findings.len() == FINDINGS_KEPT {
-                s.findings.pop_front();
-            }
-            s.findings.push_back(f);
         }
-        if let Some(n) = notifier {
-            n.submit_all(deliver);
+        if !out.is_empty() {
+            on_findings(&out);
         }
+        for f in out.drain(..) {
+            if view.findings.len() == FINDINGS_KEPT {
+                view.findings.pop_front();
+            }
+            view.findings.push_back(Arc::new(f));
+        }
+        for service in engine.take_posture_changes() {
+            let posture = engine.posture_of(&service);
+            if posture.is_empty() {
+                view.posture.remove(&service);
+            } else {
+                view.posture.insert(service, Arc::new(posture));
+            }
+        }
+        view.control_runs = (h, m);
+        metrics
+            .queued
+            .set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
+        views.store(Arc::new(view.clone()));
     }
 }

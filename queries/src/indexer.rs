@@ -1,21 +1,24 @@
-//! The log index's writer: a dedicated thread that owns the tantivy writer, adds the
-//! lines the pipeline hands it, commits on an interval and applies retention, so that
-//! indexing (CPU-heavy, and blocking on commits) never runs on the ingest runtime.
+//! The log index's writer: a worker that owns the [`LogIndex`], adds the lines the
+//! pipeline hands it, commits on an interval and applies retention, so that indexing
+//! (CPU-heavy, and blocking on commits) never runs on the ingest runtime. Searches go
+//! through a [`LogSearcher`] and never wait for it.
 //!
 //! The pipeline sends whole batches through a bounded channel and waits when the
 //! indexer is behind: lines are never dropped to keep up.
 
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use ingest::{Event, EventKind};
-use queries::search::{LogIndex, LogIndexConfig, LogLine, SearchError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::config::Config;
+use crate::search::{LogIndex, LogIndexConfig, LogLine, LogSearcher, SearchError};
+
+/// How long the idle worker sleeps before looking for lines again: short next to the
+/// commit interval (seconds), long enough that an idle daemon does not spin.
+const IDLE_POLL: Duration = Duration::from_millis(20);
 
 /// Batches queued for the indexer before the pipeline waits.
 const QUEUED_BATCHES: usize = 16;
@@ -23,12 +26,38 @@ const QUEUED_BATCHES: usize = 16;
 /// How often retention runs (in wall time): deletes are cheap but each one commits.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
-/// A handle on the running indexer; the thread ends when every handle is gone.
+/// A handle on the running indexer; the worker ends when every handle is gone.
 #[derive(Clone)]
 pub struct LogIndexer {
     tx: mpsc::Sender<Message>,
-    /// The index, for searches in this process.
-    pub index: Arc<Mutex<LogIndex>>,
+    /// Searches the index from any thread, without waiting for the writer.
+    pub searcher: LogSearcher,
+}
+
+/// Where the index lives and how it is kept (`[search]` with the store's retention).
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    /// The index directory; `None` keeps the index in memory.
+    pub dir: Option<PathBuf>,
+    /// Lines become searchable at most this long after they are queued.
+    pub commit_interval: Duration,
+    /// Lines older than this, behind the newest line indexed, are deleted.
+    pub retention: Duration,
+}
+
+/// The indexer's body: run it on a thread of its own. It returns once every
+/// [`LogIndexer`] handle is gone, after a last commit.
+pub struct IndexerWorker {
+    rx: mpsc::Receiver<Message>,
+    index: LogIndex,
+    config: IndexerConfig,
+}
+
+impl IndexerWorker {
+    /// Indexes until every handle is gone; blocking.
+    pub fn run(self) {
+        run(self.rx, self.index, &self.config);
+    }
 }
 
 enum Message {
@@ -64,28 +93,19 @@ pub fn log_line(event: &Event) -> Option<LogLine> {
 }
 
 impl LogIndexer {
-    /// Opens the index the config names and starts the indexer; `None` when search is
-    /// disabled.
-    pub fn start(config: &Config) -> anyhow::Result<Option<LogIndexer>> {
-        if !config.search.enabled {
-            return Ok(None);
-        }
-        let index = match config.index_dir() {
-            Some(dir) => LogIndex::open(&dir, LogIndexConfig::default())
-                .with_context(|| format!("cannot open the log index in {}", dir.display()))?,
-            None => LogIndex::in_memory(LogIndexConfig::default())
-                .context("cannot create the log index")?,
+    /// Opens the index and returns a handle on it with the worker that writes it; the
+    /// caller runs the worker on a thread it supervises.
+    pub fn new(config: IndexerConfig) -> Result<(LogIndexer, IndexerWorker), SearchError> {
+        let index = match &config.dir {
+            Some(dir) => LogIndex::open(dir, LogIndexConfig::default())?,
+            None => LogIndex::in_memory(LogIndexConfig::default())?,
         };
-        let index = Arc::new(Mutex::new(index));
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
-        let retention = config.store.retention;
-        let interval = config.search.commit_interval;
-        let worker = index.clone();
-        std::thread::Builder::new()
-            .name("log-indexer".into())
-            .spawn(move || run(rx, &worker, interval, retention))
-            .context("cannot start the log indexer thread")?;
-        Ok(Some(LogIndexer { tx, index }))
+        let searcher = index.searcher();
+        Ok((
+            LogIndexer { tx, searcher },
+            IndexerWorker { rx, index, config },
+        ))
     }
 
     /// Queues lines for indexing; waits while the indexer is behind.
@@ -105,14 +125,15 @@ impl LogIndexer {
             warn!("The log indexer has stopped; the last lines may not be searchable.");
         }
     }
+
+    /// Batches queued and not yet indexed.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
 }
 
-fn run(
-    mut rx: mpsc::Receiver<Message>,
-    index: &Mutex<LogIndex>,
-    interval: Duration,
-    retention: Duration,
-) {
+fn run(mut rx: mpsc::Receiver<Message>, mut idx: LogIndex, config: &IndexerConfig) {
+    let (interval, retention) = (config.commit_interval, config.retention);
     let mut last_commit = Instant::now();
     let mut last_retention = Instant::now();
     let mut newest: Option<DateTime<Utc>> = None;
@@ -124,7 +145,6 @@ fn run(
             Err(mpsc::error::TryRecvError::Empty) => None,
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
-        let mut idx = index.lock().expect("log index lock poisoned");
         match message {
             Some(Message::Flush(done)) => {
                 if let Err(e) = idx.commit() {
@@ -144,11 +164,8 @@ fn run(
                 }
                 pending += lines.len();
             }
-            None => {
-                drop(idx);
-                std::thread::sleep(Duration::from_millis(20));
-                idx = index.lock().expect("log index lock poisoned");
-            }
+            // Idle: the commit below still runs on time.
+            None => std::thread::sleep(IDLE_POLL),
         }
         if pending > 0 && last_commit.elapsed() >= interval {
             match idx.commit() {
@@ -173,7 +190,6 @@ fn run(
             last_retention = Instant::now();
         }
     }
-    let mut idx = index.lock().expect("log index lock poisoned");
     if let Err(e) = idx.commit() {
         report(e);
     }
