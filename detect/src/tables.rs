@@ -17,23 +17,23 @@ fn label<T: serde::Serialize>(value: &T) -> String {
 
 impl Detector {
     /// Every alert as a record batch of the `alerts` table, oldest first.
-    pub fn alerts_table(&mut self) -> RecordBatch {
-        self.publish().alerts_table()
+    pub fn alerts_table(&self) -> RecordBatch {
+        self.view_now().alerts_table()
     }
 
     /// Every service's live log templates as a record batch of `log_templates`.
-    pub fn log_templates_table(&mut self) -> RecordBatch {
-        self.publish().log_templates_table()
+    pub fn log_templates_table(&self) -> RecordBatch {
+        self.view_now().log_templates_table()
     }
 
     /// Every service as a record batch of the `services` table.
-    pub fn services_table(&mut self) -> RecordBatch {
-        self.publish().services_table()
+    pub fn services_table(&self) -> RecordBatch {
+        self.view_now().services_table()
     }
 
     /// Every baseline entry as a record batch of the `baselines` table.
-    pub fn baselines_table(&mut self) -> RecordBatch {
-        self.publish().baselines_table()
+    pub fn baselines_table(&self) -> RecordBatch {
+        self.view_now().baselines_table()
     }
 }
 

@@ -283,6 +283,26 @@ impl Detector {
         view
     }
 
+    /// A view of the state now, built whole and not published: for tools and tests
+    /// that hold the detector themselves.
+    pub fn view_now(&self) -> DetectorView {
+        let mut view = DetectorView::default();
+        for (name, state) in self.services.iter() {
+            view.services
+                .insert(name.clone(), Arc::new(ServiceView::of(name, state)));
+        }
+        for (id, alert) in self.alerts.iter() {
+            let alert = Arc::new(alert.clone());
+            view.by_time.insert((alert.time, id.clone()), alert.clone());
+            view.alerts.insert(id.clone(), alert);
+        }
+        view.pending_sensor = Arc::new(self.pending_sensor_alerts());
+        view.capacity = self.capacity();
+        view.clock = self.clock();
+        view.version = self.published.version;
+        view
+    }
+
     /// Numbers the next views after `version` (a detector rebuilt in place).
     pub(crate) fn continue_versions(&mut self, version: u64) {
         Arc::make_mut(&mut self.published).version = version;
