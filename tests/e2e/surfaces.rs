@@ -1127,7 +1127,8 @@ fn the_openapi_document_is_valid_and_lists_every_route() {
     let doc: Value = serde_json::from_str(driftwatch::api::OPENAPI).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api.rs")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/mod.rs"))
+            .unwrap();
     let routes: Vec<&str> = source
         .lines()
         .filter_map(|l| l.trim().strip_prefix(".route(\""))
