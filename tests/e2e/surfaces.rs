@@ -1086,6 +1086,21 @@ async fn every_api_endpoint_answers_with_roles_enforced_and_calls_audited() {
         .call("GET", "/api/v1/report?framework=sox", Some(VIEWER), None)
         .await;
     assert_eq!(status, 400);
+    // Parameters an endpoint does not take, or cannot parse, are refused in JSON like
+    // every other error.
+    for path in [
+        "/api/v1/alerts?limt=5",
+        "/api/v1/alerts?limit=many",
+        "/api/v1/findings?colour=red",
+        "/api/v1/search?q=error&template=x",
+    ] {
+        let (status, body) = api.call("GET", path, Some(VIEWER), None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {body}"
+        );
+    }
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("pci.html");
     let cli = driftwatch()
