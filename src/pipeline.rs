@@ -45,6 +45,7 @@ pub struct PipelineMetrics {
     alerts_raised: Family<AlertLabels, Counter>,
     services: Family<PhaseLabels, Gauge>,
     commands_queued: Gauge,
+    index_queued: Gauge,
     capped: Family<CapLabels, Counter>,
     /// The detector's capacity counts last published.
     capped_seen: Arc<Mutex<detect::Capacity>>,
@@ -65,6 +66,7 @@ impl Default for PipelineMetrics {
             alerts_raised: Family::default(),
             services: Family::default(),
             commands_queued: Gauge::default(),
+            index_queued: Gauge::default(),
             capped: Family::default(),
             capped_seen: Arc::default(),
         }
@@ -94,6 +96,11 @@ impl PipelineMetrics {
             "Commands (acknowledge, resolve, accept, import, relearn, lock) waiting for the pipeline; \
              when the queue is full, senders wait",
             m.commands_queued.clone(),
+        );
+        registry.register(
+            "log_index_queue_depth",
+            "Batches of log lines waiting for the log indexer (it holds 16; the pipeline waits when full)",
+            m.index_queued.clone(),
         );
         registry.register(
             "state_capped",
@@ -458,6 +465,11 @@ impl Stages {
         self.views.store(view.clone());
         self.pipeline_metrics
             .published(&view, self.commands.depth());
+        if let Some(indexer) = &self.log_index {
+            self.pipeline_metrics
+                .index_queued
+                .set(i64::try_from(indexer.depth()).unwrap_or(i64::MAX));
+        }
         view
     }
 
