@@ -238,6 +238,19 @@ async fn every_produced_record_is_applied_exactly_once_and_bad_ones_are_dead_let
     }
 }
 
+/// Runs `source` into `tx` with the daemon's decoder until `cancel`.
+fn run_source(
+    source: &Arc<KafkaSource>,
+    tx: mpsc::Sender<ingest::Batch>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), ingest::SourceError>> {
+    let source = source.clone();
+    let dead_letters = source.dead_letter_sink(None).unwrap();
+    let decoder = daemon::decoder(&test_config());
+    let cancel = cancel.clone();
+    tokio::spawn(async move { source.run(decoder, dead_letters, tx, cancel).await })
+}
+
 /// Starts a consumer in group `group` by hand, applies batches until `stop_after`
 /// records were applied, then aborts it the way a crash would: no drain, no final
 /// commit. Returns the table it filled.
@@ -264,13 +277,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
     .unwrap();
     let (tx, rx) = mpsc::channel(source.channel_capacity());
     let cancel = tokio_util::sync::CancellationToken::new();
-    let consumer = {
-        let source = source.clone();
-        let dead_letters = source.dead_letter_sink(None).unwrap();
-        let decoder = daemon::decoder(&test_config());
-        let cancel = cancel.clone();
-        tokio::spawn(async move { source.run(decoder, dead_letters, tx, cancel).await })
-    };
+    let consumer = run_source(&source, tx, &cancel);
     let totals = Arc::new(Mutex::new(IngestStats::default()));
     let pipeline = {
         let (stages, totals) = (stages.clone(), totals.clone());
@@ -355,13 +362,7 @@ async fn a_stalled_pipeline_pauses_the_consumer_which_resumes_without_loss() {
     let source = Arc::new(KafkaSource::new(kafka, IngestMetrics::register(&mut registry)).unwrap());
     let (tx, mut rx) = mpsc::channel(source.channel_capacity());
     let cancel = tokio_util::sync::CancellationToken::new();
-    let consumer = {
-        let source = source.clone();
-        let dead_letters = source.dead_letter_sink(None).unwrap();
-        let decoder = daemon::decoder(&test_config());
-        let cancel = cancel.clone();
-        tokio::spawn(async move { source.run(decoder, dead_letters, tx, cancel).await })
-    };
+    let consumer = run_source(&source, tx, &cancel);
     let pauses = || {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
