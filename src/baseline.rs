@@ -13,7 +13,7 @@ use ingest::Nanos;
 
 pub use detect::baseline::{BaselineFile, diff, from_services, from_snapshot, import_into};
 
-use crate::state::{self, StateFile};
+use pipeline::state::{self, StateFile};
 
 fn load_state(data_dir: &Path) -> anyhow::Result<StateFile> {
     state::load(data_dir)?.with_context(|| {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use detect::DetectConfig;
 
-use crate::state::StateConfig;
 use ingest::{KafkaConfig, ServiceKeyConfig};
+use pipeline::StateConfig;
 use serde::Deserialize;
 use store::{ByteSize, StoreConfig};
 
@@ -42,7 +42,7 @@ pub struct Config {
     #[serde(default)]
     pub compliance: compliance::worker::ComplianceConfig,
     #[serde(default)]
-    pub reports: crate::reports::ReportsConfig,
+    pub reports: compliance::ReportsConfig,
     #[serde(default)]
     pub notify: notify::NotifyConfig,
 }

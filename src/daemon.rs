@@ -10,9 +10,10 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::config::Config;
-use crate::pipeline::{self, Persistence, Stages};
 use crate::supervisor::Supervisor;
+use crate::wiring;
 use crate::{http, surfaces, telemetry};
+use pipeline::{Persistence, Stages};
 
 /// What a started daemon exposes to its caller.
 pub struct Daemon {
@@ -23,7 +24,7 @@ pub struct Daemon {
     pub postgres_addr: Option<SocketAddr>,
     pub api: Arc<crate::api::Api>,
     /// The data directory, held for as long as the daemon runs.
-    pub data_dir_lock: Option<crate::state::DirLock>,
+    pub data_dir_lock: Option<pipeline::DirLock>,
 }
 
 pub fn decoder(config: &Config) -> Decoder {
@@ -50,15 +51,15 @@ pub async fn start(
         .state
         .data_dir
         .as_deref()
-        .map(crate::state::lock)
+        .map(pipeline::state::lock)
         .transpose()?;
-    let (detector, restored) = pipeline::restore(config)?;
+    let (detector, restored) = wiring::restore(config)?;
     let mut registry = telemetry::registry();
-    let (stages, owner) = pipeline::build(
+    let (stages, owner) = wiring::build(
         config,
         detector,
         &mut registry,
-        pipeline::Mode {
+        wiring::Mode {
             print: print_alerts,
             wall_clock: true,
         },
@@ -164,7 +165,7 @@ pub async fn start(
             }
             (Err(_), Err(e)) => tracing::error!(error = %e, "Final offset commit failed too."),
         }
-        applied
+        Ok(applied?)
     });
     info!(
         brokers = %kafka.brokers,

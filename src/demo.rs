@@ -84,16 +84,16 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
     // over the last hour.
     config.reports.dir = args.reports.clone();
     config.reports.link_base = Some(format!("http://{}", args.http));
-    config.reports.schedules = vec![crate::reports::ScheduleConfig {
+    config.reports.schedules = vec![compliance::ScheduleConfig {
         name: "demo".to_owned(),
         cron: "*/15 * * * *".to_owned(),
         frameworks: Vec::new(),
         services: Vec::new(),
         period: Duration::from_secs(3600),
         formats: vec![
-            crate::reports::Format::Json,
-            crate::reports::Format::Csv,
-            crate::reports::Format::Html,
+            compliance::ReportFormat::Json,
+            compliance::ReportFormat::Csv,
+            compliance::ReportFormat::Html,
         ],
         webhook: None,
     }];

@@ -241,7 +241,7 @@ async fn main() -> ExitCode {
             url,
             token,
         } => {
-            let Some(format) = driftwatch::reports::Format::parse(&format) else {
+            let Some(format) = compliance::ReportFormat::parse(&format) else {
                 eprintln!("error: --format takes html, json or csv, not {format:?}");
                 return ExitCode::from(2);
             };

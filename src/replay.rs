@@ -56,11 +56,11 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
 
     let mut registry = telemetry::registry();
     // Delivery only when the configuration names sinks (a backfill that should page).
-    let (stages, owner) = crate::pipeline::build(
+    let (stages, owner) = crate::wiring::build(
         &config,
         Detector::new(config.detect.clone()),
         &mut registry,
-        crate::pipeline::Mode {
+        crate::wiring::Mode {
             print: false,
             wall_clock: false,
         },
@@ -154,7 +154,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
         let format = path
             .extension()
             .and_then(|e| e.to_str())
-            .and_then(crate::reports::Format::parse)
+            .and_then(compliance::ReportFormat::parse)
             .context("--report: name a .json, .csv or .html file")?;
         // The period the replay's checks cover.
         let (start, end) = {
@@ -178,7 +178,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             generated_at: end,
             link_base: None,
         };
-        let r = crate::reports::build(c, &request, None).await;
+        let r = c.report(&request, None).await;
         std::fs::write(path, format.render(&r))
             .with_context(|| format!("cannot write {}", path.display()))?;
         reports.push(path.clone());

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use crate::api::{Api, AuditLog};
 use crate::config::Config;
-use crate::pipeline::Stages;
 use crate::supervisor::Supervisor;
+use pipeline::Stages;
 
 /// The tables SQL sees: `events`, `alerts`, `baselines`, `services`, `log_templates`,
 /// `audit`, `findings`, `posture` and `notifications`, each read afresh by every query.

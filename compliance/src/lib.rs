@@ -9,10 +9,15 @@
 
 pub mod catalog;
 pub mod engine;
+pub mod error;
+pub mod folder;
 mod memo;
 pub mod report;
+pub mod schedule;
 pub mod tables;
 pub mod worker;
 
 pub use catalog::{Catalog, CatalogError, Control, Framework, Reference};
 pub use engine::{Engine, Facts, Finding, PostureEntry, Status, Subject, evaluate};
+pub use error::ReportError;
+pub use schedule::{PostReport, ReportFormat, Reports, ReportsConfig, ReportsMode, ScheduleConfig};

@@ -4,12 +4,11 @@
 //! `compliance/schema/report.schema.json`), CSV, and a self-contained HTML page (inline
 //! CSS and SVG, no script, no external asset).
 //!
-//! Reports fire on cron schedules ([`Scheduler`]) driven by whatever clock the caller
+//! Reports fire on cron schedules ([`crate::schedule::Scheduler`]) driven by whatever clock the caller
 //! passes: event time in replays and tests, event time or the wall clock in the daemon.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use ingest::Nanos;
 use serde::{Deserialize, Serialize};
@@ -728,91 +727,6 @@ fn trend_chart(report: &Report, t: &Trend) -> String {
     svg
 }
 
-/// A cron schedule of reports.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    pub name: String,
-    pub cron: croner::Cron,
-    pub frameworks: Vec<Framework>,
-    pub services: Vec<String>,
-    pub period: Duration,
-}
-
-impl Schedule {
-    /// Parses a cron expression (five fields, or six with seconds first).
-    pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
-        expression
-            .parse::<croner::Cron>()
-            .map_err(|e| format!("invalid cron expression {expression:?}: {e}"))
-    }
-}
-
-/// Fires schedules when the clock it is given passes their next time.
-pub struct Scheduler {
-    schedules: Vec<Schedule>,
-    next: Vec<Option<Nanos>>,
-}
-
-/// A schedule due: which one, and the time it was due (the end of its period).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Due {
-    pub schedule: usize,
-    pub at: Nanos,
-}
-
-fn to_chrono(t: Nanos) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_nanos(t.0)
-}
-
-impl Scheduler {
-    pub fn new(schedules: Vec<Schedule>) -> Scheduler {
-        let next = vec![None; schedules.len()];
-        Scheduler { schedules, next }
-    }
-
-    pub fn schedules(&self) -> &[Schedule] {
-        &self.schedules
-    }
-
-    /// Whether the clock was given once (the first call only learns the time).
-    pub fn started(&self) -> bool {
-        self.next.iter().any(Option::is_some) || self.schedules.is_empty()
-    }
-
-    /// Advances the clock to `now`: the schedules whose time came, once each (a clock
-    /// that jumps over several of a schedule's times fires it once, for the latest).
-    /// The first call only learns the time: nothing before it is due.
-    pub fn due(&mut self, now: Nanos) -> Vec<Due> {
-        let mut due = Vec::new();
-        for (i, s) in self.schedules.iter().enumerate() {
-            let next_after = |t: Nanos| {
-                s.cron
-                    .find_next_occurrence(&to_chrono(t), false)
-                    .ok()
-                    .and_then(|d| d.timestamp_nanos_opt())
-                    .map(Nanos)
-            };
-            let Some(mut next) = self.next[i] else {
-                self.next[i] = next_after(now);
-                continue;
-            };
-            let mut fired = None;
-            while next <= now {
-                fired = Some(next);
-                match next_after(next) {
-                    Some(n) => next = n,
-                    None => break,
-                }
-            }
-            self.next[i] = Some(next);
-            if let Some(at) = fired {
-                due.push(Due { schedule: i, at });
-            }
-        }
-        due
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,60 +753,6 @@ mod tests {
         ] {
             assert_eq!(inert(field), written);
         }
-    }
-
-    #[test]
-    fn schedules_fire_on_time_as_event_time_passes() {
-        let hourly = Schedule {
-            name: "hourly".into(),
-            cron: Schedule::parse_cron("0 * * * *").unwrap(),
-            frameworks: vec![],
-            services: vec![],
-            period: Duration::from_secs(3600),
-        };
-        let daily = Schedule {
-            name: "daily".into(),
-            cron: Schedule::parse_cron("30 6 * * *").unwrap(),
-            ..hourly.clone()
-        };
-        let mut s = Scheduler::new(vec![hourly, daily]);
-        assert!(
-            s.due(at("2026-03-02T05:10:00Z")).is_empty(),
-            "the first tick only learns the time"
-        );
-        assert!(s.due(at("2026-03-02T05:59:59.999Z")).is_empty());
-        assert_eq!(
-            s.due(at("2026-03-02T06:00:00Z")),
-            vec![Due {
-                schedule: 0,
-                at: at("2026-03-02T06:00:00Z")
-            }]
-        );
-        assert!(
-            s.due(at("2026-03-02T06:00:01Z")).is_empty(),
-            "once per time"
-        );
-        assert_eq!(
-            s.due(at("2026-03-02T06:30:00Z")),
-            vec![Due {
-                schedule: 1,
-                at: at("2026-03-02T06:30:00Z")
-            }]
-        );
-        // A jump over three hourly times fires once, for the latest.
-        assert_eq!(
-            s.due(at("2026-03-02T09:15:00Z")),
-            vec![Due {
-                schedule: 0,
-                at: at("2026-03-02T09:00:00Z")
-            }]
-        );
-        assert_eq!(s.due(at("2026-03-03T06:30:00Z")).len(), 2);
-        assert!(Schedule::parse_cron("61 * * * *").is_err());
-        assert!(
-            Schedule::parse_cron("*/10 * * * * *").is_ok(),
-            "seconds may lead"
-        );
     }
 
     #[test]

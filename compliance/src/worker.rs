@@ -264,6 +264,24 @@ impl Compliance {
         }
     }
 
+    /// A report from what the worker knows once it has caught up with everything
+    /// queued so far.
+    pub async fn report(
+        &self,
+        request: &crate::report::Request<'_>,
+        previous: Option<&crate::report::Report>,
+    ) -> crate::report::Report {
+        self.flush().await;
+        let view = self.view();
+        crate::report::build(
+            request,
+            &self.catalog,
+            view.findings.iter().map(AsRef::as_ref),
+            view.posture(),
+            previous,
+        )
+    }
+
     /// The worker's last published view.
     pub fn view(&self) -> Arc<ComplianceView> {
         self.views.load_full()

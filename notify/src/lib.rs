@@ -11,6 +11,7 @@ pub mod deliver;
 pub mod message;
 pub mod outbox;
 pub mod redact;
+pub mod report_hook;
 pub mod sign;
 
 pub use config::{NotifyConfig, RouteConfig, SinkConfig, SinkKind};

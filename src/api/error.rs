@@ -43,7 +43,7 @@ pub enum ApiError {
     Search(#[from] SearchError),
     /// The pipeline that applies changes has stopped (the daemon is shutting down).
     #[error(transparent)]
-    Stopped(#[from] crate::pipeline::Stopped),
+    Stopped(#[from] pipeline::Stopped),
     /// The daemon failed on its side.
     #[error("{0}")]
     Internal(String),

@@ -99,7 +99,7 @@ pub struct Api {
     /// What the pipeline last published of the detector.
     pub views: detect::Views,
     /// Changes for the detector, applied by the pipeline.
-    pub commands: crate::pipeline::Commands,
+    pub commands: pipeline::Commands,
     pub sql: Arc<SqlEngine>,
     pub sql_metrics: SqlMetrics,
     pub search: Option<LogSearcher>,

@@ -124,7 +124,7 @@ pub(super) async fn list_reports(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let dir = api.reports_dir.clone();
-    let index = tokio::task::spawn_blocking(move || crate::reports::read_index(&dir)).await?;
+    let index = tokio::task::spawn_blocking(move || compliance::folder::read_index(&dir)).await?;
     Ok(Json(json!({ "reports": index })))
 }
 
@@ -136,12 +136,12 @@ pub(super) async fn get_report_file(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let dir = api.reports_dir.clone();
-    let listed = crate::reports::read_index(&dir)
+    let listed = compliance::folder::read_index(&dir)
         .iter()
         .any(|e| e.files.values().any(|f| *f == file));
     let format = file
         .rsplit_once('.')
-        .and_then(|(_, ext)| crate::reports::Format::parse(ext));
+        .and_then(|(_, ext)| compliance::ReportFormat::parse(ext));
     let (true, Some(format)) = (listed, format) else {
         return Err(ApiError::NotFound(format!("no report file {file:?}")));
     };
@@ -180,12 +180,12 @@ pub(super) async fn report_on_demand(
             .map(str::to_owned)
             .collect()
     };
-    let frameworks = crate::reports::parse_frameworks(&split(&q.framework))
+    let frameworks = compliance::schedule::parse_frameworks(&split(&q.framework))
         .map_err(|e| ApiError::BadRequest(format!("framework: {e:#}")))?;
     let services = split(&q.service);
     let format = match q.format.as_deref() {
-        None => crate::reports::Format::Json,
-        Some(f) => crate::reports::Format::parse(f).ok_or_else(|| {
+        None => compliance::ReportFormat::Json,
+        Some(f) => compliance::ReportFormat::parse(f).ok_or_else(|| {
             ApiError::BadRequest(format!("format: {f:?} is not json, csv or html"))
         })?,
     };
@@ -207,7 +207,7 @@ pub(super) async fn report_on_demand(
         generated_at: end,
         link_base: None,
     };
-    let r = crate::reports::build(c, &request, None).await;
+    let r = c.report(&request, None).await;
     Ok((
         [(header::CONTENT_TYPE, format.content_type())],
         format.render(&r),

@@ -264,11 +264,11 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
         .properties
         .insert("auto.commit.interval.ms".into(), "100".into());
     let source = Arc::new(KafkaSource::new(kafka, IngestMetrics::default()).unwrap());
-    let (stages, owner) = driftwatch::pipeline::build(
+    let (stages, owner) = driftwatch::wiring::build(
         &test_config(),
         detect::Detector::new(detect::DetectConfig::default()),
         &mut prometheus_client::registry::Registry::default(),
-        driftwatch::pipeline::Mode {
+        driftwatch::wiring::Mode {
             print: false,
             wall_clock: false,
         },

@@ -439,6 +439,6 @@ fn a_future_dated_record_fires_no_scheduled_report() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let index = driftwatch::reports::read_index(&reports);
+    let index = compliance::folder::read_index(&reports);
     assert!(index.is_empty(), "{} reports: {index:?}", index.len());
 }

@@ -1,164 +1,27 @@
-//! The pipeline stage: applies decoded batches to the store and to detection, publishes
-//! their counts, and only then lets the source commit their offsets: at once, or, with a
-//! data directory, when a state file holding them has been written.
+//! The pipeline stage: applies decoded batches to the store and to detection, hands
+//! what follows to the log indexer, the compliance worker, report schedules and
+//! delivery, publishes what readers see, and only then lets the source commit the
+//! batches' offsets: at once, or, with a data directory, once a state file holding them
+//! has been written ([`crate::state`]).
+//!
+//! The stage owns the detector ([`Owner`]): nothing else reads or changes it. Readers
+//! load the views it publishes; changes arrive as commands between batches.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
+use compliance::worker::{Compliance, Item};
 use detect::{Alert, AlertKind, Command, Detector, DetectorView, Outcome, Severity, Views};
 use ingest::{Batch, IngestMetrics, IngestStats, KafkaSource, Nanos};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use store::{EventTable, StoreMetrics};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::command::{Commands, Owner};
+use crate::error::PipelineError;
+use crate::metrics::PipelineMetrics;
 use crate::state::{self, Offsets, StateFile};
-use compliance::worker::{Compliance, ComplianceMetrics, Item};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StageLabels {
-    stage: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AlertLabels {
-    kind: &'static str,
-    severity: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PhaseLabels {
-    phase: &'static str,
-}
-
-/// Metrics of the pipeline: time per stage and batch, alerts raised, services by phase.
-#[derive(Clone, Debug)]
-pub struct PipelineMetrics {
-    stage_seconds: Family<StageLabels, Histogram>,
-    alerts_raised: Family<AlertLabels, Counter>,
-    services: Family<PhaseLabels, Gauge>,
-    commands_queued: Gauge,
-    index_queued: Gauge,
-    capped: Family<CapLabels, Counter>,
-    /// The detector's capacity counts last published.
-    capped_seen: Arc<Mutex<detect::Capacity>>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CapLabels {
-    what: &'static str,
-}
-
-impl Default for PipelineMetrics {
-    fn default() -> Self {
-        PipelineMetrics {
-            // 10 µs to about 5 s per batch.
-            stage_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
-            }),
-            alerts_raised: Family::default(),
-            services: Family::default(),
-            commands_queued: Gauge::default(),
-            index_queued: Gauge::default(),
-            capped: Family::default(),
-            capped_seen: Arc::default(),
-        }
-    }
-}
-
-impl PipelineMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = PipelineMetrics::default();
-        registry.register(
-            "pipeline_stage_duration_seconds",
-            "Time a batch spends in each pipeline stage (detect, store, index)",
-            m.stage_seconds.clone(),
-        );
-        registry.register(
-            "alerts_raised",
-            "Drift alerts raised, by kind and severity",
-            m.alerts_raised.clone(),
-        );
-        registry.register(
-            "services",
-            "Services by lifecycle phase (learning, monitoring, locked)",
-            m.services.clone(),
-        );
-        registry.register(
-            "pipeline_commands_queued",
-            "Commands (acknowledge, resolve, accept, import, relearn, lock) waiting for the pipeline; \
-             when the queue is full, senders wait",
-            m.commands_queued.clone(),
-        );
-        registry.register(
-            "log_index_queue_depth",
-            "Batches of log lines waiting for the log indexer (it holds 16; the pipeline waits when full)",
-            m.index_queued.clone(),
-        );
-        registry.register(
-            "state_capped",
-            "What the state caps did: events of services beyond max-services not judged \
-             (events_refused), idle services forgotten (services_evicted), alerts dropped past max-alerts \
-             (alerts_evicted)",
-            m.capped.clone(),
-        );
-        m
-    }
-
-    fn stage(&self, stage: &'static str, started: std::time::Instant) {
-        self.stage_seconds
-            .get_or_create(&StageLabels { stage })
-            .observe(started.elapsed().as_secs_f64());
-    }
-
-    fn raised(&self, alert: &Alert) {
-        self.alerts_raised
-            .get_or_create(&AlertLabels {
-                kind: alert.kind.as_str(),
-                severity: alert.severity.as_str(),
-            })
-            .inc();
-    }
-
-    /// Follows a published view: services by phase, what the caps did, commands queued.
-    fn published(&self, view: &DetectorView, commands_queued: usize) {
-        let [learning, monitoring, locked] = view.phases();
-        for (phase, n) in [
-            ("learning", learning),
-            ("monitoring", monitoring),
-            ("locked", locked),
-        ] {
-            self.services
-                .get_or_create(&PhaseLabels { phase })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-        self.commands_queued
-            .set(i64::try_from(commands_queued).unwrap_or(i64::MAX));
-        let now = view.capacity;
-        let mut seen = self.capped_seen.lock().expect("metrics lock poisoned");
-        for (what, total, before) in [
-            ("events_refused", now.events_refused, seen.events_refused),
-            (
-                "services_evicted",
-                now.services_evicted,
-                seen.services_evicted,
-            ),
-            ("alerts_evicted", now.alerts_evicted, seen.alerts_evicted),
-        ] {
-            self.capped
-                .get_or_create(&CapLabels { what })
-                .inc_by(total.saturating_sub(before));
-        }
-        *seen = now;
-    }
-}
 
 /// Shared handles every stage of one daemon uses. The detector is not among them: the
 /// pipeline owns it ([`Owner`]); readers load its published [`Views`] and changes reach
@@ -180,16 +43,10 @@ pub struct Stages {
     /// Events and alerts that fire controls go to the compliance worker through it.
     pub compliance: Option<Compliance>,
     /// Scheduled compliance reports, moved by the event time of each batch.
-    pub reports: Option<crate::reports::Reports>,
+    pub reports: Option<compliance::Reports>,
     /// Alert delivery (`[notify]`), when sinks are configured.
     pub notifier: Option<notify::Notifier>,
 }
-
-/// Commands waiting for the pipeline. A command is applied between two batches, so
-/// one waits at most a batch's detection time; 64 covers a burst of analysts' clicks
-/// and scripted imports, and a sender beyond it waits for room (its HTTP request
-/// times out first if the pipeline is stuck).
-const COMMAND_QUEUE: usize = 64;
 
 /// Readers see the detector's state at most this late while batches flow. A publish
 /// costs a copy of every service that changed since the last, so publishing after
@@ -197,164 +54,6 @@ const COMMAND_QUEUE: usize = 64;
 /// times a second; four times a second is fresher than any dashboard refreshes.
 /// Commands publish at once, so their answer and the next read agree.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
-
-/// A command and where its outcome goes.
-struct Request {
-    command: Command,
-    reply: oneshot::Sender<Outcome>,
-}
-
-/// The sending side of the pipeline's command queue. Cloning shares the queue.
-#[derive(Clone)]
-pub struct Commands(mpsc::Sender<Request>);
-
-/// The pipeline has stopped: no command will be applied any more.
-#[derive(Debug, thiserror::Error)]
-#[error("the pipeline has stopped; the command was not applied")]
-pub struct Stopped;
-
-impl Commands {
-    /// Queues a command and waits until the pipeline has applied it and published a
-    /// view that shows it.
-    pub async fn apply(&self, command: Command) -> Result<Outcome, Stopped> {
-        let (reply, outcome) = oneshot::channel();
-        self.0
-            .send(Request { command, reply })
-            .await
-            .map_err(|_| Stopped)?;
-        outcome.await.map_err(|_| Stopped)
-    }
-
-    /// Commands queued and not yet applied.
-    pub fn depth(&self) -> usize {
-        self.0.max_capacity() - self.0.capacity()
-    }
-}
-
-/// What the pipeline owns while it runs: the detector, and the receiving end of its
-/// command queue.
-pub struct Owner {
-    detector: Detector,
-    inbox: mpsc::Receiver<Request>,
-}
-
-impl Owner {
-    /// Gives `detector` an owner; returns it with the handles readers and writers use.
-    pub fn new(mut detector: Detector) -> (Owner, Views, Commands) {
-        let views = Views::default();
-        views.store(detector.publish());
-        let (tx, inbox) = mpsc::channel(COMMAND_QUEUE);
-        (Owner { detector, inbox }, views, Commands(tx))
-    }
-}
-
-/// How `run`, `demo` and `replay` differ in the pipeline they build.
-#[derive(Clone, Copy, Debug)]
-pub struct Mode {
-    /// Print each raised alert and failing finding on stdout (the demo's view).
-    pub print: bool,
-    /// Whether the wall clock moves report schedules too (a daemon), or only the
-    /// events' time (a replay).
-    pub wall_clock: bool,
-}
-
-/// Builds the stages every mode shares from the configuration: the event table, the
-/// owned detector, delivery when sinks are configured, the log indexer, the compliance
-/// worker and report schedules, with their metrics in `registry`.
-pub fn build(
-    config: &crate::config::Config,
-    detector: Detector,
-    registry: &mut Registry,
-    mode: Mode,
-    sup: &mut crate::supervisor::Supervisor,
-) -> anyhow::Result<(Stages, Owner)> {
-    let notifier = if config.notify.sinks.is_empty() {
-        None
-    } else {
-        let metrics = notify::NotifyMetrics::register(registry);
-        Some(
-            notify::Notifier::start(&config.notify, metrics)
-                .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?,
-        )
-    };
-    let compliance = match Compliance::new(
-        &config.compliance,
-        ComplianceMetrics::register(registry),
-        on_findings(notifier.clone(), mode.print),
-    )
-    .context("invalid control file")?
-    {
-        Some((compliance, worker)) => {
-            sup.spawn_thread("compliance", move || worker.run())?;
-            Some(compliance)
-        }
-        None => None,
-    };
-    let reports = crate::reports::Reports::start(
-        &config.reports,
-        compliance.as_ref(),
-        mode.wall_clock,
-        mode.print,
-    )?;
-    let log_index = if config.search.enabled {
-        let (indexer, worker) =
-            queries::indexer::LogIndexer::new(queries::indexer::IndexerConfig {
-                dir: config.index_dir(),
-                commit_interval: config.search.commit_interval,
-                retention: config.store.retention,
-            })
-            .context("cannot open the log index")?;
-        sup.spawn_thread("log-indexer", move || worker.run())?;
-        Some(indexer)
-    } else {
-        None
-    };
-    let (owner, views, commands) = Owner::new(detector);
-    let stages = Stages {
-        events: Arc::new(EventTable::new(config.store.clone())),
-        views,
-        commands,
-        ingest_metrics: IngestMetrics::register(registry),
-        store_metrics: StoreMetrics::register(registry),
-        pipeline_metrics: PipelineMetrics::register(registry),
-        print_alerts: mode.print,
-        log_index,
-        compliance,
-        reports,
-        notifier,
-    };
-    Ok((stages, owner))
-}
-
-/// What happens to new findings beyond the compliance worker's view: failing ones, and
-/// those that clear a failure, go to delivery; the demo prints failures.
-fn on_findings(notifier: Option<notify::Notifier>, print: bool) -> compliance::worker::OnFindings {
-    Box::new(move |findings| {
-        if let Some(n) = &notifier {
-            n.submit_all(
-                findings
-                    .iter()
-                    .filter(|f| f.status == compliance::Status::Fail || f.clears_failure)
-                    .map(notify::Item::from_finding)
-                    .collect(),
-            );
-        }
-        if print {
-            for f in findings
-                .iter()
-                .filter(|f| f.status == compliance::Status::Fail)
-            {
-                println!(
-                    "FINDING fail {} {}: {} [{}]",
-                    f.control,
-                    f.service,
-                    f.title,
-                    f.references.join(", ")
-                );
-            }
-        }
-    })
-}
 
 /// Periodic state files, and offsets committed only with them.
 pub struct Persistence {
@@ -383,7 +82,7 @@ impl Stages {
         mut rx: mpsc::Receiver<Batch>,
         totals: &Mutex<IngestStats>,
         persistence: Option<Persistence>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), PipelineError> {
         let Owner {
             mut detector,
             mut inbox,
@@ -482,7 +181,7 @@ impl Stages {
         totals: &Mutex<IngestStats>,
         applied: &mut Offsets,
         persisting: bool,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), PipelineError> {
         let started = std::time::Instant::now();
         let mut checks = Vec::new();
         let mut newest = Nanos(i64::MIN);
@@ -614,7 +313,7 @@ impl Stages {
                     .insert(partition, offset + 1);
             }
         } else {
-            batch.ack()?;
+            batch.ack().map_err(PipelineError::Commit)?;
         }
         Ok(())
     }
@@ -636,10 +335,11 @@ impl Stages {
             state::save(&dir, &state)
         })
         .await
-        .context("state writer panicked");
-        if let Err(e) = saved.and_then(|r| r) {
+        .map_err(|e| PipelineError::Panicked("state writer", e))
+        .and_then(|r| r.map_err(PipelineError::State));
+        if let Err(e) = saved {
             warn!(
-                error = format!("{e:#}"),
+                error = %crate::error::chain(&e),
                 "Writing the state file failed; offsets stay uncommitted until it succeeds."
             );
             return false;
@@ -767,21 +467,4 @@ impl Stages {
             );
         }
     }
-}
-
-/// Restores the detector from the data directory's state file, if there is one.
-pub fn restore(config: &crate::config::Config) -> anyhow::Result<(Detector, Offsets)> {
-    let fresh = || (Detector::new(config.detect.clone()), Offsets::new());
-    let Some(dir) = &config.state.data_dir else {
-        return Ok(fresh());
-    };
-    let Some(file) = state::load(dir)? else {
-        return Ok(fresh());
-    };
-    let services = file.detector.services.len();
-    let alerts = file.detector.alerts.len();
-    let detector =
-        Detector::restore(config.detect.clone(), file.detector).map_err(anyhow::Error::msg)?;
-    info!(services, alerts, written_at = %file.written_at, "State restored.");
-    Ok((detector, file.offsets))
 }

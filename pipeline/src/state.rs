@@ -16,10 +16,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use detect::DetectorSnapshot;
 use ingest::Nanos;
 use serde::{Deserialize, Serialize};
+
+use crate::error::StateError;
 
 const STATE_FILE: &str = "state.json";
 
@@ -70,9 +71,8 @@ pub struct DirLock {
 }
 
 /// Takes the data directory for this process, or says who holds it.
-pub fn lock(dir: &Path) -> anyhow::Result<DirLock> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+pub fn lock(dir: &Path) -> Result<DirLock, StateError> {
+    std::fs::create_dir_all(dir).map_err(StateError::io("create data directory", dir))?;
     let path = dir.join("lock");
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -80,25 +80,23 @@ pub fn lock(dir: &Path) -> anyhow::Result<DirLock> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .map_err(StateError::io("open", &path))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            bail!(
-                "{} is in use by another driftwatch (pid {}): stop it first, or change a running daemon's \
-                 baselines through its API (POST /api/v1/baselines/…)",
-                dir.display(),
-                holder.trim()
-            );
+            return Err(StateError::InUse {
+                dir: dir.to_owned(),
+                pid: holder.trim().to_owned(),
+            });
         }
         Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            return Err(StateError::io("lock", &path)(e));
         }
     }
     file.set_len(0)
         .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .map_err(StateError::io("write", &path))?;
     Ok(DirLock { _file: file })
 }
 
@@ -107,47 +105,43 @@ pub fn path(dir: &Path) -> PathBuf {
 }
 
 /// Reads the state file, if there is one.
-pub fn load(dir: &Path) -> anyhow::Result<Option<StateFile>> {
+pub fn load(dir: &Path) -> Result<Option<StateFile>, StateError> {
     let file = path(dir);
     let text = match std::fs::read(&file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        Err(e) => return Err(StateError::io("read", &file)(e)),
     };
-    let state: StateFile = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not a driftwatch state file", file.display()))?;
+    let state: StateFile = serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+        path: file.clone(),
+        source,
+    })?;
     if state.detector.version != detect::SNAPSHOT_VERSION {
-        bail!(
-            "{} has state version {}, this driftwatch reads {}",
-            file.display(),
-            state.detector.version,
-            detect::SNAPSHOT_VERSION
-        );
+        return Err(StateError::Version {
+            path: file,
+            found: state.detector.version,
+            reads: detect::SNAPSHOT_VERSION,
+        });
     }
     Ok(Some(state))
 }
 
 /// Writes the state file atomically: a temporary file, synced, renamed over the old
 /// one, and the directory synced, so a crash leaves either the old file or the new one.
-pub fn save(dir: &Path, state: &StateFile) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+pub fn save(dir: &Path, state: &StateFile) -> Result<(), StateError> {
+    std::fs::create_dir_all(dir).map_err(StateError::io("create data directory", dir))?;
     let file = path(dir);
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let mut out =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut out = std::fs::File::create(&tmp).map_err(StateError::io("create", &tmp))?;
     let mut writer = std::io::BufWriter::new(&mut out);
-    serde_json::to_writer(&mut writer, state).context("cannot serialize the state")?;
-    writer
-        .flush()
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    serde_json::to_writer(&mut writer, state).map_err(StateError::Serialize)?;
+    writer.flush().map_err(StateError::io("write", &tmp))?;
     drop(writer);
-    out.sync_all()
-        .with_context(|| format!("cannot sync {}", tmp.display()))?;
-    std::fs::rename(&tmp, &file).with_context(|| format!("cannot replace {}", file.display()))?;
+    out.sync_all().map_err(StateError::io("sync", &tmp))?;
+    std::fs::rename(&tmp, &file).map_err(StateError::io("replace", &file))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", dir.display()))?;
+        .map_err(StateError::io("sync", dir))?;
     Ok(())
 }
 
@@ -177,7 +171,7 @@ mod tests {
     fn a_corrupt_state_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), "{\"written_at\":").unwrap();
-        let err = format!("{:#}", load(dir.path()).unwrap_err());
+        let err = load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("is not a driftwatch state file"), "{err}");
     }
 
@@ -185,7 +179,7 @@ mod tests {
     fn one_process_at_a_time_holds_the_data_directory() {
         let dir = tempfile::tempdir().unwrap();
         let held = lock(dir.path()).unwrap();
-        let err = format!("{:#}", lock(dir.path()).unwrap_err());
+        let err = lock(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("in use by another driftwatch")
                 && err.contains(&std::process::id().to_string()),
