@@ -16,15 +16,15 @@
 use std::time::Instant;
 
 use detect::{Alert, Severity};
-use driftwatch::simulator::{ATTACKS, DetectionRun};
 use ingest::Nanos;
+use simulator::{ATTACKS, DetectionRun};
 
 const HOUR: i64 = 3600 * 1_000_000_000;
 
 fn run(seed: u64, hours: i64, rate: u64) -> (DetectionRun, f64) {
     let start = Nanos(1_772_445_600_000_000_000);
     let began = Instant::now();
-    let run = driftwatch::simulator::detect(
+    let run = simulator::detect(
         seed,
         start,
         Nanos(start.0 + (hours + 1) * HOUR),

@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use driftwatch::config::Config;
-use driftwatch::simulator::{Simulator, TOPICS};
 use driftwatch::supervisor::Supervisor;
 use ingest::{KafkaConfig, Nanos, TopicConfig};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::json;
+use simulator::{Simulator, TOPICS};
 
 /// Partitions per topic: the mock broker keeps at most 5 MiB of batches per partition
 /// and drops older ones silently, so the records are spread (and compressed) well

@@ -16,9 +16,9 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::daemon;
-use crate::simulator::{Simulator, TOPICS};
 use crate::supervisor::Supervisor;
 use crate::telemetry;
+use simulator::{Simulator, TOPICS};
 
 pub struct Args {
     pub duration: Option<Duration>,

@@ -14,7 +14,6 @@ pub mod demo;
 pub mod http;
 pub mod replay;
 pub mod reports;
-pub mod simulator;
 pub mod supervisor;
 pub mod surfaces;
 pub mod telemetry;

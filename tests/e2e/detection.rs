@@ -10,10 +10,10 @@ use crate::common::{driftwatch, fixtures};
 /// The simulated shop, with its churn, for `hours` of event time at 100 records a
 /// second of wall time at 60x (0.6 s of event time a record), the attacks injected from
 /// `attacks_from` every three hours.
-fn simulate(seed: u64, hours: i64, attacks_from: i64) -> driftwatch::simulator::DetectionRun {
+fn simulate(seed: u64, hours: i64, attacks_from: i64) -> simulator::DetectionRun {
     let start = Nanos(1_772_445_600_000_000_000);
     let hour = 3600 * 1_000_000_000i64;
-    driftwatch::simulator::detect(
+    simulator::detect(
         seed,
         start,
         Nanos(start.0 + hours * hour),
@@ -52,7 +52,7 @@ fn a_churning_day_raises_nothing_above_low_but_each_attack() {
                     && attack_of(a).is_some_and(|i| i == attack)),
                 "seed {seed}: attack {} ({}) raised nothing above low",
                 attack.attack,
-                driftwatch::simulator::ATTACKS[attack.attack]
+                simulator::ATTACKS[attack.attack]
             );
         }
     }
