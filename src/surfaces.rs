@@ -79,7 +79,7 @@ pub fn sql_engine(
         ),
         (
             "notifications",
-            notifications_schema(),
+            store::notifications_schema(),
             match stages.notifier.clone() {
                 Some(n) => Arc::new(move || vec![notifications_table(&n)]) as Reader,
                 None => Arc::new(Vec::new),
@@ -89,56 +89,24 @@ pub fn sql_engine(
     SqlEngine::new(tables, config.sql.clone()).context("cannot set up the SQL engine")
 }
 
-fn notifications_schema() -> arrow::datatypes::SchemaRef {
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-    Arc::new(Schema::new(vec![
-        text("item", false),
-        text("source", false),
-        text("sink", false),
-        text("notification", false),
-        text("state", false),
-        Field::new("attempts", DataType::Int64, false),
-        text("last_error", true),
-        Field::new(
-            "updated",
-            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-            false,
-        ),
-    ]))
-}
-
 /// Delivery status per alert (or finding) and sink.
 fn notifications_table(n: &notify::Notifier) -> arrow::record_batch::RecordBatch {
-    use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampNanosecondBuilder};
     let statuses = n.statuses();
-    let mut text: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
-    let mut attempts = Int64Builder::new();
-    let mut updated = TimestampNanosecondBuilder::new().with_timezone("UTC");
-    for s in &statuses {
-        text[0].append_value(&s.item);
-        text[1].append_value(&s.source);
-        text[2].append_value(&s.sink);
-        text[3].append_value(&s.notification);
-        text[4].append_value(&s.state);
-        text[5].append_option(s.last_error.as_deref());
-        attempts.append_value(i64::from(s.attempts));
-        updated.append_value(
-            chrono::DateTime::parse_from_rfc3339(&s.updated)
+    store::notifications_batch(statuses.iter().map(|s| {
+        store::NotificationRow {
+            item: &s.item,
+            source: &s.source,
+            sink: &s.sink,
+            notification: &s.notification,
+            state: &s.state,
+            attempts: i64::from(s.attempts),
+            last_error: s.last_error.as_deref(),
+            updated: chrono::DateTime::parse_from_rfc3339(&s.updated)
                 .ok()
                 .and_then(|t| t.timestamp_nanos_opt())
                 .unwrap_or(0),
-        );
-    }
-    let mut columns: Vec<ArrayRef> = text[..5]
-        .iter_mut()
-        .map(|b| Arc::new(b.finish()) as ArrayRef)
-        .collect();
-    columns.push(Arc::new(attempts.finish()));
-    columns.push(Arc::new(text[5].finish()));
-    columns.push(Arc::new(updated.finish()));
-    arrow::record_batch::RecordBatch::try_new(notifications_schema(), columns)
-        .expect("notification columns match the schema")
+        }
+    }))
 }
 
 /// What `start` made.

@@ -89,11 +89,13 @@ async fn set_status(
             if let (Some(n), AlertStatus::Resolved) = (&api.notifier, status) {
                 n.submit(notify::Item::from_alert(&alert));
             }
-            api.audit.record(caller, action, id, "ok");
+            api.audit
+                .record_as(&caller.name, caller.role.as_str(), action, id, "ok");
             Ok(Json(json!(alert)))
         }
         _ => {
-            api.audit.record(caller, action, id, "not found");
+            api.audit
+                .record_as(&caller.name, caller.role.as_str(), action, id, "not found");
             Err(ApiError::NotFound(format!("no alert {id:?}")))
         }
     }
@@ -130,11 +132,23 @@ pub(super) async fn accept(
     caller.require(Role::Analyst)?;
     match command(&api, Command::Accept { id: id.clone() }).await? {
         Outcome::Alert(Some(alert)) => {
-            api.audit.record(&caller, "alert.accept", &id, "ok");
+            api.audit.record_as(
+                &caller.name,
+                caller.role.as_str(),
+                "alert.accept",
+                &id,
+                "ok",
+            );
             Ok(Json(json!(alert)))
         }
         _ => {
-            api.audit.record(&caller, "alert.accept", &id, "refused");
+            api.audit.record_as(
+                &caller.name,
+                caller.role.as_str(),
+                "alert.accept",
+                &id,
+                "refused",
+            );
             Err(ApiError::Conflict(format!(
                 "no alert {id:?} that can be accepted (rate and baseline-cap alerts cannot)"
             )))
@@ -210,7 +224,13 @@ pub(super) async fn import_baselines(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     let file: BaselineFile = serde_json::from_slice(&body).map_err(|e| {
-        api.audit.record(&caller, "baseline.import", "", "invalid");
+        api.audit.record_as(
+            &caller.name,
+            caller.role.as_str(),
+            "baseline.import",
+            "",
+            "invalid",
+        );
         ApiError::BadRequest(format!("not a baseline file: {e}"))
     })?;
     let targets: Vec<&str> = file.services.iter().map(|s| s.service.as_str()).collect();
@@ -225,12 +245,23 @@ pub(super) async fn import_baselines(
     .await?;
     match imported {
         Outcome::Imported(Ok(added)) => {
-            api.audit.record(&caller, "baseline.import", &target, "ok");
+            api.audit.record_as(
+                &caller.name,
+                caller.role.as_str(),
+                "baseline.import",
+                &target,
+                "ok",
+            );
             Ok(Json(json!({ "added": added })))
         }
         Outcome::Imported(Err(e)) => {
-            api.audit
-                .record(&caller, "baseline.import", &target, "failed");
+            api.audit.record_as(
+                &caller.name,
+                caller.role.as_str(),
+                "baseline.import",
+                &target,
+                "failed",
+            );
             Err(ApiError::Internal(e))
         }
         other => unreachable!("an import answers with what it imported, not {other:?}"),
@@ -274,8 +305,9 @@ async fn control(
         command(api, make(service.clone())).await?,
         Outcome::Service(true)
     );
-    api.audit.record(
-        caller,
+    api.audit.record_as(
+        &caller.name,
+        caller.role.as_str(),
         action,
         &service,
         if done { "ok" } else { "not found" },

@@ -22,14 +22,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-mod audit;
 mod detector;
 mod error;
 mod reporting;
 mod sql_search;
 
-pub use audit::{AUDIT_KEPT, AuditEntry, AuditLog};
 pub use error::{ApiError, ApiJson, ApiQuery};
+pub use store::audit::{AUDIT_KEPT, AuditEntry, AuditLog};
 
 /// What a token may do; each role can do everything the ones before it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

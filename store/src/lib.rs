@@ -5,19 +5,23 @@
 //! the event model) and never on detection, compliance or the query engine: those read
 //! its snapshots, it does not know they exist.
 
+pub mod audit;
 mod config;
+pub mod error;
 mod events;
 pub mod metrics;
 mod schema;
 pub mod tables;
 
+pub use audit::AuditLog;
 pub use config::{ByteSize, StoreConfig};
+pub use error::StoreError;
 pub use events::{AppendOutcome, EventTable, EventsSnapshot};
 pub use metrics::StoreMetrics;
 pub use schema::events_schema;
 pub use tables::{
-    AlertRow, BaselineRow, FindingRow, LogTemplateRow, PostureRow, ServiceRow, alerts_batch,
-    alerts_schema, baselines_batch, baselines_schema, findings_batch, findings_schema,
-    log_templates_batch, log_templates_schema, posture_batch, posture_schema, services_batch,
-    services_schema,
+    AlertRow, BaselineRow, FindingRow, LogTemplateRow, NotificationRow, PostureRow, ServiceRow,
+    alerts_batch, alerts_schema, baselines_batch, baselines_schema, findings_batch,
+    findings_schema, log_templates_batch, log_templates_schema, notifications_batch,
+    notifications_schema, posture_batch, posture_schema, services_batch, services_schema,
 };

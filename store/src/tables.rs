@@ -1,4 +1,5 @@
-//! The `alerts`, `baselines` and `log_templates` tables: Arrow batches built from plain rows, so that the
+//! The `alerts`, `baselines`, `services`, `log_templates`, `findings`, `posture` and
+//! `notifications` tables: Arrow batches built from plain rows, so that the
 //! store stays ignorant of detection's types (detection depends on the store, not the
 //! other way round). Detection builds the rows; readers get consistent batches.
 
@@ -495,4 +496,61 @@ pub fn posture_batch<'a>(rows: impl IntoIterator<Item = PostureRow<'a>>) -> Reco
         next(),
     ];
     RecordBatch::try_new(posture_schema(), columns).expect("builders match the schema")
+}
+
+static NOTIFICATIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("item", false),
+        text("source", false),
+        text("sink", false),
+        text("notification", false),
+        text("state", false),
+        Field::new("attempts", DataType::Int64, false),
+        text("last_error", true),
+        ts("updated"),
+    ]))
+});
+
+pub fn notifications_schema() -> SchemaRef {
+    NOTIFICATIONS.clone()
+}
+
+/// The delivery of one alert or finding to one sink.
+pub struct NotificationRow<'a> {
+    /// The alert's or finding's id.
+    pub item: &'a str,
+    /// `alert` or `finding`.
+    pub source: &'a str,
+    pub sink: &'a str,
+    pub notification: &'a str,
+    pub state: &'a str,
+    pub attempts: i64,
+    pub last_error: Option<&'a str>,
+    pub updated: i64,
+}
+
+pub fn notifications_batch<'a>(rows: impl IntoIterator<Item = NotificationRow<'a>>) -> RecordBatch {
+    let mut text: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
+    let mut attempts = Int64Builder::new();
+    let mut updated = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    for r in rows {
+        text[0].append_value(r.item);
+        text[1].append_value(r.source);
+        text[2].append_value(r.sink);
+        text[3].append_value(r.notification);
+        text[4].append_value(r.state);
+        text[5].append_option(r.last_error);
+        attempts.append_value(r.attempts);
+        updated.append_value(r.updated);
+    }
+    let mut columns: Vec<ArrayRef> = text[..5]
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    columns.push(Arc::new(attempts.finish()));
+    columns.push(Arc::new(text[5].finish()));
+    columns.push(Arc::new(updated.finish()));
+    RecordBatch::try_new(notifications_schema(), columns)
+        .expect("notification columns match the schema")
 }

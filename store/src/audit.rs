@@ -1,5 +1,9 @@
 //! The audit log of the API's mutating calls and of refused ones, kept in memory for
 //! the `audit` table and, with a data directory, in `audit.jsonl` there.
+//!
+//! Locking: one mutex guards the entries kept, taken by an API call that records and by
+//! a scan of the table, each for a copy of rows; the pipeline never takes it. The file
+//! has a mutex of its own, taken after the entries' and only to append one line.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -11,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::Caller;
+use crate::error::StoreError;
 
 /// One audited call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,11 +50,11 @@ struct AuditFile {
 
 impl AuditLog {
     /// The audit log, restored from `dir/audit.jsonl` when a directory is given.
-    pub fn open(dir: Option<&std::path::Path>) -> anyhow::Result<Self> {
+    pub fn open(dir: Option<&std::path::Path>) -> Result<Self, StoreError> {
         let Some(dir) = dir else {
             return Ok(AuditLog::default());
         };
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
         let path = dir.join("audit.jsonl");
         let mut entries = VecDeque::new();
         let mut lines = 0;
@@ -58,13 +62,12 @@ impl AuditLog {
             Ok(text) => {
                 if !text.is_empty() && !text.ends_with('\n') {
                     // A torn last line is ended, so that the next entry starts a line.
-                    use anyhow::Context as _;
                     use std::io::Write;
                     std::fs::OpenOptions::new()
                         .append(true)
                         .open(&path)
                         .and_then(|mut f| f.write_all(b"\n"))
-                        .with_context(|| format!("cannot repair {}", path.display()))?;
+                        .map_err(StoreError::io("repair", &path))?;
                 }
                 for line in text.lines() {
                     lines += 1;
@@ -78,11 +81,7 @@ impl AuditLog {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(
-                    anyhow::Error::from(e).context(format!("cannot read {}", path.display()))
-                );
-            }
+            Err(e) => return Err(StoreError::io("read", &path)(e)),
         }
         Ok(AuditLog {
             entries: Mutex::new(entries),
@@ -90,11 +89,7 @@ impl AuditLog {
         })
     }
 
-    pub fn record(&self, caller: &Caller, action: &str, target: &str, outcome: &str) {
-        self.record_as(&caller.name, caller.role.as_str(), action, target, outcome);
-    }
-
-    /// Records a call by anyone, a caller without a valid token included.
+    /// Records a call by `actor` in `role` (`none` for a caller without a valid token).
     pub fn record_as(&self, actor: &str, role: &str, action: &str, target: &str, outcome: &str) {
         info!(actor, role, action, target, outcome, "Audit.");
         let entry = AuditEntry {
