@@ -731,15 +731,6 @@ fn trend_chart(report: &Report, t: &Trend) -> String {
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> Nanos {
-        Nanos(
-            chrono::DateTime::parse_from_rfc3339(s)
-                .unwrap()
-                .timestamp_nanos_opt()
-                .unwrap(),
-        )
-    }
-
     #[test]
     fn csv_fields_a_spreadsheet_would_run_are_made_text() {
         for (field, written) in [
