@@ -3,17 +3,22 @@
 //! `driftwatch anomaly-scores FILE` writes `timestamp,value,anomaly_score` for every row.
 //! Those rows are kept in NAB's results layout (`<out>/driftwatch/<category>/
 //! driftwatch_<file>.csv`, with the `label` column from the windows) and scored with
-//! `detect::nab`, a reimplementation of NAB's standard-profile window scoring (one
+//! `benches/support/nab_score.rs`, a reimplementation of NAB's standard-profile window scoring (one
 //! threshold for the whole corpus, chosen as NAB's sweeper does).
 //!
 //! `cargo bench --bench nab [-- --results DIR]` prints the score per category and
 //! overall; without the data it says so and stops.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use detect::nab::{FileScores, Labels, Profile, score_corpus};
-use detect::rate::parse_timestamp;
+use detect::anomaly::parse_timestamp;
+use nab_score::{FileScores, Labels, Profile, score_corpus};
+
+// The whole scorer is shared with its tests; this bench uses the standard profile.
+#[allow(dead_code)]
+#[path = "support/nab_score.rs"]
+mod nab_score;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -22,7 +27,10 @@ fn main() {
     }
     let root = std::env::var_os("DRIFTWATCH_NAB")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/nab"));
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+                .join("../shared/datasets/nab")
+        });
     if !root.join("data").is_dir() {
         println!(
             "NAB files not found at {}: nothing to evaluate",

@@ -168,7 +168,7 @@ fn main() {
         for i in 0..alerts {
             let it = item(i);
             handed.insert(it.id.clone(), Instant::now());
-            notifier.submit(it);
+            notifier.submit(it).await;
         }
         while receipts.lock().unwrap().len() < alerts {
             tokio::time::sleep(Duration::from_millis(5)).await;

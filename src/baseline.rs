@@ -70,7 +70,7 @@ pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
 
 /// A manual control on the state file (stop the daemon first).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
+pub enum BaselineChange {
     /// Forget a service's baseline; it learns again from its next event.
     Relearn(String),
     /// Stop all learning for a service, image grace periods included.
@@ -80,23 +80,23 @@ pub enum Control {
 }
 
 /// Applies a manual control to the state file and says what it did.
-pub fn control(data_dir: &Path, control: &Control) -> anyhow::Result<String> {
+pub fn control(data_dir: &Path, control: &BaselineChange) -> anyhow::Result<String> {
     let _lock = state::lock(data_dir)?;
     let mut state = load_state(data_dir)?;
     let mut detector =
         detect::Detector::restore(detect::DetectConfig::default(), state.detector.clone())
             .map_err(anyhow::Error::msg)?;
     let said = match control {
-        Control::Relearn(service) if detector.relearn(service) => {
+        BaselineChange::Relearn(service) if detector.relearn(service) => {
             format!("{service} will learn again from its next event")
         }
-        Control::Lock(service) if detector.lock(service) => {
+        BaselineChange::Lock(service) if detector.lock(service) => {
             format!("{service} is locked: it learns nothing more")
         }
-        Control::Relearn(service) | Control::Lock(service) => {
+        BaselineChange::Relearn(service) | BaselineChange::Lock(service) => {
             bail!("the state file has no service {service:?}")
         }
-        Control::Accept(id) => match detector.accept(id) {
+        BaselineChange::Accept(id) => match detector.accept(id) {
             Some(alert) => format!(
                 "accepted {} into the baseline of {}; alert {id} resolved",
                 alert.subject, alert.service
@@ -182,10 +182,10 @@ mod tests {
             &file(&[("shop/api", Dimension::Process, "/a (parent /b)")]),
         )
         .unwrap();
-        control(dir.path(), &Control::Lock("shop/api".into())).unwrap();
+        control(dir.path(), &BaselineChange::Lock("shop/api".into())).unwrap();
         let s = state::load(dir.path()).unwrap().unwrap();
         assert_eq!(s.detector.services[0].phase, Phase::Locked);
-        control(dir.path(), &Control::Relearn("shop/api".into())).unwrap();
+        control(dir.path(), &BaselineChange::Relearn("shop/api".into())).unwrap();
         assert!(
             state::load(dir.path())
                 .unwrap()
@@ -194,8 +194,8 @@ mod tests {
                 .services
                 .is_empty()
         );
-        let err = control(dir.path(), &Control::Lock("shop/none".into())).unwrap_err();
+        let err = control(dir.path(), &BaselineChange::Lock("shop/none".into())).unwrap_err();
         assert!(err.to_string().contains("shop/none"));
-        assert!(control(dir.path(), &Control::Accept("0123".into())).is_err());
+        assert!(control(dir.path(), &BaselineChange::Accept("0123".into())).is_err());
     }
 }

@@ -20,7 +20,7 @@ use store::{ByteSize, StoreConfig};
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     #[serde(default)]
-    pub log: LogConfig,
+    pub log: LoggingConfig,
     /// Required by `run`; `replay` and `demo` do without.
     pub kafka: Option<KafkaConfig>,
     #[serde(default)]
@@ -95,7 +95,7 @@ impl Config {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct LogConfig {
+pub struct LoggingConfig {
     /// `pretty` for people, `json` for log shippers.
     #[serde(default)]
     pub format: LogFormat,
@@ -105,9 +105,9 @@ pub struct LogConfig {
     pub level: String,
 }
 
-impl Default for LogConfig {
+impl Default for LoggingConfig {
     fn default() -> Self {
-        LogConfig {
+        LoggingConfig {
             format: LogFormat::default(),
             level: default_log_level(),
         }

@@ -374,21 +374,21 @@ fn baseline(action: BaselineAction) -> anyhow::Result<()> {
         BaselineAction::Relearn { service, data_dir } => {
             println!(
                 "{}",
-                baseline::control(&data_dir, &baseline::Control::Relearn(service))?
+                baseline::control(&data_dir, &baseline::BaselineChange::Relearn(service))?
             );
             Ok(())
         }
         BaselineAction::Lock { service, data_dir } => {
             println!(
                 "{}",
-                baseline::control(&data_dir, &baseline::Control::Lock(service))?
+                baseline::control(&data_dir, &baseline::BaselineChange::Lock(service))?
             );
             Ok(())
         }
         BaselineAction::Accept { alert, data_dir } => {
             println!(
                 "{}",
-                baseline::control(&data_dir, &baseline::Control::Accept(alert))?
+                baseline::control(&data_dir, &baseline::BaselineChange::Accept(alert))?
             );
             Ok(())
         }
@@ -445,7 +445,7 @@ fn input(path: &PathBuf) -> anyhow::Result<Box<dyn std::io::BufRead>> {
 /// score the rate detector gives it as it streams by.
 fn anomaly_scores(path: PathBuf) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
-    let mut detector = detect::rate::RateDetector::default();
+    let mut detector = detect::anomaly::RateDetector::default();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut lines = input(&path)?.lines().enumerate();
     match lines.next() {
@@ -468,7 +468,7 @@ fn anomaly_scores(path: PathBuf) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let (t, v) = detect::rate::parse_nab_row(line).ok_or_else(|| {
+        let (t, v) = detect::anomaly::parse_nab_row(line).ok_or_else(|| {
             anyhow::anyhow!(
                 "{} line {}: expected `YYYY-MM-DD HH:MM:SS,value`, found {line:?}",
                 path.display(),

@@ -6,10 +6,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogFormat, LoggingConfig};
 
 /// Installs the tracing subscriber. `DRIFTWATCH_LOG` overrides the configured level.
-pub fn init_logging(config: &LogConfig) {
+pub fn init_logging(config: &LoggingConfig) {
     let filter = std::env::var("DRIFTWATCH_LOG").unwrap_or_else(|_| config.level.clone());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
         eprintln!("driftwatch: invalid log filter {filter:?} ({e}); using \"info\"");

@@ -98,7 +98,7 @@ pub fn build(
 fn on_findings(notifier: Option<notify::Notifier>, print: bool) -> compliance::worker::OnFindings {
     Box::new(move |findings| {
         if let Some(n) = &notifier {
-            n.submit_all(
+            n.submit_all_blocking(
                 findings
                     .iter()
                     .filter(|f| f.status == compliance::Status::Fail || f.clears_failure)

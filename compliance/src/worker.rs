@@ -69,7 +69,7 @@ pub const FINDINGS_KEPT: usize = 200_000;
 const QUEUED: usize = 64;
 
 /// One thing for the worker, in the order the pipeline saw it.
-pub enum Item {
+pub enum Trigger {
     Event(Event),
     /// An alert, with the event that raised it when there is one (boxed: alerts are
     /// rare next to events).
@@ -77,7 +77,7 @@ pub enum Item {
 }
 
 enum Message {
-    Items(Vec<Item>),
+    Items(Vec<Trigger>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -236,7 +236,7 @@ impl Compliance {
     }
 
     /// Queues items; waits only when the worker is a whole queue behind.
-    pub async fn send(&self, items: Vec<Item>) {
+    pub async fn send(&self, items: Vec<Trigger>) {
         if items.is_empty() {
             return;
         }
@@ -329,8 +329,8 @@ fn run(worker: ComplianceWorker) {
         let (hits, misses) = engine.result_cache_stats();
         for item in &items {
             match item {
-                Item::Event(e) => engine.on_event(e, &mut out),
-                Item::Alert(pair) => engine.on_alert(&pair.0, pair.1.as_ref(), &mut out),
+                Trigger::Event(e) => engine.on_event(e, &mut out),
+                Trigger::Alert(pair) => engine.on_alert(&pair.0, pair.1.as_ref(), &mut out),
             }
         }
         let (h, m) = engine.result_cache_stats();

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::alert::{Alert, AlertKind, AlertStatus, MAX_EVIDENCE, Severity, alert_id, dedup_key};
+use crate::anomaly::Direction;
 use crate::config::DetectConfig;
 use crate::generalise::Generalisations;
 use crate::logs::{LogState, weigh};
 use crate::observe::{Dimension, Observation, observe};
-use crate::rate::Direction;
 use crate::rates::{RateFinding, RateState};
 use crate::view::{DetectorView, Tracked};
 

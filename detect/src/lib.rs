@@ -11,6 +11,7 @@
 //! with hash lookups only.
 
 mod alert;
+pub mod anomaly;
 pub mod baseline;
 mod clock;
 mod command;
@@ -18,10 +19,8 @@ mod config;
 mod detector;
 pub mod generalise;
 pub mod logs;
-pub mod nab;
 mod observe;
 pub mod pattern;
-pub mod rate;
 pub mod rates;
 mod snapshot;
 mod tables;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::rate::{Direction, RateConfig, RateDetector};
+use crate::anomaly::{Direction, RateConfig, RateDetector};
 
 /// Rate settings (`[detect.rate]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -78,7 +78,9 @@ fn render(detector: &Detector) -> String {
 }
 
 fn check(case: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir =
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("tests/golden");
     let (detector, _) = run_case(&dir.join(format!("{case}.input.jsonl")));
     let actual = render(&detector);
     let expected_path = dir.join(format!("{case}.expected.jsonl"));
@@ -156,7 +158,9 @@ fn a_shift_in_the_log_template_mix() {
 /// an uninterrupted run: nothing lost, nothing raised twice.
 #[test]
 fn a_restart_from_a_snapshot_mid_stream_changes_nothing() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir =
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("tests/golden");
     for case in [
         "process",
         "file",
@@ -207,7 +211,9 @@ fn a_restart_from_a_snapshot_mid_stream_changes_nothing() {
 #[test]
 fn alerts_and_baselines_are_tables() {
     use arrow::array::{Array, AsArray};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir =
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("tests/golden");
     let (detector, _) = run_case(&dir.join("process.input.jsonl"));
     let alerts = detector.alerts_table();
     assert_eq!(alerts.num_rows(), detector.alerts().len());

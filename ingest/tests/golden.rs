@@ -13,7 +13,8 @@ use ingest::{DecodeLimits, Decoded, Decoder, Event, Format, Provenance, ServiceK
 use serde_json::json;
 
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("tests/golden")
 }
 
 fn run(input: &Path, format: Format) -> String {

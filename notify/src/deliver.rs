@@ -32,7 +32,7 @@ use sink::{Queued, run_sink, takes_several};
 
 /// Where one item stands at one sink.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Status {
+pub struct DeliveryStatus {
     /// The alert or finding id.
     pub item: String,
     pub source: String,
@@ -51,7 +51,7 @@ pub const STATUSES_KEPT: usize = 100_000;
 
 #[derive(Default)]
 struct Statuses {
-    by_key: HashMap<(String, String), Status>,
+    by_key: HashMap<(String, String), DeliveryStatus>,
     order: std::collections::VecDeque<(String, String)>,
 }
 
@@ -70,7 +70,7 @@ impl Statuses {
             }
             self.by_key.insert(
                 key,
-                Status {
+                DeliveryStatus {
                     item: item.id.clone(),
                     source: item.source.clone(),
                     sink: entry.sink.clone(),
@@ -101,7 +101,9 @@ pub struct OutboxHealth {
 /// A handle on the running notifier.
 #[derive(Clone)]
 pub struct Notifier {
-    tx: mpsc::UnboundedSender<Vec<Item>>,
+    tx: mpsc::Sender<Vec<Item>>,
+    /// The `notify_queue_depth` gauge: items submitted and not yet routed.
+    depth: prometheus_client::metrics::gauge::Gauge,
     statuses: Arc<Mutex<Statuses>>,
     /// Items submitted and not yet routed, plus items in open groups.
     unrouted: Arc<AtomicUsize>,
@@ -240,8 +242,9 @@ impl Notifier {
                 }
             }
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(SUBMIT_QUEUE);
         let unrouted: Arc<AtomicUsize> = Arc::default();
+        let depth = metrics.queued.clone();
         // Delivery runs on a thread and runtime of its own: outbox writes (fsync) and
         // slow receivers never take time from the pipeline's runtime.
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -274,6 +277,7 @@ impl Notifier {
             .map_err(|e| format!("cannot start the delivery thread: {e}"))?;
         Ok(Notifier {
             tx,
+            depth,
             statuses,
             unrouted,
             health,
@@ -306,26 +310,54 @@ impl Notifier {
         self.health.subscribe()
     }
 
-    /// Hands an alert or a failing finding to the routes; never waits.
-    pub fn submit(&self, item: Item) {
-        self.submit_all(vec![item]);
+    /// Hands an alert or a failing finding to the routes; waits while the queue to
+    /// the router is full ([`SUBMIT_QUEUE`]).
+    pub async fn submit(&self, item: Item) {
+        self.submit_all(vec![item]).await;
     }
 
     /// Hands several over at once (one wake-up of the delivery thread for all of
-    /// them, where one each would cost the caller a system call per item); never waits.
-    pub fn submit_all(&self, items: Vec<Item>) {
-        let n = items.len();
+    /// them, where one each would cost the caller a system call per item); waits while
+    /// the queue to the router is full.
+    pub async fn submit_all(&self, items: Vec<Item>) {
+        let n = self.queued(items.len());
         if n == 0 {
             return;
         }
-        self.unrouted.fetch_add(n, Ordering::Relaxed);
-        if self.tx.send(items).is_err() {
-            self.unrouted.fetch_sub(n, Ordering::Relaxed);
-            warn!(
-                n,
-                "The notifier has stopped; notifications were not queued."
-            );
+        if self.tx.send(items).await.is_err() {
+            self.unqueued(n);
         }
+    }
+
+    /// [`Notifier::submit_all`] for a thread outside any async runtime (the compliance
+    /// worker's): blocks while the queue is full. Called on a runtime's thread, it
+    /// panics, as blocking there would stall the runtime.
+    pub fn submit_all_blocking(&self, items: Vec<Item>) {
+        let n = self.queued(items.len());
+        if n == 0 {
+            return;
+        }
+        if self.tx.blocking_send(items).is_err() {
+            self.unqueued(n);
+        }
+    }
+
+    /// Counts `n` items in before they are sent.
+    fn queued(&self, n: usize) -> usize {
+        if n > 0 {
+            let now = self.unrouted.fetch_add(n, Ordering::Relaxed) + n;
+            self.depth.set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
+        n
+    }
+
+    /// Counts `n` items out again when the notifier has stopped.
+    fn unqueued(&self, n: usize) {
+        self.unrouted.fetch_sub(n, Ordering::Relaxed);
+        warn!(
+            n,
+            "The notifier has stopped; notifications were not queued."
+        );
     }
 
     /// Waits until nothing is pending (or `timeout` passes); whether nothing is.
@@ -350,7 +382,7 @@ impl Notifier {
     }
 
     /// Delivery statuses, newest change last.
-    pub fn statuses(&self) -> Vec<Status> {
+    pub fn statuses(&self) -> Vec<DeliveryStatus> {
         let s = self.statuses.lock().expect("statuses lock poisoned");
         s.order
             .iter()
@@ -379,6 +411,15 @@ fn stable_id(parts: &[&str]) -> String {
 /// The outbox is synced at most this often; items handed over in between are written
 /// together.
 pub const COMMIT_EVERY: Duration = Duration::from_millis(20);
+
+/// Batches of items submitted and not yet taken by the router. The router takes a
+/// batch per receive and writes the outbox at most every [`COMMIT_EVERY`], so it keeps
+/// up with any pipeline; 1,024 batches (one per applied Kafka batch at most) absorb a
+/// stall of the delivery thread of seconds. Beyond it the submitter waits: the
+/// pipeline slows and the Kafka consumer pauses, and no notification is dropped. The
+/// queues to each sink need no bound of their own: every entry in them is in the
+/// outbox, which holds at most `max-pending` and refuses (and reports) beyond it.
+pub const SUBMIT_QUEUE: usize = 1024;
 
 /// Routes items; groups bursts per sink and service; writes entries to the outbox and
 /// hands them to their sink.
@@ -455,7 +496,7 @@ impl Router {
         }
     }
 
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Vec<Item>>) {
+    async fn run(self, mut rx: mpsc::Receiver<Vec<Item>>) {
         let windows: HashMap<&str, Duration> = self
             .config
             .sinks
@@ -569,8 +610,13 @@ impl Router {
                 last_commit = Instant::now();
             }
             self.commit(batch);
-            self.unrouted
-                .fetch_sub(received + flushed, Ordering::Release);
+            let left = self
+                .unrouted
+                .fetch_sub(received + flushed, Ordering::Release)
+                - (received + flushed);
+            self.metrics
+                .queued
+                .set(i64::try_from(left).unwrap_or(i64::MAX));
         }
     }
 }

@@ -15,5 +15,5 @@ pub mod report_hook;
 pub mod sign;
 
 pub use config::{NotifyConfig, RouteConfig, SinkConfig, SinkKind};
-pub use deliver::{Notifier, NotifyMetrics, OutboxHealth, Status};
+pub use deliver::{DeliveryStatus, Notifier, NotifyMetrics, OutboxHealth};
 pub use message::Item;

@@ -165,7 +165,7 @@ async fn failures_are_retried_with_backoff_and_retry_after_then_delivered_once_s
         "[[route]]\nname = \"all\"\nsink = \"hook\"",
     );
     let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
-    notifier.submit(item("a1", "shop/api"));
+    notifier.submit(item("a1", "shop/api")).await;
     until("delivery", Duration::from_secs(10), || {
         receiver.seen().iter().any(|s| s.status == 200)
     })
@@ -216,8 +216,8 @@ async fn a_400_is_final_and_a_dead_sink_holds_up_no_other() {
     let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
     let mut critical = item("c1", "shop/db");
     critical.severity = detect::Severity::Critical;
-    notifier.submit(item("a1", "shop/api"));
-    notifier.submit(critical);
+    notifier.submit(item("a1", "shop/api")).await;
+    notifier.submit(critical).await;
     until("both on the live sink", Duration::from_secs(5), || {
         slack_items(&live_rx) == 2
     })
@@ -263,11 +263,11 @@ async fn a_burst_about_one_service_becomes_one_notification() {
     );
     let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
     for id in ["a1", "a2", "a3"] {
-        notifier.submit(item(id, "shop/api"));
+        notifier.submit(item(id, "shop/api")).await;
     }
     // Later, so that its group is due later and goes out on its own.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    notifier.submit(item("b1", "shop/db"));
+    notifier.submit(item("b1", "shop/db")).await;
     until("two messages", Duration::from_secs(5), || {
         rx.seen().len() == 2
     })
@@ -300,7 +300,7 @@ fn the_outbox_resumes_after_the_runtime_is_torn_down() {
             "[[route]]\nname = \"all\"\nsink = \"hook\"",
         );
         let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
-        notifier.submit(item("a1", "shop/api"));
+        notifier.submit(item("a1", "shop/api")).await;
         until("an attempt", Duration::from_secs(5), || {
             notifier.statuses().iter().any(|s| s.attempts >= 1)
         })
@@ -362,7 +362,7 @@ async fn a_slow_receiver_times_out_and_the_retry_keeps_the_id() {
         "[[route]]\nname = \"all\"\nsink = \"hook\"",
     );
     let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
-    notifier.submit(item("a1", "shop/api"));
+    notifier.submit(item("a1", "shop/api")).await;
     until(
         "delivery after the timeout",
         Duration::from_secs(10),
@@ -395,7 +395,7 @@ async fn a_full_outbox_reports_itself_keeps_room_for_driftwatchs_own_alert_and_c
     assert!(!health.borrow().full);
     // Apart (items routed together to a webhook would be one notification).
     for id in ["a1", "a2", "a3", "a4"] {
-        notifier.submit(item(id, "shop/api"));
+        notifier.submit(item(id, "shop/api")).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::timeout(Duration::from_secs(5), health.wait_for(|h| h.refused == 2))
@@ -405,7 +405,9 @@ async fn a_full_outbox_reports_itself_keeps_room_for_driftwatchs_own_alert_and_c
     let h = *health.borrow();
     assert!(h.full && h.limit == 2 && h.pending == 2, "{h:?}");
     // driftwatch's alert about itself still finds room.
-    notifier.submit(item("outbox-full", detect::HEALTH_SERVICE));
+    notifier
+        .submit(item("outbox-full", detect::HEALTH_SERVICE))
+        .await;
     tokio::time::timeout(Duration::from_secs(10), health.wait_for(|h| !h.full))
         .await
         .expect("the outbox drains once the receiver is up")
@@ -472,14 +474,14 @@ async fn notifications_waiting_together_go_out_as_one_request_and_tried_ids_neve
         "[[route]]\nname = \"all\"\nsink = \"hook\"\n",
     );
     let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
-    notifier.submit(item("a1", "shop/api"));
+    notifier.submit(item("a1", "shop/api")).await;
     until("a first attempt", Duration::from_secs(5), || {
         !receiver.seen().is_empty()
     })
     .await;
     // These wait while a1 is retried, each its own notification (handed over apart).
     for id in ["a2", "a3", "a4", "a5"] {
-        notifier.submit(item(id, "shop/db"));
+        notifier.submit(item(id, "shop/db")).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     until("every item delivered", Duration::from_secs(10), || {
@@ -523,11 +525,13 @@ async fn items_routed_together_to_a_webhook_are_one_notification() {
         "[[route]]\nname = \"all\"\nsink = \"hook\"\n",
     );
     let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
-    notifier.submit_all(
-        (0..150)
-            .map(|i| item(&format!("b{i}"), "shop/api"))
-            .collect(),
-    );
+    notifier
+        .submit_all(
+            (0..150)
+                .map(|i| item(&format!("b{i}"), "shop/api"))
+                .collect(),
+        )
+        .await;
     until("every item delivered", Duration::from_secs(5), || {
         delivered(&notifier) == 150
     })

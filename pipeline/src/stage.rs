@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use compliance::worker::{Compliance, Item};
+use compliance::worker::{Compliance, Trigger};
 use detect::{Alert, AlertKind, Command, Detector, DetectorView, Outcome, Severity, Views};
 use ingest::{Batch, IngestMetrics, IngestStats, KafkaSource, Nanos};
 use store::{EventTable, StoreMetrics};
@@ -67,7 +67,7 @@ pub struct Persistence {
 /// What goes to the compliance worker: an event of the batch (by index), or an item.
 enum Check {
     Event(usize),
-    Item(Item),
+    Trigger(Trigger),
 }
 
 impl Stages {
@@ -202,7 +202,7 @@ impl Stages {
                 // makes one finding, and the alert's is the one that names it.
                 for a in &raised[before..] {
                     if c.wants_alert(a.kind) {
-                        checks.push(Check::Item(Item::Alert(Box::new((
+                        checks.push(Check::Trigger(Trigger::Alert(Box::new((
                             a.clone(),
                             Some(event.clone()),
                         )))));
@@ -225,7 +225,7 @@ impl Stages {
             if let Some(c) = &self.compliance {
                 for a in &raised[before..] {
                     if c.wants_alert(a.kind) {
-                        checks.push(Check::Item(Item::Alert(Box::new((a.clone(), None)))));
+                        checks.push(Check::Trigger(Trigger::Alert(Box::new((a.clone(), None)))));
                     }
                 }
             }
@@ -254,8 +254,8 @@ impl Stages {
                     Check::Event(i) => events
                         .by_ref()
                         .find(|(j, _)| *j == i)
-                        .map(|(_, e)| Item::Event(e)),
-                    Check::Item(item) => Some(item),
+                        .map(|(_, e)| Trigger::Event(e)),
+                    Check::Trigger(trigger) => Some(trigger),
                 })
                 .collect();
             c.send(items).await;
@@ -298,7 +298,7 @@ impl Stages {
             }
         }
         if let Some(n) = &self.notifier {
-            n.submit_all(deliver);
+            n.submit_all(deliver).await;
         }
         self.ingest_metrics.record(&batch.stats);
         totals
@@ -409,7 +409,7 @@ impl Stages {
                 if new {
                     self.pipeline_metrics.raised(&alert);
                     self.announce(&alert);
-                    notifier.submit(notify::Item::from_alert(&alert));
+                    notifier.submit(notify::Item::from_alert(&alert)).await;
                 }
                 open = true;
             } else if open {
@@ -423,7 +423,7 @@ impl Stages {
                     .await;
                 if let Ok(Outcome::Alert(Some(alert))) = resolved {
                     info!(id = %alert.id, pending = h.pending, "The notification outbox has drained; its alert is resolved.");
-                    notifier.submit(notify::Item::from_alert(&alert));
+                    notifier.submit(notify::Item::from_alert(&alert)).await;
                     if self.print_alerts {
                         println!(
                             "RESOLVED {} {}: {}",

@@ -87,7 +87,7 @@ async fn set_status(
     match outcome {
         Outcome::Alert(Some(alert)) => {
             if let (Some(n), AlertStatus::Resolved) = (&api.notifier, status) {
-                n.submit(notify::Item::from_alert(&alert));
+                n.submit(notify::Item::from_alert(&alert)).await;
             }
             api.audit
                 .record_as(&caller.name, caller.role.as_str(), action, id, "ok");

@@ -232,7 +232,7 @@ pub(super) async fn notifications(
     ApiQuery(f): ApiQuery<NotificationFilter>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let statuses: Vec<notify::Status> = api
+    let statuses: Vec<notify::DeliveryStatus> = api
         .notifier
         .as_ref()
         .map(notify::Notifier::statuses)

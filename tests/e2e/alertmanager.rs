@@ -91,7 +91,7 @@ async fn alertmanager_routes_driftwatch_alerts_without_duplicates_and_resolves_t
         "count": 1, "status": "open"
     }))
     .unwrap();
-    notifier.submit(notify::Item::from_alert(&alert));
+    notifier.submit(notify::Item::from_alert(&alert)).await;
 
     let firing = |seen: &[Value]| {
         seen.iter()
@@ -134,7 +134,7 @@ async fn alertmanager_routes_driftwatch_alerts_without_duplicates_and_resolves_t
     // Resolved in driftwatch: Alertmanager ends it and tells its receiver.
     let mut resolved = alert.clone();
     resolved.status = detect::AlertStatus::Resolved;
-    notifier.submit(notify::Item::from_alert(&resolved));
+    notifier.submit(notify::Item::from_alert(&resolved)).await;
     eventually(Duration::from_secs(20), "the resolved notification", || {
         seen.lock()
             .unwrap()
@@ -160,7 +160,9 @@ async fn alertmanager_routes_driftwatch_alerts_without_duplicates_and_resolves_t
 #[tokio::test]
 async fn the_delivery_alerting_rules_pass_promtool_and_name_real_metrics() {
     let promtool = require_program("promtool");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/prometheus");
+    let dir =
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("grafana/prometheus");
     for args in [
         ["check", "rules", "driftwatch-rules.yml"],
         ["test", "rules", "driftwatch-rules.test.yml"],

@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,8 @@ pub fn driftwatch() -> Command {
 }
 
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("tests/fixtures")
 }
 
 /// The path of an outside program the test needs. The test command installs them; a

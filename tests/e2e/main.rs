@@ -8,6 +8,10 @@ mod demo_kcat;
 mod detection;
 mod kafka_ingest;
 mod logs_cli;
+// The NAB scorer the `nab` bench uses, with its tests.
+#[allow(dead_code)]
+#[path = "../../benches/support/nab_score.rs"]
+mod nab_score;
 mod notify_crash;
 mod outbox_full;
 mod replay_cli;

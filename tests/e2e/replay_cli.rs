@@ -110,7 +110,9 @@ fn a_missing_input_file_is_a_clear_error() {
 
 #[test]
 fn check_config_accepts_the_example_and_names_the_line_of_a_mistake() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("driftwatch.example.toml");
+    let example =
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("driftwatch.example.toml");
     let out = driftwatch()
         .arg("check-config")
         .arg(&example)

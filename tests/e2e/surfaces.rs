@@ -4,7 +4,7 @@
 //! HTTP API with its tokens and roles.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,7 +108,8 @@ impl Drop for Demo {
 }
 
 fn grafana_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("grafana")
 }
 
 /// Every dashboard target, macros expanded as Grafana expands them.
@@ -1141,9 +1142,11 @@ async fn every_api_endpoint_answers_with_roles_enforced_and_calls_audited() {
 fn the_openapi_document_is_valid_and_lists_every_route() {
     let doc: Value = serde_json::from_str(driftwatch::api::OPENAPI).unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/mod.rs"))
-            .unwrap();
+    let source = std::fs::read_to_string(
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("src/api/mod.rs"),
+    )
+    .unwrap();
     let routes: Vec<&str> = source
         .lines()
         .filter_map(|l| l.trim().strip_prefix(".route(\""))

@@ -156,7 +156,7 @@ impl Detector {
             "A {way} of {series} for {service}: {} in the {} from {} (anomaly score {:.2}); the {} before: {recent}.",
             f.value,
             humantime::format_duration(bucket),
-            crate::rate::format_timestamp(f.bucket_start),
+            crate::anomaly::format_timestamp(f.bucket_start),
             f.score,
             if f.recent.len() == 1 {
                 "bucket"

@@ -17,6 +17,7 @@ pub struct NotifyMetrics {
     pub(super) pending: Family<SinkLabels, Gauge>,
     pub(super) latency: Family<SinkLabels, Histogram, fn() -> Histogram>,
     pub(super) limit: Gauge,
+    pub(super) queued: Gauge,
 }
 
 impl Default for NotifyMetrics {
@@ -29,6 +30,7 @@ impl Default for NotifyMetrics {
             pending: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             limit: Gauge::default(),
+            queued: Gauge::default(),
         }
     }
 }
@@ -69,6 +71,12 @@ impl NotifyMetrics {
             "notifications_outbox_limit",
             "Notifications the outbox holds at most ([notify] max-pending)",
             m.limit.clone(),
+        );
+        registry.register(
+            "notify_queue_depth",
+            "Alerts and findings submitted and not yet routed to the outbox (at most 1,024 \
+             batches wait; then the submitter waits)",
+            m.queued.clone(),
         );
         registry.register(
             "notification_latency_seconds",

@@ -1,6 +1,6 @@
 //! Scoring of anomaly scores against labelled windows, as the Numenta Anomaly
 //! Benchmark (NAB v1.x, `nab/sweeper.py`) does it, so detectors such as
-//! [`crate::rate::RateDetector`] can be measured on the NAB corpus and compared with
+//! [`detect::anomaly::RateDetector`] can be measured on the NAB corpus and compared with
 //! published results.
 //!
 //! # The rules
@@ -55,7 +55,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::rate::parse_timestamp;
+use detect::anomaly::parse_timestamp;
 
 /// Weights of a NAB application profile (all stored positive; see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -60,10 +60,11 @@
 //! # Where the defaults come from
 //!
 //! They were chosen once, for every series, on the 30 NAB files of
-//! `artificialWithAnomaly`, `realAWSCloudwatch` and `realKnownCause`, scored with
-//! [`crate::nab`] (standard profile, one threshold for the corpus). With the defaults
-//! the normalised NAB score is 69.7 overall (81.4 / 70.8 / 64.3 by category; Random
-//! Cut Forest scores 51.7 on the full corpus) and the best corpus threshold is 0.509,
+//! `artificialWithAnomaly`, `realAWSCloudwatch` and `realKnownCause`, scored with the
+//! `nab` bench's scorer (`benches/support/nab_score.rs`; standard profile, one
+//! threshold for the corpus). With the defaults the normalised NAB score is 69.7
+//! overall (81.4 / 70.8 / 64.3 by category; Random Cut Forest scores 51.7 on the full
+//! corpus) and the best corpus threshold is 0.509,
 //! so 0.5 is a natural alert threshold. The score stays within about 2 points when a
 //! parameter is halved or doubled, except where the notes on the defaults say
 //! otherwise; those notes give the NAB score of the alternatives tried.
