@@ -38,7 +38,7 @@ pub fn build(
         let metrics = notify::NotifyMetrics::register(registry);
         Some(
             notify::Notifier::start(&config.notify, metrics)
-                .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?,
+                .context("cannot start alert delivery")?,
         )
     };
     let compliance = match Compliance::new(
@@ -134,8 +134,7 @@ pub fn restore(config: &crate::config::Config) -> anyhow::Result<(Detector, Offs
     };
     let services = file.detector.services.len();
     let alerts = file.detector.alerts.len();
-    let detector =
-        Detector::restore(config.detect.clone(), file.detector).map_err(anyhow::Error::msg)?;
+    let detector = Detector::restore(config.detect.clone(), file.detector)?;
     info!(services, alerts, written_at = %file.written_at, "State restored.");
     Ok((detector, file.offsets))
 }

@@ -11,6 +11,7 @@ use ingest::Nanos;
 use serde::{Deserialize, Serialize};
 
 use crate::detector::{Origin, Phase};
+use crate::error::DetectError;
 use crate::observe::Dimension;
 use crate::snapshot::{BaselineEntry, DetectorSnapshot, ServiceSnapshot};
 
@@ -77,14 +78,14 @@ pub fn from_services<'a>(services: impl IntoIterator<Item = &'a ServiceSnapshot>
 }
 
 /// A baseline file from its JSON text; refused when it is not one or of another version.
-pub fn parse(text: &str) -> Result<BaselineFile, String> {
+pub fn parse(text: &str) -> Result<BaselineFile, DetectError> {
     let file: BaselineFile =
-        serde_json::from_str(text).map_err(|e| format!("not a driftwatch baseline file: {e}"))?;
+        serde_json::from_str(text).map_err(|e| DetectError::NotBaselineFile(e.to_string()))?;
     if file.version != BASELINE_FILE_VERSION {
-        return Err(format!(
-            "baseline file version {}, this driftwatch reads {BASELINE_FILE_VERSION}",
-            file.version
-        ));
+        return Err(DetectError::BaselineVersion {
+            found: file.version,
+            reads: BASELINE_FILE_VERSION,
+        });
     }
     Ok(file)
 }

@@ -8,6 +8,7 @@ use ingest::Nanos;
 use crate::alert::{Alert, AlertKind, AlertStatus, Severity};
 use crate::baseline::{BaselineFile, import_into};
 use crate::detector::Detector;
+use crate::error::DetectError;
 
 /// One change to the detector's state.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ pub enum Outcome {
     /// Whether the service existed.
     Service(bool),
     /// Baseline entries an import added, or why it was refused.
-    Imported(Result<usize, String>),
+    Imported(Result<usize, DetectError>),
 }
 
 impl Detector {
@@ -78,7 +79,7 @@ impl Detector {
     /// Merges a baseline file into this detector: the services it names gain its
     /// entries (as imported, dated `at`) and are created if they are new. On a refusal
     /// nothing changes.
-    pub fn import(&mut self, file: &BaselineFile, at: Nanos) -> Result<usize, String> {
+    pub fn import(&mut self, file: &BaselineFile, at: Nanos) -> Result<usize, DetectError> {
         let mut snapshot = self.snapshot();
         let added = import_into(&mut snapshot, file, at);
         let restored = Detector::restore(self.config().clone(), snapshot)?;

@@ -17,6 +17,7 @@ mod clock;
 mod command;
 mod config;
 mod detector;
+pub mod error;
 pub mod generalise;
 pub mod logs;
 mod observe;
@@ -34,6 +35,7 @@ pub use detector::{
     Capacity, Detector, Entry, EntryKey, HEALTH_SERVICE, LEARNED_DIMENSIONS, Novelty, Origin,
     PendingSensor, Phase, ServiceState,
 };
+pub use error::DetectError;
 pub use observe::{Dimension, is_sensitive};
 pub use snapshot::{
     BaselineEntry, DetectorSnapshot, DimensionNovelty, SNAPSHOT_VERSION, ServiceSnapshot,

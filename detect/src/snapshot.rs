@@ -149,12 +149,12 @@ impl Detector {
     pub fn restore(
         config: crate::DetectConfig,
         snapshot: DetectorSnapshot,
-    ) -> Result<Detector, String> {
+    ) -> Result<Detector, crate::error::DetectError> {
         if snapshot.version != SNAPSHOT_VERSION {
-            return Err(format!(
-                "snapshot version {} is not {SNAPSHOT_VERSION}",
-                snapshot.version
-            ));
+            return Err(crate::error::DetectError::SnapshotVersion {
+                found: snapshot.version,
+                reads: SNAPSHOT_VERSION,
+            });
         }
         let logs_config = config.logs.clone();
         let top_templates = config.rate.top_templates;

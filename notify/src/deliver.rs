@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{NotifyConfig, RetryConfig, SinkConfig, SinkKind};
+use crate::error::NotifyError;
 use crate::message::{self, Item};
 use crate::outbox::{Entry, Outbox};
 use crate::sign::Secret;
@@ -131,10 +132,9 @@ struct Sink {
 impl Notifier {
     /// Opens the outbox, resumes what it holds and starts one task per sink. Must run
     /// inside a tokio runtime.
-    pub fn start(config: &NotifyConfig, metrics: NotifyMetrics) -> Result<Notifier, String> {
-        config.validate()?;
-        let (outbox, held) =
-            Outbox::open(&config.outbox_dir, config.max_pending).map_err(|e| e.to_string())?;
+    pub fn start(config: &NotifyConfig, metrics: NotifyMetrics) -> Result<Notifier, NotifyError> {
+        config.validate().map_err(NotifyError::Config)?;
+        let (outbox, held) = Outbox::open(&config.outbox_dir, config.max_pending)?;
         let outbox = Arc::new(outbox);
         metrics
             .limit
@@ -147,7 +147,7 @@ impl Notifier {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(NotifyError::Http)?;
         let mut senders: HashMap<String, mpsc::UnboundedSender<Queued>> = HashMap::new();
         // Alertmanager sinks' firing alerts, resumed at start.
         let mut resumers: HashMap<String, mpsc::UnboundedSender<Vec<Item>>> = HashMap::new();
@@ -161,11 +161,12 @@ impl Notifier {
             metrics.retried.get_or_create(&labels).inc_by(0);
             metrics.refused.get_or_create(&labels).inc_by(0);
             metrics.pending.get_or_create(&labels).set(0);
-            let env = |name: &Option<String>| -> Result<Option<String>, String> {
+            let env = |name: &Option<String>| -> Result<Option<String>, NotifyError> {
                 name.as_ref()
                     .map(|n| {
-                        std::env::var(n)
-                            .map_err(|_| format!("notify sink {:?}: {n} is not set", s.name))
+                        std::env::var(n).map_err(|_| {
+                            NotifyError::Config(format!("notify sink {:?}: {n} is not set", s.name))
+                        })
                     })
                     .transpose()
             };
@@ -174,7 +175,12 @@ impl Notifier {
                     secret, secret_env, ..
                 } => {
                     let text = secret.clone().or(env(secret_env)?);
-                    (text.map(|t| Secret::parse(&t)).transpose()?, String::new())
+                    (
+                        text.map(|t| Secret::parse(&t))
+                            .transpose()
+                            .map_err(NotifyError::Config)?,
+                        String::new(),
+                    )
                 }
                 SinkKind::Pagerduty {
                     routing_key,
@@ -197,8 +203,12 @@ impl Notifier {
                     format!("{}/api/v2/alerts", url.trim_end_matches('/'))
                 }
             };
-            let url = reqwest::Url::parse(&url)
-                .map_err(|e| format!("notify sink {:?}: its URL does not parse: {e}", s.name))?;
+            let url = reqwest::Url::parse(&url).map_err(|e| {
+                NotifyError::Config(format!(
+                    "notify sink {:?}: its URL does not parse: {e}",
+                    s.name
+                ))
+            })?;
             let (tx, rx) = mpsc::unbounded_channel();
             let (firing_tx, firing_rx) = mpsc::unbounded_channel();
             if matches!(s.kind, SinkKind::Alertmanager { .. }) {
@@ -250,7 +260,7 @@ impl Notifier {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the delivery runtime: {e}"))?;
+            .map_err(NotifyError::Thread)?;
         let router = Router {
             config: config.clone(),
             senders,
@@ -274,7 +284,7 @@ impl Notifier {
                     router.run(rx).await;
                 });
             })
-            .map_err(|e| format!("cannot start the delivery thread: {e}"))?;
+            .map_err(NotifyError::Thread)?;
         Ok(Notifier {
             tx,
             depth,

@@ -35,6 +35,7 @@ pub struct PipelineMetrics {
     services: Family<PhaseLabels, Gauge>,
     commands_queued: Gauge,
     pub(crate) index_queued: Gauge,
+    pub(crate) batches_queued: Gauge,
     capped: Family<CapLabels, Counter>,
     /// The detector's capacity counts last published.
     capped_seen: Arc<Mutex<detect::Capacity>>,
@@ -56,6 +57,7 @@ impl Default for PipelineMetrics {
             services: Family::default(),
             commands_queued: Gauge::default(),
             index_queued: Gauge::default(),
+            batches_queued: Gauge::default(),
             capped: Family::default(),
             capped_seen: Arc::default(),
         }
@@ -90,6 +92,12 @@ impl PipelineMetrics {
             "log_index_queue_depth",
             "Batches of log lines waiting for the log indexer (it holds 16; the pipeline waits when full)",
             m.index_queued.clone(),
+        );
+        registry.register(
+            "pipeline_batches_queued",
+            "Decoded batches waiting for the pipeline ([kafka] channel-capacity; when full, the consumer \
+             pauses its partitions)",
+            m.batches_queued.clone(),
         );
         registry.register(
             "state_capped",

@@ -144,6 +144,9 @@ impl Stages {
             )
             .await?;
             unpublished = true;
+            self.pipeline_metrics
+                .batches_queued
+                .set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
             if last_publish.elapsed() >= PUBLISH_INTERVAL {
                 self.publish(&mut detector);
                 (last_publish, unpublished) = (tokio::time::Instant::now(), false);

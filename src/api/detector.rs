@@ -262,7 +262,7 @@ pub(super) async fn import_baselines(
                 &target,
                 "failed",
             );
-            Err(ApiError::Internal(e))
+            Err(ApiError::Internal(e.to_string()))
         }
         other => unreachable!("an import answers with what it imported, not {other:?}"),
     }

@@ -2,8 +2,10 @@
 //! cluster) and real outside clients (`kcat`).
 
 mod alertmanager;
+mod api;
 mod attacks;
 mod common;
+mod demo;
 mod demo_kcat;
 mod detection;
 mod kafka_ingest;
