@@ -181,7 +181,7 @@ async fn round(
         }
     }
     loop {
-        let seen = daemon.totals.lock().expect("totals").records();
+        let seen = daemon.totals.load().records();
         if seen >= records {
             break;
         }

@@ -2,10 +2,10 @@
 //! HTTP endpoint, all under one supervisor.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
-use ingest::{DecodeLimits, Decoder, IngestStats, KafkaConfig, KafkaSource, ServiceKeyer};
+use ingest::{DecodeLimits, Decoder, KafkaConfig, KafkaSource, ServiceKeyer};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -18,7 +18,8 @@ use pipeline::{Persistence, Stages};
 /// What a started daemon exposes to its caller.
 pub struct Daemon {
     pub stages: Stages,
-    pub totals: Arc<Mutex<IngestStats>>,
+    /// What the pipeline has counted, as last published.
+    pub totals: pipeline::Totals,
     pub http_addr: SocketAddr,
     /// Where the PostgreSQL wire server listens, if it is enabled.
     pub postgres_addr: Option<SocketAddr>,
@@ -139,7 +140,7 @@ pub async fn start(
         source: source.clone(),
         restored,
     });
-    let totals = Arc::new(Mutex::new(IngestStats::default()));
+    let totals = pipeline::Totals::default();
     let pipeline = stages.clone();
     let shared_totals = totals.clone();
     sup.spawn("pipeline", async move {

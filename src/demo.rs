@@ -234,7 +234,7 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 _ = tick.tick() => {
-                    let t = totals.lock().expect("totals lock poisoned").clone();
+                    let t = totals.load();
                     println!("{}", progress_line(&t, events.rows(), events.bytes()));
                     if let Some(n) = &notifier {
                         let statuses = n.statuses();
@@ -261,7 +261,7 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
         });
     }
     let result = sup.wait().await;
-    let t = daemon.totals.lock().expect("totals lock poisoned").clone();
+    let t = daemon.totals.load();
     println!(
         "demo finished: {}",
         progress_line(

@@ -3,7 +3,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -55,6 +54,9 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     };
 
     let mut registry = telemetry::registry();
+    // The workers (compliance, log indexer) run under a supervisor, as in the daemon: a
+    // worker that panics fails the replay rather than leaving its part silently out.
+    let mut sup = crate::supervisor::Supervisor::new();
     // Delivery only when the configuration names sinks (a backfill that should page).
     let (stages, owner) = crate::wiring::build(
         &config,
@@ -64,8 +66,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             print: false,
             wall_clock: false,
         },
-        // A replay's workers end with it; nothing waits on them.
-        &mut crate::supervisor::Supervisor::new(),
+        &mut sup,
     )?;
     let source = ReplaySource::new(args.files.clone(), args.format);
     let progress = progress_bar(&args);
@@ -78,7 +79,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
         let cancel = cancel.clone();
         async move { source.run(decoder, dead_letters, tx, cancel).await }
     });
-    let totals = Mutex::new(IngestStats::default());
+    let totals = pipeline::Totals::default();
     let ticker = progress.clone().map(|bar| {
         tokio::spawn(async move {
             loop {
@@ -185,7 +186,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     }
     output.flush().context("cannot write the output")?;
 
-    let totals = totals.into_inner().expect("totals lock poisoned");
+    let totals = totals.load();
     eprint!("{}", summary(&totals, stages.events.rows(), &args));
     eprintln!(
         "  pipeline: {:.3} s, {:.0} events/s",
@@ -211,7 +212,10 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
     }
     watching.cancel();
     watcher.await.context("the outbox watcher panicked")?;
-    Ok(())
+    // Everything is read and written: the workers' end is expected now, and one that
+    // failed before it fails the replay.
+    sup.cancel.cancel();
+    sup.wait().await.context("a replay worker failed")
 }
 
 fn progress_bar(args: &Args) -> Option<ProgressBar> {

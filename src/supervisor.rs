@@ -53,12 +53,14 @@ impl Supervisor {
         let cancel = self.cancel.clone();
         self.spawn(name, async move {
             tokio::select! {
-                () = cancel.cancelled() => Ok(()),
+                // A thread that already failed is reported even once cancelled.
+                biased;
                 ended = ended => match ended {
                     Ok(true) if cancel.is_cancelled() => Ok(()),
                     Ok(true) => Err(anyhow!("the {name} thread stopped while the daemon runs")),
                     _ => Err(anyhow!("the {name} thread panicked")),
                 },
+                () = cancel.cancelled() => Ok(()),
             }
         });
         Ok(())

@@ -16,5 +16,5 @@ pub mod state;
 pub use command::{Commands, Owner, Stopped};
 pub use error::{PipelineError, StateError};
 pub use metrics::PipelineMetrics;
-pub use stage::{Persistence, Stages};
+pub use stage::{Persistence, Stages, Totals};
 pub use state::{DirLock, Offsets, StateConfig, StateFile};

@@ -8,7 +8,7 @@
 //! load the views it publishes; changes arrive as commands between batches.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use compliance::worker::{Compliance, Trigger};
@@ -64,6 +64,19 @@ pub struct Persistence {
     pub restored: Offsets,
 }
 
+/// What the pipeline has counted (records, events, ignored, dead letters), as last
+/// published: readers load it, and only the pipeline stores it, with each view.
+/// Cloning shares it.
+#[derive(Clone, Default)]
+pub struct Totals(Arc<arc_swap::ArcSwap<IngestStats>>);
+
+impl Totals {
+    /// The counts as last published.
+    pub fn load(&self) -> Arc<IngestStats> {
+        self.0.load_full()
+    }
+}
+
 /// What goes to the compliance worker: an event of the batch (by index), or an item.
 enum Check {
     Event(usize),
@@ -71,8 +84,8 @@ enum Check {
 }
 
 impl Stages {
-    /// Applies batches until the source hangs up, adding their counts to `totals`, and
-    /// the commands that arrive between them. Publishes what readers see after batches
+    /// Applies batches until the source hangs up, and the commands that arrive between
+    /// them; the batches' counts are added to `totals`, published with each view. Publishes what readers see after batches
     /// (at most every [`PUBLISH_INTERVAL`]), after every command, before each state
     /// file and at the end. Without `persistence`, each batch's offsets are stored once
     /// it is applied.
@@ -80,13 +93,15 @@ impl Stages {
         &self,
         owner: Owner,
         mut rx: mpsc::Receiver<Batch>,
-        totals: &Mutex<IngestStats>,
+        totals: &Totals,
         persistence: Option<Persistence>,
     ) -> Result<(), PipelineError> {
         let Owner {
             mut detector,
             mut inbox,
         } = owner;
+        // The counts so far, published with every view.
+        let mut counted = IngestStats::clone(&totals.load());
         let mut raised = Vec::new();
         let mut applied = persistence
             .as_ref()
@@ -107,7 +122,7 @@ impl Stages {
                 biased;
                 Some(request) = inbox.recv() => {
                     let outcome = detector.apply(request.command);
-                    self.publish(&mut detector);
+                    self.publish(&mut detector, totals, &counted);
                     (last_publish, unpublished) = (tokio::time::Instant::now(), false);
                     // The asker may have given up (its request timed out): the command
                     // is applied all the same.
@@ -119,13 +134,13 @@ impl Stages {
                     None => break,
                 },
                 () = tokio::time::sleep_until(last_publish + PUBLISH_INTERVAL), if unpublished => {
-                    self.publish(&mut detector);
+                    self.publish(&mut detector, totals, &counted);
                     (last_publish, unpublished) = (tokio::time::Instant::now(), false);
                     continue;
                 }
                 _ = tick.tick(), if persistence.is_some() => {
                     if applied != persisted {
-                        let view = self.publish(&mut detector);
+                        let view = self.publish(&mut detector, totals, &counted);
                         (last_publish, unpublished) = (tokio::time::Instant::now(), false);
                         if self.persist(persistence.as_ref().expect("checked"), view, &applied).await {
                             persisted.clone_from(&applied);
@@ -138,7 +153,7 @@ impl Stages {
                 &mut detector,
                 batch,
                 &mut raised,
-                totals,
+                &mut counted,
                 &mut applied,
                 persistence.is_some(),
             )
@@ -148,11 +163,11 @@ impl Stages {
                 .batches_queued
                 .set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
             if last_publish.elapsed() >= PUBLISH_INTERVAL {
-                self.publish(&mut detector);
+                self.publish(&mut detector, totals, &counted);
                 (last_publish, unpublished) = (tokio::time::Instant::now(), false);
             }
         }
-        let view = self.publish(&mut detector);
+        let view = self.publish(&mut detector, totals, &counted);
         if let Some(p) = &persistence
             && applied != persisted
         {
@@ -162,9 +177,15 @@ impl Stages {
     }
 
     /// Publishes the detector's state for readers, and the metrics that follow it.
-    fn publish(&self, detector: &mut Detector) -> Arc<DetectorView> {
+    fn publish(
+        &self,
+        detector: &mut Detector,
+        totals: &Totals,
+        counted: &IngestStats,
+    ) -> Arc<DetectorView> {
         let view = detector.publish();
         self.views.store(view.clone());
+        totals.0.store(Arc::new(counted.clone()));
         self.pipeline_metrics
             .published(&view, self.commands.depth());
         if let Some(indexer) = &self.log_index {
@@ -181,7 +202,7 @@ impl Stages {
         detector: &mut Detector,
         mut batch: Batch,
         raised: &mut Vec<Alert>,
-        totals: &Mutex<IngestStats>,
+        counted: &mut IngestStats,
         applied: &mut Offsets,
         persisting: bool,
     ) -> Result<(), PipelineError> {
@@ -304,10 +325,7 @@ impl Stages {
             n.submit_all(deliver).await;
         }
         self.ingest_metrics.record(&batch.stats);
-        totals
-            .lock()
-            .expect("totals lock poisoned")
-            .add(&batch.stats);
+        counted.add(&batch.stats);
         if persisting {
             for (topic, partition, offset) in batch.offsets() {
                 applied

@@ -3,7 +3,7 @@
 //! table read back.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
@@ -11,9 +11,7 @@ use arrow::datatypes::Int64Type;
 use driftwatch::config::Config;
 use driftwatch::daemon;
 use driftwatch::supervisor::Supervisor;
-use ingest::{
-    DeadLetter, IngestMetrics, IngestStats, KafkaConfig, KafkaSource, Reason, TopicConfig,
-};
+use ingest::{DeadLetter, IngestMetrics, KafkaConfig, KafkaSource, Reason, TopicConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -180,7 +178,7 @@ async fn every_produced_record_is_applied_exactly_once_and_bad_ones_are_dead_let
     eventually(
         Duration::from_secs(60),
         "every record to be consumed",
-        || totals.lock().unwrap().records() == total,
+        || totals.load().records() == total,
     )
     .await;
     sup.cancel.cancel();
@@ -200,7 +198,7 @@ async fn every_produced_record_is_applied_exactly_once_and_bad_ones_are_dead_let
         expected.len(),
         "no event beyond the produced ones"
     );
-    let stats = d.totals.lock().unwrap().clone();
+    let stats = d.totals.load();
     assert_eq!(stats.dead_letters(), 4 * bad.len() as u64);
     for (_, _, reason) in &bad {
         let n: u64 = stats
@@ -278,13 +276,13 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
     let (tx, rx) = mpsc::channel(source.channel_capacity());
     let cancel = tokio_util::sync::CancellationToken::new();
     let consumer = run_source(&source, tx, &cancel);
-    let totals = Arc::new(Mutex::new(IngestStats::default()));
+    let totals = pipeline::Totals::default();
     let pipeline = {
         let (stages, totals) = (stages.clone(), totals.clone());
         tokio::spawn(async move { stages.apply_all(owner, rx, &totals, None).await })
     };
     eventually(Duration::from_secs(60), "the first batches", || {
-        totals.lock().unwrap().records() >= stop_after
+        totals.load().records() >= stop_after
     })
     .await;
     consumer.abort();
