@@ -3,10 +3,26 @@
 //! Every Falco alert becomes a `sensor_alert` event carrying the rule, the priority and
 //! the process/file fields it had, so detection can correlate it with its own drift
 //! alert about the same act.
+//!
+//! The shapes Falco and the tools around it really write:
+//! - **time**: `output_fields."evt.time"` as epoch nanoseconds (a number or a numeric
+//!   string; a count of digits that only fits micro- or milliseconds is read so), else
+//!   `time` as RFC 3339 (any offset) or as gRPC's `{"seconds", "nanos"}`. `evt.time`
+//!   printed as a clock (`18:50:03.391767411`, Falco's `-p` output) carries no date and
+//!   is not used.
+//! - **priority**: any case (`warning`), or the gRPC enum's number (0 emergency …
+//!   7 debug); stored as Falco names it (`Warning`).
+//! - Fields that hold a list where one value is expected (an image's digests) give
+//!   their first value.
+//! - Falco's records about itself (`Falco internal: …`: metrics snapshots, syscall
+//!   event drops) are about the sensor, not a workload: they are counted as ignored
+//!   (`sensor_internal`), never judged as alerts.
 
 use serde::Deserialize;
 
-use super::lenient::{opt_string, opt_u32, opt_u64, short_container_id, split_words, string_list};
+use super::lenient::{
+    opt_first_string, opt_string, opt_u32, short_container_id, split_words, string_list,
+};
 use super::{parse, parse_time, wrong_shape};
 use crate::error::DecodeError;
 use crate::event::{Event, EventKind, Image, Process, Source, Workload};
@@ -14,10 +30,12 @@ use crate::time::Nanos;
 
 #[derive(Deserialize)]
 struct FalcoAlert {
-    #[serde(default, deserialize_with = "opt_string")]
-    time: Option<String>,
+    #[serde(default)]
+    time: Option<Time>,
     rule: String,
-    priority: String,
+    priority: Priority,
+    #[serde(default, deserialize_with = "opt_string")]
+    source: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     hostname: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
@@ -31,8 +49,8 @@ struct FalcoAlert {
 /// The `output_fields` driftwatch reads; the rest are skipped.
 #[derive(Deserialize, Default)]
 struct Fields {
-    #[serde(rename = "evt.time", default, deserialize_with = "opt_u64")]
-    evt_time: Option<u64>,
+    #[serde(rename = "evt.time", default)]
+    evt_time: Option<EventTime>,
     #[serde(rename = "proc.name", default, deserialize_with = "opt_string")]
     proc_name: Option<String>,
     #[serde(rename = "proc.exepath", default, deserialize_with = "opt_string")]
@@ -74,7 +92,7 @@ struct Fields {
     #[serde(
         rename = "container.image.digest",
         default,
-        deserialize_with = "opt_string"
+        deserialize_with = "opt_first_string"
     )]
     image_digest: Option<String>,
     #[serde(rename = "k8s.ns.name", default, deserialize_with = "opt_string")]
@@ -83,22 +101,120 @@ struct Fields {
     k8s_pod: Option<String>,
 }
 
+/// `time`: RFC 3339 text, or gRPC's timestamp message.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Time {
+    Text(String),
+    Proto { seconds: i64, nanos: i64 },
+}
+
+/// `evt.time`: epoch nanoseconds (a number or a numeric string), or a clock.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EventTime {
+    Number(u64),
+    Text(String),
+}
+
+impl EventTime {
+    /// The time, when this is an epoch count: by its size, nanoseconds, microseconds
+    /// or milliseconds (each unit's count passed 10^18, 10^15 and 10^12 in 2001), so
+    /// that a shipper that rescaled it is still read right. `None` for a clock or
+    /// anything else.
+    fn nanos(&self) -> Option<Nanos> {
+        let n = match self {
+            EventTime::Number(n) => *n,
+            EventTime::Text(t) => t.trim().parse().ok()?,
+        };
+        let scale = match n {
+            1_000_000_000_000_000_000.. => 1,
+            1_000_000_000_000_000.. => 1_000,
+            1_000_000_000_000.. => 1_000_000,
+            _ => return None,
+        };
+        n.checked_mul(scale).and_then(Nanos::from_unix_nanos_u64)
+    }
+}
+
+/// `priority`: a name in any case, or the gRPC enum's number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Priority {
+    Number(u64),
+    Name(String),
+}
+
+/// Falco's priorities, most severe first (the gRPC enum's order).
+const PRIORITIES: [&str; 8] = [
+    "Emergency",
+    "Alert",
+    "Critical",
+    "Error",
+    "Warning",
+    "Notice",
+    "Informational",
+    "Debug",
+];
+
+impl Priority {
+    fn name(self) -> Result<String, DecodeError> {
+        match self {
+            Priority::Number(n) => usize::try_from(n)
+                .ok()
+                .and_then(|i| PRIORITIES.get(i))
+                .map(|p| (*p).to_owned())
+                .ok_or_else(|| {
+                    DecodeError::new(
+                        crate::Reason::AbsurdValue,
+                        format!("priority {n} is not one of Falco's 0-7"),
+                    )
+                }),
+            // Falco's own short forms too (`info`, `warn`, `err`, `crit`, `emerg`).
+            Priority::Name(name) => Ok(PRIORITIES
+                .iter()
+                .find(|p| {
+                    p.eq_ignore_ascii_case(&name)
+                        || (name.len() >= 3
+                            && p.len() > name.len()
+                            && p[..name.len()].eq_ignore_ascii_case(&name))
+                })
+                .map_or(name, |p| (*p).to_owned())),
+        }
+    }
+}
+
+/// The rule name prefix of Falco's records about itself.
+const INTERNAL_RULE: &str = "Falco internal:";
+
 pub(super) fn decode(
     payload: &[u8],
     out: &mut Vec<Event>,
 ) -> Result<Option<&'static str>, DecodeError> {
     let alert: FalcoAlert = parse(payload)?;
+    if alert.rule.starts_with(INTERNAL_RULE) || alert.source.as_deref() == Some("internal") {
+        return Ok(Some("sensor_internal"));
+    }
     let fields = alert.output_fields.unwrap_or_default();
-    let time = match (fields.evt_time, alert.time.as_deref()) {
-        (Some(ns), _) => Nanos::from_unix_nanos_u64(ns).ok_or_else(|| {
-            DecodeError::new(
-                crate::Reason::AbsurdValue,
-                format!("evt.time {ns} overflows"),
-            )
-        })?,
-        (None, Some(t)) => parse_time("time", t)?,
+    let time = match (
+        fields.evt_time.as_ref().and_then(EventTime::nanos),
+        alert.time,
+    ) {
+        (Some(t), _) => t,
+        (None, Some(Time::Text(t))) => parse_time("time", &t)?,
+        (None, Some(Time::Proto { seconds, nanos })) => seconds
+            .checked_mul(1_000_000_000)
+            .and_then(|s| s.checked_add(nanos))
+            .map(Nanos)
+            .ok_or_else(|| {
+                DecodeError::new(
+                    crate::Reason::AbsurdValue,
+                    format!("time {seconds} s {nanos} ns overflows"),
+                )
+            })?,
         (None, None) => return Err(wrong_shape("Falco alert has neither time nor evt.time")),
     };
+    let priority = alert.priority.name()?;
 
     let exe = fields
         .proc_exepath
@@ -144,7 +260,7 @@ pub(super) fn decode(
         service: String::new(),
         kind: EventKind::SensorAlert {
             rule: alert.rule,
-            priority: alert.priority,
+            priority,
             tags: alert.tags,
             process,
             file,

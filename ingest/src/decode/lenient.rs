@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserializer;
 use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 /// Falco's marker for a field it could not resolve.
 const NOT_AVAILABLE: &str = "<NA>";
@@ -52,6 +52,24 @@ pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     d.deserialize_any(OptStringVisitor)
 }
 
+/// [`opt_string`], or a list of them (Falco writes some fields as lists when a
+/// container has several values, such as an image's digests): its first value.
+pub fn opt_first_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(#[serde(deserialize_with = "opt_string")] Option<String>),
+        Many(Vec<serde_json::Value>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(values) => values.into_iter().find_map(|v| match v {
+            serde_json::Value::String(s) if !s.is_empty() && s != NOT_AVAILABLE => Some(s),
+            _ => None,
+        }),
+    })
+}
+
 struct OptIntVisitor;
 
 impl<'de> Visitor<'de> for OptIntVisitor {
@@ -92,11 +110,6 @@ fn opt_int<'de, D: Deserializer<'de>, T: TryFrom<i128>>(d: D) -> Result<Option<T
             )
         }),
     }
-}
-
-/// An unsigned 64-bit integer that may arrive as a JSON number or a string.
-pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    opt_int(d)
 }
 
 /// A signed 64-bit integer that may arrive as a JSON number or a string.
@@ -145,8 +158,6 @@ pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     Option::<Vec<String>>::deserialize(d).map(Option::unwrap_or_default)
 }
 
-use serde::Deserialize;
-
 /// Trims a container id to the 12-hex short form: `containerd://3f9a…` → `3f9a1c2b7d4e`.
 /// Falco's `host` pseudo-container becomes `None`.
 pub fn short_container_id(id: &str) -> Option<String> {
@@ -171,8 +182,8 @@ mod tests {
     struct Fields {
         #[serde(default, deserialize_with = "opt_string")]
         s: Option<String>,
-        #[serde(default, deserialize_with = "opt_u64")]
-        n: Option<u64>,
+        #[serde(default, deserialize_with = "opt_i64")]
+        n: Option<i64>,
         #[serde(default, deserialize_with = "opt_u16")]
         port: Option<u16>,
     }

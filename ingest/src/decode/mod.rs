@@ -376,6 +376,9 @@ struct Probe {
     kubernetes: Option<IgnoredAny>,
     log: Option<IgnoredAny>,
     time: Option<IgnoredAny>,
+    /// A journal record (Fluent Bit's systemd input).
+    #[serde(rename = "MESSAGE")]
+    journal_message: Option<IgnoredAny>,
 }
 
 /// The `kind` tags of native events (see [`EventKind::name`]).
@@ -401,6 +404,10 @@ enum ProbeKind {
 
 /// Detects a record's format from its keys.
 pub fn detect(payload: &[u8]) -> Result<Format, DecodeError> {
+    // Of the formats, only Fluent Bit's forward and library outputs write arrays.
+    if fluentbit::is_array(payload) {
+        return Ok(Format::FluentBit);
+    }
     let probe: Probe = serde_json::from_slice(payload).map_err(|e| DecodeError::from_json(&e))?;
     let kind = match &probe.kind {
         Some(ProbeKind::Text(k)) => Some(k.as_str()),
@@ -429,6 +436,7 @@ pub fn detect(payload: &[u8]) -> Result<Format, DecodeError> {
         Format::Docker
     } else if probe.fluent_timestamp.is_some()
         || (probe.kubernetes.is_some() && probe.log.is_some())
+        || probe.journal_message.is_some()
     {
         Format::FluentBit
     } else {
