@@ -379,6 +379,13 @@ struct Probe {
     /// A journal record (Fluent Bit's systemd input).
     #[serde(rename = "MESSAGE")]
     journal_message: Option<IgnoredAny>,
+    /// Docker's legacy (`status`, `id`, `from`) and compose (`type`, `action`) shapes.
+    status: Option<IgnoredAny>,
+    id: Option<IgnoredAny>,
+    from: Option<IgnoredAny>,
+    #[serde(rename = "type")]
+    lower_type: Option<IgnoredAny>,
+    action: Option<IgnoredAny>,
 }
 
 /// The `kind` tags of native events (see [`EventKind::name`]).
@@ -439,6 +446,11 @@ pub fn detect(payload: &[u8]) -> Result<Format, DecodeError> {
         || probe.journal_message.is_some()
     {
         Format::FluentBit
+    } else if (probe.status.is_some() && (probe.from.is_some() || probe.id.is_some()))
+        || (probe.lower_type.is_some() && probe.action.is_some())
+    {
+        // Checked after Fluent Bit: a parsed log line may have a `status` of its own.
+        Format::Docker
     } else {
         return Err(DecodeError::new(
             Reason::UnknownFormat,
