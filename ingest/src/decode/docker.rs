@@ -29,9 +29,19 @@ use crate::time::{NANOS_PER_SECOND, Nanos};
 
 #[derive(Deserialize)]
 struct DockerEvent {
-    #[serde(rename = "Type", alias = "type", default, deserialize_with = "opt_string")]
+    #[serde(
+        rename = "Type",
+        alias = "type",
+        default,
+        deserialize_with = "opt_string"
+    )]
     kind: Option<String>,
-    #[serde(rename = "Action", alias = "action", default, deserialize_with = "opt_string")]
+    #[serde(
+        rename = "Action",
+        alias = "action",
+        default,
+        deserialize_with = "opt_string"
+    )]
     action: Option<String>,
     #[serde(rename = "Actor")]
     actor: Option<Actor>,

@@ -7,6 +7,13 @@
 //! exec is reported from the first stage that carries the response code (101 started,
 //! 403 denied), so `RequestReceived` is ignored and later repeats of the audit ID are
 //! dropped. Other audit events are ignored.
+//!
+//! Shapes taken besides the API server's own: `audit.k8s.io/v1beta1` (its `timestamp`),
+//! events and `EventList` items without `kind` or `apiVersion`, AKS diagnostic-log
+//! wrappers (`properties.log` holding the event as an object or as a JSON string), and
+//! events some tools stripped of `auditID` (each is then reported: there is nothing to
+//! tell its stages apart by) or of every timestamp (dated when decoded). GKE's Cloud
+//! Logging entries (`protoPayload`) are another schema and are refused.
 
 use serde::Deserialize;
 
@@ -37,6 +44,26 @@ struct AuditEvent {
     request_received_timestamp: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     stage_timestamp: Option<String>,
+    /// `audit.k8s.io/v1beta1`'s time.
+    #[serde(default, deserialize_with = "opt_string")]
+    timestamp: Option<String>,
+    /// An AKS diagnostic-log wrapper's payload.
+    properties: Option<Properties>,
+    /// A GKE Cloud Logging entry.
+    proto_payload: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Properties {
+    log: Option<Wrapped>,
+}
+
+/// What an AKS wrapper holds: the event, or its JSON text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Wrapped {
+    Event(Box<AuditEvent>),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -71,6 +98,30 @@ pub(super) fn decode(
     new_ids: &mut Vec<String>,
 ) -> Result<Option<&'static str>, DecodeError> {
     let doc: AuditEvent = parse(payload)?;
+    events(doc, out, seen, new_ids)
+}
+
+fn events(
+    mut doc: AuditEvent,
+    out: &mut Vec<Event>,
+    seen: &dyn Fn(&str) -> bool,
+    new_ids: &mut Vec<String>,
+) -> Result<Option<&'static str>, DecodeError> {
+    if doc.proto_payload.is_some() {
+        return Err(wrong_shape(
+            "a GKE Cloud Logging entry (protoPayload), not an audit.k8s.io Event",
+        ));
+    }
+    if doc.object_ref.is_none()
+        && doc.items.is_none()
+        && let Some(log) = doc.properties.take().and_then(|p| p.log)
+    {
+        let inner = match log {
+            Wrapped::Event(e) => *e,
+            Wrapped::Text(text) => parse(text.as_bytes())?,
+        };
+        return events(inner, out, seen, new_ids);
+    }
     match (doc.kind.as_deref(), doc.items) {
         (Some("EventList"), Some(items)) | (None, Some(items)) => {
             let start = out.len();
@@ -105,25 +156,26 @@ fn one(
     if !is_exec {
         return Ok(Some("not_exec"));
     }
-    let audit_id = e
-        .audit_id
-        .as_deref()
-        .ok_or_else(|| wrong_shape("audit event has no auditID"))?;
     let time = match (
         e.request_received_timestamp.as_deref(),
         e.stage_timestamp.as_deref(),
+        e.timestamp.as_deref(),
     ) {
-        (Some(t), _) => parse_time("requestReceivedTimestamp", t)?,
-        (None, Some(t)) => parse_time("stageTimestamp", t)?,
-        (None, None) => return Err(wrong_shape("audit event has no timestamp")),
+        (Some(t), _, _) => parse_time("requestReceivedTimestamp", t)?,
+        (None, Some(t), _) => parse_time("stageTimestamp", t)?,
+        (None, None, Some(t)) => parse_time("timestamp", t)?,
+        // Only a tool that rewrote the event drops every time the API server writes.
+        (None, None, None) => crate::time::Nanos::now(),
     };
     if e.stage.as_deref() == Some("RequestReceived") {
         return Ok(Some("request_received_stage"));
     }
-    if seen(audit_id) || new_ids.iter().any(|id| id == audit_id) {
-        return Ok(Some("repeated_stage"));
+    if let Some(audit_id) = e.audit_id.as_deref() {
+        if seen(audit_id) || new_ids.iter().any(|id| id == audit_id) {
+            return Ok(Some("repeated_stage"));
+        }
+        new_ids.push(audit_id.to_owned());
     }
-    new_ids.push(audit_id.to_owned());
     let mut command = Vec::new();
     let mut container = None;
     if let Some(query) = e
@@ -170,4 +222,25 @@ fn one(
         },
     });
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_without_audit_id_or_timestamps_is_reported_and_dated_when_decoded() {
+        let record = br#"{"kind":"Event","verb":"create","user":{"username":"ci-bot"},"objectRef":{"resource":"pods","subresource":"exec","namespace":"shop","name":"worker-0"},"responseStatus":{"code":200},"requestURI":"/api/v1/namespaces/shop/pods/worker-0/exec?command=id"}"#;
+        let (before, mut out, mut ids) = (crate::time::Nanos::now(), Vec::new(), Vec::new());
+        // Twice: without an audit ID, no stage can be told from another request.
+        for _ in 0..2 {
+            assert_eq!(
+                decode(record, &mut out, &|_| false, &mut ids).unwrap(),
+                None
+            );
+        }
+        assert_eq!(out.len(), 2);
+        assert!(ids.is_empty());
+        assert!(before <= out[0].time && out[0].time <= crate::time::Nanos::now());
+    }
 }

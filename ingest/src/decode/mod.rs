@@ -386,6 +386,11 @@ struct Probe {
     #[serde(rename = "type")]
     lower_type: Option<IgnoredAny>,
     action: Option<IgnoredAny>,
+    /// An AKS diagnostic-log wrapper (`kube-audit`, `kube-audit-admin`).
+    category: Option<ProbeKind>,
+    /// A GKE Cloud Logging entry: refused by the audit decoder, with its reason.
+    #[serde(rename = "protoPayload")]
+    proto_payload: Option<IgnoredAny>,
 }
 
 /// The `kind` tags of native events (see [`EventKind::name`]).
@@ -437,6 +442,8 @@ pub fn detect(payload: &[u8]) -> Result<Format, DecodeError> {
             .api_version
             .as_deref()
             .is_some_and(|v| v.starts_with("audit.k8s.io/"))
+        || matches!(&probe.category, Some(ProbeKind::Text(c)) if c.starts_with("kube-audit"))
+        || probe.proto_payload.is_some()
     {
         Format::K8sAudit
     } else if probe.docker_type.is_some() && probe.docker_action.is_some() {
