@@ -29,6 +29,9 @@ pub enum AlertKind {
     /// driftwatch cannot read what a topic holds (a codec or a corrupt batch): those
     /// records are not judged.
     Ingestion,
+    /// A sensor says it lost events, or stopped reporting some, on a node: detection
+    /// there is partly blind.
+    SensorHealth,
 }
 
 impl AlertKind {
@@ -45,6 +48,7 @@ impl AlertKind {
             AlertKind::Delivery => "delivery",
             AlertKind::Capacity => "capacity",
             AlertKind::Ingestion => "ingestion",
+            AlertKind::SensorHealth => "sensor_health",
         }
     }
 }

@@ -495,6 +495,11 @@ impl Detector {
     /// Feeds one event; newly raised alerts are appended to `raised`. For a log line,
     /// returns the id of the template it belongs to.
     pub fn observe(&mut self, event: &Event, raised: &mut Vec<Alert>) -> Option<u32> {
+        // A sensor's report on itself is no service's behaviour: nothing is learned.
+        if let EventKind::SensorHealth { .. } = &event.kind {
+            self.sensor_health(event, raised);
+            return None;
+        }
         // Two rate buckets of slack: events of one batch arrive a little out of order.
         let slack = nanos(self.config.rate.bucket).saturating_mul(2);
         let credible = self.clock.note(event.time.0, slack);

@@ -287,6 +287,46 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<String>,
     },
+    /// A sensor reporting on itself: events it lost or stopped reporting on the node in
+    /// `workload.node` (Falco's syscall event drops, Tetragon's throttling). Not
+    /// behaviour of any service: nothing is learned from it.
+    SensorHealth {
+        /// `falco` or `tetragon`.
+        sensor: String,
+        /// What the sensor reports ([`SensorReport`]).
+        report: SensorReport,
+        /// Events it says it lost in the report's window.
+        #[serde(default)]
+        lost: u64,
+        /// Events it handled in the same window, when it says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seen: Option<u64>,
+        /// The sensor's own words, or what it reports about (a cgroup).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+}
+
+/// What a sensor says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SensorReport {
+    /// It dropped events it should have seen (Falco: in the last second).
+    Dropped,
+    /// It stopped reporting some events to keep up (Tetragon's `THROTTLE_START`).
+    Throttled,
+    /// It reports them again (`THROTTLE_STOP`).
+    Resumed,
+}
+
+impl SensorReport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensorReport::Dropped => "dropped",
+            SensorReport::Throttled => "throttled",
+            SensorReport::Resumed => "resumed",
+        }
+    }
 }
 
 impl EventKind {
@@ -301,6 +341,7 @@ impl EventKind {
             EventKind::Container { .. } => "container",
             EventKind::Log { .. } => "log",
             EventKind::SensorAlert { .. } => "sensor_alert",
+            EventKind::SensorHealth { .. } => "sensor_health",
         }
     }
 

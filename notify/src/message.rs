@@ -40,7 +40,10 @@ impl Item {
             kind: a.kind.as_str().to_owned(),
             severity: a.severity,
             summary: match a.kind {
-                AlertKind::Delivery | AlertKind::Capacity | AlertKind::Ingestion => {
+                AlertKind::Delivery
+                | AlertKind::Capacity
+                | AlertKind::Ingestion
+                | AlertKind::SensorHealth => {
                     format!("{}: {}", a.service, a.subject)
                 }
                 _ => format!("{} drift in {}: {}", a.kind.as_str(), a.service, a.subject),

@@ -37,9 +37,23 @@ pub struct PipelineMetrics {
     pub(crate) index_queued: Gauge,
     pub(crate) batches_queued: Gauge,
     capped: Family<CapLabels, Counter>,
+    sensor_lost: Family<SensorLabels, Counter>,
+    /// Nodes with a `sensor_lost` series, so that a producer spraying node names
+    /// cannot grow the metrics without bound.
+    sensor_nodes: Arc<Mutex<std::collections::HashSet<String>>>,
     /// The detector's capacity counts last published.
     capped_seen: Arc<Mutex<detect::Capacity>>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SensorLabels {
+    sensor: String,
+    node: String,
+}
+
+/// Nodes that get a series of their own in `sensor_events_lost_total`; the rest count
+/// under `node="other"`. Far above any cluster's node count.
+const SENSOR_NODES: usize = 4096;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CapLabels {
@@ -59,6 +73,8 @@ impl Default for PipelineMetrics {
             index_queued: Gauge::default(),
             batches_queued: Gauge::default(),
             capped: Family::default(),
+            sensor_lost: Family::default(),
+            sensor_nodes: Arc::default(),
             capped_seen: Arc::default(),
         }
     }
@@ -100,6 +116,12 @@ impl PipelineMetrics {
             m.batches_queued.clone(),
         );
         registry.register(
+            "sensor_events_lost",
+            "Events sensors say they dropped (Falco's syscall event drops, Tetragon's rate limit), by \
+             sensor and node: detection there is partly blind",
+            m.sensor_lost.clone(),
+        );
+        registry.register(
             "state_capped",
             "What the state caps did: events of services beyond max-services not judged \
              (events_refused), idle services forgotten (services_evicted), alerts dropped past max-alerts \
@@ -113,6 +135,25 @@ impl PipelineMetrics {
         self.stage_seconds
             .get_or_create(&StageLabels { stage })
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts events a sensor says it lost on a node.
+    pub(crate) fn sensor_lost(&self, sensor: &str, node: Option<&str>, lost: u64) {
+        let node = node.unwrap_or("");
+        let node = {
+            let mut nodes = self.sensor_nodes.lock().expect("metrics lock poisoned");
+            if nodes.contains(node) || nodes.len() < SENSOR_NODES && nodes.insert(node.to_owned()) {
+                node
+            } else {
+                "other"
+            }
+        };
+        self.sensor_lost
+            .get_or_create(&SensorLabels {
+                sensor: sensor.to_owned(),
+                node: node.to_owned(),
+            })
+            .inc_by(lost);
     }
 
     pub(crate) fn raised(&self, alert: &Alert) {

@@ -221,6 +221,15 @@ impl Stages {
             }
             newest = newest.max(event.time);
             oldest = oldest.min(event.time);
+            if let ingest::EventKind::SensorHealth {
+                sensor,
+                lost: lost @ 1..,
+                ..
+            } = &event.kind
+            {
+                self.pipeline_metrics
+                    .sensor_lost(sensor, event.workload.node.as_deref(), *lost);
+            }
             if let Some(c) = &self.compliance {
                 // The alerts an event raised go first: a control that both fire
                 // makes one finding, and the alert's is the one that names it.

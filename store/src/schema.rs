@@ -316,6 +316,19 @@ impl EventColumns {
                 path = file.as_deref();
                 details = Some(serde_json::json!({ "tags": tags, "output": output }).to_string());
             }
+            EventKind::SensorHealth {
+                sensor,
+                report,
+                lost,
+                seen,
+                detail,
+            } => {
+                action = Some(report.as_str());
+                details = Some(
+                    serde_json::json!({ "sensor": sensor, "lost": lost, "seen": seen, "detail": detail })
+                        .to_string(),
+                );
+            }
         }
         self.file_op.append_option(file_op);
         self.path.append_option(path);

@@ -153,3 +153,51 @@ fn templates_names_each_line_template_in_its_final_form() {
         "0\tPacketResponder <*> for block <*> terminating\n1\tVerification succeeded for <*>\n0\tPacketResponder <*> for block <*> terminating\n"
     );
 }
+
+#[test]
+fn a_replayed_falco_drop_record_raises_the_sensor_health_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("falco.jsonl");
+    // Falcosidekick's shape: counters as strings, the rule Falco gives its drop alert.
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"hostname":"node-a","output":"Falco internal: syscall event drop. 1204 system calls dropped in last second.","#,
+            r#""output_fields":{"ebpf_enabled":"1","n_drops":"1204","n_evts":"90210"},"priority":"Debug","#,
+            r#""rule":"Falco internal: syscall event drop","time":"2026-03-02T10:00:00.000000000Z"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = driftwatch()
+        .args([
+            "replay",
+            "--no-progress",
+            "--format",
+            "falco",
+            "--dead-letter",
+        ])
+        .arg(dir.path().join("dead.jsonl"))
+        .arg(&input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["type"] == "alert")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["kind"], "sensor_health");
+    assert_eq!(alerts[0]["severity"], "high");
+    assert_eq!(alerts[0]["subject"], "falco on node-a loses events");
+    assert!(
+        alerts[0]["explanation"]
+            .as_str()
+            .unwrap()
+            .starts_with("node-a's Falco dropped 1,204 syscall events in the last second"),
+        "{}",
+        alerts[0]["explanation"]
+    );
+}

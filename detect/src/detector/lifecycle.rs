@@ -318,6 +318,7 @@ impl Detector {
                 | AlertKind::Delivery
                 | AlertKind::Capacity
                 | AlertKind::Ingestion
+                | AlertKind::SensorHealth
         ) {
             return None;
         }

@@ -2,6 +2,7 @@
 //! service's log mix, and rate anomalies as the clock moves.
 
 use super::*;
+use ingest::SensorReport;
 
 impl Detector {
     /// One alert when a service's template miner reaches its cap.
@@ -197,5 +198,182 @@ impl Detector {
             explanation,
         );
         self.record(alert, raised);
+    }
+
+    /// A sensor's report on itself: lost events raise (or count into) one alert per
+    /// sensor and node; throttling raises one that its end resolves.
+    pub(super) fn sensor_health(&mut self, event: &Event, raised: &mut Vec<Alert>) {
+        let EventKind::SensorHealth {
+            sensor,
+            report,
+            lost,
+            seen,
+            detail,
+        } = &event.kind
+        else {
+            return;
+        };
+        let node = event.workload.node.as_deref().unwrap_or("an unnamed node");
+        let name = sensor_name(sensor);
+        let (subject, explanation) = match report {
+            SensorReport::Dropped if *lost == 0 => return,
+            SensorReport::Dropped => {
+                let window = if sensor == "falco" {
+                    " syscall events in the last second"
+                } else {
+                    " events since its last report"
+                };
+                let of = seen.map_or(String::new(), |s| format!(" (of {} seen)", thousands(s)));
+                (
+                    format!("{sensor} on {node} loses events"),
+                    format!(
+                        "{node}'s {name} dropped {}{window}{of}: detection there is partly blind, and what \
+                         it did not see raises no alert. A sensor drops events when its buffers overflow \
+                         (a busy node, too small a ring buffer) or its rate limit is reached.{}",
+                        thousands(*lost),
+                        detail
+                            .as_deref()
+                            .map(|d| format!(" It said: {d}"))
+                            .unwrap_or_default()
+                    ),
+                )
+            }
+            SensorReport::Throttled | SensorReport::Resumed => {
+                let what = detail.as_deref().unwrap_or("a cgroup");
+                let subject = format!("{sensor} on {node} throttles {what}");
+                if *report == SensorReport::Resumed {
+                    if let Some(alert) = self.resolve_health(AlertKind::SensorHealth, &subject) {
+                        raised.push(alert);
+                    }
+                    return;
+                }
+                let explanation = format!(
+                    "{node}'s {name} stopped reporting the process events of {what} to keep up: \
+                     detection is blind to them until it reports them again (the alert resolves then)."
+                );
+                (subject, explanation)
+            }
+        };
+        let (alert, new) = self.raise_health(
+            event.time,
+            AlertKind::SensorHealth,
+            Severity::High,
+            &subject,
+            explanation,
+        );
+        if new {
+            raised.push(alert);
+        }
+    }
+}
+
+/// A sensor's name as its project writes it.
+fn sensor_name(sensor: &str) -> String {
+    match sensor {
+        "falco" => "Falco".to_owned(),
+        "tetragon" => "Tetragon".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// `1204567` as `1,204,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use ingest::event::{Source, Workload};
+
+    use super::*;
+
+    const T0: i64 = 1_772_445_600 * 1_000_000_000;
+
+    fn health(second: i64, sensor: &str, report: SensorReport, lost: u64, detail: &str) -> Event {
+        Event {
+            time: Nanos(T0 + second * 1_000_000_000),
+            source: Source::Falco,
+            provenance: Provenance::default(),
+            workload: Workload {
+                node: Some("node-a".into()),
+                ..Workload::default()
+            },
+            service: "unattributed/node-a".into(),
+            kind: EventKind::SensorHealth {
+                sensor: sensor.into(),
+                report,
+                lost,
+                seen: Some(90_210),
+                detail: Some(detail.into()),
+            },
+        }
+    }
+
+    #[test]
+    fn dropped_events_raise_one_alert_per_sensor_and_node_and_learn_nothing() {
+        let mut d = Detector::new(DetectConfig::default());
+        let mut raised = Vec::new();
+        d.observe(
+            &health(0, "falco", SensorReport::Dropped, 1204, "x"),
+            &mut raised,
+        );
+        d.observe(
+            &health(1, "falco", SensorReport::Dropped, 7, "x"),
+            &mut raised,
+        );
+        d.observe(
+            &health(2, "falco", SensorReport::Dropped, 0, "x"),
+            &mut raised,
+        );
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        let a = &raised[0];
+        assert_eq!(
+            (a.kind, a.severity),
+            (AlertKind::SensorHealth, Severity::High)
+        );
+        assert_eq!(a.subject, "falco on node-a loses events");
+        assert!(
+            a.explanation.starts_with(
+                "node-a's Falco dropped 1,204 syscall events in the last second (of 90,210 seen): \
+                 detection there is partly blind"
+            ),
+            "{}",
+            a.explanation
+        );
+        assert_eq!(
+            d.alert(&a.id).unwrap().count,
+            2,
+            "the second drop counts in"
+        );
+        assert!(d.services().next().is_none(), "no service learned from it");
+    }
+
+    #[test]
+    fn throttling_raises_an_alert_its_end_resolves() {
+        let mut d = Detector::new(DetectConfig::default());
+        let mut raised = Vec::new();
+        d.observe(
+            &health(0, "tetragon", SensorReport::Throttled, 0, "pod42.slice"),
+            &mut raised,
+        );
+        assert_eq!(
+            raised[0].subject,
+            "tetragon on node-a throttles pod42.slice"
+        );
+        d.observe(
+            &health(9, "tetragon", SensorReport::Resumed, 0, "pod42.slice"),
+            &mut raised,
+        );
+        assert_eq!(raised.len(), 2);
+        assert_eq!(raised[1].status, AlertStatus::Resolved);
+        assert_eq!(raised[1].id, raised[0].id);
     }
 }

@@ -14,18 +14,20 @@
 //!   7 debug); stored as Falco names it (`Warning`).
 //! - Fields that hold a list where one value is expected (an image's digests) give
 //!   their first value.
-//! - Falco's records about itself (`Falco internal: …`: metrics snapshots, syscall
-//!   event drops) are about the sensor, not a workload: they are counted as ignored
-//!   (`sensor_internal`), never judged as alerts.
+//! - Falco's records about itself are about the sensor, not a workload, and are never
+//!   judged as alerts: a syscall event drop (`Falco internal: syscall event drop`,
+//!   `n_drops` in the last second, `n_evts` seen) becomes a `sensor_health` event;
+//!   other internal records (metrics snapshots) are counted as ignored
+//!   (`sensor_internal`).
 
 use serde::Deserialize;
 
 use super::lenient::{
-    opt_first_string, opt_string, opt_u32, short_container_id, split_words, string_list,
+    opt_first_string, opt_i64, opt_string, opt_u32, short_container_id, split_words, string_list,
 };
 use super::{parse, parse_time, wrong_shape};
 use crate::error::DecodeError;
-use crate::event::{Event, EventKind, Image, Process, Source, Workload};
+use crate::event::{Event, EventKind, Image, Process, SensorReport, Source, Workload};
 use crate::time::Nanos;
 
 #[derive(Deserialize)]
@@ -99,6 +101,11 @@ struct Fields {
     k8s_ns: Option<String>,
     #[serde(rename = "k8s.pod.name", default, deserialize_with = "opt_string")]
     k8s_pod: Option<String>,
+    /// Syscall event drops: dropped and seen in the last second.
+    #[serde(default, deserialize_with = "opt_i64")]
+    n_drops: Option<i64>,
+    #[serde(default, deserialize_with = "opt_i64")]
+    n_evts: Option<i64>,
 }
 
 /// `time`: RFC 3339 text, or gRPC's timestamp message.
@@ -187,12 +194,17 @@ impl Priority {
 /// The rule name prefix of Falco's records about itself.
 const INTERNAL_RULE: &str = "Falco internal:";
 
+/// The rule of Falco's syscall event drop alert.
+const DROP_RULE: &str = "Falco internal: syscall event drop";
+
 pub(super) fn decode(
     payload: &[u8],
     out: &mut Vec<Event>,
 ) -> Result<Option<&'static str>, DecodeError> {
     let alert: FalcoAlert = parse(payload)?;
-    if alert.rule.starts_with(INTERNAL_RULE) || alert.source.as_deref() == Some("internal") {
+    let internal =
+        alert.rule.starts_with(INTERNAL_RULE) || alert.source.as_deref() == Some("internal");
+    if internal && alert.rule != DROP_RULE {
         return Ok(Some("sensor_internal"));
     }
     let fields = alert.output_fields.unwrap_or_default();
@@ -214,6 +226,33 @@ pub(super) fn decode(
             })?,
         (None, None) => return Err(wrong_shape("Falco alert has neither time nor evt.time")),
     };
+    if internal {
+        let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+        // Without the counter, the number Falco's own message gives.
+        let said = || {
+            let output = alert.output.as_deref()?;
+            let before = &output[..output.find(" system calls dropped")?];
+            before.rsplit(' ').next()?.parse::<u64>().ok()
+        };
+        out.push(Event {
+            time,
+            source: Source::Falco,
+            provenance: Default::default(),
+            workload: Workload {
+                node: alert.hostname,
+                ..Workload::default()
+            },
+            service: String::new(),
+            kind: EventKind::SensorHealth {
+                sensor: "falco".to_owned(),
+                report: SensorReport::Dropped,
+                lost: count(fields.n_drops).or_else(said).unwrap_or(0),
+                seen: count(fields.n_evts),
+                detail: alert.output,
+            },
+        });
+        return Ok(None);
+    }
     let priority = alert.priority.name()?;
 
     let exe = fields

@@ -4,6 +4,11 @@
 //! `process_exec` and `process_exit` map directly. `process_kprobe` maps by hook
 //! function: file hooks become `file_access`, socket hooks `network`; hooks driftwatch
 //! does not model are ignored (counted).
+//!
+//! Tetragon's reports on itself become `sensor_health` events: `process_throttle`
+//! (`THROTTLE_START`: it stops reporting a cgroup's process events to keep up;
+//! `THROTTLE_STOP`: it reports them again) and `rate_limit_info` (events its export
+//! rate limit dropped).
 
 use std::collections::BTreeMap;
 
@@ -14,19 +19,37 @@ use super::lenient::{
 };
 use super::{parse, parse_time, wrong_shape};
 use crate::error::DecodeError;
-use crate::event::{Direction, Event, EventKind, FileOp, Image, Process, Source, Workload};
+use crate::event::{
+    Direction, Event, EventKind, FileOp, Image, Process, SensorReport, Source, Workload,
+};
 
 #[derive(Deserialize)]
 struct Record {
     process_exec: Option<Exec>,
     process_exit: Option<Exit>,
     process_kprobe: Option<Kprobe>,
+    process_throttle: Option<Throttle>,
+    rate_limit_info: Option<RateLimitInfo>,
     #[serde(default, deserialize_with = "opt_string")]
     node_name: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     cluster_name: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     time: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Throttle {
+    #[serde(rename = "type", default, deserialize_with = "opt_string")]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "opt_string")]
+    cgroup: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RateLimitInfo {
+    #[serde(default, deserialize_with = "opt_i64")]
+    number_of_dropped_process_events: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +172,21 @@ pub(super) fn decode(
         Some(t) => parse_time("time", t)?,
         None => return Err(wrong_shape("Tetragon event has no time")),
     };
+    if let Some(health) = sensor_health(&record) {
+        out.push(Event {
+            time,
+            source: Source::Tetragon,
+            provenance: Default::default(),
+            workload: Workload {
+                node: record.node_name,
+                cluster: record.cluster_name,
+                ..Workload::default()
+            },
+            service: String::new(),
+            kind: health?,
+        });
+        return Ok(None);
+    }
     let (process, kind) = if let Some(exec) = record.process_exec {
         let process = to_process(&exec.process, exec.parent.as_ref())?;
         (exec.process, EventKind::ProcessExec { process })
@@ -184,6 +222,39 @@ pub(super) fn decode(
         kind,
     });
     Ok(None)
+}
+
+/// Tetragon's reports on itself, when the record is one.
+fn sensor_health(record: &Record) -> Option<Result<EventKind, DecodeError>> {
+    let health = |report, lost, detail| EventKind::SensorHealth {
+        sensor: "tetragon".to_owned(),
+        report,
+        lost,
+        seen: None,
+        detail,
+    };
+    if let Some(t) = &record.process_throttle {
+        let report = match t.kind.as_deref() {
+            Some("THROTTLE_START") => SensorReport::Throttled,
+            Some("THROTTLE_STOP") => SensorReport::Resumed,
+            other => {
+                return Some(Err(wrong_shape(format!(
+                    "process_throttle type {other:?} is neither THROTTLE_START nor THROTTLE_STOP"
+                ))));
+            }
+        };
+        return Some(Ok(health(report, 0, t.cgroup.clone())));
+    }
+    let dropped = record
+        .rate_limit_info
+        .as_ref()?
+        .number_of_dropped_process_events
+        .unwrap_or(0);
+    Some(Ok(health(
+        SensorReport::Dropped,
+        u64::try_from(dropped).unwrap_or(0),
+        None,
+    )))
 }
 
 fn to_process(p: &TProcess, parent: Option<&TProcess>) -> Result<Process, DecodeError> {
