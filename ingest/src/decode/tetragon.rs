@@ -9,6 +9,12 @@
 //! (`THROTTLE_START`: it stops reporting a cgroup's process events to keep up;
 //! `THROTTLE_STOP`: it reports them again) and `rate_limit_info` (events its export
 //! rate limit dropped).
+//!
+//! Also taken: file paths Tetragon printed without their leading slash (relative to the
+//! mount's root: `etc/passwd` is `/etc/passwd`), a `process_exec` without a top-level
+//! `time` (its process's `start_time` is the exec), and the older `process_connect`
+//! event (`destination_ip`, `destination_port`, `protocol`) as a connection.
+//! `<kernel>` as a parent is kept as written: the kernel started the process.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +35,7 @@ struct Record {
     process_exit: Option<Exit>,
     process_kprobe: Option<Kprobe>,
     process_throttle: Option<Throttle>,
+    process_connect: Option<Connect>,
     rate_limit_info: Option<RateLimitInfo>,
     #[serde(default, deserialize_with = "opt_string")]
     node_name: Option<String>,
@@ -44,6 +51,18 @@ struct Throttle {
     kind: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     cgroup: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Connect {
+    process: TProcess,
+    parent: Option<TProcess>,
+    #[serde(default, deserialize_with = "opt_string")]
+    destination_ip: Option<String>,
+    #[serde(default, deserialize_with = "opt_u16")]
+    destination_port: Option<u16>,
+    #[serde(default, deserialize_with = "opt_string")]
+    protocol: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +83,8 @@ struct TProcess {
     binary: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     arguments: Option<String>,
+    #[serde(default, deserialize_with = "opt_string")]
+    start_time: Option<String>,
     pod: Option<Pod>,
     #[serde(default, deserialize_with = "opt_string")]
     docker: Option<String>,
@@ -168,9 +189,14 @@ pub(super) fn decode(
     out: &mut Vec<Event>,
 ) -> Result<Option<&'static str>, DecodeError> {
     let record: Record = parse(payload)?;
-    let time = match record.time.as_deref() {
-        Some(t) => parse_time("time", t)?,
-        None => return Err(wrong_shape("Tetragon event has no time")),
+    let exec_start = record
+        .process_exec
+        .as_ref()
+        .and_then(|e| e.process.start_time.as_deref());
+    let time = match (record.time.as_deref(), exec_start) {
+        (Some(t), _) => parse_time("time", t)?,
+        (None, Some(t)) => parse_time("process.start_time", t)?,
+        (None, None) => return Err(wrong_shape("Tetragon event has no time")),
     };
     if let Some(health) = sensor_health(&record) {
         out.push(Event {
@@ -198,6 +224,22 @@ pub(super) fn decode(
             signal: exit.signal,
         };
         (exit.process, kind)
+    } else if let Some(connect) = record.process_connect {
+        let process = to_process(&connect.process, connect.parent.as_ref())?;
+        let address = connect
+            .destination_ip
+            .ok_or_else(|| wrong_shape("process_connect has no destination_ip"))?;
+        let kind = EventKind::Network {
+            direction: Direction::Connect,
+            address,
+            port: connect.destination_port.unwrap_or(0),
+            protocol: connect
+                .protocol
+                .map_or_else(|| "tcp".to_owned(), |p| p.to_ascii_lowercase()),
+            dns_name: None,
+            process: Some(process),
+        };
+        (connect.process, kind)
     } else if let Some(kprobe) = record.process_kprobe {
         let process = to_process(&kprobe.process, kprobe.parent.as_ref())?;
         let Some(kind) = kprobe_kind(&kprobe, process)? else {
@@ -319,7 +361,12 @@ fn kprobe_kind(k: &Kprobe, process: Process) -> Result<Option<EventKind>, Decode
     let file = |op: FileOp, path: Option<String>| {
         path.map(|path| EventKind::FileAccess {
             op,
-            path,
+            // Printed relative to the mount's root at times: `etc/passwd`.
+            path: if path.starts_with('/') || path.is_empty() {
+                path
+            } else {
+                format!("/{path}")
+            },
             process: Some(process.clone()),
         })
         .ok_or_else(|| wrong_shape(format!("{} event has no file argument", k.function_name)))
