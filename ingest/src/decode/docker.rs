@@ -15,7 +15,9 @@
 //! float's 53 bits). Container actions become `container` lifecycle events;
 //! `exec_start: <command>` becomes `exec_into` (the command is inside the action
 //! string). `exec_create` and `exec_die` of the same exec are ignored so one exec is one
-//! event. Image, network and volume events are ignored.
+//! event. Image, network and volume events are ignored, and so are the container
+//! actions that change nothing driftwatch judges (`attach`, `resize`, `stop` before its
+//! `die`, `destroy`, `history`, …): see [`LIFECYCLE_ACTIONS`].
 
 use std::collections::BTreeMap;
 
@@ -91,6 +93,26 @@ struct Actor {
     #[serde(rename = "Attributes", default, deserialize_with = "string_map")]
     attributes: BTreeMap<String, String>,
 }
+
+/// Container actions that are behaviour: a container's life (create, start, restart,
+/// die with its exit code, kill, out of memory, pause), its health and its changed
+/// settings. The others (`attach`, `detach`, `resize`, `stop`, `destroy`, `top`,
+/// `history`, `copy`, `archive-path`, `export`, `commit`, …) follow from these or
+/// change nothing a control or a baseline reads; each would also fire a compliance
+/// check for nothing.
+const LIFECYCLE_ACTIONS: [&str; 11] = [
+    "create",
+    "start",
+    "restart",
+    "die",
+    "kill",
+    "oom",
+    "pause",
+    "unpause",
+    "health_status",
+    "update",
+    "rename",
+];
 
 /// Attributes that are container properties, not labels.
 const NON_LABEL_ATTRIBUTES: [&str; 6] = [
@@ -173,6 +195,9 @@ pub(super) fn decode(
             .unwrap_or_default()
             .trim()
             .to_owned();
+        if !LIFECYCLE_ACTIONS.contains(&action.as_str()) {
+            return Ok(Some("lifecycle_noise"));
+        }
         let exit_code = attributes
             .get("exitCode")
             .or_else(|| attributes.get("containerExitCode"))
