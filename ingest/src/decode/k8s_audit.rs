@@ -122,6 +122,13 @@ fn events(
         };
         return events(inner, out, seen, new_ids);
     }
+    if let Some(kind) = doc.kind.as_deref()
+        && !matches!(kind, "Event" | "EventList")
+    {
+        return Err(wrong_shape(format!(
+            "kind {kind:?} is neither an audit Event nor an EventList"
+        )));
+    }
     match (doc.kind.as_deref(), doc.items) {
         (Some("EventList"), Some(items)) | (None, Some(items)) => {
             let start = out.len();
@@ -227,6 +234,14 @@ fn one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_that_is_no_audit_event_is_refused() {
+        for record in [&br#"{"kind": 0}"#[..], br#"{"kind":"Pod","items":[]}"#] {
+            let err = decode(record, &mut Vec::new(), &|_| false, &mut Vec::new()).unwrap_err();
+            assert_eq!(err.reason, crate::Reason::WrongShape, "{err}");
+        }
+    }
 
     #[test]
     fn an_event_without_audit_id_or_timestamps_is_reported_and_dated_when_decoded() {

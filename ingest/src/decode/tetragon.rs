@@ -160,7 +160,14 @@ struct Arg {
     sock_arg: Option<SockArg>,
     #[serde(default, deserialize_with = "opt_i64")]
     int_arg: Option<i64>,
+    #[serde(default, deserialize_with = "opt_string")]
+    string_arg: Option<String>,
 }
+
+/// `openat`'s directory argument meaning "the process's working directory".
+const AT_FDCWD: i64 = -100;
+/// `open` flags that make an open a write: `O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_TRUNC`.
+const OPEN_WRITES: i64 = 0o1 | 0o2 | 0o100 | 0o1000;
 
 #[derive(Deserialize)]
 struct FileArg {
@@ -400,6 +407,28 @@ fn kprobe_kind(k: &Kprobe, process: Process) -> Result<Option<EventKind>, Decode
         }
         "security_path_truncate" | "sys_write" | "__x64_sys_write" | "vfs_write" => {
             file(FileOp::Write, first_path())?
+        }
+        "sys_read" | "__x64_sys_read" | "ksys_read" | "vfs_read" => {
+            file(FileOp::Read, first_path())?
+        }
+        // The syscall itself: (dirfd, path as a string, flags); a relative path is the
+        // working directory's when dirfd is AT_FDCWD.
+        "sys_openat" | "__x64_sys_openat" | "__arm64_sys_openat" => {
+            let name = k.args.get(1).and_then(|a| a.string_arg.clone());
+            let at_cwd = k.args.first().and_then(|a| a.int_arg) == Some(AT_FDCWD);
+            let path = name.map(|n| match (&process.cwd, at_cwd) {
+                (Some(cwd), true) if !n.starts_with('/') => {
+                    format!("{}/{n}", cwd.trim_end_matches('/'))
+                }
+                _ => n,
+            });
+            let flags = k.args.get(2).and_then(|a| a.int_arg).unwrap_or(0);
+            let op = if flags & OPEN_WRITES != 0 {
+                FileOp::Write
+            } else {
+                FileOp::Read
+            };
+            file(op, path)?
         }
         "tcp_connect" | "udp_sendmsg" | "ip4_datagram_connect" => {
             let sock = k.args.iter().find_map(|a| a.sock_arg.as_ref());
