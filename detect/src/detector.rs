@@ -330,6 +330,9 @@ pub struct PendingSensor {
     pub exe: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The connection's remote end (`address:port`), for network alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
     pub provenance: Provenance,
 }
 
@@ -577,6 +580,7 @@ impl Detector {
             rule,
             process,
             file,
+            remote,
             ..
         } = &event.kind
         {
@@ -586,6 +590,7 @@ impl Detector {
                 rule: rule.clone(),
                 exe: process.as_ref().map(|p| p.exe.clone()),
                 file: file.clone(),
+                remote: remote.clone(),
                 provenance: event.provenance.clone(),
             };
             self.correlate(&event.service, pending);
@@ -1125,6 +1130,51 @@ mod tests {
     }
 
     #[test]
+    fn a_sensor_alert_about_a_connection_joins_the_drift_alert_about_its_remote_end() {
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        let mut raised = Vec::new();
+        let connect = Event {
+            kind: EventKind::Network {
+                direction: ingest::event::Direction::Connect,
+                address: "10.96.0.1".into(),
+                port: 443,
+                protocol: "tcp".into(),
+                dns_name: None,
+                process: Some(Process {
+                    exe: "/app/server".into(),
+                    ..Process::default()
+                }),
+            },
+            ..exec(11, "/app/server")
+        };
+        d.observe(&connect, &mut raised);
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        // Falco names the process differently (`handler`), and the connection only in
+        // `fd.name`; the remote end is the same act.
+        let rule = Event {
+            kind: EventKind::SensorAlert {
+                rule: "Contact K8S API Server From Container".into(),
+                priority: "Notice".into(),
+                tags: vec![],
+                process: Some(Process {
+                    exe: "handler".into(),
+                    ..Process::default()
+                }),
+                file: None,
+                remote: Some("10.96.0.1:443".into()),
+                output: None,
+            },
+            ..exec(11, "handler")
+        };
+        d.observe(&rule, &mut raised);
+        assert_eq!(
+            d.alerts()[0].sensor_rules,
+            ["Contact K8S API Server From Container"]
+        );
+    }
+
+    #[test]
     fn a_sensor_alert_joins_only_the_alert_about_its_own_executable() {
         let mut d = Detector::new(config());
         learned(&mut d);
@@ -1144,6 +1194,7 @@ mod tests {
                     ..Process::default()
                 }),
                 file: None,
+                remote: None,
                 output: None,
             },
             ..exec(11, "/bin/sh")

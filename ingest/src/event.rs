@@ -284,6 +284,9 @@ pub enum EventKind {
         process: Option<Process>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file: Option<String>,
+        /// The remote end of the connection the alert is about (`address:port`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<String>,
     },

@@ -308,12 +308,17 @@ impl EventColumns {
                 priority: p,
                 tags,
                 file,
+                remote,
                 output,
                 ..
             } => {
                 rule = Some(r.as_str());
                 priority = Some(p.as_str());
                 path = file.as_deref();
+                if let Some((a, p)) = remote.as_deref().and_then(|r| r.rsplit_once(':')) {
+                    address = Some(a.trim_start_matches('[').trim_end_matches(']'));
+                    port = p.parse::<u16>().ok().map(i32::from);
+                }
                 details = Some(serde_json::json!({ "tags": tags, "output": output }).to_string());
             }
             EventKind::SensorHealth {

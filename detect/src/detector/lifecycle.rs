@@ -203,7 +203,7 @@ impl Detector {
             self.pending_changed = true;
             pending.retain(|p| {
                 let close = p.time.0.abs_diff(event.time.0) <= window.unsigned_abs();
-                let same_act = matches_act(p.exe.as_deref(), p.file.as_deref(), obs, &event.kind);
+                let same_act = matches_act(p, obs, &event.kind);
                 if close && same_act {
                     if !alert.sensor_rules.contains(&p.rule) {
                         alert.sensor_rules.push(p.rule.clone());
@@ -239,7 +239,7 @@ impl Detector {
                 {
                     continue;
                 }
-                if subject_is_act(alert, sensor.exe.as_deref(), sensor.file.as_deref()) {
+                if subject_is_act(alert, &sensor) {
                     if !alert.sensor_rules.contains(&sensor.rule) {
                         alert.sensor_rules.push(sensor.rule);
                     }

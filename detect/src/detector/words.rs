@@ -5,7 +5,8 @@ use super::*;
 
 /// Whether a drift alert's subject is the act a sensor alert names: the same
 /// executable, or the same file (as a path pattern). Exact, never a substring.
-pub(super) fn subject_is_act(alert: &Alert, exe: Option<&str>, file: Option<&str>) -> bool {
+pub(super) fn subject_is_act(alert: &Alert, sensor: &PendingSensor) -> bool {
+    let (exe, file) = (sensor.exe.as_deref(), sensor.file.as_deref());
     match alert.dimension {
         Dimension::Process => {
             exe.is_some_and(|e| alert.subject.split(" (parent ").next() == Some(e))
@@ -17,25 +18,25 @@ pub(super) fn subject_is_act(alert: &Alert, exe: Option<&str>, file: Option<&str
             alert.subject.split_once(' ').map(|(_, p)| p) == Some(crate::pattern::fold(f).as_str())
         }),
         Dimension::SensitiveRead => file.is_some_and(|f| alert.subject == crate::pattern::fold(f)),
-        Dimension::Network
-        | Dimension::Exec
-        | Dimension::LogTemplate
-        | Dimension::Rate
-        | Dimension::Health => false,
+        // "connect tcp 10.96.0.1:443": the same remote end.
+        Dimension::Network => sensor
+            .remote
+            .as_deref()
+            .is_some_and(|r| alert.subject.rsplit(' ').next() == Some(r)),
+        Dimension::Exec | Dimension::LogTemplate | Dimension::Rate | Dimension::Health => false,
     }
 }
 
-pub(super) fn matches_act(
-    exe: Option<&str>,
-    file: Option<&str>,
-    obs: &Observation,
-    kind: &EventKind,
-) -> bool {
+pub(super) fn matches_act(sensor: &PendingSensor, obs: &Observation, kind: &EventKind) -> bool {
+    let (exe, file) = (sensor.exe.as_deref(), sensor.file.as_deref());
     let by_exe =
         exe.is_some_and(|e| obs.exe == Some(e) || kind.process().is_some_and(|p| p.exe == e));
     let by_file =
         file.is_some_and(|f| matches!(kind, EventKind::FileAccess { path, .. } if path == f));
-    by_exe || by_file
+    let by_remote = sensor.remote.as_deref().is_some_and(|r| {
+        matches!(kind, EventKind::Network { address, port, .. } if r.rsplit_once(':') == Some((address.as_str(), port.to_string().as_str())))
+    });
+    by_exe || by_file || by_remote
 }
 
 /// Whether a dimension still growing may absorb this new entry (learn it, report it

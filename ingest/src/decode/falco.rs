@@ -71,6 +71,10 @@ struct Fields {
     proc_pname: Option<String>,
     #[serde(rename = "fd.name", default, deserialize_with = "opt_string")]
     fd_name: Option<String>,
+    #[serde(rename = "fd.rip", default, deserialize_with = "opt_string")]
+    fd_rip: Option<String>,
+    #[serde(rename = "fd.rport", default, deserialize_with = "opt_u32")]
+    fd_rport: Option<u32>,
     #[serde(rename = "user.name", default, deserialize_with = "opt_string")]
     user_name: Option<String>,
     #[serde(rename = "user.uid", default, deserialize_with = "opt_u32")]
@@ -273,7 +277,17 @@ pub(super) fn decode(
         user: fields.user_name,
         cwd: fields.proc_cwd,
     });
-    // `fd.name` is a path for files and "ip:port->ip:port" for sockets; only paths are files.
+    // `fd.name` is a path for files and "ip:port->ip:port" for sockets: the remote end
+    // is `fd.rip`/`fd.rport` when Falco printed them, else the right of the arrow.
+    let remote = match (&fields.fd_rip, fields.fd_rport) {
+        (Some(ip), Some(port)) => Some(format!("{ip}:{port}")),
+        _ => fields
+            .fd_name
+            .as_deref()
+            .and_then(|n| n.split_once("->"))
+            .map(|(_, r)| r.trim().to_owned())
+            .filter(|r| r.contains(':')),
+    };
     let file = fields.fd_name.filter(|n| n.starts_with('/'));
 
     let container_id = fields.container_id.as_deref().and_then(short_container_id);
@@ -303,6 +317,7 @@ pub(super) fn decode(
             tags: alert.tags,
             process,
             file,
+            remote,
             output: alert.output,
         },
     });
