@@ -320,6 +320,9 @@ pub enum SensorReport {
     Throttled,
     /// It reports them again (`THROTTLE_STOP`).
     Resumed,
+    /// A periodic snapshot of its counters (Falco's metrics): `lost` is what it dropped
+    /// since the previous snapshot.
+    Metrics,
 }
 
 impl SensorReport {
@@ -328,6 +331,7 @@ impl SensorReport {
             SensorReport::Dropped => "dropped",
             SensorReport::Throttled => "throttled",
             SensorReport::Resumed => "resumed",
+            SensorReport::Metrics => "metrics",
         }
     }
 }

@@ -216,12 +216,14 @@ impl Detector {
         let node = event.workload.node.as_deref().unwrap_or("an unnamed node");
         let name = sensor_name(sensor);
         let (subject, explanation) = match report {
-            SensorReport::Dropped if *lost == 0 => return,
-            SensorReport::Dropped => {
-                let window = if sensor == "falco" {
-                    " syscall events in the last second"
-                } else {
-                    " events since its last report"
+            SensorReport::Dropped | SensorReport::Metrics if *lost == 0 => return,
+            SensorReport::Dropped | SensorReport::Metrics => {
+                let window = match (report, sensor.as_str()) {
+                    (SensorReport::Metrics, _) => {
+                        " syscall events since its previous metrics snapshot"
+                    }
+                    (_, "falco") => " syscall events in the last second",
+                    _ => " events since its last report",
                 };
                 let of = seen.map_or(String::new(), |s| format!(" (of {} seen)", thousands(s)));
                 (
@@ -354,6 +356,29 @@ mod tests {
             "the second drop counts in"
         );
         assert!(d.services().next().is_none(), "no service learned from it");
+    }
+
+    #[test]
+    fn a_metrics_snapshot_that_counted_drops_raises_the_same_alert() {
+        let mut d = Detector::new(DetectConfig::default());
+        let mut raised = Vec::new();
+        d.observe(
+            &health(0, "falco", SensorReport::Metrics, 0, "x"),
+            &mut raised,
+        );
+        assert!(raised.is_empty(), "nothing dropped, nothing raised");
+        d.observe(
+            &health(60, "falco", SensorReport::Metrics, 1200, "x"),
+            &mut raised,
+        );
+        assert_eq!(raised[0].subject, "falco on node-a loses events");
+        assert!(
+            raised[0]
+                .explanation
+                .contains("dropped 1,200 syscall events since its previous metrics snapshot"),
+            "{}",
+            raised[0].explanation
+        );
     }
 
     #[test]

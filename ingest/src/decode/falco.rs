@@ -16,8 +16,9 @@
 //!   their first value.
 //! - Falco's records about itself are about the sensor, not a workload, and are never
 //!   judged as alerts: a syscall event drop (`Falco internal: syscall event drop`,
-//!   `n_drops` in the last second, `n_evts` seen) becomes a `sensor_health` event;
-//!   other internal records (metrics snapshots) are counted as ignored
+//!   `n_drops` in the last second, `n_evts` seen) and a metrics snapshot (`scap.n_drops`
+//!   against `scap.n_drops_prev`: dropped since the previous snapshot) become
+//!   `sensor_health` events; other internal records are counted as ignored
 //!   (`sensor_internal`).
 
 use serde::Deserialize;
@@ -110,6 +111,15 @@ struct Fields {
     n_drops: Option<i64>,
     #[serde(default, deserialize_with = "opt_i64")]
     n_evts: Option<i64>,
+    /// A metrics snapshot's counters, now and at the previous snapshot.
+    #[serde(rename = "scap.n_drops", default, deserialize_with = "opt_i64")]
+    scap_drops: Option<i64>,
+    #[serde(rename = "scap.n_drops_prev", default, deserialize_with = "opt_i64")]
+    scap_drops_prev: Option<i64>,
+    #[serde(rename = "scap.n_evts", default, deserialize_with = "opt_i64")]
+    scap_evts: Option<i64>,
+    #[serde(rename = "scap.n_evts_prev", default, deserialize_with = "opt_i64")]
+    scap_evts_prev: Option<i64>,
 }
 
 /// `time`: RFC 3339 text, or gRPC's timestamp message.
@@ -201,6 +211,9 @@ const INTERNAL_RULE: &str = "Falco internal:";
 /// The rule of Falco's syscall event drop alert.
 const DROP_RULE: &str = "Falco internal: syscall event drop";
 
+/// The rule of Falco's metrics snapshots.
+const METRICS_RULE: &str = "Falco internal: metrics snapshot";
+
 pub(super) fn decode(
     payload: &[u8],
     out: &mut Vec<Event>,
@@ -208,7 +221,7 @@ pub(super) fn decode(
     let alert: FalcoAlert = parse(payload)?;
     let internal =
         alert.rule.starts_with(INTERNAL_RULE) || alert.source.as_deref() == Some("internal");
-    if internal && alert.rule != DROP_RULE {
+    if internal && alert.rule != DROP_RULE && alert.rule != METRICS_RULE {
         return Ok(Some("sensor_internal"));
     }
     let fields = alert.output_fields.unwrap_or_default();
@@ -247,12 +260,25 @@ pub(super) fn decode(
                 ..Workload::default()
             },
             service: String::new(),
-            kind: EventKind::SensorHealth {
-                sensor: "falco".to_owned(),
-                report: SensorReport::Dropped,
-                lost: count(fields.n_drops).or_else(said).unwrap_or(0),
-                seen: count(fields.n_evts),
-                detail: alert.output,
+            kind: if alert.rule == METRICS_RULE {
+                // Counters since start: what changed since the previous snapshot.
+                let delta =
+                    |now: Option<i64>, prev: Option<i64>| count(Some(now?.checked_sub(prev?)?));
+                EventKind::SensorHealth {
+                    sensor: "falco".to_owned(),
+                    report: SensorReport::Metrics,
+                    lost: delta(fields.scap_drops, fields.scap_drops_prev).unwrap_or(0),
+                    seen: delta(fields.scap_evts, fields.scap_evts_prev),
+                    detail: None,
+                }
+            } else {
+                EventKind::SensorHealth {
+                    sensor: "falco".to_owned(),
+                    report: SensorReport::Dropped,
+                    lost: count(fields.n_drops).or_else(said).unwrap_or(0),
+                    seen: count(fields.n_evts),
+                    detail: alert.output,
+                }
             },
         });
         return Ok(None);
