@@ -358,7 +358,7 @@ impl Config {
             && self.postgres.users.is_empty()
             && !self.postgres.listen.ip().is_loopback()
         {
-            self.postgres.users().map_err(anyhow::Error::msg)?;
+            self.postgres.users()?;
         }
         Ok(())
     }

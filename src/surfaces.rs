@@ -134,8 +134,7 @@ pub async fn start(
             .runtime()
             .spawn(async move { PgServer::bind(&pg, &e, metrics).await })
             .await
-            .context("PostgreSQL server setup panicked")?
-            .map_err(anyhow::Error::msg)?;
+            .context("PostgreSQL server setup panicked")??;
         postgres_addr = Some(
             server
                 .local_addr()

@@ -5,6 +5,7 @@
 //! without them. Every scan reads a fresh snapshot of its table, so a query cannot block
 //! ingest.
 
+pub mod error;
 pub mod guard;
 pub mod indexer;
 pub mod metrics;

@@ -44,6 +44,8 @@ use futures::Sink;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+
+pub use crate::error::PgError;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
@@ -117,16 +119,18 @@ impl fmt::Debug for PgUser {
 
 impl PgConfig {
     /// Checks the settings and resolves passwords; the errors say what to fix.
-    pub fn users(&self) -> Result<Vec<(String, String)>, String> {
+    pub fn users(&self) -> Result<Vec<(String, String)>, PgError> {
         if self.users.is_empty() && !self.listen.ip().is_loopback() {
-            return Err(format!(
+            return Err(PgError::Config(format!(
                 "postgres.listen is {} (not loopback) but no postgres.users are configured: \
                  refusing to serve SQL without passwords beyond this machine",
                 self.listen
-            ));
+            )));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("postgres.tls-cert and postgres.tls-key go together".into());
+            return Err(PgError::Config(
+                "postgres.tls-cert and postgres.tls-key go together".into(),
+            ));
         }
         self.users
             .iter()
@@ -134,20 +138,23 @@ impl PgConfig {
                 let password = match (&u.password, &u.password_env) {
                     (Some(p), None) => p.clone(),
                     (None, Some(var)) => std::env::var(var).map_err(|_| {
-                        format!(
+                        PgError::Config(format!(
                             "postgres user {:?}: environment variable {var} is not set",
                             u.name
-                        )
+                        ))
                     })?,
                     _ => {
-                        return Err(format!(
+                        return Err(PgError::Config(format!(
                             "postgres user {:?}: give exactly one of password and password-env",
                             u.name
-                        ));
+                        )));
                     }
                 };
                 if password.is_empty() {
-                    return Err(format!("postgres user {:?}: empty password", u.name));
+                    return Err(PgError::Config(format!(
+                        "postgres user {:?}: empty password",
+                        u.name
+                    )));
                 }
                 Ok((u.name.clone(), password))
             })
@@ -447,19 +454,28 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, PgError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
+        .map_err(|e| {
+            PgError::Tls(format!(
+                "cannot read the certificate {}: {e}",
+                cert.display()
+            ))
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        PgError::Tls(format!(
+            "cannot read the private key {}: {e}",
+            key.display()
+        ))
+    })?;
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS certificate and key do not fit together: {e}"))?;
+        .map_err(|e| PgError::Tls(format!("the certificate and key do not fit together: {e}")))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -477,7 +493,7 @@ impl PgServer {
         config: &PgConfig,
         engine: &SqlEngine,
         metrics: SqlMetrics,
-    ) -> Result<PgServer, String> {
+    ) -> Result<PgServer, PgError> {
         let users = config.users()?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -485,7 +501,7 @@ impl PgServer {
         };
         let ctx = engine.wire_context();
         setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default()))
-            .map_err(|e| format!("cannot set up pg_catalog: {e}"))?;
+            .map_err(|e| PgError::Catalog(e.to_string()))?;
         // pg_catalog brings functions of its own: they are bounded like the rest.
         bound_functions(&ctx, engine.limits().caps());
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
@@ -498,12 +514,13 @@ impl PgServer {
             ctx,
             hooks.into_iter().chain(default_hooks()).collect(),
         ));
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-            format!(
-                "cannot listen on {} for PostgreSQL clients: {e}",
-                config.listen
-            )
-        })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| PgError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
         Ok(PgServer {
             listener,
             handlers: Arc::new(Handlers {

@@ -20,7 +20,9 @@
 //! (columnar) values, with exact microsecond semantics.
 
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+pub use crate::error::SearchError;
 
 use chrono::{DateTime, Utc};
 use tantivy::collector::TopDocs;
@@ -128,45 +130,6 @@ pub struct Hit {
     pub template_id: u32,
     /// The raw line.
     pub line: String,
-}
-
-/// Errors of the log index.
-#[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    /// The index directory could not be created.
-    #[error("cannot create log index directory {path:?}")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The index in a directory could not be opened or created (not a directory, schema
-    /// of another version, writer lock held by another process, ...).
-    #[error("cannot open log index in {path:?}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: TantivyError,
-    },
-    /// The query text does not parse; `message` is the parser's explanation.
-    #[error("invalid search query {text:?}: {message}")]
-    Query { text: String, message: String },
-    /// An index operation failed.
-    #[error("log index {operation} failed")]
-    Index {
-        operation: &'static str,
-        #[source]
-        source: TantivyError,
-    },
-    /// There is no index directory to search.
-    #[error("no log index in {path:?} (is [search] enabled, and the path the daemon's?)")]
-    NoIndex { path: PathBuf },
-    /// The index was opened for searching only (another process writes it).
-    #[error("the log index was opened read-only: it cannot {operation}")]
-    ReadOnly { operation: &'static str },
-    /// A stored document lacks a field or holds a value out of range.
-    #[error("stored log line has no valid `{field}`")]
-    Corrupt { field: &'static str },
 }
 
 /// The schema's field handles.

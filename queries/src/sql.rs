@@ -9,6 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::error::SqlError;
+
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -90,34 +92,7 @@ impl Default for SqlLimits {
     }
 }
 
-/// Why a query did not run.
-#[derive(Debug, thiserror::Error)]
-pub enum SqlError {
-    #[error("{0}")]
-    ReadOnly(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("query exceeded the {0:?} time limit")]
-    Timeout(Duration),
-    /// A value, a batch or the result passed its size limit.
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("{0}")]
-    Failed(String),
-}
-
 impl SqlError {
-    /// The outcome label of the SQL metrics.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            SqlError::ReadOnly(_) => "rejected",
-            SqlError::Invalid(_) => "invalid",
-            SqlError::Timeout(_) => "timeout",
-            SqlError::TooLarge(_) => "too_large",
-            SqlError::Failed(_) => "error",
-        }
-    }
-
     fn from_datafusion(e: DataFusionError, timeout: Duration) -> SqlError {
         match e.find_root() {
             DataFusionError::ResourcesExhausted(m) if m.starts_with(DEADLINE) => {
