@@ -153,3 +153,39 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// What a finished `driftwatch replay` printed: its JSON lines (alerts and findings, on
+/// standard output unless `-o` sent them elsewhere) and its summary on stderr.
+pub struct Replayed {
+    pub lines: Vec<serde_json::Value>,
+    pub stderr: String,
+}
+
+impl Replayed {
+    /// The output lines of one `type` (`alert`, `finding`).
+    pub fn of_type(&self, kind: &str) -> Vec<&serde_json::Value> {
+        self.lines.iter().filter(|l| l["type"] == kind).collect()
+    }
+}
+
+/// Runs `driftwatch replay --no-progress ARGS…` to its end, with `input` on standard
+/// input when given, and checks that it succeeded.
+pub fn replay<I, S>(args: I, input: Option<&str>) -> Replayed
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = driftwatch();
+    command.args(["replay", "--no-progress"]).args(args);
+    let out = match input {
+        Some(bytes) => run_with_input(&mut command, bytes),
+        None => command.output().unwrap(),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "replay failed: {stderr}");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    Replayed { lines, stderr }
+}

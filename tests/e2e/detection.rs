@@ -5,7 +5,7 @@ use ingest::Nanos;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use crate::common::{driftwatch, fixtures};
+use crate::common::{driftwatch, fixtures, replay};
 
 /// The simulated shop, with its churn, for `hours` of event time at 100 records a
 /// second of wall time at 60x (0.6 s of event time a record), the attacks injected from
@@ -177,22 +177,15 @@ fn replay_writes_alerts_as_json_lines() {
         "[detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n",
     )
     .unwrap();
-    let out = driftwatch()
-        .args(["replay", "--no-progress", "--config"])
-        .arg(&config)
-        .arg(fixtures().join("drift.jsonl"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let replayed = replay(
+        [
+            std::ffi::OsStr::new("--config"),
+            config.as_os_str(),
+            fixtures().join("drift.jsonl").as_os_str(),
+        ],
+        None,
     );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = replayed.lines;
     // Alerts first, then the findings of the controls they and the events fired.
     let (alerts, findings): (Vec<_>, Vec<_>) =
         lines.into_iter().partition(|l| l["type"] == "alert");
@@ -212,5 +205,5 @@ fn replay_writes_alerts_as_json_lines() {
     assert_eq!(alerts[0]["count"], 2);
     assert_eq!(alerts[0]["severity"], "critical");
     assert_eq!(alerts[0]["mitre"]["id"], "T1059.004");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("alerts: 3"));
+    assert!(replayed.stderr.contains("alerts: 3"), "{}", replayed.stderr);
 }

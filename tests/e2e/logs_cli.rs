@@ -2,7 +2,7 @@
 //! drift alert, `search` finds lines in the index it wrote, `templates` and
 //! `anomaly-scores` speak their documented formats.
 
-use crate::common::{driftwatch, run_with_input};
+use crate::common::{driftwatch, replay, run_with_input};
 
 /// A Fluent Bit record of `service` (namespace/deployment) at `secs`.
 fn record(secs: f64, namespace: &str, app: &str, stream: &str, line: &str) -> String {
@@ -86,24 +86,18 @@ fn replay_indexes_log_lines_that_search_finds_and_raises_a_template_alert() {
         ),
     )
     .unwrap();
-    let out = run_with_input(
-        driftwatch()
-            .args(["replay", "--no-progress", "--config"])
-            .arg(&config)
-            .arg("--dead-letter")
-            .arg(dir.path().join("dead.jsonl"))
-            .arg("-"),
-        &logs(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead = dir.path().join("dead.jsonl");
+    let alerts = replay(
+        [
+            std::ffi::OsStr::new("--config"),
+            config.as_os_str(),
+            std::ffi::OsStr::new("--dead-letter"),
+            dead.as_os_str(),
+            std::ffi::OsStr::new("-"),
+        ],
+        Some(&logs()),
+    )
+    .lines;
     let template: Vec<&serde_json::Value> = alerts
         .iter()
         .filter(|a| a["kind"] == "log_template" && a["service"] == "shop/api")

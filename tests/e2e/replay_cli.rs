@@ -1,6 +1,6 @@
 //! `driftwatch replay` and `check-config` as a user runs them.
 
-use crate::common::{driftwatch, fixtures, run_with_input};
+use crate::common::{driftwatch, fixtures, replay, run_with_input};
 
 #[test]
 fn replay_reads_mixed_files_and_reports_counts_on_stderr() {
@@ -169,25 +169,18 @@ fn a_replayed_falco_drop_record_raises_the_sensor_health_alert() {
         ),
     )
     .unwrap();
-    let out = driftwatch()
-        .args([
-            "replay",
-            "--no-progress",
-            "--format",
-            "falco",
-            "--dead-letter",
-        ])
-        .arg(dir.path().join("dead.jsonl"))
-        .arg(&input)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &serde_json::Value| v["type"] == "alert")
-        .collect();
+    let dead = dir.path().join("dead.jsonl");
+    let replayed = replay(
+        [
+            std::ffi::OsStr::new("--format"),
+            std::ffi::OsStr::new("falco"),
+            std::ffi::OsStr::new("--dead-letter"),
+            dead.as_os_str(),
+            input.as_os_str(),
+        ],
+        None,
+    );
+    let alerts = replayed.of_type("alert");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["kind"], "sensor_health");
     assert_eq!(alerts[0]["severity"], "high");
