@@ -186,6 +186,16 @@ pub struct HttpConfig {
     /// The largest request body any route accepts.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: ByteSize,
+    /// The nice value of the threads that answer the API (two of their own): above 0,
+    /// a dashboard yields the CPU to detection whenever both want it.
+    #[serde(default = "default_http_nice")]
+    pub nice: i32,
+}
+
+/// 10, as `nice` defaults: an answer waits a little when ingest is busy; ingest does
+/// not wait for the dashboard.
+fn default_http_nice() -> i32 {
+    10
 }
 
 /// 256: far more than the dashboards, Prometheus and an operator's tools open, far
@@ -229,6 +239,7 @@ impl Default for HttpConfig {
             header_timeout: default_header_timeout(),
             request_timeout: default_request_timeout(),
             max_body_bytes: default_max_body_bytes(),
+            nice: default_http_nice(),
         }
     }
 }

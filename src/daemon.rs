@@ -108,9 +108,10 @@ pub async fn start(
         .context("HTTP listener has no address")?;
     let router = http::router(Arc::new(registry))
         .merge(crate::api::router(api.clone()).with_state(api.clone()));
+    let api_runtime = http::ApiRuntime::start(config.http.nice)?;
     sup.spawn(
         "http",
-        http::serve(listener, router, config.http.limits(), sup.cancel.clone()),
+        api_runtime.serve(listener, router, config.http.limits(), sup.cancel.clone()),
     );
 
     let source = Arc::new(

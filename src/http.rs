@@ -43,6 +43,57 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
         .with_context(|| format!("cannot listen on {listen}"))
 }
 
+/// The runtime the API answers on: two threads of its own at the configured nice
+/// value, so that readers never take the pipeline's threads, and yield the CPU to
+/// them. Shut down (without waiting) when dropped.
+pub struct ApiRuntime(Option<tokio::runtime::Runtime>);
+
+/// Threads that answer the API: a dashboard's handful of panels at once, and never
+/// more than the machine's cores.
+const API_THREADS: usize = 2;
+
+impl ApiRuntime {
+    pub fn start(nice: i32) -> anyhow::Result<ApiRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(API_THREADS)
+            .thread_name("api")
+            .on_thread_start(move || queries::sql::lower_priority("api", nice))
+            .enable_all()
+            .build()
+            .context("cannot start the API's threads")?;
+        Ok(ApiRuntime(Some(runtime)))
+    }
+
+    /// Serves on this runtime's threads until cancelled (see [`serve`]); the listener
+    /// moves over to them.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        router: Router,
+        limits: HttpLimits,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let listener = listener
+            .into_std()
+            .context("cannot hand the HTTP listener over")?;
+        let runtime = self.0.as_ref().expect("running until dropped");
+        let served = runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .context("cannot take the HTTP listener over")?;
+            serve(listener, router, limits, cancel).await
+        });
+        served.await.context("the HTTP server panicked")?
+    }
+}
+
+impl Drop for ApiRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Answers 408 for a request that takes longer than its time.
 async fn request_timeout(
     axum::extract::State(timeout): axum::extract::State<Duration>,

@@ -54,6 +54,9 @@ pub struct SqlLimits {
     pub max_batch_bytes: usize,
     /// Worker threads of the query runtime.
     pub threads: usize,
+    /// The nice value of those threads: above 0, queries yield the CPU to detection
+    /// whenever both want it.
+    pub nice: i32,
 }
 
 impl SqlLimits {
@@ -88,6 +91,9 @@ impl Default for SqlLimits {
             max_batch_bytes: 64 << 20,
             // Two: the machine's other cores stay with ingest.
             threads: 2,
+            // 10, as `nice` defaults: a dashboard refresh waits a little when ingest is
+            // busy; ingest does not wait for the dashboard.
+            nice: 10,
         }
     }
 }
@@ -365,6 +371,17 @@ impl QueryOutput {
 /// The runtime queries run on; shut down without waiting when dropped.
 struct QueryRuntime(Option<tokio::runtime::Runtime>);
 
+/// Lowers the calling thread's CPU priority to `nice` (0 leaves it alone).
+pub fn lower_priority(thread: &str, nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::warn!(error = %e, thread, nice, "Cannot lower a thread's priority; it competes with ingest as an equal.");
+    }
+}
+
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
@@ -421,9 +438,11 @@ impl SqlEngine {
             api.register_table(name, table.clone())?;
             wire.register_table(name, table)?;
         }
+        let nice = limits.nice;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(limits.threads.max(1))
             .thread_name("sql")
+            .on_thread_start(move || lower_priority("sql", nice))
             .enable_all()
             .build()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
