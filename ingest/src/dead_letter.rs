@@ -188,6 +188,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// batch.
 const SPOOL_FOR: Duration = Duration::from_secs(60);
 
+/// The most the spool file holds. Nothing empties it but an operator (who replays it
+/// into the topic once it is back): 256 MiB is thousands of the largest letters (64 KiB
+/// of payload each) and far more of the usual ones, and a small part of a data
+/// directory. Past it, letters are counted and logged as lost, as without a spool.
+const SPOOL_MAX_BYTES: u64 = 256 << 20;
+
 /// The dead-letter topic's producer, and the spool behind it.
 ///
 /// A letter is never a reason to stop ingesting: a produce that fails is retried with
@@ -274,7 +280,9 @@ impl KafkaLetters {
 
     async fn spool(&self, letters: &[DeadLetter], why: &str) {
         let written = match &self.spool {
-            Some(path) => append_lines(path, letters).await.map_err(|e| e.to_string()),
+            Some(path) => append_lines(path, letters, SPOOL_MAX_BYTES)
+                .await
+                .map_err(|e| e.to_string()),
             None => Err("no data directory to spool them in".to_owned()),
         };
         match written {
@@ -291,13 +299,25 @@ impl KafkaLetters {
     }
 }
 
-/// Appends letters as JSON lines and syncs them.
-async fn append_lines(path: &Path, letters: &[DeadLetter]) -> std::io::Result<()> {
+/// Appends letters as JSON lines and syncs them, unless the file would pass
+/// `max_bytes`.
+async fn append_lines(path: &Path, letters: &[DeadLetter], max_bytes: u64) -> std::io::Result<()> {
     let mut f = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .await?;
+    let held = f.metadata().await?.len();
+    let adding: u64 = letters
+        .iter()
+        .map(|l| serde_json::to_vec(l).map_or(0, |v| v.len() as u64 + 1))
+        .sum();
+    if held.saturating_add(adding) > max_bytes {
+        return Err(std::io::Error::other(format!(
+            "the spool {} is full ({held} of {max_bytes} bytes)",
+            path.display()
+        )));
+    }
     write_lines(&mut f, letters).await
 }
 
@@ -397,6 +417,24 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(back, vec![letter.clone(), letter]);
+    }
+
+    #[tokio::test]
+    async fn the_spool_stops_at_its_size_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.jsonl");
+        let error = DecodeError::new(Reason::NotJson, "expected value");
+        let letter = DeadLetter::new(Provenance::kafka("logs", 0, 9), "auto", &error, b"x");
+        let one = serde_json::to_vec(&letter).unwrap().len() as u64 + 1;
+        append_lines(&path, &[letter.clone()], 2 * one)
+            .await
+            .unwrap();
+        append_lines(&path, &[letter.clone()], 2 * one)
+            .await
+            .unwrap();
+        let err = append_lines(&path, &[letter], 2 * one).await.unwrap_err();
+        assert!(err.to_string().contains("is full"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * one);
     }
 
     /// Records of a given size whose letters grow the most: control characters (six

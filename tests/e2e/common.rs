@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 /// The binary under test: the one cargo built for the tests, or the one
 /// `DRIFTWATCH_BIN` names (a release build, to run the attacks against what ships).
 pub fn binary() -> std::ffi::OsString {
-    std::env::var_os("DRIFTWATCH_BIN")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_driftwatch").into())
+    std::env::var_os("DRIFTWATCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_driftwatch").into())
 }
 
 /// The binary, run in a temporary working directory: whatever it writes by default
