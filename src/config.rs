@@ -61,6 +61,16 @@ pub struct SearchConfig {
     /// Lines become searchable at most this long after they are applied.
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// The most the index may take, on disk or in memory; past it older lines go
+    /// sooner than the store's retention.
+    #[serde(default = "default_search_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+/// 4 GiB: twice the events table's default, since the index keeps every log line's
+/// text and terms; far less than a node's disk.
+fn default_search_max_bytes() -> ByteSize {
+    ByteSize(4 << 30)
 }
 
 impl Default for SearchConfig {
@@ -69,6 +79,7 @@ impl Default for SearchConfig {
             enabled: default_search_enabled(),
             index_dir: None,
             commit_interval: default_commit_interval(),
+            max_bytes: default_search_max_bytes(),
         }
     }
 }

@@ -69,6 +69,7 @@ pub fn build(
                 dir: config.index_dir(),
                 commit_interval: config.search.commit_interval,
                 retention: config.store.retention,
+                max_bytes: config.search.max_bytes.0 as u64,
             })
             .context("cannot open the log index")?;
         sup.spawn_thread("log-indexer", move || worker.run())?;

@@ -35,6 +35,7 @@ pub struct PipelineMetrics {
     services: Family<PhaseLabels, Gauge>,
     commands_queued: Gauge,
     pub(crate) index_queued: Gauge,
+    pub(crate) index_kept: Gauge,
     pub(crate) batches_queued: Gauge,
     capped: Family<CapLabels, Counter>,
     sensor_lost: Family<SensorLabels, Counter>,
@@ -71,6 +72,7 @@ impl Default for PipelineMetrics {
             services: Family::default(),
             commands_queued: Gauge::default(),
             index_queued: Gauge::default(),
+            index_kept: Gauge::default(),
             batches_queued: Gauge::default(),
             capped: Family::default(),
             sensor_lost: Family::default(),
@@ -108,6 +110,12 @@ impl PipelineMetrics {
             "log_index_queue_depth",
             "Batches of log lines waiting for the log indexer (it holds 16; the pipeline waits when full)",
             m.index_queued.clone(),
+        );
+        registry.register(
+            "log_index_kept_seconds",
+            "How long the log index keeps lines: the store's retention, or less while the index is \
+             over [search] max-bytes",
+            m.index_kept.clone(),
         );
         registry.register(
             "pipeline_batches_queued",

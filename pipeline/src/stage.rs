@@ -192,6 +192,9 @@ impl Stages {
             self.pipeline_metrics
                 .index_queued
                 .set(i64::try_from(indexer.depth()).unwrap_or(i64::MAX));
+            self.pipeline_metrics
+                .index_kept
+                .set(i64::try_from(indexer.kept().as_secs()).unwrap_or(i64::MAX));
         }
         view
     }

@@ -30,6 +30,8 @@ const RETENTION_EVERY: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct LogIndexer {
     tx: mpsc::Sender<Message>,
+    /// The time of lines kept, in seconds, as the worker last set it.
+    kept_seconds: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Searches the index from any thread, without waiting for the writer.
     pub searcher: LogSearcher,
 }
@@ -43,7 +45,15 @@ pub struct IndexerConfig {
     pub commit_interval: Duration,
     /// Lines older than this, behind the newest line indexed, are deleted.
     pub retention: Duration,
+    /// The most the index may take (`[search] max-bytes`): past it, the time kept
+    /// shrinks by a quarter at each retention run until the index fits again, and
+    /// grows back toward `retention` once it takes less than half.
+    pub max_bytes: u64,
 }
+
+/// The shortest time the byte cap may shrink the kept lines to: a search still finds
+/// the last minutes.
+const MIN_KEPT: Duration = Duration::from_secs(5 * 60);
 
 /// The indexer's body: run it on a thread of its own. It returns once every
 /// [`LogIndexer`] handle is gone, after a last commit.
@@ -51,12 +61,13 @@ pub struct IndexerWorker {
     rx: mpsc::Receiver<Message>,
     index: LogIndex,
     config: IndexerConfig,
+    kept_seconds: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl IndexerWorker {
     /// Indexes until every handle is gone; blocking.
     pub fn run(self) {
-        run(self.rx, self.index, &self.config);
+        run(self.rx, self.index, &self.config, &self.kept_seconds);
     }
 }
 
@@ -102,9 +113,21 @@ impl LogIndexer {
         };
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let searcher = index.searcher();
+        let kept_seconds = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            config.retention.as_secs(),
+        ));
         Ok((
-            LogIndexer { tx, searcher },
-            IndexerWorker { rx, index, config },
+            LogIndexer {
+                tx,
+                searcher,
+                kept_seconds: kept_seconds.clone(),
+            },
+            IndexerWorker {
+                rx,
+                index,
+                config,
+                kept_seconds,
+            },
         ))
     }
 
@@ -126,14 +149,49 @@ impl LogIndexer {
         }
     }
 
+    /// How long lines are kept now: the retention, or less while the index is over
+    /// its byte cap.
+    pub fn kept(&self) -> Duration {
+        Duration::from_secs(self.kept_seconds.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Batches queued and not yet indexed.
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
-fn run(mut rx: mpsc::Receiver<Message>, mut idx: LogIndex, config: &IndexerConfig) {
+/// The time to keep next: a quarter less while the index takes more than `max_bytes`
+/// (never below [`MIN_KEPT`]), a quarter more (never past `retention`) once it takes
+/// less than half of it.
+fn kept_for(kept: Duration, retention: Duration, bytes: u64, max_bytes: u64) -> Duration {
+    if bytes > max_bytes {
+        let shorter = kept.mul_f64(0.75).max(MIN_KEPT.min(retention));
+        if shorter < kept {
+            warn!(
+                bytes,
+                max_bytes,
+                kept = ?shorter,
+                "The log index is over [search] max-bytes: older lines are deleted sooner than the retention."
+            );
+        }
+        shorter
+    } else if bytes < max_bytes / 2 {
+        kept.mul_f64(1.25).min(retention)
+    } else {
+        kept
+    }
+}
+
+fn run(
+    mut rx: mpsc::Receiver<Message>,
+    mut idx: LogIndex,
+    config: &IndexerConfig,
+    kept_seconds: &std::sync::atomic::AtomicU64,
+) {
     let (interval, retention) = (config.commit_interval, config.retention);
+    // The time kept: the retention, or less while the index is over its byte cap.
+    let mut kept = retention;
     let mut last_commit = Instant::now();
     let mut last_retention = Instant::now();
     let mut newest: Option<DateTime<Utc>> = None;
@@ -178,7 +236,9 @@ fn run(mut rx: mpsc::Receiver<Message>, mut idx: LogIndex, config: &IndexerConfi
         if let Some(newest) = newest
             && last_retention.elapsed() >= RETENTION_EVERY
         {
-            let cutoff = chrono::Duration::from_std(retention)
+            kept = kept_for(kept, retention, idx.bytes(), config.max_bytes);
+            kept_seconds.store(kept.as_secs(), std::sync::atomic::Ordering::Relaxed);
+            let cutoff = chrono::Duration::from_std(kept)
                 .ok()
                 .and_then(|r| newest.checked_sub_signed(r));
             if let Some(cutoff) = cutoff
@@ -192,5 +252,36 @@ fn run(mut rx: mpsc::Receiver<Message>, mut idx: LogIndex, config: &IndexerConfi
     }
     if let Err(e) = idx.commit() {
         report(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_kept_shrinks_over_the_byte_cap_and_grows_back_under_half() {
+        let day = Duration::from_secs(86_400);
+        let shrunk = kept_for(day, day, 5_000, 4_000);
+        assert_eq!(shrunk, day.mul_f64(0.75));
+        assert_eq!(
+            kept_for(shrunk, day, 3_000, 4_000),
+            shrunk,
+            "between half and the cap: kept"
+        );
+        assert_eq!(
+            kept_for(shrunk, day, 1_000, 4_000),
+            day.min(shrunk.mul_f64(1.25))
+        );
+        let mut kept = day;
+        for _ in 0..100 {
+            kept = kept_for(kept, day, 5_000, 4_000);
+        }
+        assert_eq!(kept, MIN_KEPT, "never below the floor");
+        assert_eq!(
+            kept_for(day, day, 0, 4_000),
+            day,
+            "never past the retention"
+        );
     }
 }

@@ -357,6 +357,16 @@ impl LogIndex {
         self.searcher.num_docs()
     }
 
+    /// The bytes the committed segments take (on disk, or in memory), deleted lines
+    /// included until their segments merge.
+    pub fn bytes(&self) -> u64 {
+        self.searcher
+            .reader
+            .searcher()
+            .space_usage()
+            .map_or(0, |u| u.total().get_bytes())
+    }
+
     /// Runs `q` over the committed lines, newest first.
     pub fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>, SearchError> {
         self.searcher.search(q)
