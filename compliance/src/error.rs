@@ -46,15 +46,3 @@ impl ReportError {
         matches!(self, ReportError::Io { .. } | ReportError::Panicked(_))
     }
 }
-
-/// An error with its sources, as one line (`a: b: c`), for logs.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
-}

@@ -413,7 +413,7 @@ impl Reports {
             let s = &scheduler.schedules()[due.schedule];
             let config = &inner.config.schedules[due.schedule];
             if let Err(e) = self.fire(compliance, s, config, due.at).await {
-                warn!(schedule = %s.name, error = %crate::error::chain(&e), "A compliance report could not be written.");
+                warn!(schedule = %s.name, error = %ingest::chain(&e), "A compliance report could not be written.");
             }
         }
     }

@@ -90,3 +90,16 @@ pub enum SourceError {
     #[error("topic {topic} is configured with unknown format {format:?}")]
     UnknownFormat { topic: String, format: String },
 }
+
+/// An error with its sources, as one line (`a: b: c`), for logs: thiserror's `Display`
+/// says only the outermost.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}

@@ -19,7 +19,7 @@ pub mod time;
 
 pub use dead_letter::{DeadLetter, DeadLetterSink, Reason};
 pub use decode::{DecodeLimits, Decoded, Decoder, Format, Repairs, truncate_line};
-pub use error::{DecodeError, SourceError};
+pub use error::{DecodeError, SourceError, chain};
 pub use event::{Event, EventKind, Provenance, SensorReport, Source};
 pub use metrics::IngestMetrics;
 pub use service::{ServiceKeyConfig, ServiceKeyer};

@@ -372,7 +372,7 @@ impl Stages {
         .and_then(|r| r.map_err(PipelineError::State));
         if let Err(e) = saved {
             warn!(
-                error = %crate::error::chain(&e),
+                error = %ingest::chain(&e),
                 "Writing the state file failed; offsets stay uncommitted until it succeeds."
             );
             return false;
