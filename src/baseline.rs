@@ -24,6 +24,13 @@ fn load_state(data_dir: &Path) -> anyhow::Result<StateFile> {
     })
 }
 
+/// The state file with the alerts journaled since it, for a change written back: the
+/// saved file reflects the journal, so its alerts are not applied over the change at
+/// the next start. Only under the data directory's lock.
+fn recover_state(data_dir: &Path) -> anyhow::Result<Option<StateFile>> {
+    Ok(state::recover(data_dir)?.state)
+}
+
 /// The baselines of the state file, optionally of one service.
 pub fn export(data_dir: &Path, service: Option<&str>) -> anyhow::Result<BaselineFile> {
     let state = load_state(data_dir)?;
@@ -53,12 +60,13 @@ pub fn write(file: &BaselineFile, out: &mut dyn Write) -> anyhow::Result<()> {
 /// Returns how many entries were new.
 pub fn import(data_dir: &Path, file: &BaselineFile) -> anyhow::Result<usize> {
     let _lock = state::lock(data_dir)?;
-    let mut state = match state::load(data_dir)? {
+    let mut state = match recover_state(data_dir)? {
         Some(s) => s,
         None => StateFile {
             written_at: Nanos::now(),
             offsets: Default::default(),
             detector: detect::Detector::new(detect::DetectConfig::default()).snapshot(),
+            journal_seq: 0,
         },
     };
     let now = Nanos::now();
@@ -82,7 +90,12 @@ pub enum BaselineChange {
 /// Applies a manual control to the state file and says what it did.
 pub fn control(data_dir: &Path, control: &BaselineChange) -> anyhow::Result<String> {
     let _lock = state::lock(data_dir)?;
-    let mut state = load_state(data_dir)?;
+    let mut state = recover_state(data_dir)?.with_context(|| {
+        format!(
+            "no state file in {}: has the daemon run with this data-dir?",
+            data_dir.display()
+        )
+    })?;
     let mut detector =
         detect::Detector::restore(detect::DetectConfig::default(), state.detector.clone())
             .map_err(anyhow::Error::msg)?;

@@ -54,11 +54,11 @@ pub async fn start(
         .as_deref()
         .map(pipeline::state::lock)
         .transpose()?;
-    let (detector, restored) = wiring::restore(config)?;
+    let restored = wiring::restore(config)?;
     let mut registry = telemetry::registry();
     let (stages, owner) = wiring::build(
         config,
-        detector,
+        restored.detector,
         &mut registry,
         wiring::Mode {
             print: print_alerts,
@@ -91,6 +91,16 @@ pub async fn start(
             .map(|a| notify::Item::from_alert(a))
             .collect();
         n.resume_firing(&open);
+        // Alerts raised or changed just before a crash may not have reached the
+        // outbox: handed over again, they go out unless a sink took them already.
+        n.submit_all(
+            restored
+                .journaled
+                .iter()
+                .map(notify::Item::from_alert)
+                .collect(),
+        )
+        .await;
         let (watcher, cancel) = (stages.clone(), sup.cancel.clone());
         sup.spawn("outbox-alerts", async move {
             watcher.watch_outbox(cancel).await;
@@ -135,12 +145,18 @@ pub async fn start(
             .map_err(anyhow::Error::from)
     });
 
-    let persistence = config.state.data_dir.clone().map(|dir| Persistence {
-        dir,
-        interval: config.state.snapshot_interval,
-        source: source.clone(),
-        restored,
-    });
+    let persistence = config
+        .state
+        .data_dir
+        .clone()
+        .zip(restored.journal)
+        .map(|(dir, journal)| Persistence {
+            dir,
+            interval: config.state.snapshot_interval,
+            source: source.clone(),
+            restored: restored.offsets,
+            journal,
+        });
     let totals = pipeline::Totals::default();
     let pipeline = stages.clone();
     let shared_totals = totals.clone();

@@ -124,18 +124,40 @@ fn on_findings(notifier: Option<notify::Notifier>, print: bool) -> compliance::w
     })
 }
 
-/// Restores the detector from the data directory's state file, if there is one.
-pub fn restore(config: &crate::config::Config) -> anyhow::Result<(Detector, Offsets)> {
-    let fresh = || (Detector::new(config.detect.clone()), Offsets::new());
-    let Some(dir) = &config.state.data_dir else {
-        return Ok(fresh());
+/// What a start restores from the data directory.
+pub struct Restored {
+    pub detector: Detector,
+    /// The offsets the state file reflects.
+    pub offsets: Offsets,
+    /// The alert journal, with a data directory.
+    pub journal: Option<pipeline::Journal>,
+    /// Alerts raised or changed after the state file, before a crash: delivery is handed
+    /// them again (it drops what it took before).
+    pub journaled: Vec<detect::Alert>,
+}
+
+/// Restores the detector from the data directory's state file and alert journal, if
+/// there are any.
+pub fn restore(config: &crate::config::Config) -> anyhow::Result<Restored> {
+    let mut restored = Restored {
+        detector: Detector::new(config.detect.clone()),
+        offsets: Offsets::new(),
+        journal: None,
+        journaled: Vec::new(),
     };
-    let Some(file) = state::load(dir)? else {
-        return Ok(fresh());
+    let Some(dir) = &config.state.data_dir else {
+        return Ok(restored);
+    };
+    let recovered = state::recover(dir)?;
+    restored.journal = Some(recovered.journal);
+    restored.journaled = recovered.journaled;
+    let Some(file) = recovered.state else {
+        return Ok(restored);
     };
     let services = file.detector.services.len();
     let alerts = file.detector.alerts.len();
-    let detector = Detector::restore(config.detect.clone(), file.detector)?;
-    info!(services, alerts, written_at = %file.written_at, "State restored.");
-    Ok((detector, file.offsets))
+    restored.detector = Detector::restore(config.detect.clone(), file.detector)?;
+    restored.offsets = file.offsets;
+    info!(services, alerts, journaled = restored.journaled.len(), written_at = %file.written_at, "State restored.");
+    Ok(restored)
 }

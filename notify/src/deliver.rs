@@ -579,6 +579,9 @@ impl Router {
                     .collect();
                 sinks.sort_unstable();
                 sinks.dedup();
+                // A transition a sink took before (an alert handed over again after a
+                // restart) is not sent again.
+                sinks.retain(|sink| !self.outbox.sent(sink, &item));
                 for sink in sinks {
                     match windows.get(sink) {
                         Some(window) => {

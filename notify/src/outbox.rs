@@ -9,6 +9,12 @@
 //! when thousands of ids were settled while something stays pending (a sink that is
 //! down), and emptied whenever nothing is pending. `failed.jsonl` keeps one older
 //! generation past 16 MiB.
+//!
+//! Each alert's trigger and resolve are accepted once per sink: the outbox remembers
+//! the [`SENT_KEPT`] latest it took (`sent.jsonl`, with what `pending.jsonl` holds) and
+//! an entry whose every alert transition it took before is not written again. An alert raised again after a crash (records
+//! re-read past the last state file), or handed over again when a restart restores it,
+//! is not paged a second time, under any notification id.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -77,6 +83,12 @@ struct Logs {
     per_sink: HashMap<String, usize>,
     /// Lines in `settled.jsonl` (flushed or not) since it was last emptied.
     settled_lines: usize,
+    /// Alert transitions taken, oldest first ([`transition`]).
+    sent: HashSet<String>,
+    sent_order: std::collections::VecDeque<String>,
+    /// Those of them only `pending.jsonl` holds: written to `sent.jsonl` before the
+    /// pending log is emptied or compacted.
+    unsaved: Vec<String>,
 }
 
 impl Logs {
@@ -84,6 +96,20 @@ impl Logs {
         if self.open.insert(id.to_owned(), sink.to_owned()).is_none() {
             *self.per_sink.entry(sink.to_owned()).or_default() += 1;
         }
+    }
+
+    /// Remembers a transition; false if it was already taken.
+    fn remember(&mut self, key: String) -> bool {
+        if !self.sent.insert(key.clone()) {
+            return false;
+        }
+        if self.sent_order.len() == SENT_KEPT
+            && let Some(old) = self.sent_order.pop_front()
+        {
+            self.sent.remove(&old);
+        }
+        self.sent_order.push_back(key);
+        true
     }
 
     fn remove(&mut self, id: &str) {
@@ -106,6 +132,21 @@ pub struct Outbox {
 const PENDING: &str = "pending.jsonl";
 const SETTLED: &str = "settled.jsonl";
 const FAILED: &str = "failed.jsonl";
+const SENT: &str = "sent.jsonl";
+
+/// Alert transitions remembered per outbox: a restart re-reads at most a state file's
+/// interval of records (a minute by default), in which even an alert storm raises far
+/// fewer. About 60 bytes each in memory, twice that on disk at most.
+pub const SENT_KEPT: usize = 65_536;
+
+/// What identifies an alert's trigger or resolve for one sink; findings have none (a
+/// control may fail, pass and fail again under one id).
+pub fn transition(sink: &str, item: &Item) -> Option<String> {
+    (item.source == "alert").then(|| {
+        let action = if item.resolved { "resolve" } else { "trigger" };
+        format!("{sink} {} {action}", item.id)
+    })
+}
 
 /// Settled ids after which the logs are compacted while something stays pending (and
 /// at least twice what is pending, so that compaction stays rare next to appends).
@@ -152,6 +193,7 @@ impl Outbox {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let sent = sent(dir)?;
         let held = compact(dir)?;
         let outbox = Outbox {
             dir: dir.to_owned(),
@@ -162,6 +204,9 @@ impl Outbox {
                 open: HashMap::new(),
                 per_sink: HashMap::new(),
                 settled_lines: 0,
+                sent: HashSet::new(),
+                sent_order: std::collections::VecDeque::new(),
+                unsaved: Vec::new(),
             }),
             _lock: lock,
         };
@@ -169,6 +214,9 @@ impl Outbox {
             let mut logs = outbox.logs.lock().expect("outbox lock poisoned");
             for e in &held {
                 logs.add(&e.id, &e.sink);
+            }
+            for key in sent {
+                logs.remember(key);
             }
         }
         Ok((outbox, held))
@@ -182,6 +230,18 @@ impl Outbox {
     pub fn pending_for(&self, sink: &str) -> usize {
         let logs = self.logs.lock().expect("outbox lock poisoned");
         logs.per_sink.get(sink).copied().unwrap_or(0)
+    }
+
+    /// Whether a sink already took this item's transition (an alert's trigger or
+    /// resolve); such an item is not sent again. Findings are never sent before.
+    pub fn sent(&self, sink: &str, item: &Item) -> bool {
+        transition(sink, item).is_some_and(|key| {
+            self.logs
+                .lock()
+                .expect("outbox lock poisoned")
+                .sent
+                .contains(&key)
+        })
     }
 
     /// Appends whole lines to the pending log and syncs it. A write that fails part way
@@ -207,22 +267,37 @@ impl Outbox {
 
     /// Appends entries and syncs once. Entries past the limit are refused, except
     /// driftwatch's alerts about itself, which have a reserve of their own: the alert
-    /// that says the outbox is full must not be refused for that reason. Returns the
+    /// that says the outbox is full must not be refused for that reason. An entry of
+    /// alert transitions all taken before is dropped ([`Outbox::sent`]). Returns the
     /// entries written and the entries refused, each in the order given.
     pub fn put_all(&self, entries: Vec<Entry>) -> Result<(Vec<Entry>, Vec<Entry>), OutboxError> {
         let mut logs = self.logs.lock().expect("outbox lock poisoned");
         let (mut written, mut refused) = (Vec::new(), Vec::new());
         let mut body = Vec::new();
+        let mut taken = Vec::new();
         for e in entries {
             let limit = if e.is_health() {
                 self.capacity + HEALTH_RESERVE
             } else {
                 self.capacity
             };
+            let keys: Vec<String> = e
+                .items
+                .iter()
+                .filter_map(|i| transition(&e.sink, i))
+                .collect();
+            if !keys.is_empty()
+                && keys.len() == e.items.len()
+                && keys.iter().all(|k| logs.sent.contains(k))
+            {
+                // Every alert transition in it was taken before: not paged twice.
+                continue;
+            }
             if logs.open.len() + written.len() >= limit {
                 refused.push(e);
                 continue;
             }
+            taken.extend(keys);
             serde_json::to_writer(&mut body, &e).expect("entries serialize");
             body.push(b'\n');
             written.push(e);
@@ -231,6 +306,11 @@ impl Outbox {
             self.append_synced(&mut logs, &body)?;
             for e in &written {
                 logs.add(&e.id, &e.sink);
+            }
+            for key in taken {
+                if logs.remember(key.clone()) {
+                    logs.unsaved.push(key);
+                }
             }
         }
         Ok((written, refused))
@@ -274,6 +354,7 @@ impl Outbox {
         }
         if logs.open.is_empty() {
             // Nothing pending: both logs start over.
+            self.save_sent(&mut logs)?;
             logs.pending
                 .set_len(0)
                 .map_err(io(&self.dir.join(PENDING)))?;
@@ -290,11 +371,29 @@ impl Outbox {
     /// Rewrites the pending log with what is held (atomically, synced) and empties the
     /// settled log.
     fn compact(&self, logs: &mut Logs) -> Result<(), OutboxError> {
+        self.save_sent(logs)?;
         let settled_path = self.dir.join(SETTLED);
         logs.settled.flush().map_err(io(&settled_path))?;
         compact(&self.dir)?;
         logs.pending = append(&self.dir.join(PENDING))?;
         logs.settled_lines = 0;
+        Ok(())
+    }
+
+    /// Appends the transitions only the pending log holds to `sent.jsonl`, synced,
+    /// before the pending log loses them.
+    fn save_sent(&self, logs: &mut Logs) -> Result<(), OutboxError> {
+        if logs.unsaved.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(SENT);
+        let mut body = logs.unsaved.join("\n");
+        body.push('\n');
+        let mut file = append(&path)?;
+        file.write_all(body.as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(io(&path))?;
+        logs.unsaved.clear();
         Ok(())
     }
 
@@ -361,6 +460,34 @@ fn compact(dir: &Path) -> Result<Vec<Entry>, OutboxError> {
     Ok(held)
 }
 
+/// The alert transitions taken, oldest first: `sent.jsonl`, then those of every entry
+/// `pending.jsonl` still has (settled or not). `sent.jsonl` is rewritten with the
+/// latest [`SENT_KEPT`] when it holds twice as many.
+fn sent(dir: &Path) -> Result<Vec<String>, OutboxError> {
+    let path = dir.join(SENT);
+    let mut keys = lines(&path)?;
+    if keys.len() > 2 * SENT_KEPT {
+        keys.drain(..keys.len() - SENT_KEPT);
+        let tmp = dir.join("sent.jsonl.tmp");
+        let mut body = keys.join("\n");
+        body.push('\n');
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(body.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        };
+        write().map_err(io(&path))?;
+    }
+    for line in lines(&dir.join(PENDING))? {
+        if let Ok(e) = serde_json::from_str::<Entry>(&line) {
+            keys.extend(e.items.iter().filter_map(|i| transition(&e.sink, i)));
+        }
+    }
+    Ok(keys)
+}
+
 /// What the logs hold pending, in the order it was queued: appended, neither settled
 /// nor replaced by a merged entry, each id once. A merged entry takes the place of the
 /// first entry it replaces.
@@ -420,6 +547,73 @@ mod tests {
             items: Vec::new(),
             merges: Vec::new(),
         }
+    }
+
+    fn alert_entry(id: &str, alert: &str, resolved: bool) -> Entry {
+        let item = Item {
+            source: "alert".into(),
+            id: alert.into(),
+            dedup_key: "k".into(),
+            service: "shop/api".into(),
+            kind: "process".into(),
+            severity: detect::Severity::High,
+            summary: String::new(),
+            details: String::new(),
+            time: "2026-03-02T10:00:00Z".into(),
+            resolved,
+            references: Vec::new(),
+            mitre: None,
+        };
+        Entry {
+            items: vec![item],
+            ..entry(id, 0)
+        }
+    }
+
+    /// An alert handed over again (after a crash, under another notification id) is
+    /// not written again, whether the first is still pending, was settled, or went
+    /// out before the logs were emptied and the outbox reopened; its resolve is new.
+    #[test]
+    fn an_alert_transition_is_taken_once_per_sink_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(dir.path(), 100).unwrap();
+        let first = alert_entry("n1", "a1", false);
+        assert_eq!(outbox.put_all(vec![first.clone()]).unwrap().0.len(), 1);
+        // Pending: a second hand-over under another id is dropped.
+        let again = alert_entry("n2", "a1", false);
+        assert_eq!(
+            outbox.put_all(vec![again.clone()]).unwrap(),
+            (vec![], vec![])
+        );
+        assert!(outbox.sent("hook", &again.items[0]));
+        // Another sink has not taken it.
+        assert!(!outbox.sent("chat", &again.items[0]));
+        // Settled, and the logs emptied (nothing pending): still known.
+        outbox.done(&first).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join(PENDING)).unwrap().len(),
+            0
+        );
+        assert_eq!(outbox.put_all(vec![again.clone()]).unwrap().0.len(), 0);
+        drop(outbox);
+        // Reopened: known from sent.jsonl.
+        let (outbox, held) = Outbox::open(dir.path(), 100).unwrap();
+        assert!(held.is_empty());
+        assert_eq!(outbox.put_all(vec![again]).unwrap().0.len(), 0);
+        // Written and not settled when the process died: known from pending.jsonl.
+        let resolve = alert_entry("n3", "a1", true);
+        assert_eq!(outbox.put_all(vec![resolve]).unwrap().0.len(), 1);
+        drop(outbox);
+        let (outbox, held) = Outbox::open(dir.path(), 100).unwrap();
+        assert_eq!(held.len(), 1);
+        let resolve_again = alert_entry("n4", "a1", true);
+        assert_eq!(outbox.put_all(vec![resolve_again]).unwrap().0.len(), 0);
+        // Findings carry no transition: each is written.
+        let mut finding = alert_entry("f1", "c1", false);
+        finding.items[0].source = "finding".into();
+        assert_eq!(outbox.put_all(vec![finding.clone()]).unwrap().0.len(), 1);
+        finding.id = "f2".into();
+        assert_eq!(outbox.put_all(vec![finding]).unwrap().0.len(), 1);
     }
 
     /// One sink down for good, another delivering: the logs stay bounded while running,

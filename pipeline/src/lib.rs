@@ -9,12 +9,14 @@
 
 pub mod command;
 pub mod error;
+pub mod journal;
 pub mod metrics;
 pub mod stage;
 pub mod state;
 
 pub use command::{Commands, Owner, Stopped};
 pub use error::{PipelineError, StateError};
+pub use journal::Journal;
 pub use metrics::PipelineMetrics;
 pub use stage::{Persistence, Stages, Totals};
 pub use state::{DirLock, Offsets, StateConfig, StateFile};

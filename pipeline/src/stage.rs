@@ -62,6 +62,8 @@ pub struct Persistence {
     pub source: Arc<KafkaSource>,
     /// Offsets the restored state file reflects.
     pub restored: Offsets,
+    /// Alerts raised or changed since the last state file, synced before delivery.
+    pub journal: crate::journal::Journal,
 }
 
 /// What the pipeline has counted (records, events, ignored, dead letters), as last
@@ -94,7 +96,7 @@ impl Stages {
         owner: Owner,
         mut rx: mpsc::Receiver<Batch>,
         totals: &Totals,
-        persistence: Option<Persistence>,
+        mut persistence: Option<Persistence>,
     ) -> Result<(), PipelineError> {
         let Owner {
             mut detector,
@@ -122,6 +124,14 @@ impl Stages {
                 biased;
                 Some(request) = inbox.recv() => {
                     let outcome = detector.apply(request.command);
+                    // An analyst's change survives a crash before it is seen.
+                    let changed = match &outcome {
+                        Outcome::Alert(Some(alert)) | Outcome::Raised { alert, .. } => Some(alert),
+                        _ => None,
+                    };
+                    if let (Some(alert), Some(p)) = (changed, persistence.as_mut()) {
+                        journal(&mut p.journal, std::slice::from_ref(alert));
+                    }
                     self.publish(&mut detector, totals, &counted);
                     (last_publish, unpublished) = (tokio::time::Instant::now(), false);
                     // The asker may have given up (its request timed out): the command
@@ -142,7 +152,7 @@ impl Stages {
                     if applied != persisted {
                         let view = self.publish(&mut detector, totals, &counted);
                         (last_publish, unpublished) = (tokio::time::Instant::now(), false);
-                        if self.persist(persistence.as_ref().expect("checked"), view, &applied).await {
+                        if self.persist(persistence.as_mut().expect("checked"), view, &applied).await {
                             persisted.clone_from(&applied);
                         }
                     }
@@ -155,7 +165,7 @@ impl Stages {
                 &mut raised,
                 &mut counted,
                 &mut applied,
-                persistence.is_some(),
+                persistence.as_mut().map(|p| &mut p.journal),
             )
             .await?;
             unpublished = true;
@@ -168,7 +178,7 @@ impl Stages {
             }
         }
         let view = self.publish(&mut detector, totals, &counted);
-        if let Some(p) = &persistence
+        if let Some(p) = &mut persistence
             && applied != persisted
         {
             self.persist(p, view, &applied).await;
@@ -207,7 +217,7 @@ impl Stages {
         raised: &mut Vec<Alert>,
         counted: &mut IngestStats,
         applied: &mut Offsets,
-        persisting: bool,
+        journal: Option<&mut crate::journal::Journal>,
     ) -> Result<(), PipelineError> {
         let started = std::time::Instant::now();
         let mut checks = Vec::new();
@@ -325,6 +335,10 @@ impl Stages {
                 raised.push(alert);
             }
         }
+        let persisting = journal.is_some();
+        if let Some(j) = journal {
+            self::journal(j, raised);
+        }
         let mut deliver = Vec::new();
         for alert in raised.drain(..) {
             self.pipeline_metrics.raised(&alert);
@@ -355,15 +369,22 @@ impl Stages {
     /// A failure is logged and retried at the next tick: until then the previous file and
     /// the committed offsets still agree, or the commit lags the file (which only makes a
     /// restart re-read a little).
-    async fn persist(&self, p: &Persistence, view: Arc<DetectorView>, applied: &Offsets) -> bool {
+    async fn persist(
+        &self,
+        p: &mut Persistence,
+        view: Arc<DetectorView>,
+        applied: &Offsets,
+    ) -> bool {
         let started = std::time::Instant::now();
         let (dir, offsets) = (p.dir.clone(), applied.clone());
+        let journal_seq = p.journal.seq();
         // Built from the published view, off the runtime's threads.
         let saved = tokio::task::spawn_blocking(move || {
             let state = StateFile {
                 written_at: Nanos::now(),
                 offsets,
                 detector: view.snapshot(),
+                journal_seq,
             };
             state::save(&dir, &state)
         })
@@ -376,6 +397,10 @@ impl Stages {
                 "Writing the state file failed; offsets stay uncommitted until it succeeds."
             );
             return false;
+        }
+        if let Err(e) = p.journal.clear() {
+            // Harmless: the next start skips the lines this file reflects.
+            warn!(error = %ingest::chain(&e), "Emptying the alert journal failed.");
         }
         let source = p.source.clone();
         let next: Vec<(String, i32, i64)> = applied
@@ -499,5 +524,13 @@ impl Stages {
                     .unwrap_or_default()
             );
         }
+    }
+}
+
+/// Appends alerts to the journal. A failure is logged, not fatal: the alerts are still
+/// delivered, and only a crash before the next state file would lose them.
+fn journal(journal: &mut crate::journal::Journal, alerts: &[Alert]) {
+    if let Err(e) = journal.append(alerts) {
+        warn!(error = %ingest::chain(&e), alerts = alerts.len(), "Journaling alerts failed; a crash before the next state file loses them.");
     }
 }

@@ -5,8 +5,9 @@
 //! them has been written, so the committed offsets never run ahead of the last state
 //! file: a restart restores the file and resumes from the committed offsets. A crash
 //! loses at most the behaviour learned since the last file (re-learned from the
-//! re-read records), and alerts already raised come back restored, so their repeats
-//! count in instead of raising again. Should the commit after a file fail (or the
+//! re-read records) and the repeat counts since it; alerts raised or changed since it
+//! come back from the alert journal ([`crate::journal`]), so their repeats count in
+//! instead of raising again. Should the commit after a file fail (or the
 //! process die between the two), the restart re-reads records the file already
 //! reflects: nothing is skipped, but those records count twice in alert and baseline
 //! counts.
@@ -60,6 +61,9 @@ pub struct StateFile {
     pub written_at: Nanos,
     pub offsets: Offsets,
     pub detector: DetectorSnapshot,
+    /// The last line of the alert journal this file reflects ([`crate::journal`]).
+    #[serde(default)]
+    pub journal_seq: u64,
 }
 
 /// The data directory held by one process: the daemon for its whole run, a `baseline`
@@ -126,6 +130,58 @@ pub fn load(dir: &Path) -> Result<Option<StateFile>, StateError> {
     Ok(Some(state))
 }
 
+/// What a start finds in the data directory: the state file with the alerts journaled
+/// since it folded in, the journal to go on appending to, and those alerts (delivery
+/// is handed them again; it drops what it already took).
+pub struct Recovered {
+    /// `None` when there is neither a state file nor a journaled alert.
+    pub state: Option<StateFile>,
+    pub journal: crate::journal::Journal,
+    pub journaled: Vec<detect::Alert>,
+}
+
+/// Reads the state file and the alert journal ([`crate::journal`]): the journal's
+/// alerts newer than the file replace the file's copies (or join them), and the
+/// returned state reflects the whole journal. Without a state file, journaled alerts
+/// come back in an otherwise empty state.
+pub fn recover(dir: &Path) -> Result<Recovered, StateError> {
+    let mut state = load(dir)?;
+    let after = state.as_ref().map_or(0, |s| s.journal_seq);
+    let (journal, journaled) = crate::journal::Journal::open(dir, after)?;
+    if !journaled.is_empty() {
+        let s = state.get_or_insert_with(|| StateFile {
+            written_at: Nanos::now(),
+            offsets: Offsets::new(),
+            detector: detect::Detector::new(detect::DetectConfig::default()).snapshot(),
+            journal_seq: 0,
+        });
+        let mut at: std::collections::HashMap<String, usize> = s
+            .detector
+            .alerts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.clone(), i))
+            .collect();
+        for alert in &journaled {
+            match at.get(&alert.id) {
+                Some(&i) => s.detector.alerts[i] = alert.clone(),
+                None => {
+                    at.insert(alert.id.clone(), s.detector.alerts.len());
+                    s.detector.alerts.push(alert.clone());
+                }
+            }
+        }
+    }
+    if let Some(s) = &mut state {
+        s.journal_seq = journal.seq();
+    }
+    Ok(Recovered {
+        state,
+        journal,
+        journaled,
+    })
+}
+
 /// Writes the state file atomically: a temporary file, synced, renamed over the old
 /// one, and the directory synced, so a crash leaves either the old file or the new one.
 pub fn save(dir: &Path, state: &StateFile) -> Result<(), StateError> {
@@ -160,11 +216,70 @@ mod tests {
             written_at: Nanos(1),
             offsets,
             detector: detector.snapshot(),
+            journal_seq: 7,
         };
         save(dir.path(), &state).unwrap();
         save(dir.path(), &state).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(state));
         assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    /// A crash after alerts were journaled and before the next state file: they come
+    /// back with the state file, the newest copy of each, and a state file written
+    /// then reflects them, so the next start does not apply them again.
+    #[test]
+    fn alerts_journaled_after_the_state_file_are_recovered_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let alert = |id: &str, status: &str| -> detect::Alert {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "time": "2026-03-02T10:13:00Z", "last_seen": "2026-03-02T10:13:00Z",
+                "service": "shop/api", "kind": "process", "severity": "critical",
+                "subject": id, "dimension": "process", "explanation": "new",
+                "evidence": [], "dedup_key": id, "count": 1, "status": status,
+            }))
+            .unwrap()
+        };
+        // Only the journal: the alerts come back in an empty state.
+        let mut r = recover(dir.path()).unwrap();
+        assert!(r.state.is_none());
+        r.journal.append(&[alert("a", "open")]).unwrap();
+        drop(r);
+        let r = recover(dir.path()).unwrap();
+        let mut state = r.state.unwrap();
+        assert_eq!(state.detector.alerts.len(), 1);
+        assert_eq!(state.journal_seq, 1);
+        // A state file holding "a", then "a" acknowledged and "b" raised.
+        save(dir.path(), &state).unwrap();
+        let mut journal = r.journal;
+        journal.clear().unwrap();
+        journal
+            .append(&[alert("a", "acknowledged"), alert("b", "open")])
+            .unwrap();
+        drop(journal);
+        let r = recover(dir.path()).unwrap();
+        assert_eq!(r.journaled.len(), 2);
+        state = r.state.unwrap();
+        let got: Vec<(&str, detect::AlertStatus)> = state
+            .detector
+            .alerts
+            .iter()
+            .map(|a| (a.id.as_str(), a.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", detect::AlertStatus::Acknowledged),
+                ("b", detect::AlertStatus::Open)
+            ]
+        );
+        assert_eq!(state.journal_seq, 3);
+        // Written without the journal emptied (a crash between the two): nothing is
+        // applied twice.
+        save(dir.path(), &state).unwrap();
+        drop(r.journal);
+        let r = recover(dir.path()).unwrap();
+        assert!(r.journaled.is_empty());
+        assert_eq!(r.state.unwrap().detector.alerts.len(), 2);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod alertmanager;
 mod api;
 mod attacks;
 mod common;
+mod crash_restarts;
 mod demo;
 mod demo_kcat;
 mod detection;

@@ -34,8 +34,12 @@ impl Detector {
         let Some(open) = self.latest.get(&key).and_then(|id| self.alerts.get_mut(id)) else {
             return false;
         };
-        if open.status == AlertStatus::Resolved || time.0.saturating_sub(open.last_seen.0) > window
-        {
+        if open.status == AlertStatus::Resolved {
+            // What it saw up to its resolve belongs to it: a record re-read after a
+            // restart, or one arriving late, does not open it again.
+            return time <= open.last_seen;
+        }
+        if time.0.saturating_sub(open.last_seen.0) > window {
             return false;
         }
         open.count += 1;
