@@ -1,13 +1,15 @@
 //! Rate drift: per service, events counted in fixed buckets of event time per event
 //! kind (and per frequent log template), each series scored by a [`RateDetector`] as
-//! its buckets close. A bucket closes when a later bucket of the same series gets an
-//! event, or when the detector's event-time clock passes it (so a service that falls
-//! silent is noticed without any event of its own).
+//! its buckets close. Buckets close when the detector's clock passes them: the low
+//! watermark of the input partitions ([`crate::Detector::advance`]), so a service that
+//! falls silent is noticed without any event of its own, and the counts do not depend
+//! on how partitions interleave. A series counts at most [`MAX_OPEN_BUCKETS`] ahead of
+//! its oldest open bucket; an event further ahead closes the oldest by itself.
 //!
-//! Events later than their series' open bucket count into nothing: a rate is about the
-//! present, and reopening a scored bucket would score it twice.
+//! Events later than their series' oldest open bucket count into nothing: a rate is
+//! about the present, and reopening a scored bucket would score it twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -72,11 +74,19 @@ fn default_top_templates() -> usize {
 /// starts the series over.
 const MAX_GAP_BUCKETS: i64 = 1440;
 
+/// How far ahead of the clock a series counts, in buckets: a partition may lag the
+/// others by this much (16 minutes at the default bucket) before the leading ones
+/// close buckets by themselves, and the lagging one's events for them count into
+/// nothing.
+pub const MAX_OPEN_BUCKETS: i64 = 16;
+
 /// One counted series.
 #[derive(Debug, Clone)]
 struct Series {
+    /// The oldest open bucket.
     bucket: i64,
-    count: u64,
+    /// Counts of the open buckets, from `bucket` on.
+    counts: VecDeque<u64>,
     detector: RateDetector,
 }
 
@@ -102,33 +112,47 @@ pub struct RateState {
 }
 
 impl RateState {
-    /// Counts one event into `name` at `bucket`; returns the strongest finding among the
-    /// buckets this closed.
+    /// Counts one event into `name` at `bucket`. Returns a finding only when the event
+    /// is more than [`MAX_OPEN_BUCKETS`] ahead and closed buckets itself (the strongest
+    /// of them).
     pub(crate) fn count(
         &mut self,
         name: &str,
         bucket: i64,
         settings: &RateSettings,
     ) -> Option<RateFinding> {
-        if let Some((series, recent)) = self.series.get_mut(name) {
-            let found = close(name, series, recent, bucket, settings);
-            if series.bucket == bucket {
-                series.count += 1;
+        let Some((series, recent)) = self.series.get_mut(name) else {
+            self.series.insert(
+                name.to_owned(),
+                (
+                    Series {
+                        bucket,
+                        counts: VecDeque::from([1]),
+                        detector: RateDetector::new(&settings.detector),
+                    },
+                    Vec::new(),
+                ),
+            );
+            return None;
+        };
+        let found = if bucket - series.bucket >= MAX_OPEN_BUCKETS {
+            close(
+                name,
+                series,
+                recent,
+                bucket - MAX_OPEN_BUCKETS + 1,
+                settings,
+            )
+        } else {
+            None
+        };
+        if let Ok(i) = usize::try_from(bucket - series.bucket) {
+            if series.counts.len() <= i {
+                series.counts.resize(i + 1, 0);
             }
-            return found;
+            series.counts[i] += 1;
         }
-        self.series.insert(
-            name.to_owned(),
-            (
-                Series {
-                    bucket,
-                    count: 1,
-                    detector: RateDetector::new(&settings.detector),
-                },
-                Vec::new(),
-            ),
-        );
-        None
+        found
     }
 
     /// Closes every bucket before `bucket`: the strongest finding of each series.
@@ -160,27 +184,25 @@ fn close(
     let secs = settings.bucket.as_secs().max(1) as i64;
     if upto - series.bucket > MAX_GAP_BUCKETS {
         // Silent for over a day: start over rather than replay a day of zeros.
-        *series = Series {
-            bucket: upto,
-            count: 0,
-            detector: RateDetector::new(&settings.detector),
-        };
+        let passed = usize::try_from(upto - series.bucket).unwrap_or(usize::MAX);
+        series.counts.drain(..passed.min(series.counts.len()));
+        series.bucket = upto;
+        series.detector = RateDetector::new(&settings.detector);
         recent.clear();
         return None;
     }
     let mut best: Option<RateFinding> = None;
     while series.bucket < upto {
-        let score = series
-            .detector
-            .update(series.bucket * secs, series.count as f64);
+        let count = series.counts.pop_front().unwrap_or(0);
+        let score = series.detector.update(series.bucket * secs, count as f64);
         if score >= settings.threshold
-            && significant(series.count, recent, settings.min_change)
+            && significant(count, recent, settings.min_change)
             && best.as_ref().is_none_or(|b| score > b.score)
         {
             best = Some(RateFinding {
                 series: name.to_owned(),
                 bucket_start: series.bucket * secs,
-                value: series.count,
+                value: count,
                 score,
                 direction: series.detector.last_direction(),
                 recent: recent.clone(),
@@ -189,9 +211,8 @@ fn close(
         if recent.len() == 10 {
             recent.remove(0);
         }
-        recent.push(series.count);
+        recent.push(count);
         series.bucket += 1;
-        series.count = 0;
     }
     best
 }
@@ -273,6 +294,8 @@ mod tests {
             for _ in 0..(20 + m % 3) {
                 found.extend(state.count("process_exec", m, &settings));
             }
+            // The clock follows a bucket behind.
+            found.extend(state.advance(m - 1, &settings));
         }
         assert!(found.is_empty(), "{found:?}");
         for _ in 0..400 {
@@ -285,6 +308,43 @@ mod tests {
         assert_eq!(closed[0].direction, Direction::Up);
     }
 
+    /// The same events, counted in two orders that two partitions could interleave
+    /// them in (one running up to ten minutes ahead), close into the same buckets.
+    #[test]
+    fn counts_do_not_depend_on_how_partitions_interleave() {
+        let settings = RateSettings::default();
+        let events: Vec<i64> = (0..600)
+            .flat_map(|m| std::iter::repeat_n(m, 20 + (m % 7) as usize))
+            .collect();
+        // Every other event goes to each partition.
+        let a: Vec<i64> = events.iter().step_by(2).copied().collect();
+        let b: Vec<i64> = events.iter().skip(1).step_by(2).copied().collect();
+        let run = |lead: i64| {
+            let mut state = RateState::default();
+            let mut closed = Vec::new();
+            let (mut i, mut j) = (0, 0);
+            while i < a.len() || j < b.len() {
+                // Partition a runs `lead` buckets ahead of b; the clock is the slower one.
+                if i < a.len() && (j == b.len() || a[i] <= b[j] + lead) {
+                    state.count("process_exec", a[i], &settings);
+                    i += 1;
+                } else {
+                    state.count("process_exec", b[j], &settings);
+                    j += 1;
+                }
+                let low = match (a.get(i), b.get(j)) {
+                    (Some(x), Some(y)) => (*x).min(*y),
+                    (Some(x), None) | (None, Some(x)) => *x,
+                    (None, None) => 600,
+                };
+                closed.extend(state.advance(low - 1, &settings));
+            }
+            let (series, recent) = &state.series["process_exec"];
+            (closed, series.bucket, recent.clone())
+        };
+        assert_eq!(run(0), run(10));
+    }
+
     #[test]
     fn silence_is_a_drop_once_the_clock_passes() {
         let settings = RateSettings::default();
@@ -294,6 +354,7 @@ mod tests {
             for _ in 0..(30 + m % 4) {
                 state.count("log", m, &settings);
             }
+            assert!(state.advance(m - 1, &settings).is_empty());
         }
         let found = state.advance(minutes + 30, &settings);
         assert_eq!(found.len(), 1, "{found:?}");

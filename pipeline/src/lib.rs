@@ -13,6 +13,7 @@ pub mod journal;
 pub mod metrics;
 pub mod stage;
 pub mod state;
+pub mod watermark;
 
 pub use command::{Commands, Owner, Stopped};
 pub use error::{PipelineError, StateError};

@@ -22,6 +22,7 @@ use crate::command::{Commands, Owner};
 use crate::error::PipelineError;
 use crate::metrics::PipelineMetrics;
 use crate::state::{self, Offsets, StateFile};
+use crate::watermark::Watermarks;
 
 /// Shared handles every stage of one daemon uses. The detector is not among them: the
 /// pipeline owns it ([`Owner`]); readers load its published [`Views`] and changes reach
@@ -118,6 +119,7 @@ impl Stages {
         let mut last_publish = tokio::time::Instant::now();
         // Whether batches were applied since the last publish.
         let mut unpublished = false;
+        let mut watermarks = Watermarks::default();
         loop {
             let batch = tokio::select! {
                 // Commands first: an analyst waits on each, and each is cheap.
@@ -165,6 +167,7 @@ impl Stages {
                 &mut raised,
                 &mut counted,
                 &mut applied,
+                &mut watermarks,
                 persistence.as_mut().map(|p| &mut p.journal),
             )
             .await?;
@@ -217,6 +220,7 @@ impl Stages {
         raised: &mut Vec<Alert>,
         counted: &mut IngestStats,
         applied: &mut Offsets,
+        watermarks: &mut Watermarks,
         journal: Option<&mut crate::journal::Journal>,
     ) -> Result<(), PipelineError> {
         let started = std::time::Instant::now();
@@ -260,9 +264,14 @@ impl Stages {
                 }
             }
         }
-        if newest.0 != i64::MIN {
+        watermarks.saw(&batch.events, std::time::Instant::now());
+        if newest.0 != i64::MIN
+            && let Some(low) = watermarks.low(std::time::Instant::now())
+        {
             let before = raised.len();
-            detector.advance(newest, raised);
+            // Rates close on the low watermark: a lagging partition's events still
+            // find their buckets open.
+            detector.advance(low, raised);
             // Scheduled reports follow the robust clock too: one record dated
             // days ahead fires no report.
             if let Some(clock) = detector.clock() {

@@ -17,6 +17,7 @@ mod logs_cli;
 mod nab_score;
 mod notify_crash;
 mod outbox_full;
+mod partitions;
 mod replay_cli;
 mod reports;
 mod restart;

@@ -94,8 +94,11 @@ impl Detector {
         }
     }
 
-    /// Moves the rate clock to `now` (the newest event time seen): buckets every series
-    /// has passed are closed and scored, so that a service gone silent is noticed.
+    /// Moves the rate clock to `now`, the low watermark of the input partitions (the
+    /// pipeline's `pipeline::watermark`; a replay's newest event): buckets every
+    /// series has passed are closed and scored, so that a service gone silent is
+    /// noticed. Only the clock closes buckets, so how partitions interleave changes no
+    /// count.
     pub fn advance(&mut self, now: Nanos, raised: &mut Vec<Alert>) {
         // Never past the robust clock: a future-dated record closes no bucket early.
         let now = match self.clock.now() {
