@@ -165,9 +165,15 @@ async fn round(
     kafka.group_id = group.to_owned();
     let mut sup = Supervisor::new();
     let started = Instant::now();
-    let daemon = driftwatch::daemon::start(&config(), kafka, &mut sup, false)
-        .await
-        .expect("daemon");
+    let daemon = driftwatch::daemon::start(
+        &config(),
+        kafka,
+        &mut sup,
+        false,
+        driftwatch::daemon::Role::All,
+    )
+    .await
+    .expect("daemon");
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();

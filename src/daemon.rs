@@ -28,6 +28,21 @@ pub struct Daemon {
     pub data_dir_lock: Option<pipeline::DirLock>,
 }
 
+/// Which stages a daemon runs (`run --role`). With `[kafka] repartition-topic`,
+/// decoding and detection are stages joined by that topic, each balanced by a
+/// consumer group of its own (`<group-id>-decode` over the raw topics, `<group-id>`
+/// over the repartition topic); without it, one stage does both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Every stage.
+    #[default]
+    All,
+    /// Only decoding: raw topics in, events keyed by service out. Stateless.
+    Decode,
+    /// Only detection over the repartition topic, with the API and the surfaces.
+    Detect,
+}
+
 pub fn decoder(config: &Config) -> Decoder {
     let limits = DecodeLimits {
         max_record_bytes: config.ingest.max_record_bytes.0,
@@ -45,7 +60,18 @@ pub async fn start(
     kafka: KafkaConfig,
     sup: &mut Supervisor,
     print_alerts: bool,
+    role: Role,
 ) -> anyhow::Result<Daemon> {
+    if role == Role::Decode {
+        anyhow::bail!(
+            "the decode role runs without the detection stages: start it with start_decode"
+        );
+    }
+    if role == Role::Detect && kafka.repartition_topic.is_none() {
+        anyhow::bail!(
+            "--role detect needs [kafka] repartition-topic: without it one stage decodes and detects"
+        );
+    }
     // Before the state is read: a second daemon, or a `baseline` command, on the same
     // data directory would overwrite the state file.
     let data_dir_lock = config
@@ -124,8 +150,23 @@ pub async fn start(
         api_runtime.serve(listener, router, config.http.limits(), sup.cancel.clone()),
     );
 
+    // With a repartition topic, detection reads it (and this daemon may decode too).
+    let (source_config, decoder) = match &kafka.repartition_topic {
+        Some(topic) => {
+            if role == Role::All {
+                spawn_decode_stage(config, &kafka, topic, ingest_metrics.clone(), sup)?;
+            }
+            let mut detect = kafka.clone();
+            detect.topics = vec![ingest::TopicConfig {
+                name: topic.clone(),
+                format: ingest::Format::Native,
+            }];
+            (detect, decoder(config).keeping_provenance())
+        }
+        None => (kafka.clone(), decoder(config)),
+    };
     let source = Arc::new(
-        KafkaSource::new(kafka.clone(), ingest_metrics).context("cannot start the Kafka source")?,
+        KafkaSource::new(source_config, ingest_metrics).context("cannot start the Kafka source")?,
     );
     // Letters the dead-letter topic refuses are kept beside the state.
     let spool = config
@@ -135,7 +176,6 @@ pub async fn start(
         .map(|dir| dir.join("dead-letters.spool.jsonl"));
     let dead_letters = source.dead_letter_sink(spool)?;
     let (tx, rx) = mpsc::channel(source.channel_capacity());
-    let decoder = decoder(config);
     let cancel = sup.cancel.clone();
     let consumer = source.clone();
     sup.spawn("kafka-source", async move {
@@ -209,4 +249,81 @@ pub async fn start(
         api,
         data_dir_lock,
     })
+}
+
+/// The decode stage: the raw topics, decoded, produced keyed by service to the
+/// repartition topic, in a consumer group of its own (`<group-id>-decode`).
+fn spawn_decode_stage(
+    config: &Config,
+    kafka: &KafkaConfig,
+    topic: &str,
+    metrics: ingest::IngestMetrics,
+    sup: &mut Supervisor,
+) -> anyhow::Result<()> {
+    let mut raw = kafka.clone();
+    raw.group_id = format!("{}-decode", kafka.group_id);
+    raw.repartition_topic = None;
+    let source = Arc::new(
+        KafkaSource::new(raw.clone(), metrics.clone())
+            .context("cannot start the decode stage's Kafka source")?,
+    );
+    let spool = config
+        .state
+        .data_dir
+        .as_ref()
+        .map(|dir| dir.join("decode-dead-letters.spool.jsonl"));
+    let dead_letters = source.dead_letter_sink(spool)?;
+    let repartitioner = ingest::Repartitioner::new(&raw, topic, metrics)
+        .context("cannot start the repartition producer")?;
+    let (tx, rx) = mpsc::channel(source.channel_capacity());
+    let (decoder, cancel, consumer) = (decoder(config), sup.cancel.clone(), source.clone());
+    sup.spawn("decode-source", async move {
+        consumer
+            .run(decoder, dead_letters, tx, cancel)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    let cancel = sup.cancel.clone();
+    sup.spawn("repartition", async move {
+        let produced = repartitioner.run(rx, cancel).await;
+        // What was produced is acknowledged: make the commit durable before leaving.
+        let committed = tokio::task::spawn_blocking(move || source.commit())
+            .await
+            .context("commit task panicked")?;
+        produced?;
+        committed.context("final offset commit of the decode stage failed")
+    });
+    info!(topics = ?raw.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        group = %raw.group_id, to = topic, "The decode stage is consuming.");
+    Ok(())
+}
+
+/// A daemon that only decodes (`run --role decode`): the decode stage and the
+/// `/metrics` and `/healthz` endpoint. It keeps no state.
+pub async fn start_decode(
+    config: &Config,
+    kafka: KafkaConfig,
+    sup: &mut Supervisor,
+) -> anyhow::Result<SocketAddr> {
+    let Some(topic) = kafka.repartition_topic.clone() else {
+        anyhow::bail!("--role decode needs [kafka] repartition-topic: the topic it produces to");
+    };
+    let mut registry = telemetry::registry();
+    let metrics = ingest::IngestMetrics::register(&mut registry);
+    spawn_decode_stage(config, &kafka, &topic, metrics, sup)?;
+    let listener = http::bind(config.http.listen).await?;
+    let addr = listener
+        .local_addr()
+        .context("HTTP listener has no address")?;
+    let runtime = http::ApiRuntime::start(config.http.nice)?;
+    sup.spawn(
+        "http",
+        runtime.serve(
+            listener,
+            http::router(Arc::new(registry)),
+            config.http.limits(),
+            sup.cancel.clone(),
+        ),
+    );
+    Ok(addr)
 }

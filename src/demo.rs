@@ -134,7 +134,7 @@ pub async fn demo(args: Args) -> anyhow::Result<()> {
 
     let mut sup = Supervisor::new();
     sup.cancel_on_signals();
-    let daemon = match daemon::start(&config, kafka, &mut sup, true).await {
+    let daemon = match daemon::start(&config, kafka, &mut sup, true, daemon::Role::All).await {
         Ok(d) => d,
         Err(e) => {
             sup.cancel.cancel();

@@ -30,6 +30,10 @@ enum Command {
         /// The configuration file (see driftwatch.example.toml).
         #[arg(long, short)]
         config: PathBuf,
+        /// The stages to run: with `[kafka] repartition-topic`, `decode` (raw topics to
+        /// events keyed by service) and `detect` (the rest) can run apart.
+        #[arg(long, value_enum, default_value = "all")]
+        role: daemon::Role,
     },
     /// Run the pipeline over JSON-lines files, driven by event time.
     Replay {
@@ -211,7 +215,7 @@ enum BaselineAction {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => run(config).await,
+        Command::Run { config, role } => run(config, role).await,
         Command::Replay {
             files,
             format,
@@ -326,7 +330,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
+async fn run(path: PathBuf, role: daemon::Role) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     telemetry::init_logging(&config.log);
     let kafka = config.kafka.clone().ok_or_else(|| {
@@ -335,7 +339,15 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let mut sup = supervisor::Supervisor::new();
     sup.cancel_on_signals();
     // Only the data directory's lock is kept for the whole run.
-    let _lock = match daemon::start(&config, kafka, &mut sup, false).await {
+    if role == daemon::Role::Decode {
+        if let Err(e) = daemon::start_decode(&config, kafka, &mut sup).await {
+            sup.cancel.cancel();
+            let _ = sup.wait().await;
+            return Err(e);
+        }
+        return sup.wait().await;
+    }
+    let _lock = match daemon::start(&config, kafka, &mut sup, false, role).await {
         Ok(mut d) => d.data_dir_lock.take(),
         Err(e) => {
             sup.cancel.cancel();

@@ -25,6 +25,7 @@ pub use metrics::IngestMetrics;
 pub use service::{ServiceKeyConfig, ServiceKeyer};
 pub use source::Batch;
 pub use source::kafka::{KafkaConfig, KafkaSource, TopicConfig};
+pub use source::repartition::Repartitioner;
 pub use source::replay::ReplaySource;
 pub use stats::IngestStats;
 pub use time::Nanos;

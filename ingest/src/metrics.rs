@@ -52,6 +52,8 @@ pub struct IngestMetrics {
     dead_letters_spooled: Counter,
     dead_letters_lost: Counter,
     unreadable: Family<ErrorLabels, Counter>,
+    events_repartitioned: Counter,
+    repartition_retries: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -119,6 +121,16 @@ impl IngestMetrics {
             "Dead letters neither the topic nor the spool took (each is logged)",
             m.dead_letters_lost.clone(),
         );
+        registry.register(
+            "events_repartitioned",
+            "Decoded events produced, keyed by service, to the repartition topic",
+            m.events_repartitioned.clone(),
+        );
+        registry.register(
+            "repartition_retries",
+            "Times events the repartition topic refused were produced again",
+            m.repartition_retries.clone(),
+        );
         m
     }
 
@@ -183,6 +195,14 @@ impl IngestMetrics {
                 partition: partition.to_string(),
             })
             .set(lag);
+    }
+
+    pub(crate) fn repartitioned(&self, n: u64) {
+        self.events_repartitioned.inc_by(n);
+    }
+
+    pub(crate) fn repartition_retry(&self) {
+        self.repartition_retries.inc();
     }
 
     pub(crate) fn paused(&self) {

@@ -170,7 +170,7 @@ async fn every_produced_record_is_applied_exactly_once_and_bad_ones_are_dead_let
     );
     kafka.batch_size = 250;
     let mut sup = Supervisor::new();
-    let d = daemon::start(&test_config(), kafka, &mut sup, false)
+    let d = daemon::start(&test_config(), kafka, &mut sup, false, daemon::Role::All)
         .await
         .unwrap();
     let total = records.len() as u64;
@@ -312,7 +312,7 @@ async fn a_consumer_stopped_mid_stream_resumes_without_skipping() {
     let mut kafka = KafkaConfig::new(brokers.clone(), vec![topic("tetragon", "tetragon")]);
     kafka.group_id = "resume-group".to_owned();
     let mut sup = Supervisor::new();
-    let d = daemon::start(&test_config(), kafka, &mut sup, false)
+    let d = daemon::start(&test_config(), kafka, &mut sup, false, daemon::Role::All)
         .await
         .unwrap();
     let events = d.stages.events.clone();

@@ -18,6 +18,7 @@ mod nab_score;
 mod notify_crash;
 mod outbox_full;
 mod partitions;
+mod repartition;
 mod replay_cli;
 mod reports;
 mod restart;

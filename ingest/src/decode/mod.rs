@@ -167,9 +167,19 @@ pub struct Decoder {
     new_audit_ids: Vec<String>,
     /// The newest event time accepted: "now" for the past-skew bound.
     newest: Nanos,
+    /// Whether native records keep the provenance they carry ([`Decoder::keeping_provenance`]).
+    keep_provenance: bool,
 }
 
 impl Decoder {
+    /// For the repartition topic, which only driftwatch's decode stage writes: native
+    /// records keep the provenance of the raw record they were decoded from. Elsewhere
+    /// a record's own claim of where it came from is replaced by where it did.
+    pub fn keeping_provenance(mut self) -> Self {
+        self.keep_provenance = true;
+        self
+    }
+
     pub fn new(limits: DecodeLimits, keyer: ServiceKeyer) -> Self {
         Decoder {
             limits,
@@ -178,6 +188,7 @@ impl Decoder {
             audit_id_order: VecDeque::new(),
             new_audit_ids: Vec::new(),
             newest: Nanos(i64::MIN),
+            keep_provenance: false,
         }
     }
 
@@ -227,7 +238,14 @@ impl Decoder {
             for event in &mut out[start..] {
                 self.check(event)?;
                 self.newest = self.newest.max(event.time);
-                event.provenance.clone_from(provenance);
+                // A repartitioned event keeps its raw record's provenance; the copy's
+                // own (the repartition topic's) is of no use to an analyst.
+                if !(format == Format::Native
+                    && self.keep_provenance
+                    && !event.provenance.is_unknown())
+                {
+                    event.provenance.clone_from(provenance);
+                }
                 if event.service.is_empty() {
                     event.service = self.keyer.key(&event.workload);
                 }

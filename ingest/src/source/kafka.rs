@@ -46,6 +46,11 @@ pub struct KafkaConfig {
     /// Where undecodable records go, with their error and provenance.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
+    /// With it, decoding and detection are two stages joined by this topic: decoded
+    /// events are produced to it keyed by service (native form), and detection reads
+    /// it, so that one daemon holds each service's whole baseline (`run --role`).
+    #[serde(default)]
+    pub repartition_topic: Option<String>,
     /// Records per batch handed to the pipeline.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -79,6 +84,7 @@ impl KafkaConfig {
             group_id: default_group_id(),
             topics,
             dead_letter_topic: default_dead_letter_topic(),
+            repartition_topic: None,
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
             channel_capacity: default_channel_capacity(),
@@ -180,7 +186,7 @@ pub struct KafkaSource {
     metrics: IngestMetrics,
 }
 
-fn client_config(config: &KafkaConfig) -> ClientConfig {
+pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &config.brokers);
     for (k, v) in &config.properties {

@@ -3,6 +3,7 @@
 //! stored only when the pipeline acknowledges it, after the events were applied.
 
 pub mod kafka;
+pub mod repartition;
 pub mod replay;
 
 use std::collections::HashMap;
