@@ -327,6 +327,14 @@ impl Config {
             if kafka.topics.is_empty() {
                 bail!("[kafka] lists no topics: add at least one [[kafka.topics]]");
             }
+            if let Some(r) = &kafka.repartition_topic
+                && (kafka.topics.iter().any(|t| &t.name == r) || *r == kafka.dead_letter_topic)
+            {
+                bail!(
+                    "[kafka] repartition-topic {r:?} is also read as a raw topic or used for dead letters: \
+                     the decode stage would read its own output; give it a topic of its own"
+                );
+            }
             let mut names = std::collections::HashSet::new();
             for t in &kafka.topics {
                 if !names.insert(&t.name) {
@@ -397,6 +405,43 @@ mod tests {
         let kafka = config.kafka.expect("the example configures Kafka");
         assert!(kafka.topics.len() >= 5);
         assert_eq!(config.http.listen, default_http_listen());
+    }
+
+    /// The configuration the Kubernetes manifest mounts is one driftwatch accepts.
+    #[test]
+    fn the_deployment_manifests_config_loads() {
+        let manifest = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/driftwatch.yaml"),
+        )
+        .unwrap();
+        let toml: String = manifest
+            .split("driftwatch.toml: |\n")
+            .nth(1)
+            .expect("the ConfigMap holds driftwatch.toml")
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or_default()))
+            .collect();
+        let config = Config::parse(&toml).unwrap();
+        let kafka = config.kafka.expect("the manifest configures Kafka");
+        assert_eq!(
+            kafka.repartition_topic.as_deref(),
+            Some("driftwatch-events")
+        );
+        assert!(kafka.topics.len() >= 4);
+    }
+
+    #[test]
+    fn a_repartition_topic_that_is_also_an_input_is_refused() {
+        let err = Config::parse(
+            "[kafka]\nbrokers = \"b\"\nrepartition-topic = \"falco\"\n\
+             [[kafka.topics]]\nname = \"falco\"\nformat = \"falco\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("read its own output"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Creates the topics driftwatch needs beside the sensors' own. Set KAFKA to the
+# kafka-topics command of your distribution and BOOTSTRAP to the brokers.
+# The repartition topic's partitions bound how many detect daemons share the work:
+# make it two to four times the most you will run.
+set -eu
+KAFKA=${KAFKA:-kafka-topics.sh}
+BOOTSTRAP=${BOOTSTRAP:-kafka-0.kafka:9092}
+REPLICATION=${REPLICATION:-3}
+
+$KAFKA --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+  --topic driftwatch-events --partitions 12 --replication-factor "$REPLICATION" \
+  --config retention.ms=86400000 --config compression.type=producer
+$KAFKA --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+  --topic driftwatch-dead-letter --partitions 3 --replication-factor "$REPLICATION" \
+  --config retention.ms=604800000
