@@ -145,6 +145,34 @@ impl Detector {
         }
     }
 
+    /// Takes in services, and their alerts, that another daemon held (their partition
+    /// moved here). A service this detector lacks, or holds with fewer events (an
+    /// older copy: it held the partition before), becomes the one given; an alert it
+    /// lacks, or holds with a smaller count, too. Returns how many services changed.
+    pub fn adopt(&mut self, services: Vec<ServiceSnapshot>, alerts: Vec<Alert>) -> usize {
+        let mut adopted = 0;
+        for s in services {
+            if self
+                .services
+                .get(&s.service)
+                .is_some_and(|held| held.events >= s.events)
+            {
+                continue;
+            }
+            let (name, state) = service_state(self.config(), s);
+            self.insert_service(name, state);
+            adopted += 1;
+        }
+        for alert in alerts {
+            match self.alerts.get_mut(&alert.id) {
+                Some(held) if held.count < alert.count => *held = alert,
+                Some(_) => {}
+                None => self.insert_alert(alert),
+            }
+        }
+        adopted
+    }
+
     /// A detector in the state a snapshot describes.
     pub fn restore(
         config: crate::DetectConfig,
@@ -156,70 +184,10 @@ impl Detector {
                 reads: SNAPSHOT_VERSION,
             });
         }
-        let logs_config = config.logs.clone();
-        let top_templates = config.rate.top_templates;
         let mut d = Detector::new(config);
         for s in snapshot.services {
-            let logs = s
-                .logs
-                .map(|l| LogState::restore(&logs_config, l))
-                .unwrap_or_else(|| LogState::new(&logs_config));
-            let mut rates = crate::rates::RateState::default();
-            rates.templates = logs.top_templates(top_templates);
-            let state = ServiceState {
-                phase: s.phase,
-                // State files from before the retention, and imported baselines: the
-                // retention counts from now, so nothing is forgotten on upgrade.
-                last_event: s.last_event.unwrap_or_else(Nanos::now),
-                learning_since: s.learning_since,
-                events: s.events,
-                learned_at: s.learned_at,
-                image_digest: s.image_digest,
-                seen_digests: s.seen_digests,
-                grace_until: s.grace_until,
-                baseline: s
-                    .baseline
-                    .into_iter()
-                    .map(|e| {
-                        (
-                            EntryKey {
-                                dimension: e.dimension,
-                                key: e.key,
-                            },
-                            Entry {
-                                first_seen: e.first_seen,
-                                count: e.count,
-                                origin: e.origin,
-                                learned_from: e.learned_from,
-                            },
-                        )
-                    })
-                    .collect(),
-                cap_alerted: s.cap_alerted,
-                written: {
-                    let mut w = RecentWrites::default();
-                    for path in &s.written {
-                        w.remember(path);
-                    }
-                    w
-                },
-                logs,
-                rates,
-                general: Default::default(),
-                novelty: {
-                    let mut novelty = [Novelty::default(); LEARNED_DIMENSIONS.len()];
-                    for n in &s.novelty {
-                        if let Some(i) = LEARNED_DIMENSIONS.iter().position(|d| *d == n.dimension) {
-                            novelty[i] = n.novelty;
-                        }
-                    }
-                    novelty
-                },
-                growth_until: s.growth_until,
-            };
-            let mut state = state;
-            state.reindex();
-            d.insert_service(s.service, state);
+            let (name, state) = service_state(d.config(), s);
+            d.insert_service(name, state);
         }
         for alert in snapshot.alerts {
             d.insert_alert(alert);
@@ -229,4 +197,70 @@ impl Detector {
         }
         Ok(d)
     }
+}
+
+/// A service's state as its snapshot describes it.
+fn service_state(config: &crate::DetectConfig, s: ServiceSnapshot) -> (String, ServiceState) {
+    let logs_config = &config.logs;
+    let top_templates = config.rate.top_templates;
+    let logs = s
+        .logs
+        .map(|l| LogState::restore(logs_config, l))
+        .unwrap_or_else(|| LogState::new(logs_config));
+    let mut rates = crate::rates::RateState::default();
+    rates.templates = logs.top_templates(top_templates);
+    let state = ServiceState {
+        phase: s.phase,
+        // State files from before the retention, and imported baselines: the
+        // retention counts from now, so nothing is forgotten on upgrade.
+        last_event: s.last_event.unwrap_or_else(Nanos::now),
+        learning_since: s.learning_since,
+        events: s.events,
+        learned_at: s.learned_at,
+        image_digest: s.image_digest,
+        seen_digests: s.seen_digests,
+        grace_until: s.grace_until,
+        baseline: s
+            .baseline
+            .into_iter()
+            .map(|e| {
+                (
+                    EntryKey {
+                        dimension: e.dimension,
+                        key: e.key,
+                    },
+                    Entry {
+                        first_seen: e.first_seen,
+                        count: e.count,
+                        origin: e.origin,
+                        learned_from: e.learned_from,
+                    },
+                )
+            })
+            .collect(),
+        cap_alerted: s.cap_alerted,
+        written: {
+            let mut w = RecentWrites::default();
+            for path in &s.written {
+                w.remember(path);
+            }
+            w
+        },
+        logs,
+        rates,
+        general: Default::default(),
+        novelty: {
+            let mut novelty = [Novelty::default(); LEARNED_DIMENSIONS.len()];
+            for n in &s.novelty {
+                if let Some(i) = LEARNED_DIMENSIONS.iter().position(|d| *d == n.dimension) {
+                    novelty[i] = n.novelty;
+                }
+            }
+            novelty
+        },
+        growth_until: s.growth_until,
+    };
+    let mut state = state;
+    state.reindex();
+    (s.service, state)
 }

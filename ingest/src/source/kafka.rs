@@ -297,12 +297,17 @@ impl KafkaSource {
                 continue;
             }
             deadline = None;
-            let (events, stats) = pending.take(&mut dead_letters).await?;
+            let (events, partitions, stats) = pending.take(&mut dead_letters).await?;
             let ack = Ack::Kafka {
                 consumer: self.consumer.clone(),
                 offsets: std::mem::take(&mut offsets),
             };
-            let batch = Batch { events, stats, ack };
+            let batch = Batch {
+                events,
+                partitions,
+                stats,
+                ack,
+            };
             // A full channel for a moment is ordinary; only a pipeline that stays
             // behind is backpressure worth pausing the partitions for.
             let batch = match tx.send_timeout(batch, PAUSE_AFTER).await {

@@ -18,6 +18,10 @@ use crate::stats::IngestStats;
 /// Decoded events ready for the pipeline, with what is needed to acknowledge them.
 pub struct Batch {
     pub events: Vec<Event>,
+    /// The Kafka partition each event's record was read from, by index (-1 for a
+    /// file): in the detect stage, the repartition topic's partition, which holds the
+    /// event's service. An event's provenance may name another (its raw record's).
+    pub partitions: Vec<i32>,
     pub stats: IngestStats,
     ack: Ack,
 }
@@ -56,6 +60,7 @@ impl Batch {
 pub(crate) struct Pending {
     decoder: Decoder,
     events: Vec<Event>,
+    partitions: Vec<i32>,
     stats: IngestStats,
     dead: Vec<DeadLetter>,
     records: usize,
@@ -66,6 +71,7 @@ impl Pending {
         Pending {
             decoder,
             events: Vec::new(),
+            partitions: Vec::new(),
             stats: IngestStats::default(),
             dead: Vec::new(),
             records: 0,
@@ -106,10 +112,12 @@ impl Pending {
                     .insert((provenance.origin.clone(), format.as_str()), 1);
             }
         }
-        match self
+        let partition = provenance.partition.unwrap_or(-1);
+        let decoded = self
             .decoder
-            .decode(format, payload, &provenance, &mut self.events)
-        {
+            .decode(format, payload, &provenance, &mut self.events);
+        self.partitions.resize(self.events.len(), partition);
+        match decoded {
             Ok(Decoded::Events {
                 source,
                 count,
@@ -154,7 +162,7 @@ impl Pending {
     pub(crate) async fn take(
         &mut self,
         sink: &mut DeadLetterSink,
-    ) -> Result<(Vec<Event>, IngestStats), SourceError> {
+    ) -> Result<(Vec<Event>, Vec<i32>, IngestStats), SourceError> {
         sink.write(&self.dead).await?;
         self.dead.clear();
         self.records = 0;
@@ -163,6 +171,7 @@ impl Pending {
         let room = self.events.len();
         Ok((
             std::mem::replace(&mut self.events, Vec::with_capacity(room)),
+            std::mem::replace(&mut self.partitions, Vec::with_capacity(room)),
             std::mem::take(&mut self.stats),
         ))
     }

@@ -108,12 +108,13 @@ async fn flush(
     tx: &mpsc::Sender<Batch>,
     cancel: &CancellationToken,
 ) -> Result<bool, SourceError> {
-    let (events, stats) = pending.take(dead_letters).await?;
+    let (events, partitions, stats) = pending.take(dead_letters).await?;
     if events.is_empty() && stats.is_empty() {
         return Ok(true);
     }
     let batch = Batch {
         events,
+        partitions,
         stats,
         ack: Ack::None,
     };
