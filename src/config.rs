@@ -327,6 +327,17 @@ impl Config {
             if kafka.topics.is_empty() {
                 bail!("[kafka] lists no topics: add at least one [[kafka.topics]]");
             }
+            if let Some(c) = &self.state.changelog_topic
+                && (kafka.repartition_topic.is_none()
+                    || self.state.data_dir.is_none()
+                    || kafka.topics.iter().any(|t| &t.name == c)
+                    || Some(c) == kafka.repartition_topic.as_ref())
+            {
+                bail!(
+                    "[state] changelog-topic {c:?} needs [kafka] repartition-topic (services keyed to \
+                     partitions) and [state] data-dir, and a topic of its own"
+                );
+            }
             if let Some(r) = &kafka.repartition_topic
                 && (kafka.topics.iter().any(|t| &t.name == r) || *r == kafka.dead_letter_topic)
             {

@@ -28,6 +28,11 @@ pub struct Daemon {
     pub data_dir_lock: Option<pipeline::DirLock>,
 }
 
+/// How long a rebalance waits for the pipeline to write the state of the partitions
+/// it gives up: a state file and the changelog take a second or two; well within the
+/// group's rebalance timeout (`max.poll.interval.ms`, five minutes by default).
+const REVOKE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which stages a daemon runs (`run --role`). With `[kafka] repartition-topic`,
 /// decoding and detection are stages joined by that topic, each balanced by a
 /// consumer group of its own (`<group-id>-decode` over the raw topics, `<group-id>`
@@ -190,13 +195,55 @@ pub async fn start(
         .data_dir
         .clone()
         .zip(restored.journal)
-        .map(|(dir, journal)| Persistence {
-            dir,
-            interval: config.state.snapshot_interval,
-            source: source.clone(),
-            restored: restored.offsets,
-            journal,
-        });
+        .map(|(dir, journal)| -> anyhow::Result<Persistence> {
+            let changelog = match (&config.state.changelog_topic, &kafka.repartition_topic) {
+                (Some(topic), Some(input)) => Some(
+                    pipeline::changelog::Changelog::new(topic, input, source.clone())
+                        .context("cannot start the state changelog")?,
+                ),
+                _ => None,
+            };
+            // Before partitions are revoked, the pipeline writes their state out,
+            // so that the next owner adopts it; the rebalance waits for it.
+            let flushes = changelog.as_ref().map(|_| {
+                let (tx, rx) = mpsc::channel::<std::sync::mpsc::SyncSender<()>>(1);
+                source.on_revoke(Box::new(move || {
+                    let (done, finished) = std::sync::mpsc::sync_channel(1);
+                    if tx.try_send(done).is_err() {
+                        return;
+                    }
+                    let wait = || {
+                        if finished.recv_timeout(REVOKE_FLUSH_TIMEOUT).is_err() {
+                            tracing::warn!("The state was not written before the partitions were revoked; their next owner re-reads more.");
+                        }
+                    };
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                            tokio::task::block_in_place(wait);
+                        }
+                        _ => wait(),
+                    }
+                }));
+                rx
+            });
+            Ok(Persistence {
+                flushes,
+                dir,
+                interval: config.state.snapshot_interval,
+                source: source.clone(),
+                // With a changelog the group's committed offsets, written after it by
+                // whoever held each partition last, are the ones to keep: this file's
+                // may be older, and committing them would move a partition back.
+                restored: if changelog.is_some() {
+                    pipeline::Offsets::new()
+                } else {
+                    restored.offsets
+                },
+                journal,
+                changelog,
+            })
+        })
+        .transpose()?;
     let totals = pipeline::Totals::default();
     let pipeline = stages.clone();
     let shared_totals = totals.clone();

@@ -7,6 +7,7 @@
 //! [`Stages`] from its configuration and runs [`Stages::apply_all`] under its
 //! supervisor.
 
+pub mod changelog;
 pub mod command;
 pub mod error;
 pub mod journal;

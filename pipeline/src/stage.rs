@@ -65,6 +65,12 @@ pub struct Persistence {
     pub restored: Offsets,
     /// Alerts raised or changed since the last state file, synced before delivery.
     pub journal: crate::journal::Journal,
+    /// Per-service state in Kafka, so that partitions move between daemons.
+    pub changelog: Option<crate::changelog::Changelog>,
+    /// Requests to write state now (partitions are about to be revoked), each answered
+    /// once the batches already handed over are applied and the state, the changelog
+    /// and the offsets are written.
+    pub flushes: Option<mpsc::Receiver<std::sync::mpsc::SyncSender<()>>>,
 }
 
 /// What the pipeline has counted (records, events, ignored, dead letters), as last
@@ -120,6 +126,7 @@ impl Stages {
         // Whether batches were applied since the last publish.
         let mut unpublished = false;
         let mut watermarks = Watermarks::default();
+        let mut flushes = persistence.as_mut().and_then(|p| p.flushes.take());
         loop {
             let batch = tokio::select! {
                 // Commands first: an analyst waits on each, and each is cheap.
@@ -150,6 +157,36 @@ impl Stages {
                     (last_publish, unpublished) = (tokio::time::Instant::now(), false);
                     continue;
                 }
+                Some(done) = async {
+                    match flushes.as_mut() {
+                        Some(f) => f.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // Partitions are being revoked: what the source handed over is
+                    // applied, and the state written, before another member reads it.
+                    while let Ok(batch) = rx.try_recv() {
+                        self.apply_batch(
+                            &mut detector,
+                            batch,
+                            &mut raised,
+                            &mut counted,
+                            &mut applied,
+                            &mut watermarks,
+                            persistence.as_mut().map(|p| (&mut p.journal, p.changelog.as_mut())),
+                        )
+                        .await?;
+                    }
+                    let view = self.publish(&mut detector, totals, &counted);
+                    (last_publish, unpublished) = (tokio::time::Instant::now(), false);
+                    if let Some(p) = persistence.as_mut()
+                        && self.persist(p, view, &applied).await
+                    {
+                        persisted.clone_from(&applied);
+                    }
+                    let _ = done.send(());
+                    continue;
+                }
                 _ = tick.tick(), if persistence.is_some() => {
                     if applied != persisted {
                         let view = self.publish(&mut detector, totals, &counted);
@@ -168,7 +205,9 @@ impl Stages {
                 &mut counted,
                 &mut applied,
                 &mut watermarks,
-                persistence.as_mut().map(|p| &mut p.journal),
+                persistence
+                    .as_mut()
+                    .map(|p| (&mut p.journal, p.changelog.as_mut())),
             )
             .await?;
             unpublished = true;
@@ -221,14 +260,28 @@ impl Stages {
         counted: &mut IngestStats,
         applied: &mut Offsets,
         watermarks: &mut Watermarks,
-        journal: Option<&mut crate::journal::Journal>,
+        persisting: Option<(
+            &mut crate::journal::Journal,
+            Option<&mut crate::changelog::Changelog>,
+        )>,
     ) -> Result<(), PipelineError> {
+        let (journal, mut changelog) = match persisting {
+            Some((j, c)) => (Some(j), c),
+            None => (None, None),
+        };
+        if let Some(c) = changelog.as_deref_mut() {
+            // Services of a partition this daemon did not hold come back first.
+            c.restore(detector, &batch.partitions).await;
+        }
         let started = std::time::Instant::now();
         let mut checks = Vec::new();
         let mut newest = Nanos(i64::MIN);
         let mut oldest = Nanos(i64::MAX);
         // Detection first: it names each log line's template, which the store keeps.
         for (i, event) in batch.events.iter_mut().enumerate() {
+            if let (Some(c), Some(p)) = (changelog.as_deref_mut(), batch.partitions.get(i)) {
+                c.saw(&event.service, *p);
+            }
             let before = raised.len();
             let template = detector.observe(event, raised);
             if let (Some(id), ingest::EventKind::Log { template_id, .. }) =
@@ -395,21 +448,30 @@ impl Stages {
                 detector: view.snapshot(),
                 journal_seq,
             };
-            state::save(&dir, &state)
+            state::save(&dir, &state).map(|()| state)
         })
         .await
         .map_err(|e| PipelineError::Panicked("state writer", e))
         .and_then(|r| r.map_err(PipelineError::State));
-        if let Err(e) = saved {
-            warn!(
-                error = %ingest::chain(&e),
-                "Writing the state file failed; offsets stay uncommitted until it succeeds."
-            );
-            return false;
-        }
+        let state = match saved {
+            Ok(state) => state,
+            Err(e) => {
+                warn!(
+                    error = %ingest::chain(&e),
+                    "Writing the state file failed; offsets stay uncommitted until it succeeds."
+                );
+                return false;
+            }
+        };
         if let Err(e) = p.journal.clear() {
             // Harmless: the next start skips the lines this file reflects.
             warn!(error = %ingest::chain(&e), "Emptying the alert journal failed.");
+        }
+        if let Some(c) = &mut p.changelog
+            && let Err(e) = c.write(&state.detector).await
+        {
+            warn!(error = %ingest::chain(&e), "Writing the state changelog failed; offsets stay uncommitted until it succeeds.");
+            return false;
         }
         let source = p.source.clone();
         let next: Vec<(String, i32, i64)> = applied

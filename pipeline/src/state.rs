@@ -36,6 +36,11 @@ pub struct StateConfig {
     /// How often the state file is written (and offsets committed).
     #[serde(default = "default_snapshot_interval", with = "humantime_serde")]
     pub snapshot_interval: Duration,
+    /// A compacted topic with each service's state, written with every state file,
+    /// so that a partition moving to another daemon takes its baselines along
+    /// ([`crate::changelog`]). Needs `[kafka] repartition-topic` and `data-dir`.
+    #[serde(default)]
+    pub changelog_topic: Option<String>,
 }
 
 impl Default for StateConfig {
@@ -43,6 +48,7 @@ impl Default for StateConfig {
         StateConfig {
             data_dir: None,
             snapshot_interval: default_snapshot_interval(),
+            changelog_topic: None,
         }
     }
 }

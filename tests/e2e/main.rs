@@ -23,4 +23,5 @@ mod replay_cli;
 mod reports;
 mod restart;
 mod run_cli;
+mod scale_out;
 mod surfaces;

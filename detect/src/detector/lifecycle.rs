@@ -302,6 +302,22 @@ impl Detector {
         self.services.remove(service).is_some()
     }
 
+    /// Lets go of a service and its alerts: another daemon holds its partition now and
+    /// carries them on (from the state changelog).
+    pub fn release(&mut self, service: &str) -> bool {
+        let held = self.services.remove(service).is_some();
+        for id in self.by_service.remove(service).unwrap_or_default() {
+            if let Some(alert) = self.alerts.remove(&id)
+                && self.latest.get(&alert.dedup_key) == Some(&alert.id)
+            {
+                self.latest.remove(&alert.dedup_key);
+            }
+        }
+        self.pending_sensor.remove(service);
+        self.pending_changed = true;
+        held
+    }
+
     /// Stops all learning for a service; it monitors from now on.
     pub fn lock(&mut self, service: &str) -> bool {
         let Some(state) = self.services.get_mut(service) else {

@@ -132,10 +132,17 @@ const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// a leader election, short enough that a missing topic costs seconds per batch.
 const DEAD_LETTER_TIMEOUT_MS: &str = "10000";
 
-/// The consumer's context: rebalance logging and the lag metric from statistics.
+/// The consumer's context: rebalance logging, the lag metric from statistics, and the
+/// count of assignments (state kept per partition is restored after each).
 pub struct SourceContext {
     metrics: IngestMetrics,
+    assignments: Arc<std::sync::atomic::AtomicU64>,
+    on_revoke: Arc<std::sync::OnceLock<RevokeHook>>,
 }
+
+/// Called, blocking, before partitions are revoked: what holds state for them writes it
+/// out first (the state changelog), so that the next owner starts from it.
+pub type RevokeHook = Box<dyn Fn() + Send + Sync>;
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
@@ -158,8 +165,19 @@ impl ConsumerContext for SourceContext {
         rebalance: &Rebalance<'_>,
     ) {
         match rebalance {
-            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "Partitions revoked."),
-            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "Partitions assigned."),
+            Rebalance::Revoke(tpl) => {
+                info!(partitions = tpl.count(), "Partitions revoked.");
+                if tpl.count() > 0
+                    && let Some(hook) = self.on_revoke.get()
+                {
+                    hook();
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                self.assignments
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                info!(partitions = tpl.count(), "Partitions assigned.");
+            }
             Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
         }
     }
@@ -184,6 +202,8 @@ pub struct KafkaSource {
     formats: HashMap<String, Format>,
     config: KafkaConfig,
     metrics: IngestMetrics,
+    assignments: Arc<std::sync::atomic::AtomicU64>,
+    on_revoke: Arc<std::sync::OnceLock<RevokeHook>>,
 }
 
 pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
@@ -207,9 +227,13 @@ impl KafkaSource {
             cc.set("statistics.interval.ms", DEFAULT_STATISTICS_INTERVAL_MS);
         }
         cc.set("enable.auto.offset.store", "false");
+        let assignments = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let on_revoke = Arc::new(std::sync::OnceLock::new());
         let consumer: Consumer = cc
             .create_with_context(SourceContext {
                 metrics: metrics.clone(),
+                assignments: assignments.clone(),
+                on_revoke: on_revoke.clone(),
             })
             .map_err(|source| SourceError::CreateClient {
                 what: "consumer",
@@ -233,7 +257,38 @@ impl KafkaSource {
             formats,
             config,
             metrics,
+            assignments,
+            on_revoke,
         })
+    }
+
+    /// Sets what runs before this member's partitions are revoked (once).
+    pub fn on_revoke(&self, hook: RevokeHook) {
+        let _ = self.on_revoke.set(hook);
+    }
+
+    /// How many assignments this member has had: it changes with every rebalance.
+    pub fn assignments(&self) -> u64 {
+        self.assignments.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The partitions of `topic` this member holds now.
+    pub fn assigned(&self, topic: &str) -> Vec<i32> {
+        self.consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements_for_topic(topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A client configuration with the source's connection properties (brokers,
+    /// security), for other clients of the same cluster.
+    pub fn client_config(&self) -> ClientConfig {
+        client_config(&self.config)
     }
 
     /// A producer for the dead-letter topic, with the same connection properties.

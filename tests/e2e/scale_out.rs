@@ -1,0 +1,265 @@
+//! Three daemons in one consumer group against a three-broker Kafka-protocol cluster,
+//! with the repartition topic and the state changelog. Every service learns while the
+//! three share the work; then one daemon is killed (SIGKILL) and every service runs a
+//! new program within minutes. The survivors take the dead daemon's partitions over
+//! with their baselines: no service learns again, every new program raises one alert
+//! across the cluster, and together they raise what one replay of the records raises.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::{Value, json};
+
+use crate::common::{Killed, driftwatch, free_port, http_get, replay, sample};
+
+const SERVICES: u32 = 12;
+/// Minutes of event time while the three share the work; services learn in the first
+/// ten.
+const BEFORE: u32 = 30;
+/// Minutes after the kill: each service runs a new program within the first eight,
+/// while a service that learned again from scratch would still be learning.
+const AFTER: u32 = 15;
+
+fn minute(m: u32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for s in 0..SERVICES {
+        for i in 0..6 {
+            let exe = if i % 2 == 0 {
+                "/app/bin/server"
+            } else {
+                "/app/bin/worker"
+            };
+            out.push(((i % 4) as i32, record(s, m, i * 9, exe)));
+        }
+        if m == BEFORE + 1 + s % 8 {
+            out.push((
+                (s % 4) as i32,
+                record(s, m, 58, &format!("/usr/bin/tool-{s}")),
+            ));
+        }
+    }
+    out
+}
+
+fn record(s: u32, m: u32, second: u32, exe: &str) -> String {
+    json!({
+        "time": format!("2026-03-02T10:{m:02}:{second:02}Z"),
+        "service": format!("shop/svc-{s}"),
+        "kind": "process_exec",
+        "process": { "exe": exe, "parent_exe": "/app/bin/entrypoint" },
+    })
+    .to_string()
+}
+
+struct Member {
+    http: String,
+    process: Option<Killed>,
+}
+
+fn config(dir: &Path, brokers: &str, http: &str) -> PathBuf {
+    let path = dir.join("driftwatch.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"scale\"\nrepartition-topic = \"driftwatch-events\"\n\
+             [[kafka.topics]]\nname = \"falco-like\"\nformat = \"native\"\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+             [http]\nlisten = \"{http}\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n[search]\nenabled = false\n\
+             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
+             [state]\ndata-dir = {data:?}\nsnapshot-interval = \"1s\"\nchangelog-topic = \"driftwatch-state\"\n",
+            data = dir.join("data").display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn consumed(http: &str) -> f64 {
+    let metrics = http_get(http, "/metrics").unwrap_or_default();
+    sample(
+        &metrics,
+        r#"driftwatch_records_consumed_total{topic="driftwatch-events",format="native"}"#,
+    )
+    .unwrap_or(0.0)
+}
+
+fn get(http: &str, path: &str, field: &str) -> Vec<Value> {
+    let body = http_get(http, path).unwrap_or_default();
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v[field].as_array().cloned().unwrap_or_default()
+}
+
+fn produce(producer: &ThreadedProducer<DefaultProducerContext>, minutes: std::ops::Range<u32>) {
+    for m in minutes {
+        for (p, r) in minute(m) {
+            producer
+                .send(
+                    BaseRecord::<(), _>::to("falco-like")
+                        .partition(p)
+                        .payload(&r),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_members_services_move_with_their_baselines() {
+    let cluster = rdkafka::mocking::MockCluster::new(3).unwrap();
+    cluster.create_topic("falco-like", 4, 1).unwrap();
+    cluster.create_topic("driftwatch-events", 6, 1).unwrap();
+    cluster.create_topic("driftwatch-state", 6, 1).unwrap();
+    cluster
+        .create_topic("driftwatch-dead-letter", 1, 1)
+        .unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+
+    // What one daemon replaying every record raises.
+    let all: Vec<String> = (0..BEFORE + AFTER)
+        .flat_map(|m| minute(m).into_iter().map(|(_, r)| r))
+        .collect();
+    let file = dir.path().join("records.jsonl");
+    std::fs::write(&file, all.join("\n") + "\n").unwrap();
+    let replay_dir = dir.path().join("replay");
+    std::fs::create_dir_all(&replay_dir).unwrap();
+    let replay_conf = config(&replay_dir, &brokers, "127.0.0.1:0");
+    let key = |a: &Value| {
+        (
+            a["kind"].as_str().unwrap_or_default().to_owned(),
+            a["service"].as_str().unwrap_or_default().to_owned(),
+            a["subject"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let expected: BTreeSet<_> = replay(
+        [
+            file.to_str().unwrap(),
+            "--format",
+            "native",
+            "--config",
+            replay_conf.to_str().unwrap(),
+            "--dead-letter",
+            dir.path().join("dead.jsonl").to_str().unwrap(),
+        ],
+        None,
+    )
+    .of_type("alert")
+    .into_iter()
+    .map(key)
+    .collect();
+    let tools = expected
+        .iter()
+        .filter(|k| k.2.starts_with("/usr/bin/tool-"))
+        .count();
+    assert_eq!(tools, SERVICES as usize, "{expected:?}");
+
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| {
+            let member_dir = dir.path().join(format!("member-{i}"));
+            std::fs::create_dir_all(&member_dir).unwrap();
+            let http = format!("127.0.0.1:{}", free_port());
+            let conf = config(&member_dir, &brokers, &http);
+            let process = Killed(
+                driftwatch()
+                    .args(["run", "--config"])
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            Member {
+                http,
+                process: Some(process),
+            }
+        })
+        .collect();
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+
+    // The three share the learning; every record is applied and in a state file.
+    produce(&producer, 0..BEFORE);
+    let before: usize = (0..BEFORE).map(|m| minute(m).len()).sum();
+    let started = Instant::now();
+    loop {
+        let shares: Vec<f64> = members.iter().map(|m| consumed(&m.http)).collect();
+        if shares.iter().sum::<f64>() as usize == before {
+            assert!(
+                shares.iter().filter(|n| **n > 0.0).count() >= 2,
+                "the work was not shared: {shares:?}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "consumed {shares:?} of {before}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The member that holds the most services dies.
+    let held = |m: &Member| get(&m.http, "/api/v1/services", "services").len();
+    let victim = (0..3).max_by_key(|i| held(&members[*i])).unwrap();
+    let moved: BTreeSet<String> = get(&members[victim].http, "/api/v1/services", "services")
+        .iter()
+        .map(|s| s["service"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!moved.is_empty());
+    members[victim].process.take();
+
+    produce(&producer, BEFORE..BEFORE + AFTER);
+    let survivors: Vec<&Member> = members.iter().filter(|m| m.process.is_some()).collect();
+    let started = Instant::now();
+    let union = loop {
+        let mut union: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+        for m in &survivors {
+            for a in get(&m.http, "/api/v1/alerts?limit=10000", "alerts") {
+                *union.entry(key(&a)).or_default() += 1;
+            }
+        }
+        let found = union
+            .keys()
+            .filter(|k| k.2.starts_with("/usr/bin/tool-"))
+            .count();
+        if found == SERVICES as usize {
+            break union;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{found} of {SERVICES} new programs alerted; moved services {moved:?}: {union:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // Every later record is applied before the comparison.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // No service learned again: each kept its first learning.
+    for m in &survivors {
+        for s in get(&m.http, "/api/v1/services", "services") {
+            assert_eq!(
+                s["learning_since"]
+                    .as_str()
+                    .map(|t| t.starts_with("2026-03-02T10:0")),
+                Some(true),
+                "{s}"
+            );
+        }
+    }
+    let twice: Vec<_> = union.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "raised by two members: {twice:?}");
+    let live: BTreeSet<_> = union.into_keys().collect();
+    let only_live: Vec<_> = live.difference(&expected).collect();
+    let only_replay: Vec<_> = expected.difference(&live).collect();
+    assert!(
+        only_live.is_empty() && only_replay.is_empty(),
+        "only live: {only_live:#?}\nonly in the replay: {only_replay:#?}"
+    );
+}
