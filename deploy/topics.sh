@@ -11,6 +11,11 @@ REPLICATION=${REPLICATION:-3}
 $KAFKA --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
   --topic driftwatch-events --partitions 12 --replication-factor "$REPLICATION" \
   --config retention.ms=86400000 --config compression.type=producer
+# Each service's detection state, keyed by service: compacted, as many partitions as
+# driftwatch-events, and room for a service at its baseline cap.
+$KAFKA --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+  --topic driftwatch-state --partitions 12 --replication-factor "$REPLICATION" \
+  --config cleanup.policy=compact --config max.message.bytes=16777216
 $KAFKA --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
   --topic driftwatch-dead-letter --partitions 3 --replication-factor "$REPLICATION" \
   --config retention.ms=604800000
