@@ -189,9 +189,16 @@ async fn a_killed_members_services_move_with_their_baselines() {
     produce(&producer, 0..BEFORE);
     let before: usize = (0..BEFORE).map(|m| minute(m).len()).sum();
     let started = Instant::now();
+    // Rebalances while members join make some records read twice (at-least-once): done
+    // is every record read and nothing more for two seconds.
+    let (mut last, mut still) = (Vec::new(), Instant::now());
     loop {
         let shares: Vec<f64> = members.iter().map(|m| consumed(&m.http)).collect();
-        if shares.iter().sum::<f64>() as usize == before {
+        if shares != last {
+            (last, still) = (shares.clone(), Instant::now());
+        } else if shares.iter().sum::<f64>() as usize >= before
+            && still.elapsed() > Duration::from_secs(2)
+        {
             assert!(
                 shares.iter().filter(|n| **n > 0.0).count() >= 2,
                 "the work was not shared: {shares:?}"
