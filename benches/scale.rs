@@ -101,7 +101,8 @@ fn config(dir: &Path, brokers: &str, run: usize, http: &str) -> std::path::PathB
         format!(
             "[log]\nlevel = \"warn\"\n\
              [kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"scale-{run}\"\n\
-             repartition-topic = \"events-{run}\"\ndead-letter-topic = \"dead-{run}\"\n{topics}\
+             repartition-topic = \"events-{run}\"\ndead-letter-topic = \"dead-{run}\"\n\
+             cluster-topic = \"cluster-{run}\"\n{topics}\
              [http]\nlisten = \"{http}\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
              [state]\ndata-dir = {data:?}\nchangelog-topic = \"state-{run}\"\nsnapshot-interval = \"5s\"\n",
             data = dir.join("data").display().to_string(),
@@ -175,9 +176,9 @@ fn run(
     for topic in [format!("events-{daemons}"), format!("state-{daemons}")] {
         cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
     }
-    cluster
-        .create_topic(&format!("dead-{daemons}"), 1, 1)
-        .expect("topic");
+    for topic in [format!("dead-{daemons}"), format!("cluster-{daemons}")] {
+        cluster.create_topic(&topic, 1, 1).expect("topic");
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let started = Instant::now();
     let mut children: Vec<(Child, String)> = (0..daemons)
@@ -275,7 +276,7 @@ fn main() {
     }
     println!(
         "\n(each daemon decodes, repartitions, detects, stores, indexes logs, runs compliance and \
-         writes its state file and changelog; all share this machine's {} cores)",
+         writes its state file and changelog, and reads the other members' alerts and findings from the cluster topic; all share this machine's {} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 }

@@ -16,6 +16,11 @@ $KAFKA --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
 $KAFKA --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
   --topic driftwatch-state --partitions 12 --replication-factor "$REPLICATION" \
   --config cleanup.policy=compact --config max.message.bytes=16777216
+# Alerts keyed by alert id and findings keyed by finding id, read whole by every
+# daemon: compacted, and deleted after the time an analyst looks back (30 days).
+$KAFKA --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+  --topic driftwatch-cluster --partitions 3 --replication-factor "$REPLICATION" \
+  --config cleanup.policy=compact,delete --config retention.ms=2592000000
 $KAFKA --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
   --topic driftwatch-dead-letter --partitions 3 --replication-factor "$REPLICATION" \
   --config retention.ms=604800000

@@ -346,6 +346,17 @@ impl Config {
                      the decode stage would read its own output; give it a topic of its own"
                 );
             }
+            if let Some(c) = &kafka.cluster_topic
+                && (kafka.topics.iter().any(|t| &t.name == c)
+                    || *c == kafka.dead_letter_topic
+                    || Some(c) == kafka.repartition_topic.as_ref()
+                    || Some(c) == self.state.changelog_topic.as_ref())
+            {
+                bail!(
+                    "[kafka] cluster-topic {c:?} is also an input, dead-letter, repartition or changelog \
+                     topic: give it a topic of its own"
+                );
+            }
             let mut names = std::collections::HashSet::new();
             for t in &kafka.topics {
                 if !names.insert(&t.name) {
@@ -453,6 +464,16 @@ mod tests {
             format!("{err:#}").contains("read its own output"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn a_cluster_topic_shared_with_another_use_is_refused() {
+        let err = Config::parse(
+            "[kafka]\nbrokers = \"b\"\nrepartition-topic = \"events\"\ncluster-topic = \"events\"\n\
+             [[kafka.topics]]\nname = \"falco\"\nformat = \"falco\"\n",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("cluster-topic"), "{err:#}");
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub struct Daemon {
 /// group's rebalance timeout (`max.poll.interval.ms`, five minutes by default).
 const REVOKE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a stopping daemon waits for its last alert changes to reach the cluster
+/// topic: they are a view for the other members, so a stop waits little for them.
+const CLUSTER_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Which stages a daemon runs (`run --role`). With `[kafka] repartition-topic`,
 /// decoding and detection are stages joined by that topic, each balanced by a
 /// consumer group of its own (`<group-id>-decode` over the raw topics, `<group-id>`
@@ -87,6 +91,21 @@ pub async fn start(
         .transpose()?;
     let restored = wiring::restore(config)?;
     let mut registry = telemetry::registry();
+    let cluster = match &kafka.cluster_topic {
+        Some(topic) => {
+            let (cluster, reader) = pipeline::cluster::Cluster::new(
+                topic,
+                &kafka.client_config(),
+                config.detect.max_alerts,
+                pipeline::cluster::ClusterMetrics::register(&mut registry),
+            )
+            .context("cannot start the cluster topic's clients")?;
+            let cancel = sup.cancel.clone();
+            sup.spawn_thread("cluster-reader", move || reader.run(&cancel))?;
+            Some(cluster)
+        }
+        None => None,
+    };
     let (stages, owner) = wiring::build(
         config,
         restored.detector,
@@ -95,6 +114,7 @@ pub async fn start(
             print: print_alerts,
             wall_clock: true,
         },
+        cluster,
         sup,
     )?;
     let ingest_metrics = stages.ingest_metrics.clone();
@@ -256,6 +276,9 @@ pub async fn start(
         }
         if let Some(c) = &pipeline.compliance {
             c.flush().await;
+        }
+        if let Some(c) = pipeline.cluster.clone() {
+            let _ = tokio::task::spawn_blocking(move || c.flush(CLUSTER_FLUSH_TIMEOUT)).await;
         }
         // Everything applied is acknowledged (also when the pipeline failed part way);
         // make the commit durable before leaving the group. With a data directory the

@@ -66,6 +66,7 @@ pub async fn replay(args: Args) -> anyhow::Result<()> {
             print: false,
             wall_clock: false,
         },
+        None,
         &mut sup,
     )?;
     let source = ReplaySource::new(args.files.clone(), args.format);

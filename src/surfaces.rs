@@ -39,7 +39,25 @@ pub fn sql_engine(
         (
             "alerts",
             store::alerts_schema(),
-            from_detector(detect::DetectorView::alerts_table),
+            match stages.cluster.clone() {
+                // This daemon's alerts, then the other members' it does not hold.
+                Some(cluster) => {
+                    let views = stages.views.clone();
+                    Arc::new(move || {
+                        let (view, others) = (views.load(), cluster.load());
+                        vec![
+                            view.alerts_table(),
+                            detect::alerts_batch(
+                                others
+                                    .alerts()
+                                    .filter(|r| view.alert(&r.item.id).is_none())
+                                    .map(|r| r.item.as_ref()),
+                            ),
+                        ]
+                    }) as Reader
+                }
+                None => from_detector(detect::DetectorView::alerts_table),
+            },
         ),
         (
             "baselines",
@@ -64,9 +82,16 @@ pub fn sql_engine(
         (
             "findings",
             store::findings_schema(),
-            match stages.compliance.clone() {
-                Some(c) => Arc::new(move || vec![c.findings_table()]) as Reader,
-                None => Arc::new(Vec::new),
+            match (stages.compliance.clone(), stages.cluster.clone()) {
+                (Some(c), Some(cluster)) => Arc::new(move || {
+                    let others = cluster.load();
+                    vec![
+                        c.findings_table(),
+                        c.records_table(others.findings().map(|r| r.item.as_ref())),
+                    ]
+                }) as Reader,
+                (Some(c), None) => Arc::new(move || vec![c.findings_table()]) as Reader,
+                (None, _) => Arc::new(Vec::new),
             },
         ),
         (
@@ -162,6 +187,7 @@ pub async fn start(
         compliance: stages.compliance.clone(),
         reports_dir: config.reports.dir.clone(),
         notifier: stages.notifier.clone(),
+        cluster: stages.cluster.clone(),
         audit,
         tokens: Api::tokens(&config.http.tokens)?,
         ready: Arc::new(AtomicBool::new(false)),
@@ -178,6 +204,8 @@ fn summary(config: &Config) -> serde_json::Value {
             "group_id": k.group_id,
             "topics": k.topics.iter().map(|t| json!({"name": t.name, "format": t.format.to_string()})).collect::<Vec<_>>(),
             "dead_letter_topic": k.dead_letter_topic,
+            "repartition_topic": k.repartition_topic,
+            "cluster_topic": k.cluster_topic,
         })),
         "http": {
             "listen": config.http.listen.to_string(),

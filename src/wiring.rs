@@ -30,6 +30,7 @@ pub fn build(
     detector: Detector,
     registry: &mut Registry,
     mode: Mode,
+    cluster: Option<pipeline::cluster::Cluster>,
     sup: &mut crate::supervisor::Supervisor,
 ) -> anyhow::Result<(Stages, Owner)> {
     let notifier = if config.notify.sinks.is_empty() {
@@ -44,7 +45,7 @@ pub fn build(
     let compliance = match Compliance::new(
         &config.compliance,
         ComplianceMetrics::register(registry),
-        on_findings(notifier.clone(), mode.print),
+        on_findings(notifier.clone(), cluster.clone(), mode.print),
     )
     .context("invalid control file")?
     {
@@ -90,14 +91,23 @@ pub fn build(
         compliance,
         reports,
         notifier,
+        cluster,
     };
     Ok((stages, owner))
 }
 
 /// What happens to new findings beyond the compliance worker's view: failing ones, and
-/// those that clear a failure, go to delivery; the demo prints failures.
-fn on_findings(notifier: Option<notify::Notifier>, print: bool) -> compliance::worker::OnFindings {
+/// those that clear a failure, go to delivery; every one goes to the cluster topic; the
+/// demo prints failures.
+fn on_findings(
+    notifier: Option<notify::Notifier>,
+    cluster: Option<pipeline::cluster::Cluster>,
+    print: bool,
+) -> compliance::worker::OnFindings {
     Box::new(move |findings| {
+        if let Some(c) = &cluster {
+            c.publish_findings(findings);
+        }
         if let Some(n) = &notifier {
             n.submit_all_blocking(
                 findings

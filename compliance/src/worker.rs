@@ -292,6 +292,14 @@ impl Compliance {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
+    /// Other daemons' findings as rows of the `findings` table.
+    pub fn records_table<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a crate::tables::FindingRecord>,
+    ) -> arrow::record_batch::RecordBatch {
+        crate::tables::finding_records_table(records, &self.catalog)
+    }
+
     /// The `findings` table.
     pub fn findings_table(&self) -> arrow::record_batch::RecordBatch {
         let view = self.view();

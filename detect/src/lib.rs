@@ -40,4 +40,5 @@ pub use observe::{Dimension, is_sensitive};
 pub use snapshot::{
     BaselineEntry, DetectorSnapshot, DimensionNovelty, SNAPSHOT_VERSION, ServiceSnapshot,
 };
+pub use tables::alerts_batch;
 pub use view::{DetectorView, ServiceView, TemplateView, Tracked, Views};

@@ -40,34 +40,7 @@ impl Detector {
 impl DetectorView {
     /// Every alert as a record batch of the `alerts` table, oldest first.
     pub fn alerts_table(&self) -> RecordBatch {
-        let alerts: Vec<&Alert> = self.alerts().map(AsRef::as_ref).collect();
-        let labels: Vec<(String, String)> = alerts
-            .iter()
-            .map(|a| (label(&a.severity), label(&a.status)))
-            .collect();
-        store::alerts_batch(alerts.iter().zip(&labels).map(|(a, (severity, status))| {
-            AlertRow {
-                id: &a.id,
-                time: a.time.0,
-                last_seen: a.last_seen.0,
-                service: &a.service,
-                kind: a.kind.as_str(),
-                severity,
-                subject: &a.subject,
-                explanation: &a.explanation,
-                mitre: a.mitre.as_ref().map(|t| format!("{} {}", t.id, t.name)),
-                count: a.count as i64,
-                status,
-                dedup_key: &a.dedup_key,
-                sensor_rules: (!a.sensor_rules.is_empty()).then(|| a.sensor_rules.join(",")),
-                evidence: a
-                    .evidence
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            }
-        }))
+        alerts_batch(self.alerts().map(|a| &**a))
     }
 
     /// Every service's live log templates as a record batch of `log_templates`, by
@@ -156,4 +129,36 @@ impl DetectorView {
             },
         ))
     }
+}
+
+/// Alerts as a record batch of the `alerts` table, in the order given.
+pub fn alerts_batch<'a>(alerts: impl IntoIterator<Item = &'a Alert>) -> RecordBatch {
+    let alerts: Vec<&Alert> = alerts.into_iter().collect();
+    let labels: Vec<(String, String)> = alerts
+        .iter()
+        .map(|a| (label(&a.severity), label(&a.status)))
+        .collect();
+    store::alerts_batch(alerts.iter().zip(&labels).map(|(a, (severity, status))| {
+        AlertRow {
+            id: &a.id,
+            time: a.time.0,
+            last_seen: a.last_seen.0,
+            service: &a.service,
+            kind: a.kind.as_str(),
+            severity,
+            subject: &a.subject,
+            explanation: &a.explanation,
+            mitre: a.mitre.as_ref().map(|t| format!("{} {}", t.id, t.name)),
+            count: a.count as i64,
+            status,
+            dedup_key: &a.dedup_key,
+            sensor_rules: (!a.sensor_rules.is_empty()).then(|| a.sensor_rules.join(",")),
+            evidence: a
+                .evidence
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }))
 }

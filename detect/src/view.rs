@@ -171,6 +171,8 @@ pub struct DetectorView {
     pub clock: Option<Nanos>,
     /// Counts publishes: a later view has a larger number.
     pub version: u64,
+    /// The alerts raised or changed since the previous publish, as they are now.
+    pub changed_alerts: Arc<Vec<Arc<Alert>>>,
 }
 
 impl DetectorView {
@@ -245,6 +247,7 @@ impl Detector {
     /// change, and keeps it as the base of the next publish.
     pub fn publish(&mut self) -> Arc<DetectorView> {
         let mut view = DetectorView::clone(&self.published);
+        let mut changed_alerts = Vec::new();
         for name in self.services.take_changed() {
             match self.services.get(&name) {
                 Some(state) => {
@@ -260,6 +263,7 @@ impl Detector {
             let old = match self.alerts.get(&id) {
                 Some(alert) => {
                     let alert = Arc::new(alert.clone());
+                    changed_alerts.push(alert.clone());
                     view.by_time.insert((alert.time, id.clone()), alert.clone());
                     view.alerts
                         .insert(id.clone(), alert.clone())
@@ -278,6 +282,7 @@ impl Detector {
         view.capacity = self.capacity();
         view.clock = self.clock();
         view.version += 1;
+        view.changed_alerts = Arc::new(changed_alerts);
         let view = Arc::new(view);
         self.published = view.clone();
         view

@@ -8,6 +8,7 @@
 //! supervisor.
 
 pub mod changelog;
+pub mod cluster;
 pub mod command;
 pub mod error;
 pub mod journal;

@@ -47,6 +47,9 @@ pub struct Stages {
     pub reports: Option<compliance::Reports>,
     /// Alert delivery (`[notify]`), when sinks are configured.
     pub notifier: Option<notify::Notifier>,
+    /// The cluster topic (`[kafka] cluster-topic`): every published change of an alert
+    /// goes there, for the other daemons' tables.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Readers see the detector's state at most this late while batches flow. A publish
@@ -237,6 +240,9 @@ impl Stages {
     ) -> Arc<DetectorView> {
         let view = detector.publish();
         self.views.store(view.clone());
+        if let Some(c) = &self.cluster {
+            c.publish_alerts(view.changed_alerts.iter().map(AsRef::as_ref));
+        }
         totals.0.store(Arc::new(counted.clone()));
         self.pipeline_metrics
             .published(&view, self.commands.depth());

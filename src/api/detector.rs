@@ -24,6 +24,31 @@ pub(super) struct AlertFilter {
     /// RFC 3339 time or a duration back from now (`1h`).
     since: Option<String>,
     limit: Option<usize>,
+    /// `cluster` (the default): this daemon's alerts and, with `[kafka] cluster-topic`,
+    /// the other daemons'; `local`: this daemon's only.
+    scope: Option<String>,
+}
+
+impl AlertFilter {
+    fn keeps(&self, a: &Alert, since: Option<Nanos>) -> bool {
+        self.service.as_ref().is_none_or(|s| &a.service == s)
+            && self.kind.as_ref().is_none_or(|k| a.kind.as_str() == k)
+            && self
+                .severity
+                .as_ref()
+                .is_none_or(|s| &label(&a.severity) == s)
+            && self.status.as_ref().is_none_or(|s| &label(&a.status) == s)
+            && since.is_none_or(|t| a.last_seen >= t)
+    }
+}
+
+/// An alert as the API shows it; with a cluster topic, with the member that holds it.
+fn shown(alert: &Alert, member: Option<&str>) -> Value {
+    let mut v = json!(alert);
+    if let (Some(m), Some(o)) = (member, v.as_object_mut()) {
+        o.insert("member".to_owned(), json!(m));
+    }
+    v
 }
 
 pub(super) async fn list_alerts(
@@ -34,20 +59,52 @@ pub(super) async fn list_alerts(
     caller.require(Role::Viewer)?;
     let since = f.since.as_deref().map(parse_since).transpose()?;
     let limit = f.limit.unwrap_or(1000).min(10_000);
+    let cluster = match f.scope.as_deref() {
+        None | Some("cluster") => api.cluster.as_ref(),
+        Some("local") => None,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "scope {other:?}: expected cluster or local"
+            )));
+        }
+    };
     let view = api.views.load();
+    let member = api.cluster.as_ref().map(|c| c.member());
     // Newest first, from the view's time order: stops at the limit.
-    let alerts: Vec<&Alert> = view
+    let mine: Vec<(&Alert, Option<&str>)> = view
         .alerts()
         .rev()
         .map(AsRef::as_ref)
-        .filter(|a| f.service.as_ref().is_none_or(|s| &a.service == s))
-        .filter(|a| f.kind.as_ref().is_none_or(|k| a.kind.as_str() == k))
-        .filter(|a| f.severity.as_ref().is_none_or(|s| &label(&a.severity) == s))
-        .filter(|a| f.status.as_ref().is_none_or(|s| &label(&a.status) == s))
-        .filter(|a| since.is_none_or(|t| a.last_seen >= t))
+        .filter(|a| f.keeps(a, since))
         .take(limit)
+        .map(|a| (a, member))
+        .collect();
+    let others = cluster.map(|c| c.load());
+    let theirs: Vec<(&Alert, Option<&str>)> = others
+        .iter()
+        .flat_map(|o| o.alerts().rev())
+        .filter(|r| view.alert(&r.item.id).is_none() && f.keeps(&r.item, since))
+        .take(limit)
+        .map(|r| (r.item.as_ref(), Some(&*r.member)))
+        .collect();
+    let alerts: Vec<Value> = newest_first(mine, theirs)
+        .take(limit)
+        .map(|(a, m)| shown(a, m))
         .collect();
     Ok(Json(json!({ "alerts": alerts })))
+}
+
+/// Two lists of alerts, each newest first, merged newest first.
+fn newest_first<'a, T: Copy>(
+    a: Vec<(&'a Alert, T)>,
+    b: Vec<(&'a Alert, T)>,
+) -> impl Iterator<Item = (&'a Alert, T)> {
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if y.0.time > x.0.time => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 pub(super) async fn get_alert(
@@ -57,10 +114,16 @@ pub(super) async fn get_alert(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let view = api.views.load();
-    let alert = view
-        .alert(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("no alert {id:?}")))?;
-    Ok(Json(json!(alert.as_ref())))
+    let member = api.cluster.as_ref().map(|c| c.member());
+    if let Some(alert) = view.alert(&id) {
+        return Ok(Json(shown(alert, member)));
+    }
+    let others = api.cluster.as_ref().map(|c| c.load());
+    let remote = others.as_ref().and_then(|o| o.alert(&id));
+    match remote {
+        Some(r) => Ok(Json(shown(&r.item, Some(&r.member)))),
+        None => Err(ApiError::NotFound(format!("no alert {id:?}"))),
+    }
 }
 
 /// Has the pipeline apply a command, and waits until it has.
@@ -96,7 +159,17 @@ async fn set_status(
         _ => {
             api.audit
                 .record_as(&caller.name, caller.role.as_str(), action, id, "not found");
-            Err(ApiError::NotFound(format!("no alert {id:?}")))
+            // Another member judges it: only that member can change it.
+            let held = api
+                .cluster
+                .as_ref()
+                .and_then(|c| c.load().alert(id).map(|r| r.member.to_string()));
+            Err(ApiError::NotFound(match held {
+                Some(member) => {
+                    format!("alert {id:?} is held by the daemon on {member}: change it there")
+                }
+                None => format!("no alert {id:?}"),
+            }))
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct Api {
     pub reports_dir: std::path::PathBuf,
     /// Alert delivery, when configured: resolving an alert resolves it downstream.
     pub notifier: Option<notify::Notifier>,
+    /// The other daemons' alerts (`[kafka] cluster-topic`), shown beside this one's.
+    pub cluster: Option<pipeline::cluster::Cluster>,
     pub audit: Arc<AuditLog>,
     /// Tokens by hash; empty means no authentication (loopback only).
     pub tokens: Vec<(String, Role, [u8; 32])>,

@@ -70,6 +70,26 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
         .unwrap_or_default())
 }
 
+/// A plain HTTP/1.1 POST of a JSON body on loopback, returning the body.
+pub fn http_post_json(addr: &str, path: &str, body: &serde_json::Value) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default())
+}
+
 /// The value of one sample in Prometheus text exposition, if present.
 pub fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
     metrics

@@ -4,6 +4,7 @@
 //! new program within minutes. The survivors take the dead daemon's partitions over
 //! with their baselines: no service learns again, every new program raises one alert
 //! across the cluster, and together they raise what one replay of the records raises.
+//! Through the cluster topic, each survivor's API and `alerts` table show all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::{Value, json};
 
-use crate::common::{Killed, driftwatch, free_port, http_get, replay, sample};
+use crate::common::{Killed, driftwatch, free_port, http_get, http_post_json, replay, sample};
 
 const SERVICES: u32 = 12;
 /// Minutes of event time while the three share the work; services learn in the first
@@ -65,6 +66,7 @@ fn config(dir: &Path, brokers: &str, http: &str) -> PathBuf {
         &path,
         format!(
             "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"scale\"\nrepartition-topic = \"driftwatch-events\"\n\
+             cluster-topic = \"driftwatch-cluster\"\n\
              [[kafka.topics]]\nname = \"falco-like\"\nformat = \"native\"\n\
              [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
              [http]\nlisten = \"{http}\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n[search]\nenabled = false\n\
@@ -114,6 +116,7 @@ async fn a_killed_members_services_move_with_their_baselines() {
     cluster.create_topic("falco-like", 4, 1).unwrap();
     cluster.create_topic("driftwatch-events", 6, 1).unwrap();
     cluster.create_topic("driftwatch-state", 6, 1).unwrap();
+    cluster.create_topic("driftwatch-cluster", 3, 1).unwrap();
     cluster
         .create_topic("driftwatch-dead-letter", 1, 1)
         .unwrap();
@@ -228,7 +231,7 @@ async fn a_killed_members_services_move_with_their_baselines() {
     let union = loop {
         let mut union: BTreeMap<(String, String, String), usize> = BTreeMap::new();
         for m in &survivors {
-            for a in get(&m.http, "/api/v1/alerts?limit=10000", "alerts") {
+            for a in get(&m.http, "/api/v1/alerts?limit=10000&scope=local", "alerts") {
                 *union.entry(key(&a)).or_default() += 1;
             }
         }
@@ -269,4 +272,46 @@ async fn a_killed_members_services_move_with_their_baselines() {
         only_live.is_empty() && only_replay.is_empty(),
         "only live: {only_live:#?}\nonly in the replay: {only_replay:#?}"
     );
+
+    // Each survivor shows the whole cluster's alerts, once each, in its API and in SQL.
+    let started = Instant::now();
+    for m in &survivors {
+        loop {
+            let shown: Vec<_> = get(&m.http, "/api/v1/alerts?limit=10000", "alerts")
+                .iter()
+                .map(key)
+                .collect();
+            let body = http_post_json(
+                &m.http,
+                "/api/v1/sql",
+                &json!({"sql": "SELECT kind, service, subject FROM alerts"}),
+            )
+            .unwrap_or_default();
+            let rows: Vec<_> = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["rows"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(key)
+                .collect();
+            let (api, sql): (BTreeSet<_>, BTreeSet<_>) = (
+                shown.iter().cloned().collect(),
+                rows.iter().cloned().collect(),
+            );
+            if api == live && sql == live && shown.len() == live.len() && rows.len() == live.len() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} shows {} alerts by API and {} by SQL of the cluster's {}:\nAPI lacks {:?}\nSQL lacks {:?}",
+                m.http,
+                shown.len(),
+                rows.len(),
+                live.len(),
+                live.difference(&api).collect::<Vec<_>>(),
+                live.difference(&sql).collect::<Vec<_>>(),
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
 }

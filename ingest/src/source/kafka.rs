@@ -51,6 +51,11 @@ pub struct KafkaConfig {
     /// it, so that one daemon holds each service's whole baseline (`run --role`).
     #[serde(default)]
     pub repartition_topic: Option<String>,
+    /// With it, every daemon writes the alerts and findings it makes to this topic and
+    /// reads the other daemons' back into its tables and API, so any daemon shows the
+    /// whole cluster's.
+    #[serde(default)]
+    pub cluster_topic: Option<String>,
     /// Records per batch handed to the pipeline.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -77,6 +82,11 @@ pub struct TopicConfig {
 }
 
 impl KafkaConfig {
+    /// The brokers and connection properties, for the daemon's other Kafka clients.
+    pub fn client_config(&self) -> ClientConfig {
+        client_config(self)
+    }
+
     /// A config with every default, for these brokers and topics.
     pub fn new(brokers: impl Into<String>, topics: Vec<TopicConfig>) -> Self {
         KafkaConfig {
@@ -85,6 +95,7 @@ impl KafkaConfig {
             topics,
             dead_letter_topic: default_dead_letter_topic(),
             repartition_topic: None,
+            cluster_topic: None,
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
             channel_capacity: default_channel_capacity(),
