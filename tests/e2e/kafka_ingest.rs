@@ -270,6 +270,7 @@ async fn run_until_crash(brokers: &str, group: &str, stop_after: u64) -> Arc<Eve
             print: false,
             wall_clock: false,
         },
+        None,
         &mut Supervisor::new(),
     )
     .unwrap();
