@@ -416,6 +416,13 @@ impl Simulator {
         self.now
     }
 
+    /// Stamps the next records at `now` (event time never moves back) instead of at a
+    /// fixed pace: for a producer that follows the wall clock.
+    pub fn set_now(&mut self, now: Nanos) {
+        self.now = self.now.max(now);
+        self.step = 0;
+    }
+
     pub fn next_record(&mut self) -> Record {
         if let Some(r) = self.queued.pop_front() {
             return r;
