@@ -19,6 +19,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use simulator::{Simulator, TOPICS};
 
+#[path = "support/daemon.rs"]
+mod daemon;
+use daemon::{clock_ticks, cpu_seconds, free_port, metrics, total};
+
 /// Raw topics' partitions: the mock broker keeps at most 5 MiB of batches per
 /// partition, so the records are spread (and compressed) well below that.
 const RAW_PARTITIONS: i32 = 16;
@@ -83,13 +87,6 @@ fn produce(brokers: &str, records: u64) {
     producer.flush(Duration::from_secs(60)).expect("flush");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn config(dir: &Path, brokers: &str, run: usize, http: &str) -> std::path::PathBuf {
     let topics: String = TOPICS
         .iter()
@@ -110,54 +107,6 @@ fn config(dir: &Path, brokers: &str, run: usize, http: &str) -> std::path::PathB
     )
     .expect("config");
     path
-}
-
-/// A counter's value summed over its series.
-fn total(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn metrics(http: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(http) else {
-        return String::new();
-    };
-    let _ = write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
-}
-
-/// User + system CPU seconds a process has used.
-fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces, in parentheses).
-    let rest = stat.rsplit(") ").next().unwrap_or_default();
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
-    (field(11) + field(12)) / ticks
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 struct Run {
