@@ -8,6 +8,11 @@
 //! [`OUTLIERS`] future-dated records among them move nothing. An event more than the
 //! slack ahead of both the latest credible event and the clock is an outlier; it is
 //! judged for drift like any event, but not counted in rates.
+//!
+//! The clock is read for every event, so it is kept up to date as times come in, not
+//! computed from the window: the [`OUTLIERS`]+1 latest times are held sorted, and the
+//! window is scanned again only when a time among them leaves it (in a stream that
+//! moves forward, the time that leaves is the oldest, so hardly ever).
 
 use std::collections::VecDeque;
 
@@ -17,9 +22,15 @@ pub const WINDOW: usize = 1024;
 /// Future-dated records among the window that cannot move the clock.
 pub const OUTLIERS: usize = 3;
 
+/// How many of the latest times decide the clock.
+const KEPT: usize = OUTLIERS + 1;
+
 #[derive(Debug, Clone)]
 pub struct Clock {
     recent: VecDeque<i64>,
+    /// The [`KEPT`] latest times of `recent` (all of them while it holds fewer), latest
+    /// first.
+    latest: Vec<i64>,
     /// The latest credible event time.
     last: i64,
 }
@@ -28,6 +39,7 @@ impl Default for Clock {
     fn default() -> Self {
         Clock {
             recent: VecDeque::with_capacity(WINDOW),
+            latest: Vec::with_capacity(KEPT + 1),
             last: i64::MIN,
         }
     }
@@ -41,10 +53,17 @@ impl Clock {
     }
 
     fn latest_but_outliers(&self) -> Option<i64> {
-        let mut latest: Vec<i64> = self.recent.iter().copied().collect();
-        let k = OUTLIERS.min(latest.len().checked_sub(1)?);
-        let (_, kth, _) = latest.select_nth_unstable_by(k, |a, b| b.cmp(a));
-        Some(*kth)
+        self.latest.last().copied()
+    }
+
+    /// Puts `time` among the latest times if it is one of them.
+    fn keep_if_latest(&mut self, time: i64) {
+        if self.latest.len() == KEPT && time <= self.latest[KEPT - 1] {
+            return;
+        }
+        let at = self.latest.partition_point(|&t| t >= time);
+        self.latest.insert(at, time);
+        self.latest.truncate(KEPT);
     }
 
     /// Takes an event time in; returns whether it is credible: at most `slack` ahead
@@ -53,10 +72,22 @@ impl Clock {
     /// forward (a replay's gap, a quiet night) the first [`OUTLIERS`] events at the new
     /// time are outliers, the next ones not.
     pub fn note(&mut self, time: i64, slack: i64) -> bool {
-        if self.recent.len() == WINDOW {
-            self.recent.pop_front();
+        let mut rescan = false;
+        if self.recent.len() == WINDOW
+            && let Some(gone) = self.recent.pop_front()
+        {
+            // A time at or above the last kept one may be one of them.
+            rescan = self.latest.last().is_some_and(|&l| gone >= l);
         }
         self.recent.push_back(time);
+        if rescan {
+            self.latest.clear();
+            for i in 0..self.recent.len() {
+                self.keep_if_latest(self.recent[i]);
+            }
+        } else {
+            self.keep_if_latest(time);
+        }
         let credible = time <= self.last.saturating_add(slack)
             // Only for an event ahead of the latest credible one: rare in a dense stream.
             || self
@@ -100,6 +131,43 @@ mod tests {
         let credible: Vec<bool> = (0..6).map(|i| c.note(later + i, MIN)).collect();
         assert_eq!(credible, [false, false, false, true, true, true]);
         assert!(c.now() >= later);
+    }
+
+    /// The clock as its definition says: the `OUTLIERS`+1-th latest of the window.
+    fn by_definition(recent: &VecDeque<i64>) -> i64 {
+        let mut all: Vec<i64> = recent.iter().copied().collect();
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        all.get(OUTLIERS)
+            .or(all.last())
+            .copied()
+            .unwrap_or(i64::MIN)
+    }
+
+    #[test]
+    fn the_clock_kept_up_to_date_is_the_one_the_definition_gives() {
+        // Times that mostly move forward, with jitter, repeats, runs backwards (a
+        // replay's second file) and outliers far ahead, over several windows.
+        let mut c = Clock::default();
+        let mut state: u64 = 0x5eed;
+        let mut base: i64 = 0;
+        for i in 0..(WINDOW * 6) {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let roll = (state >> 33) % 100;
+            base += 1_000;
+            if i == WINDOW * 3 {
+                base -= 500_000_000;
+            }
+            let time = match roll {
+                0 => base + 3_600_000_000_000,
+                1..=10 => base - (state >> 40) as i64 % 50_000,
+                11..=15 => base,
+                _ => base + (state >> 40) as i64 % 5_000,
+            };
+            c.note(time, MIN);
+            assert_eq!(c.now(), by_definition(&c.recent), "after {i} times");
+        }
     }
 
     #[test]
