@@ -15,9 +15,12 @@
 //!    workload at 10,000 and 50,000 records/s and at full speed; the time from each
 //!    probe's produce to its alert reaching the webhook receiver gives p50, p99 and max.
 //! 3. **Soak.** The same daemon at a fixed rate for `--soak` seconds (600 by default;
-//!    0 skips it): its RSS every 30 s, and the slope over the second half.
+//!    0 skips it): its RSS every 30 s, and the slope over the second half. Every
+//!    daemon's events table is capped at [`STORE_BYTES`], which the soak reaches in its
+//!    first minutes: from then on, RSS that still grows is growth nothing bounds.
 //!
-//! `cargo bench --bench e2e` (`-- --records N --soak SECONDS --soak-rate R`). The
+//! `cargo bench --bench e2e` (`-- --records N --soak SECONDS --soak-rate R --latency-only
+//! --kafka LINE`). The
 //! producer, the mock brokers and the daemon share this machine's cores.
 
 use std::collections::HashMap;
@@ -39,12 +42,27 @@ use simulator::{Simulator, TOPICS};
 mod daemon;
 use daemon::{clock_ticks, cpu_seconds, free_port, memory_mib, metrics, total};
 
-/// Partitions of every raw topic, as in the measured deployment.
+/// Partitions of every topic, as in the measured deployment. The mock broker keeps at
+/// most 5 MiB of batches per partition and drops older ones silently; the bench checks
+/// that it dropped nothing ([`check_held`]).
 const PARTITIONS: i32 = 64;
 /// Copies of the simulated shop (five services each), each in a namespace of its own.
 const SHOPS: usize = 200;
 /// Probes per latency phase.
 const PROBES: usize = 40;
+
+/// The events table's cap (`[store] max-bytes`): above what the throughput runs hold,
+/// low enough that the soak reaches it within minutes, so that the soak shows whether
+/// anything grows beyond the bounds the configuration sets.
+const STORE_BYTES: &str = "256MiB";
+
+/// librdkafka's mock broker answers a fetch with one batch per partition, and holds a
+/// fetch that finds nothing new for the consumer's `fetch.wait.max.ms` (500 ms by
+/// default) where a real broker answers once data arrives. Against it, the default
+/// caps a consumer at a few thousand records a second when records trickle in (the
+/// live phases) and adds up to half a second of latency; every consumer here, bare or
+/// daemon, waits at most this long instead.
+const FETCH_WAIT_MS: &str = "10";
 
 /// `--kafka` lines, for every daemon's `[kafka]` section.
 static KAFKA_EXTRA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -155,7 +173,9 @@ impl Workload {
         }
         let r = sim.next_record();
         let payload = String::from_utf8_lossy(&r.payload).replace("shop", ns);
-        (r.topic, r.key.replace("shop", ns), payload)
+        // The simulator keys by workload name; each shop's keys are its own, as each
+        // pod's or node's would be, so the records spread over the partitions.
+        (r.topic, format!("{ns}/{}", r.key), payload)
     }
 
     /// A new program in a learned service, in the native format: its id, its record.
@@ -173,18 +193,45 @@ impl Workload {
     }
 }
 
-fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+/// How long the producer gathers records into a batch: 5 ms for the preload; 50 ms in
+/// the live phases and the soak, whose records trickle into 320 partitions. The mock
+/// broker finds a fetch's offset by walking a partition's batches one by one, so a
+/// thousand one-record batches a partition soon cost it more CPU than the daemon uses
+/// (`perf` on the bench: 57% in `rd_kafka_mock_msgset_find` at 10,000 records/s with
+/// 5 ms); fewer, larger batches keep it out of the way ([`LIVE_PARTITIONS`] too). The linger is part of the
+/// latency measured, as a sensor's exporter's batching is part of a real one.
+const LINGER_PRELOAD: &str = "5";
+const LINGER_LIVE: &str = "50";
+
+/// The live phases' records go to this many partitions of each topic (by key), so that
+/// each partition's batches are a few dozen records rather than one or two, for the
+/// same reason.
+const LIVE_PARTITIONS: u64 = 8;
+
+fn producer(brokers: &str, linger_ms: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("compression.type", "lz4")
-        .set("linger.ms", "5")
+        .set("linger.ms", linger_ms)
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer")
 }
 
-fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, payload: &str) {
+/// Sends one record; `live` records go to the first [`LIVE_PARTITIONS`] partitions of
+/// their topic, by key.
+fn send(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    payload: &str,
+    live: bool,
+) {
     let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    if live {
+        let partition = detect::stable_hash(&[key]) % LIVE_PARTITIONS;
+        record = record.partition(i32::try_from(partition).unwrap_or(0));
+    }
     while let Err((e, back)) = p.send(record) {
         assert!(
             matches!(
@@ -208,6 +255,7 @@ fn bare_consumer(brokers: &str, records: u64, group: &str) {
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS)
         .create()
         .expect("consumer");
     let topics: Vec<&str> = TOPICS.iter().map(|(t, _)| *t).collect();
@@ -349,12 +397,14 @@ fn config(dir: &Path, brokers: &str, group: &str, http: &str, parts: Parts, hook
         .collect();
     let mut c = format!(
         "[log]\nlevel = \"warn\"\n\
-         [kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"{group}\"\n{extra}{cluster}{topics}\
+         [kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"{group}\"\n\
+         properties = {{ \"fetch.wait.max.ms\" = \"{FETCH_WAIT_MS}\" }}\n{extra}{cluster}{topics}\
          [http]\nlisten = \"{http}\"\n\
          [postgres]\nenabled = {postgres}\nlisten = \"127.0.0.1:0\"\n\
          [search]\nenabled = {search}\nindex-dir = {index:?}\n\
          [compliance]\nenabled = {compliance}\n\
          [reports]\ndir = {reports:?}\n\
+         [store]\nmax-bytes = \"{STORE_BYTES}\"\n\
          [state]\ndata-dir = {data:?}\n{changelog}\
          [notify]\noutbox-dir = {outbox:?}\n",
         extra = KAFKA_EXTRA.get().map_or("", String::as_str),
@@ -530,13 +580,40 @@ fn produce_live(
         if i % every == every / 2 && sent.len() < PROBES {
             let (id, record) = w.probe();
             sent.insert(id, Instant::now());
-            send(p, "native", &id.to_string(), &record);
+            send(p, "native", &id.to_string(), &record, true);
         }
         let (topic, key, payload) = w.next();
-        send(p, topic, &key, &payload);
+        send(p, topic, &key, &payload, true);
     }
     p.flush(Duration::from_secs(60)).expect("flush");
     sent
+}
+
+/// Fails unless the topics hold every record produced, from offset 0: the mock broker
+/// drops a partition's oldest batches past 5 MiB without a word.
+fn check_held(brokers: &str, records: u64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    let mut held = 0;
+    for (topic, _) in TOPICS {
+        for partition in 0..PARTITIONS {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .expect("watermarks");
+            assert_eq!(
+                low, 0,
+                "the mock broker dropped the oldest records of {topic}/{partition}: use more partitions or fewer records"
+            );
+            held += high;
+        }
+    }
+    assert_eq!(
+        u64::try_from(held).unwrap_or(0),
+        records,
+        "the topics hold {held} of the {records} records produced"
+    );
 }
 
 /// The daemon's `driftwatch_notification_latency_seconds`: sum and count.
@@ -658,13 +735,14 @@ fn main() {
         args.records,
         SHOPS * 5
     );
-    let p = producer(&brokers);
+    let p = producer(&brokers, LINGER_PRELOAD);
     let mut w = Workload::new(args.records);
     for _ in 0..args.records {
         let (topic, key, payload) = w.next();
-        send(&p, topic, &key, &payload);
+        send(&p, topic, &key, &payload, false);
     }
     p.flush(Duration::from_secs(120)).expect("flush");
+    check_held(&brokers, args.records);
 
     // 1. Throughput, side by side.
     if !args.latency_only {
@@ -675,6 +753,7 @@ fn main() {
     let d = Daemon::start(&brokers, "e2e-live", ALL, &receiver.url);
     d.drain(args.records);
     w.live = true;
+    let p = producer(&brokers, LINGER_LIVE);
     println!(
         "\n{:<32} {:>8} {:>8} {:>8} {:>8} {:>14}",
         "produce -> alert at the webhook", "alerts", "p50 ms", "p99 ms", "max ms", "notify mean ms"
@@ -731,16 +810,22 @@ fn main() {
     // 3. Soak: RSS at a fixed rate.
     if args.soak > 0 {
         println!(
-            "\nsoak: {} records/s for {} s; RSS (MiB) every 30 s:",
+            "\nsoak: {} records/s for {} s; every 30 s:",
             args.soak_rate, args.soak
         );
+        println!("  {:>8} {:>8} {:>16}", "time", "RSS MiB", "read records/s");
         let mut samples = Vec::new();
         let started = Instant::now();
+        let (mut read, mut at) = (d.consumed().0, Instant::now());
         while started.elapsed() < Duration::from_secs(args.soak) {
             produce_live(&p, &mut w, args.soak_rate * 30, args.soak_rate);
             let rss = memory_mib(d.pid(), "VmRSS");
             let t = started.elapsed().as_secs_f64();
-            println!("  {t:>6.0} s {rss:>8.0}");
+            // A daemon that falls behind holds less than one that keeps up: say which.
+            let now_read = d.consumed().0;
+            let rate = (now_read - read) / at.elapsed().as_secs_f64();
+            (read, at) = (now_read, Instant::now());
+            println!("  {t:>6.0} s {rss:>8.0} {rate:>16.0}");
             samples.push((t, rss));
         }
         let half: Vec<(f64, f64)> = samples[samples.len() / 2..].to_vec();
