@@ -6,7 +6,8 @@
 //! 1. **Throughput.** The same records are drained by (a) a bare rdkafka consumer that
 //!    only parses each record's JSON, (b) `driftwatch run` with everything on (search,
 //!    compliance, the PostgreSQL wire server, a state directory, webhook delivery to a
-//!    receiver on loopback), and (c) the daemon with search, compliance, delivery and
+//!    receiver on loopback), also as a cluster member (repartition topic, state
+//!    changelog, cluster topic), and (c) the daemon with search, compliance, delivery and
 //!    the wire server turned off in turn. Each is a process of its own; printed: records
 //!    per second (from the first record read to the last), the ratio to (a), CPU-seconds
 //!    per 100,000 records (user + system, from `/proc`), peak RSS, and RSS once drained.
@@ -19,9 +20,9 @@
 //!    daemon's events table is capped at [`STORE_BYTES`], which the soak reaches in its
 //!    first minutes: from then on, RSS that still grows is growth nothing bounds.
 //!
-//! `cargo bench --bench e2e` (`-- --records N --soak SECONDS --soak-rate R --latency-only
-//! --kafka LINE`). The
-//! producer, the mock brokers and the daemon share this machine's cores.
+//! `cargo bench --bench e2e` (`-- --records N --soak SECONDS --soak-rate R
+//! --latency-only --kafka LINE`). The producer, the mock brokers and the daemon share
+//! this machine's cores.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
