@@ -41,7 +41,7 @@ use simulator::{Simulator, TOPICS};
 
 #[path = "support/daemon.rs"]
 mod daemon;
-use daemon::{clock_ticks, cpu_seconds, free_port, memory_mib, metrics, total};
+use daemon::{clock_ticks, cpu_seconds, free_port, memory_mib, metrics, send_waiting, total};
 
 /// Partitions of every topic, as in the measured deployment. The mock broker keeps at
 /// most 5 MiB of batches per partition and drops older ones silently; the bench checks
@@ -233,19 +233,7 @@ fn send(
         let partition = detect::stable_hash(&[key]) % LIVE_PARTITIONS;
         record = record.partition(i32::try_from(partition).unwrap_or(0));
     }
-    while let Err((e, back)) = p.send(record) {
-        assert!(
-            matches!(
-                e,
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull
-                )
-            ),
-            "produce failed: {e}"
-        );
-        record = back;
-        p.poll(Duration::from_millis(5));
-    }
+    send_waiting(p, record);
 }
 
 /// The child process that is the bare consumer: reads `records` records, parses each

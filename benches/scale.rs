@@ -21,7 +21,7 @@ use simulator::{Simulator, TOPICS};
 
 #[path = "support/daemon.rs"]
 mod daemon;
-use daemon::{clock_ticks, cpu_seconds, free_port, metrics, total};
+use daemon::{clock_ticks, cpu_seconds, free_port, metrics, send_waiting, total};
 
 /// Raw topics' partitions: the mock broker keeps at most 5 MiB of batches per
 /// partition, so the records are spread (and compressed) well below that.
@@ -69,20 +69,10 @@ fn produce(brokers: &str, records: u64) {
     let mut sim = Simulator::new(0x5ca1e, start, 1_000, 24, 2);
     for _ in 0..records {
         let r = sim.next_record();
-        let mut record = BaseRecord::to(r.topic).key(&r.key).payload(&r.payload);
-        while let Err((e, back)) = producer.send(record) {
-            assert!(
-                matches!(
-                    e,
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull
-                    )
-                ),
-                "produce failed: {e}"
-            );
-            record = back;
-            producer.poll(Duration::from_millis(10));
-        }
+        send_waiting(
+            &producer,
+            BaseRecord::to(r.topic).key(&r.key).payload(&r.payload),
+        );
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
 }

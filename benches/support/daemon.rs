@@ -1,9 +1,35 @@
-//! What the benches that run `driftwatch` as a process of its own share: a free port,
-//! its metrics, and what `/proc` says of its CPU and memory.
+//! What the benches that run `driftwatch` as a process of its own share: producing
+//! their workload, a free port, the daemon's metrics, and what `/proc` says of its CPU
+//! and memory.
 
 #![allow(dead_code)]
 
 use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+
+/// Sends one record, waiting while the producer's queue is full; any other error fails
+/// the bench.
+pub fn send_waiting<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, K, P>,
+) {
+    while let Err((e, back)) = producer.send(record) {
+        assert!(
+            matches!(
+                e,
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull
+                )
+            ),
+            "produce failed: {e}"
+        );
+        record = back;
+        producer.poll(Duration::from_millis(5));
+    }
+}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
