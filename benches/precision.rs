@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use detect::{Alert, Severity};
+use detect::{Alert, AlertKind, Severity};
 use ingest::Nanos;
 use simulator::{ATTACKS, DetectionRun};
 
@@ -110,6 +110,24 @@ fn main() {
             low,
             info,
             seconds
+        );
+        let lows: Vec<&Alert> = o
+            .alerts
+            .iter()
+            .filter(|a| a.severity == Severity::Low)
+            .collect();
+        let growth = lows
+            .iter()
+            .filter(|a| a.explanation.starts_with("Baseline still growing"))
+            .count();
+        let kin = lows
+            .iter()
+            .filter(|a| a.explanation.contains(", but of the "))
+            .count();
+        let rate = lows.iter().filter(|a| a.kind == AlertKind::Rate).count();
+        println!(
+            "       low: {growth} baseline still growing, {kin} kin to what was learned, {rate} rate, {} other",
+            lows.len() - growth - kin - rate
         );
         for a in noise.iter().take(5) {
             println!("       noise: {:?} {} {}", a.severity, a.service, a.subject);

@@ -122,6 +122,7 @@ pub fn import_into(snapshot: &mut DetectorSnapshot, file: &BaselineFile, now: Na
                     logs: None,
                     novelty: Vec::new(),
                     growth_until: None,
+                    samples: Default::default(),
                 });
                 snapshot.services.len() - 1
             }

@@ -24,7 +24,7 @@ mod lifecycle;
 mod signals;
 mod words;
 
-use words::{absorbed_by_growth, explain, growing_text, matches_act, subject_is_act};
+use words::{absorbed_by_growth, explain, growing_text, kin_text, matches_act, subject_is_act};
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -533,6 +533,7 @@ impl Detector {
             for n in &mut state.novelty {
                 n.growing = n.still_growing();
             }
+            state.general.keep_kin();
             if !state.novelty.iter().any(|n| n.growing) {
                 // Nothing left to generalise from: the samples go now, not in a day.
                 state.general.stop_sampling();
@@ -545,6 +546,7 @@ impl Detector {
             // Growth is over: what is new from here on is drift, and the samples that
             // generalisations were learned from are no longer needed.
             state.growth_until = None;
+            state.general.keep_kin();
             state.general.stop_sampling();
             for n in &mut state.novelty {
                 n.growing = false;
@@ -815,6 +817,11 @@ impl Detector {
             }
             new_process |= obs.dimension == Dimension::Process;
             let kind = obs.dimension.alert_kind();
+            // Kin is judged before repeats count: a name that folds into the key of an
+            // open alert still counts toward its shape.
+            if self.kin(event, &obs, raw_path, raised) {
+                continue;
+            }
             if self.count_repeat(event, kind, &obs) {
                 continue;
             }
@@ -922,6 +929,136 @@ mod tests {
             raised[0].mitre.as_ref().map(|t| t.id.as_str()),
             Some("T1105")
         );
+    }
+
+    fn connect(second: i64, address: &str, port: u16) -> Event {
+        Event {
+            kind: EventKind::Network {
+                direction: ingest::event::Direction::Connect,
+                address: address.into(),
+                port,
+                protocol: "tcp".into(),
+                dns_name: None,
+                process: None,
+            },
+            ..write(second, "/unused")
+        }
+    }
+
+    /// A service that learned from few events: an exec, and one connection and one
+    /// file write of its own among them, then `extra` events while it learns.
+    fn learned_sparsely(extra: impl IntoIterator<Item = Event>) -> Detector {
+        let mut d = Detector::new(DetectConfig {
+            learning_period: Duration::from_secs(600),
+            min_learning_events: 3,
+            ..DetectConfig::default()
+        });
+        let mut raised = Vec::new();
+        d.observe(&exec(0, "/app/server"), &mut raised);
+        d.observe(&write(5, "/app/data/orders.json"), &mut raised);
+        d.observe(&connect(6, "10.96.20.15", 5432), &mut raised);
+        for e in extra {
+            d.observe(&e, &mut raised);
+        }
+        d.observe(&exec(11, "/app/server"), &mut raised);
+        assert!(raised.is_empty(), "{raised:#?}");
+        assert_eq!(d.service("shop/api").unwrap().phase, Phase::Monitoring);
+        d
+    }
+
+    fn above_low(raised: &[Alert]) -> Vec<(&str, Severity)> {
+        raised
+            .iter()
+            .filter(|a| a.severity > Severity::Low)
+            .map(|a| (a.subject.as_str(), a.severity))
+            .collect()
+    }
+
+    #[test]
+    fn later_temp_names_of_the_shape_of_two_learned_ones_are_low_then_learned() {
+        let mut d = learned_sparsely([
+            write(100, "/tmp/tmpbqymhbpj"),
+            write(200, "/tmp/tmpkzmwzqxa"),
+        ]);
+        let mut raised = Vec::new();
+        d.observe(&write(700, "/tmp/tmpqgwhexrt"), &mut raised);
+        d.observe(&write(710, "/tmp/tmpvknzmyxc"), &mut raised);
+        assert_eq!(above_low(&raised), vec![], "{raised:#?}");
+        assert_eq!(raised.len(), 2, "{raised:#?}");
+        assert!(
+            raised[0].explanation.contains("/tmp/tmp<[") && raised[0].explanation.contains("of 2 names it learned"),
+            "{}",
+            raised[0].explanation
+        );
+        assert!(raised[1].explanation.contains("is learned"), "{}", raised[1].explanation);
+        // Four names share the shape: it is learned, and the next is known.
+        raised.clear();
+        d.observe(&write(720, "/tmp/tmpwqsejjkb"), &mut raised);
+        assert!(raised.is_empty(), "{raised:#?}");
+        // Another shape in the same directory, and a directory never generalised, are
+        // drift at their own severity.
+        d.observe(&write(730, "/tmp/backdoor.sh"), &mut raised);
+        d.observe(&write(740, "/etc/tmpz8x7c6v5"), &mut raised);
+        assert_eq!(above_low(&raised).len(), 2, "{raised:#?}");
+        // Running a kin name it wrote is a dropped binary all the same.
+        raised.clear();
+        d.observe(&exec(13, "/tmp/tmpvknzmyxc"), &mut raised);
+        assert_eq!(above_low(&raised).len(), 1, "{raised:#?}");
+        assert_eq!(raised[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn one_learned_name_makes_the_first_later_name_drift_and_the_second_kin() {
+        let mut d = learned_sparsely([write(100, "/tmp/tmpbqymhbpj")]);
+        let mut raised = Vec::new();
+        d.observe(&write(700, "/tmp/tmpkzmwzqxa"), &mut raised);
+        assert_eq!(above_low(&raised).len(), 1, "{raised:#?}");
+        raised.clear();
+        d.observe(&write(710, "/tmp/tmpqgwhexrt"), &mut raised);
+        assert_eq!(above_low(&raised), vec![], "{raised:#?}");
+        assert_eq!(raised.len(), 1, "{raised:#?}");
+    }
+
+    #[test]
+    fn later_addresses_beside_two_learned_ones_are_low_then_their_network_is_learned() {
+        let mut d = learned_sparsely([
+            connect(100, "151.101.3.195", 443),
+            connect(200, "151.101.67.195", 443),
+        ]);
+        let mut raised = Vec::new();
+        d.observe(&connect(700, "151.101.131.195", 443), &mut raised);
+        d.observe(&connect(710, "151.101.195.195", 443), &mut raised);
+        assert_eq!(above_low(&raised), vec![], "{raised:#?}");
+        assert_eq!(raised.len(), 2, "{raised:#?}");
+        assert!(
+            raised[1].explanation.contains("151.101.0.0/16:443"),
+            "{}",
+            raised[1].explanation
+        );
+        raised.clear();
+        d.observe(&connect(720, "151.101.10.10", 443), &mut raised);
+        assert!(raised.is_empty(), "{raised:#?}");
+        // Another /16, another port, private to public: drift, high.
+        d.observe(&connect(730, "151.102.1.1", 443), &mut raised);
+        d.observe(&connect(740, "151.101.5.5", 8443), &mut raised);
+        d.observe(&connect(750, "10.96.20.16", 443), &mut raised);
+        let above = above_low(&raised);
+        assert_eq!(above.len(), 3, "{raised:#?}");
+        assert_eq!(above[0].1, Severity::High);
+        assert_eq!(above[1].1, Severity::High);
+    }
+
+    #[test]
+    fn kin_samples_survive_a_restart() {
+        let d = learned_sparsely([
+            write(100, "/tmp/tmpbqymhbpj"),
+            write(200, "/tmp/tmpkzmwzqxa"),
+        ]);
+        let mut d = Detector::restore(d.config().clone(), d.snapshot()).expect("restores");
+        let mut raised = Vec::new();
+        d.observe(&write(700, "/tmp/tmpqgwhexrt"), &mut raised);
+        assert_eq!(above_low(&raised), vec![], "{raised:#?}");
+        assert_eq!(raised.len(), 1, "{raised:#?}");
     }
 
     /// A record dated an hour ahead, accepted under the future skew, must not close

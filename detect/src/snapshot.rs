@@ -9,6 +9,7 @@ use crate::detector::{
     Detector, Entry, EntryKey, LEARNED_DIMENSIONS, Novelty, Origin, PendingSensor, Phase,
     RecentWrites, ServiceState,
 };
+use crate::generalise::Samples;
 use crate::logs::{LogSnapshot, LogState};
 use crate::observe::Dimension;
 
@@ -56,6 +57,9 @@ pub struct ServiceSnapshot {
     /// The time of its latest event (for the service retention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event: Option<Nanos>,
+    /// What its generalisations sample: names while learning, kin once monitoring.
+    #[serde(default, skip_serializing_if = "Samples::is_empty")]
+    pub samples: Samples,
 }
 
 /// One dimension's [`Novelty`].
@@ -126,6 +130,7 @@ pub(crate) fn service_snapshot(name: &str, s: &ServiceState) -> ServiceSnapshot 
             })
             .collect(),
         growth_until: s.growth_until,
+        samples: s.general.samples(),
     }
 }
 
@@ -262,5 +267,6 @@ fn service_state(config: &crate::DetectConfig, s: ServiceSnapshot) -> (String, S
     };
     let mut state = state;
     state.reindex();
+    state.general.restore(s.samples);
     (s.service, state)
 }

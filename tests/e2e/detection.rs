@@ -7,19 +7,51 @@ use std::process::Stdio;
 
 use crate::common::{driftwatch, fixtures, replay};
 
-/// The simulated shop, with its churn, for `hours` of event time at 100 records a
-/// second of wall time at 60x (0.6 s of event time a record), the attacks injected from
-/// `attacks_from` every three hours.
-fn simulate(seed: u64, hours: i64, attacks_from: i64) -> simulator::DetectionRun {
+/// The simulated shop, with its churn, for `hours` of event time at `rate` records a
+/// second of wall time at 60x (at 100, 0.6 s of event time a record), the attacks
+/// injected from `attacks_from` every three hours.
+fn simulate_at(seed: u64, hours: i64, attacks_from: i64, rate: u64) -> simulator::DetectionRun {
     let start = Nanos(1_772_445_600_000_000_000);
     let hour = 3600 * 1_000_000_000i64;
     simulator::detect(
         seed,
         start,
         Nanos(start.0 + hours * hour),
-        100,
+        rate,
         Nanos(start.0 + attacks_from * hour),
     )
+}
+
+fn simulate(seed: u64, hours: i64, attacks_from: i64) -> simulator::DetectionRun {
+    simulate_at(seed, hours, attacks_from, 100)
+}
+
+/// Nothing above low but the attacks, and each attack alerted on its own service.
+fn quiet_but_each_attack(seed: u64, run: &simulator::DetectionRun) {
+    let (detector, raised, injected) = (&run.detector, &run.alerts, &run.injected);
+    assert!(
+        detector
+            .services()
+            .all(|(_, s)| s.phase == detect::Phase::Monitoring),
+        "seed {seed}: a service never finished learning"
+    );
+    assert_eq!(injected.len(), 6, "seed {seed}: {injected:?}");
+    let attack_of = |a: &detect::Alert| injected.iter().find(|i| i.explains(&a.service, a.time));
+    let noise: Vec<_> = raised
+        .iter()
+        .filter(|a| a.severity > detect::Severity::Low && attack_of(a).is_none())
+        .map(|a| (&a.service, a.severity, &a.subject, &a.explanation))
+        .collect();
+    assert!(noise.is_empty(), "seed {seed}: false positives: {noise:#?}");
+    for attack in injected {
+        assert!(
+            raised.iter().any(|a| a.severity > detect::Severity::Low
+                && attack_of(a).is_some_and(|i| i == attack)),
+            "seed {seed}: attack {} ({}) raised nothing above low",
+            attack.attack,
+            simulator::ATTACKS[attack.attack]
+        );
+    }
 }
 
 /// A day of the simulated shop after its hour of learning, with temp files of several
@@ -29,32 +61,18 @@ fn simulate(seed: u64, hours: i64, attacks_from: i64) -> simulator::DetectionRun
 #[test]
 fn a_churning_day_raises_nothing_above_low_but_each_attack() {
     for seed in [7, 11] {
-        let run = simulate(seed, 25, 2);
-        let (detector, raised, injected) = (&run.detector, &run.alerts, &run.injected);
-        assert!(
-            detector
-                .services()
-                .all(|(_, s)| s.phase == detect::Phase::Monitoring),
-            "seed {seed}: a service never finished learning"
-        );
-        assert_eq!(injected.len(), 6, "seed {seed}: {injected:?}");
-        let attack_of =
-            |a: &detect::Alert| injected.iter().find(|i| i.explains(&a.service, a.time));
-        let noise: Vec<_> = raised
-            .iter()
-            .filter(|a| a.severity > detect::Severity::Low && attack_of(a).is_none())
-            .map(|a| (&a.service, a.severity, &a.subject, &a.explanation))
-            .collect();
-        assert!(noise.is_empty(), "seed {seed}: false positives: {noise:#?}");
-        for attack in injected {
-            assert!(
-                raised.iter().any(|a| a.severity > detect::Severity::Low
-                    && attack_of(a).is_some_and(|i| i == attack)),
-                "seed {seed}: attack {} ({}) raised nothing above low",
-                attack.attack,
-                simulator::ATTACKS[attack.attack]
-            );
-        }
+        quiet_but_each_attack(seed, &simulate(seed, 25, 2));
+    }
+}
+
+/// The same day at a fifth of the rate: each service learns from a few hundred events
+/// in its hour, so it has seen only a few of its temp names and rotating addresses,
+/// often fewer than a shape or a network is learned from. What it meets later of their
+/// kind is reported at low until it has seen enough to learn it.
+#[test]
+fn a_sparsely_learned_churning_day_raises_nothing_above_low_but_each_attack() {
+    for seed in [7, 11] {
+        quiet_but_each_attack(seed, &simulate_at(seed, 25, 2, 20));
     }
 }
 

@@ -181,6 +181,57 @@ impl Detector {
         }
     }
 
+    /// Reports at low a new file or network entry, after learning, that is kin to what
+    /// the service learned (a name of the shape of names it wrote there, an address
+    /// beside addresses it reached on that port), and learns the shape or network once
+    /// enough share it. False when it is no kin: it is drift at its own severity.
+    pub(super) fn kin(
+        &mut self,
+        event: &Event,
+        obs: &Observation,
+        raw_path: Option<&str>,
+        raised: &mut Vec<Alert>,
+    ) -> bool {
+        let max_entries = self.config.max_baseline_entries;
+        let Some(state) = self.services.get_mut(&event.service) else {
+            return false;
+        };
+        if state.phase != Phase::Monitoring || !absorbed_by_growth(obs) {
+            return false;
+        }
+        let kin = match (obs.dimension, raw_path) {
+            (Dimension::File, Some(raw)) => state.general.kin_path(&obs.key, raw),
+            (Dimension::Network, _) => state.general.kin_network(&obs.key),
+            _ => None,
+        };
+        let Some(kin) = kin else {
+            return false;
+        };
+        let learned = kin.key.as_ref().filter(|_| state.baseline.len() < max_entries);
+        if let Some(general) = learned {
+            info!(service = %event.service, pattern = %general, from = kin.seen, "Learned a generalisation from kin.");
+            state.learn(
+                EntryKey {
+                    dimension: obs.dimension,
+                    key: general.clone(),
+                },
+                Entry {
+                    first_seen: event.time,
+                    count: 1,
+                    origin: Origin::Learned,
+                    learned_from: u32::try_from(kin.seen).unwrap_or(u32::MAX),
+                },
+            );
+        }
+        let explanation = kin_text(&event.service, state, obs, &kin, learned.is_some());
+        let low = Observation {
+            severity: Severity::Low,
+            ..obs.clone()
+        };
+        self.raise(event, low.dimension.alert_kind(), &low, explanation, raised);
+        true
+    }
+
     /// Raises a new alert, or counts a repeat into the open one.
     pub(super) fn raise(
         &mut self,

@@ -75,6 +75,41 @@ pub(super) fn growing_text(
     )
 }
 
+/// Why a new entry after learning was reported at low: it is kin to what was learned.
+pub(super) fn kin_text(
+    service: &str,
+    state: &ServiceState,
+    obs: &Observation,
+    kin: &crate::generalise::Kinship,
+    learned: bool,
+) -> String {
+    let (what, shared, enough) = if obs.dimension == Dimension::Network {
+        ("destinations", "network", crate::generalise::MIN_ADDRESSES)
+    } else {
+        ("names", "shape", crate::generalise::MIN_NAMES)
+    };
+    let outcome = if learned {
+        format!(
+            "Now that {} share it, `{}` is learned and later {what} of it are known.",
+            kin.seen,
+            kin.key.as_deref().unwrap_or_default()
+        )
+    } else {
+        format!(
+            "It is reported at low; once {enough} {what} share it, it is learned."
+        )
+    };
+    format!(
+        "`{}` is new for {service}, but of the {shared} `{}` of {} {what} it learned {}          ({} distinct {what} of it seen in all). {outcome}{}",
+        obs.key,
+        kin.pattern,
+        kin.learned,
+        learning_text(state),
+        kin.seen,
+        confidence_text(state, obs.dimension)
+    )
+}
+
 /// How sure the baseline is of a dimension: how often learning still found new entries
 /// in it when learning ended.
 pub(super) fn confidence_text(state: &ServiceState, dimension: Dimension) -> String {

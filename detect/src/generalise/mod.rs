@@ -14,6 +14,10 @@
 //!   [`MIN_ADDRESSES`] destinations of one kind (private or public) within a /16 (IPv6:
 //!   a /48), the network that covers them is learned instead: a /24 (IPv6: /64), or
 //!   wider when the destinations spread wider, never wider than that bound.
+//! - **Fan-out levels.** Short hex directories of caches (`_cacache/…/ab/cd/…`) are
+//!   learned one level at a time, as a shape of their own (see [`shape`]).
+//! - **Kin.** After learning, a name or address of the shape of the few a service
+//!   learned is reported at low, and learned once enough share it (see [`kin`]).
 //!
 //! Learned generalisations are ordinary baseline entries whose keys carry the pattern
 //! (`write /tmp/tmp<[a-z0-9_]{8}>`, `connect tcp 52.216.8.0/23:443`). The indexes here
@@ -21,15 +25,17 @@
 //! analyst can write one by hand. Nothing here runs for known behaviour: a path or an
 //! address is generalised only when its exact key misses the baseline.
 
+mod kin;
 mod network;
 mod shape;
 
 use std::collections::{HashMap, VecDeque};
 
+pub use kin::{KIN_MIN, KinNames, Kinship, Samples};
 pub use network::{Net, split_network_key};
-use network::{common_bits, mask};
+use network::{covering, mask};
 pub use shape::{MIN_NAMES, MIN_RANDOM_LEN, NameShape};
-use shape::{digit_shape, random_shape};
+use shape::shape_of;
 
 use crate::pattern::fold;
 
@@ -121,6 +127,10 @@ pub struct Generalisations {
     names: HashMap<String, VecDeque<String>>,
     /// Learned file keys with the raw path each came from.
     paths: VecDeque<(String, String)>,
+    /// Names learned per directory, and met since, kept once learning is over.
+    kin: HashMap<String, KinNames>,
+    /// Destinations met since learning ended, per `connect <protocol>|<port>`.
+    kin_nets: HashMap<String, Vec<Net>>,
 }
 
 fn group_key(head: &str, port: &str) -> String {
@@ -259,6 +269,7 @@ impl Generalisations {
             return Vec::new();
         }
         let mut dir_end = 0;
+        let last = raw_parts.len() - 1;
         for (i, (r, g)) in raw_parts.iter().zip(&general_parts).enumerate() {
             if i > 1 {
                 let dir = &general[..dir_end - 1];
@@ -267,7 +278,7 @@ impl Generalisations {
                     .get(dir)
                     .is_some_and(|s| s.iter().any(|s| s.matches(r)));
                 if !covered && !never_generalised(dir) {
-                    learned |= self.sample(dir, r, widen);
+                    learned |= self.sample(dir, r, i < last, widen);
                 }
             }
             dir_end += g.len() + 1;
@@ -304,7 +315,7 @@ impl Generalisations {
     }
 
     /// Adds a name to its directory's sample; true when that taught a shape.
-    fn sample(&mut self, dir: &str, name: &str, widen: bool) -> bool {
+    fn sample(&mut self, dir: &str, name: &str, is_dir: bool, widen: bool) -> bool {
         if name.is_empty() {
             return false;
         }
@@ -319,7 +330,8 @@ impl Generalisations {
             names.pop_front();
         }
         names.push_back(name.to_owned());
-        let Some(shape) = random_shape(names, name).or_else(|| digit_shape(names, name)) else {
+        let sample: Vec<&str> = names.iter().map(String::as_str).collect();
+        let Some(shape) = shape_of(&sample, name, MIN_NAMES, is_dir) else {
             return false;
         };
         let before = self.shapes.get(dir).cloned();
@@ -358,15 +370,7 @@ impl Generalisations {
         if members.len() < MIN_ADDRESSES {
             return None;
         }
-        let mut prefix = net.start().min(net.prefix);
-        for m in &members {
-            prefix = prefix.min(m.prefix).min(common_bits(m.base, net.base));
-        }
-        let prefix = prefix.max(net.bound());
-        let learned = Net {
-            base: mask(net.base, prefix),
-            prefix,
-        };
+        let learned = covering(net, &members);
         let from: Vec<Net> = members
             .into_iter()
             .filter(|m| learned.contains(*m) && *m != learned)
@@ -384,7 +388,8 @@ impl Generalisations {
         })
     }
 
-    /// Forgets the samples taken while learning (the learned shapes and networks stay).
+    /// Forgets the samples taken while learning (the learned shapes and networks stay,
+    /// and so does what [`Generalisations::keep_kin`] kept).
     pub fn stop_sampling(&mut self) {
         self.names = HashMap::new();
         self.paths = VecDeque::new();
@@ -537,6 +542,77 @@ mod tests {
         learn(&mut g, &paths);
         assert_eq!(g.path("/tmp/upload-4411"), "/tmp/upload-<n>");
         assert!(g.path("/tmp/tmpk2m9zq_x").starts_with("/tmp/tmp<["));
+    }
+
+    #[test]
+    fn fan_out_cache_levels_are_learned_so_their_files_share_one_shape() {
+        let mut rng = Rng(7);
+        let hex = b"0123456789abcdef";
+        let cases = [
+            // npm's content cache: two 2-character levels, then the rest of the hash.
+            (
+                "/root/.npm/_cacache/content-v2/sha512",
+                vec![2, 2],
+                124,
+                "/root/.npm/_cacache/content-v2/sha512/<[a-f0-9]{2}>/<[a-f0-9]{2}>/<hex>",
+            ),
+            // pip's HTTP cache: five 1-character levels.
+            (
+                "/root/.cache/pip/http-v2",
+                vec![1, 1, 1, 1, 1],
+                51,
+                "/root/.cache/pip/http-v2/<[a-f0-9]{1}>/<[a-f0-9]{1}>/<[a-f0-9]{1}>/<[a-f0-9]{1}>/<[a-f0-9]{1}>/<hex>",
+            ),
+            // git's loose objects.
+            (
+                "/app/repo/.git/objects",
+                vec![2],
+                38,
+                "/app/repo/.git/objects/<[a-f0-9]{2}>/<hex>",
+            ),
+        ];
+        for (root, levels, leaf, want) in cases {
+            let mut g = Generalisations::default();
+            let paths: Vec<String> = (0..200)
+                .map(|_| {
+                    let mut p = root.to_owned();
+                    for len in &levels {
+                        p.push('/');
+                        p.push_str(&rng.word(hex, *len));
+                    }
+                    p.push('/');
+                    p.push_str(&rng.word(hex, leaf));
+                    p
+                })
+                .collect();
+            learn(&mut g, &paths);
+            let mut parts: Vec<String> = levels.iter().map(|l| rng.word(hex, *l)).collect();
+            parts.push(rng.word(hex, leaf));
+            let next = format!("{root}/{}", parts.join("/"));
+            assert_eq!(g.path(&next), want, "{next}");
+        }
+    }
+
+    #[test]
+    fn short_directory_names_someone_chose_are_not_fan_out() {
+        let mut g = Generalisations::default();
+        // Letters only (no digit), or words of other lengths: chosen names.
+        let paths: Vec<String> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .chain(["v1", "v2", "app", "db", "ca"].iter())
+            .map(|d| format!("/srv/data/{d}/index.json"))
+            .collect();
+        learn(&mut g, &paths);
+        assert_eq!(g.path("/srv/data/a/index.json"), "/srv/data/a/index.json");
+        assert_eq!(g.path("/srv/data/v3/index.json"), "/srv/data/v3/index.json");
+        // The last component is a file, never a fan-out level.
+        let mut g = Generalisations::default();
+        let files: Vec<String> = ["1a", "2b", "3c", "4d", "e5", "f6"]
+            .iter()
+            .map(|d| format!("/srv/data/{d}"))
+            .collect();
+        learn(&mut g, &files);
+        assert!(!g.has_shapes());
     }
 
     #[test]

@@ -112,8 +112,22 @@ impl std::fmt::Display for Net {
     }
 }
 
+/// The network a learned one would be for `net` and the `members` beside it: a /24
+/// (IPv6 /64), or as wide as they spread, never wider than the bound.
+pub(super) fn covering(net: Net, members: &[Net]) -> Net {
+    let mut prefix = net.start().min(net.prefix);
+    for m in members {
+        prefix = prefix.min(m.prefix).min(common_bits(m.base, net.base));
+    }
+    let prefix = prefix.max(net.bound());
+    Net {
+        base: mask(net.base, prefix),
+        prefix,
+    }
+}
+
 /// The common prefix length of two addresses of one family.
-pub(super) fn common_bits(a: IpAddr, b: IpAddr) -> u8 {
+fn common_bits(a: IpAddr, b: IpAddr) -> u8 {
     let ((x, width), (y, _)) = (bits(a), bits(b));
     let shift = 128 - u32::from(width);
     let diff = (x << shift) ^ (y << shift);

@@ -2,14 +2,16 @@
 //! and suffix, a varying part drawn from an alphabet, or a varying run of digits), and
 //! the tests that tell a generator's names from names someone chose.
 
-use std::collections::VecDeque;
-
 use crate::pattern::fold;
 
 /// Distinct names of one shape a directory must hold before the shape is learned:
 /// three could be a coincidence of a service's own file names, four of one length with
 /// random-looking middles are a generator.
 pub const MIN_NAMES: usize = 4;
+
+/// The longest name of a fan-out level (`ab` in npm's `_cacache/…/ab/cd/…`, `a` in
+/// pip's `http-v2/a/b/c/…`, git's two-character object directories).
+pub const FAN_OUT_LEN: usize = 3;
 
 /// The shortest varying part taken for random: shorter ones (`app1`, `ab`) are as likely
 /// to be names someone chose.
@@ -299,7 +301,9 @@ fn unruled_out(seen: Classes, chars: usize) -> Classes {
 
 /// Whether every position of the varying parts varies as a generator's would: at least
 /// three quarters of the distinct characters `n` uniform draws from the alphabet give
-/// (`A·(1 − (1 − 1/A)ⁿ)`).
+/// (`A·(1 − (1 − 1/A)ⁿ)`), or all but one of the draws where that is fewer (three draws
+/// from a large alphabet give three distinct characters only four times in five, two
+/// almost always).
 /// Names of two generators that happen to share a length (`upload-1234`, `tmpk2m9zq_x`)
 /// keep their fixed parts in place and fail it.
 fn varies_everywhere(middles: &[&str], classes: Classes) -> bool {
@@ -308,7 +312,8 @@ fn varies_everywhere(middles: &[&str], classes: Classes) -> bool {
     };
     let alphabet = classes.size();
     let draws = i32::try_from(middles.len()).unwrap_or(i32::MAX);
-    let need = 0.75 * alphabet * (1.0 - (1.0 - 1.0 / alphabet).powi(draws));
+    let need = (0.75 * alphabet * (1.0 - (1.0 - 1.0 / alphabet).powi(draws)))
+        .min(f64::from(draws - 1));
     (0..len).all(|j| {
         let mut seen = [false; 128];
         for m in middles {
@@ -318,14 +323,14 @@ fn varies_everywhere(middles: &[&str], classes: Classes) -> bool {
     })
 }
 
-/// A random shape shared by `new` and enough of `names` (which include it).
-pub(super) fn random_shape(names: &VecDeque<String>, new: &str) -> Option<NameShape> {
-    let same: Vec<&str> = names
-        .iter()
-        .map(String::as_str)
-        .filter(|n| n.len() == new.len())
-        .collect();
-    if same.len() < MIN_NAMES {
+/// A random shape shared by `new` and at least `min` of `names` (which include it).
+pub(super) fn random_shape<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    new: &str,
+    min: usize,
+) -> Option<NameShape> {
+    let same: Vec<&str> = names.into_iter().filter(|n| n.len() == new.len()).collect();
+    if same.len() < min {
         return None;
     }
     // The most specific (prefix, suffix) around `new` that enough names share.
@@ -345,7 +350,7 @@ pub(super) fn random_shape(names: &VecDeque<String>, new: &str) -> Option<NameSh
             .copied()
             .filter(|n| common_prefix(n, new) >= p && common_suffix(n, new) >= s)
             .collect();
-        if group.len() < MIN_NAMES {
+        if group.len() < min {
             continue;
         }
         // The group's own common prefix and suffix, so that the pattern is exact.
@@ -438,17 +443,20 @@ fn digit_runs(name: &str) -> Vec<(usize, usize)> {
 
 /// A shape whose one varying part is a run of digits (`go-build<[0-9]+>`), shared by
 /// `new` and enough of `names`.
-pub(super) fn digit_shape(names: &VecDeque<String>, new: &str) -> Option<NameShape> {
+pub(super) fn digit_shape<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    new: &str,
+    min: usize,
+) -> Option<NameShape> {
     let skeleton = digit_skeleton(new);
     if !skeleton.contains('#') {
         return None;
     }
     let group: Vec<&str> = names
-        .iter()
-        .map(String::as_str)
+        .into_iter()
         .filter(|n| digit_skeleton(n) == skeleton)
         .collect();
-    if group.len() < MIN_NAMES || group.iter().all(|n| fold(n) == fold(new)) {
+    if group.len() < min || group.iter().all(|n| fold(n) == fold(new)) {
         return None;
     }
     let runs: Vec<Vec<&str>> = group
@@ -468,4 +476,42 @@ pub(super) fn digit_shape(names: &VecDeque<String>, new: &str) -> Option<NameSha
         suffix: new[b..].to_owned(),
         body: Body::Digits,
     })
+}
+
+/// A fan-out level (`<[a-f0-9]{2}>`): directories of one length of at most
+/// [`FAN_OUT_LEN`] hex characters, at least `min` distinct, digits and letters both
+/// among them. Too short to look random, they are told from names someone chose by
+/// being directories, many, and all hex.
+pub(super) fn fan_out_shape<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    new: &str,
+    min: usize,
+) -> Option<NameShape> {
+    let hex = |n: &str| n.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    if new.is_empty() || new.len() > FAN_OUT_LEN || !hex(new) {
+        return None;
+    }
+    let group: Vec<&str> = names
+        .into_iter()
+        .filter(|n| n.len() == new.len() && hex(n))
+        .collect();
+    let digits = group.iter().any(|n| n.bytes().any(|c| c.is_ascii_digit()));
+    let letters = group.iter().any(|n| n.bytes().any(|c| c.is_ascii_alphabetic()));
+    (group.len() >= min.max(MIN_NAMES) && digits && letters).then(|| NameShape {
+        prefix: String::new(),
+        suffix: String::new(),
+        body: Body::Random {
+            len: new.len(),
+            classes: Classes(HEX | DIGIT),
+        },
+    })
+}
+
+/// The shape `new` shares with at least `min` of `names` (which include it): random,
+/// a run of digits, or, for a directory, a fan-out level.
+pub(super) fn shape_of(names: &[&str], new: &str, min: usize, dir: bool) -> Option<NameShape> {
+    let all = || names.iter().copied();
+    random_shape(all(), new, min)
+        .or_else(|| digit_shape(all(), new, min))
+        .or_else(|| dir.then(|| fan_out_shape(all(), new, min)).flatten())
 }
