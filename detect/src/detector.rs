@@ -986,11 +986,18 @@ mod tests {
         assert_eq!(above_low(&raised), vec![], "{raised:#?}");
         assert_eq!(raised.len(), 2, "{raised:#?}");
         assert!(
-            raised[0].explanation.contains("/tmp/tmp<[") && raised[0].explanation.contains("of 2 names it learned"),
+            raised[0].explanation.contains("/tmp/tmp<[")
+                && raised[0]
+                    .explanation
+                    .contains("`/tmp/tmpbqymhbpj`, `/tmp/tmpkzmwzqxa`"),
             "{}",
             raised[0].explanation
         );
-        assert!(raised[1].explanation.contains("is learned"), "{}", raised[1].explanation);
+        assert!(
+            raised[1].explanation.contains("is learned"),
+            "{}",
+            raised[1].explanation
+        );
         // Four names share the shape: it is learned, and the next is known.
         raised.clear();
         d.observe(&write(720, "/tmp/tmpwqsejjkb"), &mut raised);
@@ -1046,6 +1053,34 @@ mod tests {
         assert_eq!(above.len(), 3, "{raised:#?}");
         assert_eq!(above[0].1, Severity::High);
         assert_eq!(above[1].1, Severity::High);
+    }
+
+    #[test]
+    fn a_network_learned_over_one_slash_24_widens_over_its_neighbour_after_two_new_addresses() {
+        let mut d = learned_sparsely(
+            ["52.216.9.17", "52.216.9.200", "52.216.9.99", "52.216.9.4"]
+                .iter()
+                .enumerate()
+                .map(|(i, a)| connect(100 + i as i64, a, 443)),
+        );
+        let mut raised = Vec::new();
+        d.observe(&connect(700, "52.216.8.128", 443), &mut raised);
+        d.observe(&connect(710, "52.216.8.21", 443), &mut raised);
+        assert_eq!(above_low(&raised), vec![], "{raised:#?}");
+        assert_eq!(raised.len(), 2, "{raised:#?}");
+        assert!(
+            raised[1]
+                .explanation
+                .contains("`connect tcp 52.216.8.0/23:443` is learned"),
+            "{}",
+            raised[1].explanation
+        );
+        raised.clear();
+        d.observe(&connect(720, "52.216.8.230", 443), &mut raised);
+        assert!(raised.is_empty(), "{raised:#?}");
+        // Beyond the bound it is drift.
+        d.observe(&connect(730, "52.217.8.1", 443), &mut raised);
+        assert_eq!(above_low(&raised).len(), 1, "{raised:#?}");
     }
 
     #[test]

@@ -45,8 +45,10 @@ fn quiet_but_each_attack(seed: u64, run: &simulator::DetectionRun) {
     assert!(noise.is_empty(), "seed {seed}: false positives: {noise:#?}");
     for attack in injected {
         assert!(
-            raised.iter().any(|a| a.severity > detect::Severity::Low
-                && attack_of(a).is_some_and(|i| i == attack)),
+            raised
+                .iter()
+                .any(|a| a.severity > detect::Severity::Low
+                    && attack_of(a).is_some_and(|i| i == attack)),
             "seed {seed}: attack {} ({}) raised nothing above low",
             attack.attack,
             simulator::ATTACKS[attack.attack]

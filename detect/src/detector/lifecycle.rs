@@ -207,7 +207,10 @@ impl Detector {
         let Some(kin) = kin else {
             return false;
         };
-        let learned = kin.key.as_ref().filter(|_| state.baseline.len() < max_entries);
+        let learned = kin
+            .key
+            .as_ref()
+            .filter(|_| state.baseline.len() < max_entries);
         if let Some(general) = learned {
             info!(service = %event.service, pattern = %general, from = kin.seen, "Learned a generalisation from kin.");
             state.learn(

@@ -95,16 +95,24 @@ pub(super) fn kin_text(
             kin.key.as_deref().unwrap_or_default()
         )
     } else {
-        format!(
-            "It is reported at low; once {enough} {what} share it, it is learned."
-        )
+        format!("It is reported at low; once {enough} {what} share it, it is learned.")
     };
+    let mut listed: Vec<String> = kin
+        .anchors
+        .iter()
+        .take(3)
+        .map(|a| format!("`{a}`"))
+        .collect();
+    if kin.anchors.len() > 3 {
+        listed.push(format!("… ({} in all)", kin.anchors.len()));
+    }
     format!(
-        "`{}` is new for {service}, but of the {shared} `{}` of {} {what} it learned {}          ({} distinct {what} of it seen in all). {outcome}{}",
+        "`{}` is new for {service}, but of the {shared} `{}` of what it learned {}: {} \
+         ({} {what} of it seen so far). {outcome}{}",
         obs.key,
         kin.pattern,
-        kin.learned,
         learning_text(state),
+        listed.join(", "),
         kin.seen,
         confidence_text(state, obs.dimension)
     )

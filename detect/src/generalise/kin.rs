@@ -10,13 +10,14 @@
 //!   the same);
 //! - an address is kin when it lies in the bound network (/16, IPv6 /48) of a learned
 //!   exact destination of the same port and protocol, of the same kind (private or
-//!   public), [`KIN_MIN`] distinct in all.
+//!   public), [`KIN_MIN`] distinct in all; or in the bound of a learned network: a pool
+//!   seen rotating over a /24 while learning rotates over its neighbours too.
 //!
 //! Kin is reported at low and remembered; once the names or addresses reach what
-//! learning asks for, the shape or network is learned and later ones are known. What
-//! learned nothing of its kind stays drift at its own severity: a new directory, a new
-//! port, a move from private to public, an address beside a learned *network* rather
-//! than beside learned addresses, and every directory that is never generalised.
+//! learning asks for (beside a learned network: two new addresses), the shape or the
+//! wider network is learned and later ones are known. What learned nothing of its kind
+//! stays drift at its own severity: a new directory, a new port, a move from private to
+//! public, an address beyond the bound, and every directory that is never generalised.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,13 +32,18 @@ use super::{Generalisations, MIN_ADDRESSES, group_key, never_generalised, split_
 /// middles that vary at every position are a generator's.
 pub const KIN_MIN: usize = 3;
 
-/// Names kept per directory, and destinations per port, once learning is over (the
-/// newest): more than the [`MIN_NAMES`] that teach a shape.
+/// Learned names kept per directory once learning is over (the newest): more than the
+/// [`MIN_NAMES`] that teach a shape.
 const KIN_KEPT: usize = 8;
 
+/// Names (and destinations) met since learning ended, kept per directory (and port):
+/// a temp directory holds the names of several generators side by side, and each
+/// must keep the few it needs while the others write.
+const SINCE_KEPT: usize = 32;
+
 /// Directories (and ports) whose names (and destinations) are kept once learning is over:
-/// those with the most names. A few hundred bytes each, so a service's kin stays a few
-/// KiB however much it wrote.
+/// those with the most names. A couple of KiB each at most, so a service's kin stays
+/// within some tens of KiB however much it writes.
 const KIN_DIRS: usize = 16;
 
 /// A name in a directory, with what follows it in the path (empty for a file's own name).
@@ -57,19 +63,20 @@ pub struct KinNames {
 pub struct Kinship {
     /// The shape or network they share (`/tmp/tmp<[a-z0-9_]{8}>`, `151.101.0.0/17:443`).
     pub pattern: String,
-    /// How many of them were learned.
-    pub learned: usize,
-    /// How many distinct ones in all, this one included.
+    /// The learned names, addresses or networks it resembles.
+    pub anchors: Vec<String>,
+    /// How many distinct names or addresses of it were seen in all, this one included
+    /// (beside a learned network: the new ones).
     pub seen: usize,
     /// The generalised baseline key, once they are enough to learn it.
     pub key: Option<String>,
 }
 
-fn push_bounded<T: PartialEq>(list: &mut Vec<T>, item: T) {
+fn push_bounded<T: PartialEq>(list: &mut Vec<T>, item: T, kept: usize) {
     if list.contains(&item) {
         return;
     }
-    if list.len() == KIN_KEPT {
+    if list.len() >= kept {
         list.remove(0);
     }
     list.push(item);
@@ -86,20 +93,35 @@ impl Generalisations {
                 push_bounded(
                     by_dir.entry(dir.to_owned()).or_default(),
                     (name.to_owned(), rest.to_owned()),
+                    KIN_KEPT,
                 );
             });
         }
         let mut dirs: Vec<(String, Vec<Named>)> = by_dir.into_iter().collect();
         dirs.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
         for (dir, learned) in dirs {
-            if self.kin.len() >= KIN_DIRS {
-                break;
+            if !self.kin.contains_key(&dir) && self.kin.len() >= KIN_DIRS {
+                continue;
             }
             let kin = self.kin.entry(dir).or_default();
             for named in learned {
-                push_bounded(&mut kin.learned, named);
+                push_bounded(&mut kin.learned, named, KIN_KEPT);
             }
         }
+    }
+
+    /// Keeps one learned name of a directory (if the directory is kept, or there is room
+    /// for it).
+    pub(super) fn keep_learned(&mut self, dir: &str, name: &str, rest: &str) {
+        if !self.kin.contains_key(dir) && self.kin.len() >= KIN_DIRS {
+            return;
+        }
+        let kin = self.kin.entry(dir.to_owned()).or_default();
+        push_bounded(
+            &mut kin.learned,
+            (name.to_owned(), rest.to_owned()),
+            KIN_KEPT,
+        );
     }
 
     /// Calls `f(dir, name, rest)` for each component of `raw` below the root that no
@@ -162,9 +184,13 @@ impl Generalisations {
             }
             let names: Vec<&str> = all.iter().map(String::as_str).collect();
             let shape = shape_of(&names, name, KIN_MIN, !rest.is_empty()).and_then(|shape| {
-                let anchors = learned.iter().filter(|n| shape.matches(n)).count();
+                let anchors: Vec<String> = learned
+                    .iter()
+                    .filter(|n| shape.matches(n))
+                    .map(|n| format!("{dir}/{n}{rest}"))
+                    .collect();
                 let seen = all.iter().filter(|n| shape.matches(n)).count();
-                (anchors > 0).then_some((shape, anchors, seen))
+                (!anchors.is_empty()).then_some((shape, anchors, seen))
             });
             found = Some((dir.to_owned(), (name.to_owned(), rest.to_owned()), shape));
         });
@@ -173,9 +199,9 @@ impl Generalisations {
         let (dir, named, shape) = found?;
         let pattern_rest = named.1.clone();
         if let Some(kin) = self.kin.get_mut(&dir) {
-            push_bounded(&mut kin.since, named);
+            push_bounded(&mut kin.since, named, SINCE_KEPT);
         }
-        let (shape, learned, seen) = shape?;
+        let (shape, anchors, seen) = shape?;
         let pattern = format!("{dir}/{}{pattern_rest}", shape.render());
         let key = (seen >= MIN_NAMES).then(|| {
             self.add_shape(dir, shape);
@@ -183,7 +209,7 @@ impl Generalisations {
         });
         Some(Kinship {
             pattern,
-            learned,
+            anchors,
             seen,
             key,
         })
@@ -203,36 +229,57 @@ impl Generalisations {
             prefix: net.bound(),
         };
         let public = net.is_public();
-        let of_kind = |n: &Net| n.is_exact() && bound.contains(*n) && n.is_public() == public;
-        let learned: Vec<Net> = self.nets.get(&group)?.iter().copied().filter(of_kind).collect();
+        let of_kind = |n: &Net| bound.contains(*n) && n.is_public() == public;
+        let learned: Vec<Net> = self
+            .nets
+            .get(&group)?
+            .iter()
+            .copied()
+            .filter(of_kind)
+            .collect();
         if learned.is_empty() {
             return None;
         }
-        let mut all = learned.clone();
-        if let Some(since) = self.kin_nets.get(&group) {
-            for n in since.iter().filter(|n| of_kind(n)) {
-                if !all.contains(n) {
-                    all.push(*n);
-                }
-            }
-        }
-        if !all.contains(&net) {
-            all.push(net);
-        }
         // Remembered, kin or not yet: the next destinations beside it count it.
         if self.kin_nets.contains_key(&group) || self.kin_nets.len() < KIN_DIRS {
-            push_bounded(self.kin_nets.entry(group).or_default(), net);
+            push_bounded(
+                self.kin_nets.entry(group.clone()).or_default(),
+                net,
+                SINCE_KEPT,
+            );
         }
-        if all.len() < KIN_MIN {
+        let mut fresh: Vec<Net> = self
+            .kin_nets
+            .get(&group)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|n| of_kind(n) && !learned.iter().any(|l| l.contains(*n)))
+            .collect();
+        if !fresh.contains(&net) {
+            fresh.push(net);
+        }
+        // Beside a learned network, the pool is known to rotate: two new addresses
+        // widen it. Beside exact addresses, they and the new ones together must be as
+        // many as learning asks for.
+        let networks = learned.iter().filter(|n| !n.is_exact()).count();
+        let seen = learned.len() - networks + fresh.len();
+        let (kin, enough) = if networks > 0 {
+            (true, fresh.len() >= KIN_MIN - 1)
+        } else {
+            (seen >= KIN_MIN, seen >= MIN_ADDRESSES)
+        };
+        if !kin {
             return None;
         }
-        let network = covering(net, &all);
+        let members: Vec<Net> = learned.iter().chain(&fresh).copied().collect();
+        let network = covering(net, &members);
         let pattern = format!("{network}:{port}");
-        let key = (all.len() >= MIN_ADDRESSES).then(|| format!("{head} {pattern}"));
+        let key = enough.then(|| format!("{head} {pattern}"));
         Some(Kinship {
             pattern,
-            learned: learned.len(),
-            seen: all.len(),
+            anchors: learned.iter().map(Net::to_string).collect(),
+            seen,
             key,
         })
     }

@@ -34,8 +34,8 @@ use std::collections::{HashMap, VecDeque};
 pub use kin::{KIN_MIN, KinNames, Kinship, Samples};
 pub use network::{Net, split_network_key};
 use network::{covering, mask};
-pub use shape::{MIN_NAMES, MIN_RANDOM_LEN, NameShape};
 use shape::shape_of;
+pub use shape::{MIN_NAMES, MIN_RANDOM_LEN, NameShape};
 
 use crate::pattern::fold;
 
@@ -279,6 +279,10 @@ impl Generalisations {
                     .is_some_and(|s| s.iter().any(|s| s.matches(r)));
                 if !covered && !never_generalised(dir) {
                     learned |= self.sample(dir, r, i < last, widen);
+                    if !widen {
+                        // Learned while growing, after learning: kin to judge by at once.
+                        self.keep_learned(dir, r, &general[dir_end + g.len()..]);
+                    }
                 }
             }
             dir_end += g.len() + 1;
@@ -613,6 +617,44 @@ mod tests {
             .collect();
         learn(&mut g, &files);
         assert!(!g.has_shapes());
+    }
+
+    /// How often random names of one generator are taken for a shape, and names of two
+    /// generators of one length are not, in a thousand draws of each.
+    #[test]
+    fn few_random_names_make_a_shape_and_two_generators_do_not() {
+        let mut rng = Rng(8);
+        // `every`: one name in that many is another generator's (0: none).
+        let mut shaped = |n: usize, every: usize| {
+            (0..1000)
+                .filter(|_| {
+                    let names: Vec<String> = (0..n)
+                        .map(|i| {
+                            if every > 0 && i % every == every - 1 {
+                                format!("upload-{}", 1000 + rng.next() % 9000)
+                            } else {
+                                format!("tmp{}", rng.word(PYTHON, 8))
+                            }
+                        })
+                        .collect();
+                    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+                    // From the other generator's name, and from one of the first's.
+                    shape_of(&all, all[n - 1], n, false).is_some()
+                        || (every > 0 && shape_of(&all, all[0], n, false).is_some())
+                })
+                .count()
+        };
+        for (n, at_least) in [(3, 930), (4, 980), (8, 970), (16, 970)] {
+            let got = shaped(n, 0);
+            assert!(got >= at_least, "{n} random names: {got} of 1000 shaped");
+        }
+        for (n, every) in [(4, 2), (6, 2), (8, 2), (4, 4), (8, 4), (8, 8)] {
+            let got = shaped(n, every);
+            assert!(
+                got <= 20,
+                "{n} names, one in {every} of another generator: {got} of 1000 shaped"
+            );
+        }
     }
 
     #[test]
