@@ -129,6 +129,20 @@ fn main() {
             "       low: {growth} baseline still growing, {kin} kin to what was learned, {rate} rate, {} other",
             lows.len() - growth - kin - rate
         );
+        let mut other: Vec<String> = lows
+            .iter()
+            .filter(|a| {
+                !a.explanation.starts_with("Baseline still growing")
+                    && !a.explanation.contains(", but of the ")
+                    && a.kind != AlertKind::Rate
+            })
+            .map(|a| format!("{:?} {}", a.kind, a.subject))
+            .collect();
+        other.sort();
+        other.dedup();
+        for o in other.iter().take(3) {
+            println!("       other low: {o}");
+        }
         for a in noise.iter().take(5) {
             println!("       noise: {:?} {} {}", a.severity, a.service, a.subject);
         }
