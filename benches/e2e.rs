@@ -16,7 +16,8 @@
 //!    workload at 10,000 and 50,000 records/s and at full speed; the time from each
 //!    probe's produce to its alert reaching the webhook receiver gives p50, p99 and max.
 //! 3. **Soak.** The same daemon at a fixed rate for `--soak` seconds (600 by default;
-//!    0 skips it): its RSS every 30 s, and the slope over the second half. Every
+//!    0 skips it): its RSS, read rate and alerts raised (at low and above) every 30 s,
+//!    and the RSS slope over the second half. Every
 //!    daemon's events table is capped at [`STORE_BYTES`], which the soak reaches in its
 //!    first minutes: from then on, RSS that still grows is growth nothing bounds.
 //!
@@ -802,19 +803,37 @@ fn main() {
             "\nsoak: {} records/s for {} s; every 30 s:",
             args.soak_rate, args.soak
         );
-        println!("  {:>8} {:>8} {:>16}", "time", "RSS MiB", "read records/s");
+        println!(
+            "  {:>8} {:>8} {:>16} {:>14} {:>14}",
+            "time", "RSS MiB", "read records/s", "alerts/s low", "above low"
+        );
         let mut samples = Vec::new();
         let started = Instant::now();
         let (mut read, mut at) = (d.consumed().0, Instant::now());
+        // Alerts raised, at low and above: what an alert storm would keep in memory.
+        let raised = || {
+            let m = metrics(&d.http);
+            let all = total(&m, "driftwatch_alerts_raised_total", "");
+            let low = total(&m, "driftwatch_alerts_raised_total", "severity=\"low\"");
+            let info = total(&m, "driftwatch_alerts_raised_total", "severity=\"info\"");
+            (low, all - low - info)
+        };
+        let mut alerts = raised();
         while started.elapsed() < Duration::from_secs(args.soak) {
             produce_live(&p, &mut w, args.soak_rate * 30, args.soak_rate);
             let rss = memory_mib(d.pid(), "VmRSS");
             let t = started.elapsed().as_secs_f64();
             // A daemon that falls behind holds less than one that keeps up: say which.
             let now_read = d.consumed().0;
-            let rate = (now_read - read) / at.elapsed().as_secs_f64();
-            (read, at) = (now_read, Instant::now());
-            println!("  {t:>6.0} s {rss:>8.0} {rate:>16.0}");
+            let secs = at.elapsed().as_secs_f64();
+            let rate = (now_read - read) / secs;
+            let now_alerts = raised();
+            let (low, above) = (
+                (now_alerts.0 - alerts.0) / secs,
+                (now_alerts.1 - alerts.1) / secs,
+            );
+            (read, at, alerts) = (now_read, Instant::now(), now_alerts);
+            println!("  {t:>6.0} s {rss:>8.0} {rate:>16.0} {low:>14.1} {above:>14.1}");
             samples.push((t, rss));
         }
         let half: Vec<(f64, f64)> = samples[samples.len() / 2..].to_vec();
