@@ -53,6 +53,20 @@ fn fold_token(token: &str) -> Option<&'static str> {
     None
 }
 
+/// Units of time and size that follow a number in arguments and names (`--older-than
+/// 36h`, `--max-size=512MiB`, `--timeout 30s`).
+const UNITS: [&str; 24] = [
+    "ns", "us", "ms", "s", "sec", "m", "min", "h", "d", "w", "y", "b", "k", "kb", "kib", "mb",
+    "mib", "g", "gb", "gib", "t", "tb", "tib", "x",
+];
+
+/// The unit of a number with one (`36h` → `h`): the number folds, the unit stays.
+fn unit_of(token: &str) -> Option<&str> {
+    let digits = token.bytes().take_while(u8::is_ascii_digit).count();
+    let unit = &token[digits..];
+    (digits > 0 && UNITS.iter().any(|u| unit.eq_ignore_ascii_case(u))).then_some(unit)
+}
+
 fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
@@ -64,6 +78,12 @@ fn is_uuid(s: &str) -> bool {
 
 /// Folds the volatile tokens of `s`, keeping separators and stable words.
 pub fn fold(s: &str) -> String {
+    fold_with(s, false)
+}
+
+/// [`fold`], and in arguments numbers with a unit too (`36h` → `<n>h`: in a path, `3d`
+/// is more likely a name).
+fn fold_with(s: &str, units: bool) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while !rest.is_empty() {
@@ -82,7 +102,13 @@ pub fn fold(s: &str) -> String {
         let token = &rest[..end];
         match fold_token(token) {
             Some(mask) => out.push_str(mask),
-            None => out.push_str(token),
+            None => match unit_of(token).filter(|_| units) {
+                Some(unit) => {
+                    out.push_str("<n>");
+                    out.push_str(unit);
+                }
+                None => out.push_str(token),
+            },
         }
         rest = &rest[end..];
     }
@@ -96,7 +122,7 @@ pub fn fold_args(args: &[String]) -> String {
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(&fold(a));
+        out.push_str(&fold_with(a, true));
     }
     out
 }
@@ -116,6 +142,17 @@ mod tests {
         assert_eq!(fold("/tmp/upload-9b17e0d4"), "/tmp/upload-<hex>");
         assert_eq!(fold("/tmp/report-4411.csv"), "/tmp/report-<n>.csv");
         assert_eq!(fold("/tmp/tmpk2m9zq/out"), "/tmp/<id>/out");
+    }
+
+    #[test]
+    fn numbers_with_units_fold_to_their_unit_in_arguments() {
+        let args = |a: &[&str]| fold_args(&a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(args(&["--older-than", "1012h"]), "--older-than <n>h");
+        assert_eq!(args(&["--max-size=512MiB"]), "--max-size=<n>MiB");
+        assert_eq!(args(&["--timeout", "30s"]), "--timeout <n>s");
+        // Not a unit, no number first, or in a path: as before.
+        assert_eq!(args(&["python3", "amd64"]), "python3 amd64");
+        assert_eq!(fold("/opt/3d/model"), "/opt/3d/model");
     }
 
     #[test]
