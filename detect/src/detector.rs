@@ -1069,6 +1069,13 @@ mod tests {
         assert_eq!(above_low(&raised), vec![], "{raised:#?}");
         assert_eq!(raised.len(), 2, "{raised:#?}");
         assert!(
+            raised[0]
+                .explanation
+                .contains("learned once 2 destinations of it are seen"),
+            "{}",
+            raised[0].explanation
+        );
+        assert!(
             raised[1]
                 .explanation
                 .contains("`connect tcp 52.216.8.0/23:443` is learned"),

@@ -83,10 +83,10 @@ pub(super) fn kin_text(
     kin: &crate::generalise::Kinship,
     learned: bool,
 ) -> String {
-    let (what, shared, enough) = if obs.dimension == Dimension::Network {
-        ("destinations", "network", crate::generalise::MIN_ADDRESSES)
+    let (what, shared) = if obs.dimension == Dimension::Network {
+        ("destinations", "network")
     } else {
-        ("names", "shape", crate::generalise::MIN_NAMES)
+        ("names", "shape")
     };
     let outcome = if learned {
         format!(
@@ -95,7 +95,10 @@ pub(super) fn kin_text(
             kin.key.as_deref().unwrap_or_default()
         )
     } else {
-        format!("It is reported at low; once {enough} {what} share it, it is learned.")
+        format!(
+            "It is reported at low, and learned once {} {what} of it are seen.",
+            kin.enough
+        )
     };
     let mut listed: Vec<String> = kin
         .anchors

@@ -68,6 +68,8 @@ pub struct Kinship {
     /// How many distinct names or addresses of it were seen in all, this one included
     /// (beside a learned network: the new ones).
     pub seen: usize,
+    /// How many of them learn it (counted as `seen` is).
+    pub enough: usize,
     /// The generalised baseline key, once they are enough to learn it.
     pub key: Option<String>,
 }
@@ -211,6 +213,7 @@ impl Generalisations {
             pattern,
             anchors,
             seen,
+            enough: MIN_NAMES,
             key,
         })
     }
@@ -263,12 +266,17 @@ impl Generalisations {
         // widen it. Beside exact addresses, they and the new ones together must be as
         // many as learning asks for.
         let networks = learned.iter().filter(|n| !n.is_exact()).count();
-        let seen = learned.len() - networks + fresh.len();
-        let (kin, enough) = if networks > 0 {
-            (true, fresh.len() >= KIN_MIN - 1)
+        let seen = if networks > 0 {
+            fresh.len()
         } else {
-            (seen >= KIN_MIN, seen >= MIN_ADDRESSES)
+            learned.len() + fresh.len()
         };
+        let (kin, needed) = if networks > 0 {
+            (true, KIN_MIN - 1)
+        } else {
+            (seen >= KIN_MIN, MIN_ADDRESSES)
+        };
+        let enough = seen >= needed;
         if !kin {
             return None;
         }
@@ -280,6 +288,7 @@ impl Generalisations {
             pattern,
             anchors: learned.iter().map(Net::to_string).collect(),
             seen,
+            enough: needed,
             key,
         })
     }
