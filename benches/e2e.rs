@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,9 @@ use simulator::{Simulator, TOPICS};
 
 #[path = "support/daemon.rs"]
 mod daemon;
-use daemon::{clock_ticks, cpu_seconds, free_port, memory_mib, metrics, send_waiting, total};
+use daemon::{
+    clock_ticks, cpu_seconds, free_port, memory_mib, metrics, send_waiting, spawn_run, total,
+};
 
 /// Partitions of every topic, as in the measured deployment. The mock broker keeps at
 /// most 5 MiB of batches per partition and drops older ones silently; the bench checks
@@ -431,13 +433,7 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let http = format!("127.0.0.1:{}", free_port());
         let conf = config(dir.path(), brokers, group, &http, parts, hook);
-        let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-            .args(["run", "--config"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("driftwatch");
+        let child = spawn_run(&conf);
         Daemon {
             child,
             http,

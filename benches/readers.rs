@@ -30,6 +30,10 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use serde_json::json;
 use simulator::{Simulator, TOPICS};
 
+#[path = "support/daemon.rs"]
+mod daemon;
+use daemon::send_waiting;
+
 /// Partitions per topic: the mock broker keeps at most 5 MiB of batches per partition
 /// and drops older ones silently, so the records are spread (and compressed) well
 /// below that.
@@ -82,25 +86,10 @@ fn produce(brokers: &str, records: u64) -> u64 {
     let mut sim = Simulator::new(0xbe7c4, start, 1_000, 24, 2);
     for _ in 0..records {
         let r = sim.next_record();
-        let mut record = BaseRecord::to(r.topic).key(&r.key).payload(&r.payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, back)) => {
-                    assert!(
-                        matches!(
-                            e,
-                            rdkafka::error::KafkaError::MessageProduction(
-                                rdkafka::types::RDKafkaErrorCode::QueueFull
-                            )
-                        ),
-                        "produce failed: {e}"
-                    );
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_waiting(
+            &producer,
+            BaseRecord::to(r.topic).key(&r.key).payload(&r.payload),
+        );
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
     records

@@ -10,7 +10,7 @@
 //! `cargo bench --bench scale` (`-- --records N --max-daemons K`).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use ingest::Nanos;
@@ -21,7 +21,7 @@ use simulator::{Simulator, TOPICS};
 
 #[path = "support/daemon.rs"]
 mod daemon;
-use daemon::{clock_ticks, cpu_seconds, free_port, metrics, send_waiting, total};
+use daemon::{clock_ticks, cpu_seconds, free_port, metrics, send_waiting, spawn_run, total};
 
 /// Raw topics' partitions: the mock broker keeps at most 5 MiB of batches per
 /// partition, so the records are spread (and compressed) well below that.
@@ -126,13 +126,7 @@ fn run(
             std::fs::create_dir_all(&member).expect("dir");
             let http = format!("127.0.0.1:{}", free_port());
             let conf = config(&member, brokers, daemons, &http);
-            let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-                .args(["run", "--config"])
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("driftwatch");
+            let child = spawn_run(&conf);
             (child, http)
         })
         .collect();

@@ -4,11 +4,23 @@
 
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+
+/// Starts `driftwatch run` on a config file, its output discarded.
+pub fn spawn_run(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("driftwatch")
+}
 
 /// Sends one record, waiting while the producer's queue is full; any other error fails
 /// the bench.
