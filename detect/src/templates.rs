@@ -9,6 +9,11 @@
 //!   keeps its key (`uid=0` becomes
 //!   `uid=<*>`), so `setTotalSteps=12` and `setDiffSteps=3` stay apart. This is the
 //!   masking Drain's users tune with regexes, done with one scan of the token.
+//! - A number followed by a unit of time or size is one parameter (`384.0 B,`,
+//!   `12.4 KB,`; `<1 sec`, `00:02`): the same message prints its quantities with more
+//!   or fewer words, and a line's token count must not depend on it.
+//! - A name with a one-digit suffix (`SOCKS5`, `ssh2`, `IPV6`, `en0`) is a word, not a
+//!   parameter: protocols, versions and interfaces tell messages apart.
 //! - Two different words at one position are evidence of two messages (`Link Up` /
 //!   `Link Down`, `client SPP.` / `client WindowsUpdateAgent.`): a line that differs from
 //!   a template by words only starts a *variant* of it. When a template has collected
@@ -194,7 +199,8 @@ pub struct MinerSnapshot {
 
 /// Masks a token in one scan: a token with a digit, or an absolute path of two or
 /// more segments (`/var/log/app.log`; `/` alone or `and/or` is not), is a parameter,
-/// and a `key=value` parameter keeps its key unless the key has a digit itself.
+/// and a `key=value` parameter keeps its key unless the key has a digit itself. A
+/// name with a one-digit suffix is a word ([`numbered_name`]).
 fn mask(token: &str) -> Token<'_> {
     let bytes = token.as_bytes();
     let mut digit_at = None;
@@ -214,12 +220,106 @@ fn mask(token: &str) -> Token<'_> {
         }
     }
     let path = bytes.first() == Some(&b'/') && slashes >= 2;
-    if digit_at.is_none() && !path {
+    if (digit_at.is_none() && !path) || (digit_at == Some(bytes.len() - 1) && numbered_name(bytes))
+    {
         return Token::Word(token);
     }
     match eq_at {
         Some(p) if p > 0 && digit_at.is_none_or(|d| d > p) => Token::KeyParam(&token[..=p]),
         _ => Token::Param,
+    }
+}
+
+/// Letters with one digit at the end: `SOCKS5`, `ssh2`, `IPV6`, `en0`, `awdl0`.
+/// Such names are protocols, versions and interfaces, and tell messages apart
+/// (`open through proxy … HTTPS` and `… SOCKS5`); identifiers that vary carry more
+/// digits (`blk_38865`, `bglio11`, `R02-M1-N0`), or separators, and stay parameters.
+fn numbered_name(bytes: &[u8]) -> bool {
+    let [head @ .., last] = bytes else {
+        return false;
+    };
+    last.is_ascii_digit() && head.len() >= 2 && head.iter().all(u8::is_ascii_alphabetic)
+}
+
+/// Words that name the unit of the number before them: time and size. A quantity
+/// written with a unit is one parameter (`384.0 B,` and `1.2 KB,`; `<1 sec` and
+/// `00:02`), so a line's length does not depend on how its value was printed.
+const UNIT_WORDS: [&str; 38] = [
+    "ns",
+    "us",
+    "µs",
+    "ms",
+    "msec",
+    "msecs",
+    "millis",
+    "milliseconds",
+    "s",
+    "sec",
+    "secs",
+    "second",
+    "seconds",
+    "m",
+    "min",
+    "mins",
+    "minute",
+    "minutes",
+    "h",
+    "hr",
+    "hrs",
+    "hour",
+    "hours",
+    "d",
+    "day",
+    "days",
+    "b",
+    "byte",
+    "bytes",
+    "k",
+    "kb",
+    "kib",
+    "mb",
+    "mib",
+    "gb",
+    "gib",
+    "tb",
+    "tib",
+];
+
+/// A unit word, with the punctuation that closes its phrase (`KB)`, `sec,`) and a
+/// rate's `/s` allowed (`Mb/s`).
+fn is_unit(token: &str) -> bool {
+    let word = token.trim_end_matches([',', ';', ':', '.', ')', ']', '}']);
+    let word = word
+        .strip_suffix("/s")
+        .or_else(|| word.strip_suffix("/sec"))
+        .unwrap_or(word);
+    UNIT_WORDS.iter().any(|u| word.eq_ignore_ascii_case(u))
+}
+
+/// A number as printed, possibly after an opening bracket, sign or comparison
+/// (`384.0`, `(1.16`, `<1`, `-5`, `00:02`).
+fn is_number(token: &str) -> bool {
+    token
+        .trim_start_matches(['(', '[', '{', '<', '>', '~', '+', '-', '='])
+        .starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Masks every token of a line; a number and the unit word after it are one
+/// parameter.
+fn tokenise<'a>(words: impl Iterator<Item = &'a str>, tokens: &mut Vec<Token<'a>>) {
+    let mut after_number = false;
+    for word in words {
+        if after_number && is_unit(word) {
+            after_number = false;
+            continue;
+        }
+        let token = mask(word);
+        after_number = match token {
+            Token::Param => is_number(word),
+            Token::KeyParam(k) => is_number(&word[k.len()..]),
+            Token::Word(_) => false,
+        };
+        tokens.push(token);
     }
 }
 
@@ -355,9 +455,9 @@ impl Miner {
     pub fn add(&mut self, line: &str) -> Added {
         let mut tokens: Vec<Token<'_>> = Vec::with_capacity(32);
         if line.is_ascii() {
-            tokens.extend(line.split_ascii_whitespace().map(mask));
+            tokenise(line.split_ascii_whitespace(), &mut tokens);
         } else {
-            tokens.extend(line.split_whitespace().map(mask));
+            tokenise(line.split_whitespace(), &mut tokens);
         }
         // Drain's depth 4: the length, then the first two tokens, route a line.
         let route = route(&tokens);
@@ -584,6 +684,52 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(text(&m, a), "setTodayTotalDetailSteps=<*>");
+    }
+
+    #[test]
+    fn a_quantity_is_one_parameter_whatever_its_unit_or_form() {
+        let mut m = Miner::default();
+        let lines = [
+            "edge-a.example.net:8443 close, 0 bytes sent, 12 bytes received, lifetime <1 sec",
+            "edge-b.example.net:8443 close, 403 bytes sent, 5120 bytes received, lifetime 00:02",
+            "edge-a.example.net:8443 close, 88 bytes sent, 0 bytes received, lifetime 2 min",
+        ];
+        let ids: Vec<u32> = lines.iter().map(|l| m.add(l).id).collect();
+        assert_eq!(ids, [ids[0]; 3], "{:?}", m.all_templates());
+        let a = m
+            .add("cached chunk c1 (estimated size 384.0 B, free 317.5 MB)")
+            .id;
+        let b = m
+            .add("cached chunk c2 (estimated size 12.4 KB, free 317.1 MB)")
+            .id;
+        assert_eq!(a, b, "{:?}", m.all_templates());
+        assert_ne!(a, ids[0]);
+        // A number that is not a quantity keeps the word after it.
+        let c = m.add("retried 3 times").id;
+        let d = m.add("retried 3 s").id;
+        assert_ne!(c, d);
+    }
+
+    #[test]
+    fn a_numbered_name_tells_messages_apart() {
+        let mut m = Miner::default();
+        let https = m
+            .add("edge-a.example.net:443 open through proxy gw.example.net:3128 HTTPS")
+            .id;
+        let socks = m
+            .add("edge-b.example.net:443 open through proxy gw.example.net:1080 SOCKS5")
+            .id;
+        assert_ne!(https, socks);
+        let later = m
+            .add("edge-c.example.net:80 open through proxy gw.example.net:1080 SOCKS5")
+            .id;
+        assert_eq!(later, socks);
+        // Identifiers with more digits, or separators, stay parameters.
+        let a = m.add("mount failed on io11 after retry").id;
+        let b = m.add("mount failed on io12 after retry").id;
+        let c = m.add("mount failed on R02-M1-N0 after retry").id;
+        assert_eq!((a, b), (a, a));
+        assert_eq!(c, a);
     }
 
     #[test]
