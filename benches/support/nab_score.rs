@@ -489,9 +489,24 @@ fn summarize(category: &str, files: &[&FileResult]) -> CategoryScore {
 pub fn score_corpus(files: &[FileScores], profile: &Profile) -> CorpusScore {
     let prepared: Vec<Prepared> = files.iter().map(|f| prepare(f, profile)).collect();
     let (threshold, _) = best_threshold(files, &prepared, profile);
+    score_prepared_corpus(files, &prepared, profile, threshold)
+}
+
+/// Scores a corpus at a given threshold (chosen elsewhere, as on other files).
+pub fn score_corpus_at(files: &[FileScores], profile: &Profile, threshold: f64) -> CorpusScore {
+    let prepared: Vec<Prepared> = files.iter().map(|f| prepare(f, profile)).collect();
+    score_prepared_corpus(files, &prepared, profile, threshold)
+}
+
+fn score_prepared_corpus(
+    files: &[FileScores],
+    prepared: &[Prepared],
+    profile: &Profile,
+    threshold: f64,
+) -> CorpusScore {
     let results: Vec<FileResult> = files
         .iter()
-        .zip(&prepared)
+        .zip(prepared)
         .map(|(f, p)| score_prepared(f, p, profile, threshold))
         .collect();
     let mut by_category: BTreeMap<&str, Vec<&FileResult>> = BTreeMap::new();
@@ -565,6 +580,24 @@ mod tests {
         assert_eq!(r.files[0].probation_rows, 1);
         assert_eq!(r.categories.len(), 1);
         assert_eq!(r.categories[0].category, "cat");
+    }
+
+    #[test]
+    fn a_corpus_scored_at_its_own_best_threshold_scores_as_the_sweep() {
+        let mut scores = vec![0.0; 10];
+        scores[1] = 0.8;
+        scores[4] = 0.7;
+        let f = file("cat/a.csv", scores, vec![(900, 1500)]);
+        let best = score_corpus(std::slice::from_ref(&f), &Profile::standard());
+        let at = score_corpus_at(
+            std::slice::from_ref(&f),
+            &Profile::standard(),
+            best.threshold,
+        );
+        assert_eq!(at.overall.raw, best.overall.raw);
+        // Above every score nothing is detected: the null score.
+        let none = score_corpus_at(&[f], &Profile::standard(), 0.9);
+        assert_eq!(none.overall.normalized, 0.0);
     }
 
     #[test]
