@@ -21,6 +21,9 @@
 //!   names, job names) and the family merges into one template whose old ids resolve
 //!   to it. Drain instead merges at the first such line, and a single rare message then
 //!   swallows the frequent one it resembles.
+//! - A word that varies in two families is an entity that several messages name (a
+//!   user opens and closes sessions; a state such as `VM Paused` belongs to one
+//!   message): both families merge at once.
 //! - Growth is bounded: a leaf holds at most `max-per-leaf` templates (past it a line
 //!   joins its most similar template), and a miner at most `max-templates`; past that,
 //!   lines count against one overflow template and [`Added::overflowed`] says so once.
@@ -189,12 +192,19 @@ pub struct Miner {
     leaves: HashMap<u64, Vec<u32>, BuildHasherDefault<RouteHasher>>,
     live: usize,
     overflow: Option<u32>,
+    /// Every word that told a variant from its family's root, with that family (the
+    /// first to show it).
+    varied: HashMap<String, u32>,
 }
 
 /// The snapshot form of a miner: its templates in id order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MinerSnapshot {
     pub templates: Vec<Template>,
+    /// The words variants varied in, with their family, sorted (state files written
+    /// before these were kept have none: families merge by count until words recur).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub varied: Vec<(String, u32)>,
 }
 
 /// Masks a token in one scan: a token with a digit, or an absolute path of two or
@@ -546,9 +556,10 @@ impl Miner {
                 overflowed: false,
             };
         };
+        let others = self.note_varying(root, id);
         let r = &mut self.templates[root as usize];
         r.variants += 1;
-        if (r.variants as usize) < self.config.merge_after_variants {
+        if (r.variants as usize) < self.config.merge_after_variants && others.is_empty() {
             return Added {
                 id,
                 created: true,
@@ -556,11 +567,43 @@ impl Miner {
             };
         }
         self.merge_family(root);
+        for other in others {
+            self.merge_family(other);
+        }
         Added {
             id: root,
             created: true,
             overflowed: false,
         }
+    }
+
+    /// Notes the words variant `id` differs from its root `root` in; returns the other
+    /// families some of them already varied in. A word that varies in two families is
+    /// an entity several messages name (a user in `session opened for user news` and
+    /// `session closed for user news`), not a message's state (`VM Paused`): both
+    /// families merge at once, without waiting for `merge-after-variants`.
+    fn note_varying(&mut self, root: u32, id: u32) -> Vec<u32> {
+        let mut others = Vec::new();
+        let (r, v) = (&self.templates[root as usize], &self.templates[id as usize]);
+        for (a, b) in r.tokens.iter().zip(&v.tokens) {
+            if a == b || a.ends_with(WILDCARD) || b.ends_with(WILDCARD) {
+                continue;
+            }
+            for w in [a, b] {
+                match self.varied.get(w) {
+                    Some(&f) if f != root => {
+                        if !others.contains(&f) {
+                            others.push(f);
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.varied.insert(w.clone(), root);
+                    }
+                }
+            }
+        }
+        others
     }
 
     /// Folds every live variant of `root` into it: the words they vary in are
@@ -617,8 +660,15 @@ impl Miner {
     }
 
     pub fn snapshot(&self) -> MinerSnapshot {
+        let mut varied: Vec<(String, u32)> = self
+            .varied
+            .iter()
+            .map(|(w, f)| (w.clone(), *f))
+            .collect();
+        varied.sort_unstable();
         MinerSnapshot {
             templates: self.templates.clone(),
+            varied,
         }
     }
 
@@ -636,6 +686,12 @@ impl Miner {
             }
             miner.templates.push(t);
         }
+        let known = miner.templates.len();
+        miner.varied = snapshot
+            .varied
+            .into_iter()
+            .filter(|&(_, f)| (f as usize) < known)
+            .collect();
         miner
     }
 }
@@ -730,6 +786,45 @@ mod tests {
         let c = m.add("mount failed on R02-M1-N0 after retry").id;
         assert_eq!((a, b), (a, a));
         assert_eq!(c, a);
+    }
+
+    #[test]
+    fn a_word_that_varies_in_two_messages_is_a_parameter_of_both() {
+        let mut m = Miner::default();
+        let mut opened = Vec::new();
+        let mut closed = Vec::new();
+        for user in ["alice", "bob", "carol"] {
+            opened.push(m.add(&format!("session opened for user {user} by sshd")).id);
+            closed.push(m.add(&format!("session closed for user {user}")).id);
+        }
+        let opened: Vec<u32> = opened.into_iter().map(|id| m.resolve(id)).collect();
+        let closed: Vec<u32> = closed.into_iter().map(|id| m.resolve(id)).collect();
+        assert_eq!(opened, [opened[0]; 3], "{:?}", m.all_templates());
+        assert_eq!(closed, [closed[0]; 3], "{:?}", m.all_templates());
+        assert_ne!(opened[0], closed[0]);
+        assert_eq!(text(&m, closed[0]), "session closed for user <*>");
+        // A restored miner remembers which words varied.
+        let mut r = Miner::restore(MinerConfig::default(), m.snapshot());
+        let a = r.add("worker job started for alice").id;
+        let b = r.add("worker job started for bob").id;
+        assert_eq!(r.resolve(a), r.resolve(b));
+    }
+
+    #[test]
+    fn states_of_one_message_stay_apart() {
+        let mut m = Miner::default();
+        let ids: Vec<u32> = ["Paused", "Resumed", "Started", "Stopped"]
+            .iter()
+            .cycle()
+            .take(40)
+            .map(|s| {
+                m.add(&format!("[instance: 7f3a-{s}] VM {s} (Lifecycle Event)"))
+                    .id
+            })
+            .collect();
+        let distinct: std::collections::HashSet<u32> =
+            ids.iter().map(|&id| m.resolve(id)).collect();
+        assert_eq!(distinct.len(), 4, "{:?}", m.all_templates());
     }
 
     #[test]
