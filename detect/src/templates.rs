@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// The parameter placeholder in template text.
 pub const WILDCARD: &str = "<*>";
@@ -251,59 +252,65 @@ fn numbered_name(bytes: &[u8]) -> bool {
     last.is_ascii_digit() && head.len() >= 2 && head.iter().all(u8::is_ascii_alphabetic)
 }
 
-/// Words that name the unit of the number before them: time and size. A quantity
-/// written with a unit is one parameter (`384.0 B,` and `1.2 KB,`; `<1 sec` and
-/// `00:02`), so a line's length does not depend on how its value was printed.
-const UNIT_WORDS: [&str; 38] = [
-    "ns",
-    "us",
-    "µs",
-    "ms",
-    "msec",
-    "msecs",
-    "millis",
-    "milliseconds",
-    "s",
-    "sec",
-    "secs",
-    "second",
-    "seconds",
-    "m",
-    "min",
-    "mins",
-    "minute",
-    "minutes",
-    "h",
-    "hr",
-    "hrs",
-    "hour",
-    "hours",
-    "d",
-    "day",
-    "days",
-    "b",
-    "byte",
-    "bytes",
-    "k",
-    "kb",
-    "kib",
-    "mb",
-    "mib",
-    "gb",
-    "gib",
-    "tb",
-    "tib",
-];
-
 /// A unit word, with the punctuation that closes its phrase (`KB)`, `sec,`) and a
-/// rate's `/s` allowed (`Mb/s`).
+/// rate's `/s` allowed (`Mb/s`). Units are of time and size: a quantity written with a
+/// unit is one parameter (`384.0 B,` and `1.2 KB,`; `<1 sec` and `00:02`), so a line's
+/// length does not depend on how its value was printed.
 fn is_unit(token: &str) -> bool {
     let word = token.trim_end_matches([',', ';', ':', '.', ')', ']', '}']);
     let word = word
         .strip_suffix("/s")
         .or_else(|| word.strip_suffix("/sec"))
         .unwrap_or(word);
-    UNIT_WORDS.iter().any(|u| word.eq_ignore_ascii_case(u))
+    // Called for every word after a number: one lower-casing copy and one match.
+    let mut lower = [0u8; 12];
+    let Some(lower) = lower.get_mut(..word.len()) else {
+        return false;
+    };
+    for (l, b) in lower.iter_mut().zip(word.bytes()) {
+        *l = b.to_ascii_lowercase();
+    }
+    matches!(
+        &*lower,
+        b"ns"
+            | b"us"
+            | b"\xc2\xb5s"
+            | b"ms"
+            | b"msec"
+            | b"msecs"
+            | b"millis"
+            | b"milliseconds"
+            | b"s"
+            | b"sec"
+            | b"secs"
+            | b"second"
+            | b"seconds"
+            | b"m"
+            | b"min"
+            | b"mins"
+            | b"minute"
+            | b"minutes"
+            | b"h"
+            | b"hr"
+            | b"hrs"
+            | b"hour"
+            | b"hours"
+            | b"d"
+            | b"day"
+            | b"days"
+            | b"b"
+            | b"byte"
+            | b"bytes"
+            | b"k"
+            | b"kb"
+            | b"kib"
+            | b"mb"
+            | b"mib"
+            | b"gb"
+            | b"gib"
+            | b"tb"
+            | b"tib"
+    )
 }
 
 /// A number as printed, possibly after an opening bracket, sign or comparison
@@ -316,7 +323,7 @@ fn is_number(token: &str) -> bool {
 
 /// Masks every token of a line; a number and the unit word after it are one
 /// parameter.
-fn tokenise<'a>(words: impl Iterator<Item = &'a str>, tokens: &mut Vec<Token<'a>>) {
+fn tokenise<'a>(words: impl Iterator<Item = &'a str>, tokens: &mut SmallVec<[Token<'a>; 32]>) {
     let mut after_number = false;
     for word in words {
         if after_number && is_unit(word) {
@@ -463,7 +470,8 @@ impl Miner {
 
     /// Adds a line; says which template it belongs to now.
     pub fn add(&mut self, line: &str) -> Added {
-        let mut tokens: Vec<Token<'_>> = Vec::with_capacity(32);
+        // Most lines have at most 32 tokens: no allocation for them.
+        let mut tokens: SmallVec<[Token<'_>; 32]> = SmallVec::new();
         if line.is_ascii() {
             tokenise(line.split_ascii_whitespace(), &mut tokens);
         } else {
@@ -660,11 +668,8 @@ impl Miner {
     }
 
     pub fn snapshot(&self) -> MinerSnapshot {
-        let mut varied: Vec<(String, u32)> = self
-            .varied
-            .iter()
-            .map(|(w, f)| (w.clone(), *f))
-            .collect();
+        let mut varied: Vec<(String, u32)> =
+            self.varied.iter().map(|(w, f)| (w.clone(), *f)).collect();
         varied.sort_unstable();
         MinerSnapshot {
             templates: self.templates.clone(),
@@ -764,6 +769,16 @@ mod tests {
         let c = m.add("retried 3 times").id;
         let d = m.add("retried 3 s").id;
         assert_ne!(c, d);
+    }
+
+    #[test]
+    fn unit_words() {
+        for unit in ["ms", "µs", "KB)", "sec,", "Mb/s", "Seconds", "MILLISECONDS"] {
+            assert!(is_unit(unit), "{unit}");
+        }
+        for word in ["times", "", "secondsx", "KB)x", "milliseconds-long"] {
+            assert!(!is_unit(word), "{word}");
+        }
     }
 
     #[test]
