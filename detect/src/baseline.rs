@@ -119,6 +119,7 @@ pub fn import_into(snapshot: &mut DetectorSnapshot, file: &BaselineFile, now: Na
                     cap_alerted: false,
                     baseline: Vec::new(),
                     written: Vec::new(),
+                    written_hashes: Vec::new(),
                     logs: None,
                     novelty: Vec::new(),
                     growth_until: None,

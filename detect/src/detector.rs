@@ -11,7 +11,9 @@ use ingest::{Event, Nanos, Provenance};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::alert::{Alert, AlertKind, AlertStatus, MAX_EVIDENCE, Severity, alert_id, dedup_key};
+use crate::alert::{
+    Alert, AlertKind, AlertStatus, MAX_EVIDENCE, Severity, alert_id, dedup_key, stable_hash,
+};
 use crate::anomaly::Direction;
 use crate::config::DetectConfig;
 use crate::generalise::Generalisations;
@@ -135,15 +137,25 @@ const WRITTEN_PATHS_KEPT: usize = 1024;
 
 /// The paths a service wrote most recently, oldest forgotten first; a hash lookup per
 /// exec tells a binary the service dropped itself.
+///
+/// Paths are kept as their 64-bit [`stable_hash`], not their text: 16 bytes a path
+/// (the ring and the set) instead of two copies of a path of often 40 to 100 bytes,
+/// about 24 KiB a service when full. A collision can only make an exec look like a
+/// dropped binary (an alert more, never one fewer), and at 1,024 paths its chance is
+/// about 1024 / 2^64 per exec.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecentWrites {
-    order: VecDeque<String>,
-    set: HashSet<String>,
+    order: VecDeque<u64>,
+    set: HashSet<u64>,
 }
 
 impl RecentWrites {
     pub(crate) fn remember(&mut self, path: &str) {
-        if self.set.contains(path) {
+        self.remember_hash(stable_hash(&[path]));
+    }
+
+    pub(crate) fn remember_hash(&mut self, hash: u64) {
+        if !self.set.insert(hash) {
             return;
         }
         if self.order.len() == WRITTEN_PATHS_KEPT
@@ -151,16 +163,16 @@ impl RecentWrites {
         {
             self.set.remove(&old);
         }
-        self.order.push_back(path.to_owned());
-        self.set.insert(path.to_owned());
+        self.order.push_back(hash);
     }
 
     pub(crate) fn contains(&self, path: &str) -> bool {
-        self.set.contains(path)
+        self.set.contains(&stable_hash(&[path]))
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &String> {
-        self.order.iter()
+    /// The hashes, oldest first.
+    pub(crate) fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.order.iter().copied()
     }
 }
 
@@ -929,6 +941,40 @@ mod tests {
             raised[0].mitre.as_ref().map(|t| t.id.as_str()),
             Some("T1105")
         );
+    }
+
+    /// A binary written before a restart and run after it is still a dropped binary,
+    /// whether the state keeps written paths as hashes or, as older state files do, as
+    /// text.
+    #[test]
+    fn a_binary_written_before_a_restart_and_run_after_it_is_critical() {
+        let mut d = Detector::new(config());
+        learned(&mut d);
+        let mut raised = Vec::new();
+        d.observe(&write(11 * 60, "/var/tmp/.x/dropper"), &mut raised);
+        let snapshot = d.snapshot();
+        let api = |s: &crate::snapshot::DetectorSnapshot| {
+            s.services
+                .iter()
+                .position(|s| s.service == "shop/api")
+                .unwrap()
+        };
+        let i = api(&snapshot);
+        assert!(snapshot.services[i].written.is_empty());
+        assert_eq!(snapshot.services[i].written_hashes.len(), 1);
+        let mut old = snapshot.clone();
+        old.services[i].written_hashes.clear();
+        old.services[i].written = vec!["/var/tmp/.x/dropper".into()];
+        for state in [snapshot, old] {
+            let mut d = Detector::restore(d.config().clone(), state).expect("restores");
+            let mut raised = Vec::new();
+            d.observe(&exec(12, "/var/tmp/.x/dropper"), &mut raised);
+            assert!(
+                raised.iter().any(|a| a.severity == Severity::Critical
+                    && a.mitre.as_ref().is_some_and(|t| t.id == "T1105")),
+                "{raised:#?}"
+            );
+        }
     }
 
     fn connect(second: i64, address: &str, port: u16) -> Event {

@@ -43,8 +43,13 @@ pub struct ServiceSnapshot {
     #[serde(default)]
     pub cap_alerted: bool,
     pub baseline: Vec<BaselineEntry>,
+    /// Recently written paths as state files before hashes kept them; read, never
+    /// written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub written: Vec<String>,
+    /// Recently written paths, oldest first, as their stable hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written_hashes: Vec<u64>,
     /// The log templates (their ids stay stable across restarts) and learned mix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogSnapshot>,
@@ -118,7 +123,8 @@ pub(crate) fn service_snapshot(name: &str, s: &ServiceState) -> ServiceSnapshot 
         grace_until: s.grace_until,
         cap_alerted: s.cap_alerted,
         baseline: entries(s),
-        written: s.written.iter().cloned().collect(),
+        written: Vec::new(),
+        written_hashes: s.written.hashes().collect(),
         logs: s.logs.snapshot(),
         novelty: LEARNED_DIMENSIONS
             .iter()
@@ -248,6 +254,9 @@ fn service_state(config: &crate::DetectConfig, s: ServiceSnapshot) -> (String, S
             let mut w = RecentWrites::default();
             for path in &s.written {
                 w.remember(path);
+            }
+            for &hash in &s.written_hashes {
+                w.remember_hash(hash);
             }
             w
         },
