@@ -221,11 +221,12 @@ fn leave_one_out(root: &std::path::Path, files: &[FileScores]) {
         grid.len()
     );
     println!(
-        "{:<24} {:>10} {:>10} {:>10}  picked",
-        "held out", "threshold", "score", "default"
+        "{:<24} {:>10} {:>10} {:>10} {:>14}  picked",
+        "held out", "threshold", "score", "default", "default, thr."
     );
     let plain = score_corpus(&runs[default], &profile);
     let (mut raw, mut null, mut perfect) = (0.0, 0.0, 0.0);
+    let mut default_threshold_only = (0.0, 0.0, 0.0);
     for held in &categories {
         let split = |run: &[FileScores], inside: bool| -> Vec<FileScores> {
             run.iter()
@@ -246,24 +247,43 @@ fn leave_one_out(root: &std::path::Path, files: &[FileScores]) {
         }
         let (c, on_others) = best;
         let held_out = score_corpus_at(&split(&runs[c], true), &profile, on_others.threshold);
+        // The defaults kept, only the threshold taken from the other categories.
+        let threshold_only = score_corpus_at(
+            &split(&runs[default], true),
+            &profile,
+            score_corpus(&split(&runs[default], false), &profile).threshold,
+        );
+        default_threshold_only.0 += threshold_only.overall.raw;
+        default_threshold_only.1 += threshold_only.overall.null;
+        default_threshold_only.2 += threshold_only.overall.perfect;
         let default_score = plain
             .categories
             .iter()
             .find(|s| s.category == *held)
             .map_or(f64::NAN, |s| s.normalized);
         println!(
-            "{held:<24} {:>10.3} {:>10.1} {:>10.1}  {}",
-            on_others.threshold, held_out.overall.normalized, default_score, grid[c].0
+            "{held:<24} {:>10.3} {:>10.1} {:>10.1} {:>14.1}  {}",
+            on_others.threshold,
+            held_out.overall.normalized,
+            default_score,
+            threshold_only.overall.normalized,
+            grid[c].0
         );
         raw += held_out.overall.raw;
         null += held_out.overall.null;
         perfect += held_out.overall.perfect;
     }
+    let (r, n, p) = default_threshold_only;
     println!(
-        "{:<24} {:>10} {:>10.1} {:>10.1}",
+        "{:<24} {:>10} {:>10.1} {:>10.1} {:>14.1}",
         "all",
         "",
         100.0 * (raw - null) / (perfect - null),
-        plain.overall.normalized
+        plain.overall.normalized,
+        100.0 * (r - n) / (p - n)
+    );
+    println!(
+        "(default: the defaults with the corpus threshold; default, thr.: the defaults with \
+         the threshold picked on the other categories)"
     );
 }
