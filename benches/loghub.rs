@@ -73,8 +73,11 @@ fn labelled(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Reads the LogHub samples: (dataset, [(content, template, corrected template)]).
-fn datasets(root: &Path) -> Vec<(String, Vec<(String, String, String)>)> {
+/// One dataset's lines: (content, template, corrected template).
+type Rows = Vec<(String, String, String)>;
+
+/// Reads the LogHub samples: (dataset, its lines).
+fn datasets(root: &Path) -> Vec<(String, Rows)> {
     let mut names: Vec<String> = std::fs::read_dir(root)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
