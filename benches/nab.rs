@@ -234,24 +234,24 @@ fn leave_one_out(root: &std::path::Path, files: &[FileScores]) {
                 .cloned()
                 .collect()
         };
+        let on_others: Vec<_> = runs
+            .iter()
+            .map(|run| score_corpus(&split(run, false), &profile))
+            .collect();
         // Ties go to the earlier configuration, the default's when it ties.
-        let mut best = (
-            default,
-            score_corpus(&split(&runs[default], false), &profile),
-        );
-        for (c, run) in runs.iter().enumerate() {
-            let s = score_corpus(&split(run, false), &profile);
-            if s.overall.normalized > best.1.overall.normalized + 1e-9 {
-                best = (c, s);
+        let mut c = default;
+        for (i, s) in on_others.iter().enumerate() {
+            if s.overall.normalized > on_others[c].overall.normalized + 1e-9 {
+                c = i;
             }
         }
-        let (c, on_others) = best;
-        let held_out = score_corpus_at(&split(&runs[c], true), &profile, on_others.threshold);
+        let threshold = on_others[c].threshold;
+        let held_out = score_corpus_at(&split(&runs[c], true), &profile, threshold);
         // The defaults kept, only the threshold taken from the other categories.
         let threshold_only = score_corpus_at(
             &split(&runs[default], true),
             &profile,
-            score_corpus(&split(&runs[default], false), &profile).threshold,
+            on_others[default].threshold,
         );
         default_threshold_only.0 += threshold_only.overall.raw;
         default_threshold_only.1 += threshold_only.overall.null;
@@ -263,7 +263,7 @@ fn leave_one_out(root: &std::path::Path, files: &[FileScores]) {
             .map_or(f64::NAN, |s| s.normalized);
         println!(
             "{held:<24} {:>10.3} {:>10.1} {:>10.1} {:>14.1}  {}",
-            on_others.threshold,
+            threshold,
             held_out.overall.normalized,
             default_score,
             threshold_only.overall.normalized,

@@ -116,28 +116,23 @@ fn main() {
             .iter()
             .filter(|a| a.severity == Severity::Low)
             .collect();
-        let growth = lows
-            .iter()
-            .filter(|a| a.explanation.starts_with("Baseline still growing"))
-            .count();
-        let kin = lows
-            .iter()
-            .filter(|a| a.explanation.contains(", but of the "))
-            .count();
-        let rate = lows.iter().filter(|a| a.kind == AlertKind::Rate).count();
+        let (mut growth, mut kin, mut rate) = (0, 0, 0);
+        let mut other: Vec<String> = Vec::new();
+        for a in &lows {
+            if a.explanation.starts_with("Baseline still growing") {
+                growth += 1;
+            } else if a.explanation.contains(", but of the ") {
+                kin += 1;
+            } else if a.kind == AlertKind::Rate {
+                rate += 1;
+            } else {
+                other.push(format!("{:?} {}", a.kind, a.subject));
+            }
+        }
         println!(
             "       low: {growth} baseline still growing, {kin} kin to what was learned, {rate} rate, {} other",
-            lows.len() - growth - kin - rate
+            other.len()
         );
-        let mut other: Vec<String> = lows
-            .iter()
-            .filter(|a| {
-                !a.explanation.starts_with("Baseline still growing")
-                    && !a.explanation.contains(", but of the ")
-                    && a.kind != AlertKind::Rate
-            })
-            .map(|a| format!("{:?} {}", a.kind, a.subject))
-            .collect();
         other.sort();
         other.dedup();
         for o in other.iter().take(3) {

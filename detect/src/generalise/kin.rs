@@ -265,16 +265,11 @@ impl Generalisations {
         // Beside a learned network, the pool is known to rotate: two new addresses
         // widen it. Beside exact addresses, they and the new ones together must be as
         // many as learning asks for.
-        let networks = learned.iter().filter(|n| !n.is_exact()).count();
-        let seen = if networks > 0 {
-            fresh.len()
+        let (seen, kin, needed) = if learned.iter().any(|n| !n.is_exact()) {
+            (fresh.len(), true, KIN_MIN - 1)
         } else {
-            learned.len() + fresh.len()
-        };
-        let (kin, needed) = if networks > 0 {
-            (true, KIN_MIN - 1)
-        } else {
-            (seen >= KIN_MIN, MIN_ADDRESSES)
+            let seen = learned.len() + fresh.len();
+            (seen, seen >= KIN_MIN, MIN_ADDRESSES)
         };
         let enough = seen >= needed;
         if !kin {
