@@ -1101,6 +1101,58 @@ mod tests {
         assert_eq!(above[1].1, Severity::High);
     }
 
+    fn connect_named(second: i64, address: &str, name: &str, port: u16) -> Event {
+        let mut e = connect(second, address, port);
+        if let EventKind::Network { dns_name, .. } = &mut e.kind {
+            *dns_name = Some(name.into());
+        }
+        e
+    }
+
+    #[test]
+    fn later_names_beside_two_learned_ones_are_low_then_their_shape_is_learned() {
+        let mut d = learned_sparsely([
+            connect_named(100, "13.32.1.5", "d3kq9zv2mx7tpa.cdn.example.net", 443),
+            connect_named(200, "13.32.8.9", "dq7wn4hz0rb2ke.cdn.example.net", 443),
+        ]);
+        let mut raised = Vec::new();
+        d.observe(
+            &connect_named(700, "13.32.2.2", "d8m2xj5tq0wcnv.cdn.example.net", 443),
+            &mut raised,
+        );
+        d.observe(
+            &connect_named(710, "13.32.3.3", "dz4hp7bk1s9fyr.cdn.example.net", 443),
+            &mut raised,
+        );
+        assert_eq!(above_low(&raised), vec![], "{raised:#?}");
+        assert_eq!(raised.len(), 2, "{raised:#?}");
+        assert!(
+            raised[1]
+                .explanation
+                .contains("`connect tcp d<[a-z0-9_-]{13}>.cdn.example.net:443` is learned"),
+            "{}",
+            raised[1].explanation
+        );
+        raised.clear();
+        d.observe(
+            &connect_named(720, "13.32.4.4", "D6tn3vq8yl2wgj.cdn.example.net.", 443),
+            &mut raised,
+        );
+        assert!(raised.is_empty(), "{raised:#?}");
+        // A name of another domain, or of another shape below the same one, is drift.
+        d.observe(
+            &connect_named(730, "13.32.5.5", "raiz3gjkgtfhkkc.example-c2.com", 443),
+            &mut raised,
+        );
+        d.observe(
+            &connect_named(740, "13.32.6.6", "upload.cdn.example.net", 443),
+            &mut raised,
+        );
+        let above = above_low(&raised);
+        assert_eq!(above.len(), 2, "{raised:#?}");
+        assert!(above.iter().all(|(_, s)| *s == Severity::High), "{above:?}");
+    }
+
     #[test]
     fn a_network_learned_over_one_slash_24_widens_over_its_neighbour_after_two_new_addresses() {
         let mut d = learned_sparsely(

@@ -170,6 +170,21 @@ pub fn network_of(address: &str, config: &DetectConfig) -> String {
     }
 }
 
+/// A DNS name as a baseline key writes it: lower case, without the root's dot. `None`
+/// for what is no host name (the address is used instead), so that a record cannot put
+/// spaces, colons or patterns into a key.
+fn host_name(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<IpAddr>().is_err()
+        && name.split('.').all(|l| !l.is_empty() && l.len() <= 63)
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    valid.then(|| name.to_ascii_lowercase())
+}
+
 pub(crate) fn is_public(address: &str) -> bool {
     match address.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => {
@@ -297,7 +312,8 @@ pub fn observe<'a>(
             let (key, severity, mitre) = match direction {
                 Direction::Connect => {
                     let dest = dns_name
-                        .clone()
+                        .as_deref()
+                        .and_then(host_name)
                         .unwrap_or_else(|| network_of(address, config));
                     if is_public(address) {
                         (
@@ -354,6 +370,26 @@ mod tests {
         assert_eq!(network_of("10.96.20.15", &c), "10.96.20.0/24");
         assert_eq!(network_of("2001:db8::1", &c), "2001:db8::/64");
         assert_eq!(network_of("not-an-ip", &c), "not-an-ip");
+    }
+
+    #[test]
+    fn a_dns_name_is_a_key_only_when_it_is_a_host_name() {
+        assert_eq!(
+            host_name("Web-0.Web.Shop.svc.cluster.local."),
+            Some("web-0.web.shop.svc.cluster.local".into())
+        );
+        assert_eq!(host_name("postgres"), Some("postgres".into()));
+        for bad in [
+            "",
+            ".",
+            "a b.example.com",
+            "x.example.com:80",
+            "a..b",
+            "10.0.0.1",
+            "<[a-z]{8}>.example.com",
+        ] {
+            assert_eq!(host_name(bad), None, "{bad}");
+        }
     }
 
     #[test]

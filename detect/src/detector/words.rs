@@ -84,7 +84,15 @@ pub(super) fn kin_text(
     learned: bool,
 ) -> String {
     let (what, shared) = if obs.dimension == Dimension::Network {
-        ("destinations", "network")
+        // A named destination's pattern is a shape of its first label.
+        (
+            "destinations",
+            if kin.pattern.contains("<[") {
+                "shape"
+            } else {
+                "network"
+            },
+        )
     } else {
         ("names", "shape")
     };

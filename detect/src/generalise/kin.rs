@@ -222,7 +222,9 @@ impl Generalisations {
     /// destinations the service learned; if so it is remembered, and once enough
     /// destinations share the network, the network's baseline key is returned.
     pub fn kin_network(&mut self, key: &str) -> Option<Kinship> {
-        let (head, net, port) = split_network_key(key)?;
+        let Some((head, net, port)) = split_network_key(key) else {
+            return self.kin_name(key);
+        };
         if !net.is_exact() {
             return None;
         }
@@ -302,6 +304,9 @@ pub struct Samples {
     /// Destinations met since learning, per `connect <protocol>|<port>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kin_nets: BTreeMap<String, Vec<String>>,
+    /// First labels of named destinations, per `connect <protocol>|<port>|<parent>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dns: BTreeMap<String, super::Labels>,
 }
 
 impl Samples {
@@ -310,6 +315,7 @@ impl Samples {
             && self.paths.is_empty()
             && self.kin.is_empty()
             && self.kin_nets.is_empty()
+            && self.dns.is_empty()
     }
 }
 
@@ -333,6 +339,7 @@ impl Generalisations {
                 .iter()
                 .map(|(g, n)| (g.clone(), n.iter().map(Net::to_string).collect()))
                 .collect(),
+            dns: self.name_samples(),
         }
     }
 
@@ -351,5 +358,6 @@ impl Generalisations {
             .into_iter()
             .map(|(g, n)| (g, n.iter().filter_map(|n| Net::parse(n)).collect()))
             .collect();
+        self.restore_names(samples.dns);
     }
 }

@@ -25,12 +25,14 @@
 //! analyst can write one by hand. Nothing here runs for known behaviour: a path or an
 //! address is generalised only when its exact key misses the baseline.
 
+mod dns;
 mod kin;
 mod network;
 mod shape;
 
 use std::collections::{HashMap, VecDeque};
 
+pub use dns::Labels;
 pub use kin::{KIN_MIN, KinNames, Kinship, Samples};
 pub use network::{Net, split_network_key};
 use network::{covering, mask};
@@ -131,6 +133,11 @@ pub struct Generalisations {
     kin: HashMap<String, KinNames>,
     /// Destinations met since learning ended, per `connect <protocol>|<port>`.
     kin_nets: HashMap<String, Vec<Net>>,
+    /// Learned shapes of named destinations' first labels, per `connect
+    /// <protocol>|<port>|<parent domain>` (see [`dns`]).
+    name_shapes: HashMap<String, Vec<NameShape>>,
+    /// First labels of named destinations, learned and met since, per the same key.
+    labels: HashMap<String, Labels>,
 }
 
 fn group_key(head: &str, port: &str) -> String {
@@ -176,6 +183,8 @@ impl Generalisations {
                     if !nets.contains(&net) && nets.len() < DESTINATIONS_KEPT {
                         nets.push(net);
                     }
+                } else if key.contains("<[") {
+                    self.index_name(key);
                 }
             }
             _ => {}
@@ -239,7 +248,9 @@ impl Generalisations {
                 (general != key).then_some(general)
             }
             Dimension::Network => {
-                let (head, net, port) = split_network_key(key)?;
+                let Some((head, net, port)) = split_network_key(key) else {
+                    return self.cover_name(key);
+                };
                 let nets = self.nets.get(&group_key(head, port))?;
                 let cover = nets
                     .iter()
@@ -353,7 +364,9 @@ impl Generalisations {
     /// Learns from a network key newly learned: when the port's destinations now spread
     /// over enough of one network, returns the entries to fold into it.
     pub fn learn_network(&mut self, key: &str) -> Option<Merge> {
-        let (head, net, port) = split_network_key(key)?;
+        let Some((head, net, port)) = split_network_key(key) else {
+            return self.learn_name(key);
+        };
         let nets = self.nets.entry(group_key(head, port)).or_default();
         if !nets.contains(&net) {
             if nets.len() == DESTINATIONS_KEPT {
@@ -759,5 +772,98 @@ mod tests {
             None,
             "a /15 is wider than the bound"
         );
+    }
+
+    #[test]
+    fn rotating_named_endpoints_learn_their_first_label_below_their_parent() {
+        let mut rng = Rng(11);
+        let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let mut g = Generalisations::default();
+        let mut merges = Vec::new();
+        for _ in 0..5 {
+            let key = format!(
+                "connect tcp d{}.cdn.example.net:443",
+                rng.word(alphabet, 13)
+            );
+            g.index(Dimension::Network, &key);
+            merges.extend(g.learn_network(&key));
+        }
+        let learned = merges.last().expect("a shape is learned");
+        // Few names cannot rule out `_` and `-`: the alphabet keeps them.
+        assert_eq!(
+            learned.into,
+            "connect tcp d<[a-z0-9_-]{13}>.cdn.example.net:443"
+        );
+        assert!(learned.from.len() >= MIN_NAMES, "{learned:?}");
+        let next = format!(
+            "connect tcp d{}.cdn.example.net:443",
+            rng.word(alphabet, 13)
+        );
+        assert_eq!(
+            g.cover(Dimension::Network, &next, None).as_deref(),
+            Some("connect tcp d<[a-z0-9_-]{13}>.cdn.example.net:443")
+        );
+        // Another parent, port, protocol or shape, or a deeper name, is not covered.
+        for other in [
+            "connect tcp d0a1b2c3d4e5f6.cdn.example.org:443",
+            "connect tcp d0a1b2c3d4e5f6.cdn.example.net:8443",
+            "connect udp d0a1b2c3d4e5f6.cdn.example.net:443",
+            "connect tcp exfil.cdn.example.net:443",
+            "connect tcp x.d0a1b2c3d4e5f6.cdn.example.net:443",
+        ] {
+            assert_eq!(g.cover(Dimension::Network, other, None), None, "{other}");
+        }
+        // The learned key alone teaches the shape (a state or baseline file).
+        let rebuilt = Generalisations::rebuild([(Dimension::Network, learned.into.as_str())]);
+        assert!(rebuilt.cover(Dimension::Network, &next, None).is_some());
+    }
+
+    #[test]
+    fn numbered_members_learn_a_digit_shape_and_a_registrable_domain_never_varies() {
+        let mut g = Generalisations::default();
+        let mut last = None;
+        for i in 0..4 {
+            last = g
+                .learn_network(&format!(
+                    "connect tcp kafka-{i}.kafka.shop.svc.cluster.local:9092"
+                ))
+                .or(last);
+        }
+        assert_eq!(
+            last.map(|m| m.into).as_deref(),
+            Some("connect tcp kafka-<[0-9]+>.kafka.shop.svc.cluster.local:9092")
+        );
+        // Names right below a public suffix name their owner: never a shape.
+        let mut rng = Rng(5);
+        for suffix in ["com", "co.uk"] {
+            for _ in 0..8 {
+                let key = format!(
+                    "connect tcp {}.{suffix}:443",
+                    rng.word(b"abcdefghijklmnopqrstuvwxyz", 12)
+                );
+                assert_eq!(g.learn_network(&key), None, "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn named_destinations_learned_before_a_restart_are_kin_after_it() {
+        let mut g = Generalisations::default();
+        for key in [
+            "connect tcp d3kq9zv2mx7tpa.cdn.example.net:443",
+            "connect tcp dq7wn4hz0rb2ke.cdn.example.net:443",
+        ] {
+            g.index(Dimension::Network, key);
+            assert_eq!(g.learn_network(key), None);
+        }
+        let samples = g.samples();
+        let json = serde_json::to_string(&samples).unwrap();
+        let mut restored = Generalisations::rebuild([]);
+        restored.restore(serde_json::from_str(&json).unwrap());
+        let kin = restored
+            .kin_network("connect tcp d8m2xj5tq0wcnv.cdn.example.net:443")
+            .expect("kin after the restart");
+        assert_eq!(kin.anchors.len(), 2, "{kin:?}");
+        assert_eq!(kin.key, None);
     }
 }

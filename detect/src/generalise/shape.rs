@@ -555,6 +555,17 @@ pub(super) fn digit_shape<'a>(
     new: &str,
     min: usize,
 ) -> Option<NameShape> {
+    digits_varying(names, new, min, true)
+}
+
+/// As [`digit_shape`]; `folded_known` says the names are folded where no shape covers
+/// them (paths), so that names whose numbers folding already hides need no shape.
+fn digits_varying<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    new: &str,
+    min: usize,
+    folded_known: bool,
+) -> Option<NameShape> {
     let skeleton = digit_skeleton(new);
     if !skeleton.contains('#') {
         return None;
@@ -563,7 +574,7 @@ pub(super) fn digit_shape<'a>(
         .into_iter()
         .filter(|n| digit_skeleton(n) == skeleton)
         .collect();
-    if group.len() < min || group.iter().all(|n| fold(n) == fold(new)) {
+    if group.len() < min || (folded_known && group.iter().all(|n| fold(n) == fold(new))) {
         return None;
     }
     let runs: Vec<Vec<&str>> = group
@@ -623,6 +634,13 @@ pub(super) fn shape_of(names: &[&str], new: &str, min: usize, dir: bool) -> Opti
     random_shape(all(), new, min)
         .or_else(|| digit_shape(all(), new, min))
         .or_else(|| dir.then(|| fan_out_shape(all(), new, min)).flatten())
+}
+
+/// The shape `new` shares with at least `min` of `names` as a DNS name's first label,
+/// which nothing folds: random, or a run of digits.
+pub(super) fn label_shape(names: &[&str], new: &str, min: usize) -> Option<NameShape> {
+    let all = || names.iter().copied();
+    random_shape(all(), new, min).or_else(|| digits_varying(all(), new, min, false))
 }
 
 #[cfg(test)]
