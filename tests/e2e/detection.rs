@@ -227,3 +227,142 @@ fn replay_writes_alerts_as_json_lines() {
     assert_eq!(alerts[0]["mitre"]["id"], "T1059.004");
     assert!(replayed.stderr.contains("alerts: 3"), "{}", replayed.stderr);
 }
+
+/// Native records of one service reaching a CDN whose edge names rotate, and Kafka
+/// brokers by their StatefulSet names: `replay` through the real binary.
+#[test]
+fn rotating_named_destinations_stay_quiet_and_a_new_domain_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fast.toml");
+    std::fs::write(
+        &config,
+        "[detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n[compliance]\nenabled = false\n",
+    )
+    .unwrap();
+    // SplitMix64: the edge names are random, the run the same every time.
+    let mut state = 0x5eed_u64;
+    let mut label = || {
+        (0..13)
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[((z ^ (z >> 31)) % 36) as usize])
+            })
+            .collect::<String>()
+    };
+    let start = 1_772_445_600i64; // 2026-03-02T10:00:00Z
+    let workload =
+        r#"{"namespace":"shop","pod":"assets-6d9f-x2x7q","container_id":"4c1d2e3f5a6b"}"#;
+    let record = |second: i64, kind: &str| {
+        format!(
+            r#"{{"time":{},"workload":{workload},{kind}}}"#,
+            (start + second) * 1_000_000_000
+        )
+    };
+    let connect = |second: i64, address: &str, name: &str, port: u16| {
+        record(
+            second,
+            &format!(
+                r#""kind":"network","direction":"connect","address":"{address}","port":{port},"protocol":"tcp","dns_name":"{name}","process":{{"exe":"/app/assets"}}"#
+            ),
+        )
+    };
+    let mut lines = vec![record(
+        0,
+        r#""kind":"process_exec","process":{"exe":"/app/assets","args":["--serve"]}"#,
+    )];
+    // Learning: two edges and two brokers, too few for a shape.
+    lines.push(connect(
+        60,
+        "13.32.1.5",
+        &format!("d{}.cdn.example.net", label()),
+        443,
+    ));
+    lines.push(connect(
+        120,
+        "13.32.8.9",
+        &format!("d{}.cdn.example.net", label()),
+        443,
+    ));
+    lines.push(connect(
+        180,
+        "10.96.40.10",
+        "kafka-0.kafka.shop.svc.cluster.local",
+        9092,
+    ));
+    lines.push(connect(
+        240,
+        "10.96.40.11",
+        "kafka-1.kafka.shop.svc.cluster.local",
+        9092,
+    ));
+    // Monitoring: a day of new edges, the third broker, then a new domain.
+    for i in 0..200 {
+        let second = 900 + i * 400;
+        let address = format!("13.32.{}.{}", i % 200, 1 + i % 250);
+        lines.push(connect(
+            second,
+            &address,
+            &format!("d{}.cdn.example.net", label()),
+            443,
+        ));
+    }
+    lines.push(connect(
+        81_000,
+        "10.96.40.12",
+        "kafka-2.kafka.shop.svc.cluster.local",
+        9092,
+    ));
+    lines.push(connect(
+        82_000,
+        "10.96.40.13",
+        "kafka-3.kafka.shop.svc.cluster.local",
+        9092,
+    ));
+    lines.push(connect(
+        83_000,
+        "64.225.45.153",
+        "raiz3gjkgtfhkkc.not-reverse-shell.com",
+        443,
+    ));
+    let input = lines.join("\n") + "\n";
+    let replayed = replay(
+        [
+            std::ffi::OsStr::new("--format"),
+            std::ffi::OsStr::new("native"),
+            std::ffi::OsStr::new("--config"),
+            config.as_os_str(),
+            std::ffi::OsStr::new("-"),
+        ],
+        Some(&input),
+    );
+    let alerts: Vec<&serde_json::Value> = replayed
+        .lines
+        .iter()
+        .filter(|l| l["type"] == "alert")
+        .collect();
+    let above_low: Vec<&serde_json::Value> = alerts
+        .iter()
+        .copied()
+        .filter(|a| a["severity"] != "low")
+        .collect();
+    assert_eq!(above_low.len(), 1, "{above_low:#?}");
+    assert_eq!(
+        above_low[0]["subject"],
+        "connect tcp raiz3gjkgtfhkkc.not-reverse-shell.com:443"
+    );
+    assert_eq!(above_low[0]["severity"], "high");
+    // The edges' shape is learned from kin, and said so.
+    assert!(
+        alerts.iter().any(|a| a["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains(".cdn.example.net:443` is learned"))),
+        "{alerts:#?}"
+    );
+    assert!(
+        alerts.len() <= 6,
+        "a few low alerts, not one per edge: {alerts:#?}"
+    );
+}
