@@ -29,7 +29,8 @@ pub const TOPICS: [(&str, &str); 6] = [
     ("k8s-audit", "k8s-audit"),
     ("docker", "docker"),
     ("logs", "fluent-bit"),
-    // Nothing simulated goes here; it is for custom shippers (and `kcat`) to try.
+    // What a shipper resolving destination names writes (the simulated CDN's edges), and
+    // for custom shippers (and `kcat`) to try.
     ("native", "native"),
 ];
 
@@ -84,7 +85,8 @@ struct Service {
     writes: &'static [&'static str],
     reads: &'static [&'static str],
     /// (address, port); an octet may be a range (`8-9`) or `*` (any host octet), for
-    /// endpoints that rotate within a provider's range.
+    /// endpoints that rotate within a provider's range. `name@address` is a destination
+    /// by its DNS name (placeholders as in [`Simulator::fill`]), sent in the native format.
     connects: &'static [(&'static str, u16)],
     logs: &'static [&'static str],
 }
@@ -93,6 +95,9 @@ const NAMESPACE: &str = "shop";
 
 pub struct Simulator {
     rng: Rng,
+    /// The DNS names of destinations, drawn apart so that naming them leaves every other
+    /// random choice as it was.
+    names: Rng,
     services: Vec<Service>,
     now: Nanos,
     /// Event-time nanoseconds per record, so `rate` records a wall second cover
@@ -251,7 +256,11 @@ impl Simulator {
                     "/var/log/nginx/access.log",
                 ],
                 reads: &["/etc/nginx/nginx.conf", "/usr/share/nginx/html/index.html"],
-                connects: &[("10.96.12.40", 8080)],
+                // Product images come from a CDN whose edge names rotate (`name@addresses`).
+                connects: &[
+                    ("10.96.12.40", 8080),
+                    ("d{cf}.cdn.acme-assets.net@13.32.*.*", 443),
+                ],
                 logs: &[
                     "10.0.3.{n} - - \"GET /product/{n} HTTP/1.1\" 200 5123 \"-\" \"Mozilla/5.0\"",
                     "10.0.3.{n} - - \"GET /cart HTTP/1.1\" 200 812 \"-\" \"Mozilla/5.0\"",
@@ -386,6 +395,7 @@ impl Simulator {
             rng,
             services,
             now: start,
+            names: Rng(seed ^ 0x6e61_6d65_7300_0000),
             step: speed * 1_000_000_000 / rate,
             bad_per_thousand,
             audit_seq: 0,
@@ -523,10 +533,20 @@ impl Simulator {
 
     /// Fills a template's placeholders: `{n}` a number below 10,000, `{py}` a Python
     /// `tempfile` name (8 of `[a-z0-9_]`), `{mk}` a `mktemp` name (10 of `[A-Za-z0-9]`),
-    /// `{go}` a Go `os.CreateTemp` number (a random `uint32`).
+    /// `{go}` a Go `os.CreateTemp` number (a random `uint32`), `{cf}` a CDN edge's label
+    /// (13 of `[a-z0-9]`).
+    /// Fills a destination name's template from the names' own stream.
+    fn fill_name(&mut self, template: &str) -> String {
+        std::mem::swap(&mut self.rng, &mut self.names);
+        let name = self.fill(template);
+        std::mem::swap(&mut self.rng, &mut self.names);
+        name
+    }
+
     fn fill(&mut self, template: &str) -> String {
         const PYTHON: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789_";
         const MKTEMP: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        const CDN_EDGE: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let mut out = String::with_capacity(template.len() + 8);
         let mut rest = template;
         while let Some(open) = rest.find('{') {
@@ -539,6 +559,7 @@ impl Simulator {
                 "py" => out.push_str(&self.rng.word(PYTHON, 8)),
                 "mk" => out.push_str(&self.rng.word(MKTEMP, 10)),
                 "go" => out.push_str(&self.rng.below(u64::from(u32::MAX)).to_string()),
+                "cf" => out.push_str(&self.rng.word(CDN_EDGE, 13)),
                 other => {
                     out.push('{');
                     out.push_str(other);

@@ -196,8 +196,15 @@ impl Simulator {
             }})
         } else if roll < 8 && !connects.is_empty() {
             let (pattern, port) = *self.rng.pick(connects);
+            let (name, pattern) = match pattern.split_once('@') {
+                Some((name, addresses)) => (Some(name), addresses),
+                None => (None, pattern),
+            };
             let addr = self.address(pattern);
             let sport = 32768 + self.rng.below(28_000);
+            if let Some(name) = name {
+                return self.named_connect(i, name, &addr, port, binary, pid);
+            }
             json!({ "process_kprobe": {
                 "process": process, "parent": parent,
                 "function_name": "tcp_connect",
@@ -222,6 +229,36 @@ impl Simulator {
         Record {
             topic: "tetragon",
             key: self.services[i].name.to_owned(),
+            payload: body.to_string().into_bytes(),
+        }
+    }
+
+    /// A connection to a destination by its DNS name, as a shipper that resolves names
+    /// writes it in the native format (Tetragon's events carry no names).
+    fn named_connect(
+        &mut self,
+        i: usize,
+        name: &str,
+        address: &str,
+        port: u16,
+        binary: &str,
+        pid: u64,
+    ) -> Record {
+        let name = self.fill_name(name);
+        let s = &self.services[i];
+        let body = json!({
+            "time": self.now.to_rfc3339(),
+            "workload": {
+                "namespace": NAMESPACE, "pod": s.pod, "container_id": s.container_id,
+                "container_name": s.name, "node": s.node,
+            },
+            "kind": "network", "direction": "connect", "address": address, "port": port,
+            "protocol": "tcp", "dns_name": name,
+            "process": { "exe": binary, "pid": pid },
+        });
+        Record {
+            topic: "native",
+            key: s.name.to_owned(),
             payload: body.to_string().into_bytes(),
         }
     }

@@ -109,6 +109,13 @@ fn the_shop_learns_its_temp_file_shapes_and_rotating_networks() {
     assert!(learned(&checkout, "write /tmp/receipt<[0-9]+>.pdf*") >= 4);
     let api = entries("shop/api");
     assert!(learned(&api, "connect tcp 151.101.0.0/22:443*") >= 4);
+    let frontend = entries("shop/frontend");
+    assert!(
+        learned(
+            &frontend,
+            "connect tcp d<[a-z0-9*]{13}>.cdn.acme-assets.net:443"
+        ) >= 4
+    );
     // Exact destinations a service only ever used a few of stay exact.
     assert!(api.iter().any(|(k, _)| k == "connect tcp 10.96.20.15:5432"));
 }
