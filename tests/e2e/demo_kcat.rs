@@ -69,6 +69,13 @@ async fn kcat_sees_the_demo_broker_and_what_it_produces_is_ingested() {
         );
     }
 
+    // The demo writes to `native` too (the CDN edges it reaches by name): what kcat
+    // adds is counted from here.
+    let before = http_get(&metrics, "/metrics").unwrap_or_default();
+    let count = |body: &str, name: &str| sample(body, name).unwrap_or(0.0);
+    let consumed = r#"driftwatch_records_consumed_total{topic="native",format="native"}"#;
+    let not_json = r#"driftwatch_records_dead_lettered_total{format="native",reason="not_json"}"#;
+    let decoded = r#"driftwatch_events_decoded_total{source="native"}"#;
     let mut producer = Command::new(&kcat)
         .args(["-b", &broker, "-P", "-t", "native"])
         .stdin(Stdio::piped())
@@ -90,21 +97,13 @@ async fn kcat_sees_the_demo_broker_and_what_it_produces_is_ingested() {
         "the kcat records and the lag in the demo's metrics",
         || {
             body = http_get(&metrics, "/metrics").unwrap_or_default();
-            sample(
-                &body,
-                r#"driftwatch_records_consumed_total{topic="native",format="native"}"#,
-            ) == Some(6.0)
+            count(&body, consumed) >= count(&before, consumed) + 6.0
+                && count(&body, not_json) >= count(&before, not_json) + 1.0
+                && count(&body, decoded) >= count(&before, decoded) + 5.0
                 && body.contains("driftwatch_consumer_lag{")
         },
     )
     .await;
-    assert!(
-        sample(
-            &body,
-            r#"driftwatch_records_dead_lettered_total{format="native",reason="not_json"}"#
-        ) >= Some(1.0)
-    );
-    assert!(sample(&body, r#"driftwatch_events_decoded_total{source="native"}"#) == Some(5.0));
     assert!(body.contains("driftwatch_build_info{"));
 
     // Ctrl-C stops it cleanly.
