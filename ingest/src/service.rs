@@ -57,7 +57,9 @@ pub fn workload_from_pod_name(pod: &str) -> &str {
     }
     if stripped_pod_hash && let Some(i) = pod[..end].rfind('-') {
         let prev = &pod[i + 1..end];
-        let replica_set = is_hash_segment(prev, 6, 10) && prev.chars().any(|c| c.is_ascii_digit());
+        // Six to ten of the hash alphabet, digits or not (about one ReplicaSet hash in
+        // twenty has none): without vowels, no word is that long.
+        let replica_set = is_hash_segment(prev, 6, 10);
         let cron_job = prev.len() >= 8 && prev.chars().all(|c| c.is_ascii_digit());
         if i > 0 && (replica_set || cron_job) {
             end = i;
@@ -119,6 +121,11 @@ mod tests {
         assert_eq!(
             workload_from_pod_name("shop-api-7c9d8f6b4d-k2m9z"),
             "shop-api"
+        );
+        // One ReplicaSet hash in about twenty has no digit.
+        assert_eq!(
+            workload_from_pod_name("frontend-bsmbsgnfb-4phlh"),
+            "frontend"
         );
     }
 

@@ -35,6 +35,21 @@ fn quiet_but_each_attack(seed: u64, run: &simulator::DetectionRun) {
             .all(|(_, s)| s.phase == detect::Phase::Monitoring),
         "seed {seed}: a service never finished learning"
     );
+    // One baseline per workload, whatever its pods' names and the format that named them.
+    let mut services: Vec<&String> = detector.services().map(|(name, _)| name).collect();
+    services.sort();
+    assert_eq!(
+        services,
+        [
+            "billing-cron",
+            "shop/api",
+            "shop/checkout",
+            "shop/frontend",
+            "shop/postgres",
+            "shop/worker"
+        ],
+        "seed {seed}"
+    );
     assert_eq!(injected.len(), 6, "seed {seed}: {injected:?}");
     let attack_of = |a: &detect::Alert| injected.iter().find(|i| i.explains(&a.service, a.time));
     let noise: Vec<_> = raised
