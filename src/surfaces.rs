@@ -45,13 +45,14 @@ pub fn sql_engine(
                     let views = stages.views.clone();
                     Arc::new(move || {
                         let (view, others) = (views.load(), cluster.load());
+                        let member = Some(cluster.member());
                         vec![
-                            view.alerts_table(),
+                            detect::alerts_batch(view.alerts().map(|a| (&**a, member))),
                             detect::alerts_batch(
                                 others
                                     .alerts()
                                     .filter(|r| view.alert(&r.item.id).is_none())
-                                    .map(|r| r.item.as_ref()),
+                                    .map(|r| (r.item.as_ref(), Some(&*r.member))),
                             ),
                         ]
                     }) as Reader

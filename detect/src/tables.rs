@@ -40,7 +40,7 @@ impl Detector {
 impl DetectorView {
     /// Every alert as a record batch of the `alerts` table, oldest first.
     pub fn alerts_table(&self) -> RecordBatch {
-        alerts_batch(self.alerts().map(|a| &**a))
+        alerts_batch(self.alerts().map(|a| (&**a, None)))
     }
 
     /// Every service's live log templates as a record batch of `log_templates`, by
@@ -131,34 +131,41 @@ impl DetectorView {
     }
 }
 
-/// Alerts as a record batch of the `alerts` table, in the order given.
-pub fn alerts_batch<'a>(alerts: impl IntoIterator<Item = &'a Alert>) -> RecordBatch {
-    let alerts: Vec<&Alert> = alerts.into_iter().collect();
+/// Alerts as a record batch of the `alerts` table, in the order given, each with the
+/// cluster member that holds it (if there is a cluster).
+pub fn alerts_batch<'a>(
+    alerts: impl IntoIterator<Item = (&'a Alert, Option<&'a str>)>,
+) -> RecordBatch {
+    let alerts: Vec<(&Alert, Option<&str>)> = alerts.into_iter().collect();
     let labels: Vec<(String, String)> = alerts
         .iter()
-        .map(|a| (label(&a.severity), label(&a.status)))
+        .map(|(a, _)| (label(&a.severity), label(&a.status)))
         .collect();
-    store::alerts_batch(alerts.iter().zip(&labels).map(|(a, (severity, status))| {
-        AlertRow {
-            id: &a.id,
-            time: a.time.0,
-            last_seen: a.last_seen.0,
-            service: &a.service,
-            kind: a.kind.as_str(),
-            severity,
-            subject: &a.subject,
-            explanation: &a.explanation,
-            mitre: a.mitre.as_ref().map(|t| format!("{} {}", t.id, t.name)),
-            count: a.count as i64,
-            status,
-            dedup_key: &a.dedup_key,
-            sensor_rules: (!a.sensor_rules.is_empty()).then(|| a.sensor_rules.join(",")),
-            evidence: a
-                .evidence
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        }
-    }))
+    store::alerts_batch(
+        alerts
+            .iter()
+            .zip(&labels)
+            .map(|((a, member), (severity, status))| AlertRow {
+                id: &a.id,
+                time: a.time.0,
+                last_seen: a.last_seen.0,
+                service: &a.service,
+                kind: a.kind.as_str(),
+                severity,
+                subject: &a.subject,
+                explanation: &a.explanation,
+                mitre: a.mitre.as_ref().map(|t| format!("{} {}", t.id, t.name)),
+                count: a.count as i64,
+                status,
+                dedup_key: &a.dedup_key,
+                sensor_rules: (!a.sensor_rules.is_empty()).then(|| a.sensor_rules.join(",")),
+                evidence: a
+                    .evidence
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                member: *member,
+            }),
+    )
 }

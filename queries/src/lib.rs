@@ -54,6 +54,7 @@ mod tests {
             dedup_key: "k",
             sensor_rules: None,
             evidence: "t/0@1".into(),
+            member: None,
         }]);
         let table = std::sync::Arc::new(table);
         let events: sql::Reader = std::sync::Arc::new(move || table.snapshot().batches);

@@ -35,6 +35,9 @@ static ALERTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("dedup_key", DataType::Utf8, false),
         Field::new("sensor_rules", DataType::Utf8, true),
         Field::new("evidence", DataType::Utf8, false),
+        // The daemon that holds the alert (its cluster member name); null without a
+        // cluster topic.
+        Field::new("member", DataType::Utf8, true),
     ]))
 });
 
@@ -140,6 +143,8 @@ pub struct AlertRow<'a> {
     pub sensor_rules: Option<String>,
     /// Provenance of the cited records, `topic/partition@offset` or `file:line`, comma-separated.
     pub evidence: String,
+    /// The cluster member holding it, when there is a cluster topic.
+    pub member: Option<&'a str>,
 }
 
 /// One row of `baselines`.
@@ -173,6 +178,7 @@ pub fn alerts_batch<'a>(rows: impl IntoIterator<Item = AlertRow<'a>>) -> RecordB
         StringBuilder::new(),
     );
     let mut count = Int64Builder::new();
+    let mut member = StringBuilder::new();
     for r in rows {
         id.append_value(r.id);
         time.append_value(r.time);
@@ -188,6 +194,7 @@ pub fn alerts_batch<'a>(rows: impl IntoIterator<Item = AlertRow<'a>>) -> RecordB
         dedup.append_value(r.dedup_key);
         rules.append_option(r.sensor_rules);
         evidence.append_value(r.evidence);
+        member.append_option(r.member);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),
@@ -204,6 +211,7 @@ pub fn alerts_batch<'a>(rows: impl IntoIterator<Item = AlertRow<'a>>) -> RecordB
         Arc::new(dedup.finish()),
         Arc::new(rules.finish()),
         Arc::new(evidence.finish()),
+        Arc::new(member.finish()),
     ];
     RecordBatch::try_new(alerts_schema(), columns).expect("builders match the schema")
 }

@@ -313,5 +313,26 @@ async fn a_killed_members_services_move_with_their_baselines() {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        // SQL names the member that holds each alert, as the API does.
+        let by_member = |alerts: &[Value]| -> BTreeSet<_> {
+            alerts
+                .iter()
+                .map(|a| (key(a), a["member"].as_str().map(str::to_owned)))
+                .collect()
+        };
+        let api = by_member(&get(&m.http, "/api/v1/alerts?limit=10000", "alerts"));
+        let body = http_post_json(
+            &m.http,
+            "/api/v1/sql",
+            &json!({"sql": "SELECT kind, service, subject, member FROM alerts"}),
+        )
+        .unwrap();
+        let sql = by_member(
+            serde_json::from_str::<Value>(&body).unwrap()["rows"]
+                .as_array()
+                .unwrap(),
+        );
+        assert!(api.iter().all(|(_, member)| member.is_some()), "{api:#?}");
+        assert_eq!(sql, api, "{}: SQL's members differ from the API's", m.http);
     }
 }
