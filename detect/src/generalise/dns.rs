@@ -5,7 +5,7 @@
 //! and their siblings names one pool of endpoints, whose first label is a generator's
 //! (random characters, or one run of digits). The labels a port's connections use under
 //! one parent are sampled, and the same shapes as for file names ([`label_shape`]) are
-//! learned from them: `connect tcp <[a-z0-9]{14}>.cdn.example.net:443`.
+//! learned from them: `connect tcp d<[a-z0-9_-]{13}>.cdn.example.net:443`.
 //!
 //! Bounds:
 //! - Only the first label varies, and only below a registrable domain: a name's last two
@@ -30,7 +30,7 @@ use super::shape::{MIN_NAMES, NameShape, label_shape};
 use super::{Generalisations, Merge};
 
 /// Parents (per port and protocol) whose labels a service keeps: those it reaches
-/// first. A few hundred bytes each.
+/// first. A couple of KiB each at most.
 pub(super) const GROUPS_KEPT: usize = 16;
 
 /// Labels kept per parent: learned (the newest), and met since learning ended.

@@ -14,6 +14,9 @@
 //!   [`MIN_ADDRESSES`] destinations of one kind (private or public) within a /16 (IPv6:
 //!   a /48), the network that covers them is learned instead: a /24 (IPv6: /64), or
 //!   wider when the destinations spread wider, never wider than that bound.
+//! - **Named destinations.** The first label of a destination's DNS name is sampled
+//!   below its parent domain, per port and protocol, and learns the same shapes as a
+//!   file name: `connect tcp d<[a-z0-9_-]{13}>.cdn.example.net:443` (see [`dns`]).
 //! - **Fan-out levels.** Short hex directories of caches (`_cacache/…/ab/cd/…`) are
 //!   learned one level at a time, as a shape of their own (see [`shape`]).
 //! - **Kin.** After learning, a name or address of the shape of the few a service
