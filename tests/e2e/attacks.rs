@@ -501,3 +501,163 @@ fn demo_refuses_to_serve_its_published_tokens_beyond_loopback() {
         assert!(err.contains("loopback only"), "{args:?}: {err}");
     }
 }
+
+/// CRC-32C (Castagnoli), which a record batch's header carries over its contents.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for b in bytes {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A record batch (magic 2) that says it is gzip-compressed and holds no gzip: what a
+/// buggy or hostile producer can put on a topic, written by hand since no Kafka client
+/// produces it.
+fn corrupt_batch() -> Vec<u8> {
+    let garbage = b"this is no gzip stream, whatever the batch header says";
+    let mut after_crc = Vec::new();
+    after_crc.extend_from_slice(&1i16.to_be_bytes()); // attributes: gzip
+    after_crc.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    after_crc.extend_from_slice(&now.to_be_bytes()); // first timestamp
+    after_crc.extend_from_slice(&now.to_be_bytes()); // max timestamp
+    after_crc.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    after_crc.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    after_crc.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    after_crc.extend_from_slice(&1i32.to_be_bytes()); // records
+    after_crc.extend_from_slice(garbage);
+    let mut batch = Vec::new();
+    batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    let length = 4 + 1 + 4 + after_crc.len(); // leader epoch, magic, crc, the rest
+    batch.extend_from_slice(&(length as i32).to_be_bytes());
+    batch.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    batch.push(2); // magic
+    batch.extend_from_slice(&crc32c(&after_crc).to_be_bytes());
+    batch.extend_from_slice(&after_crc);
+    batch
+}
+
+/// Sends one Produce request (v3) with `batch` for `topic`/`partition` to the broker
+/// and returns the partition's error code from the response.
+fn produce_raw(broker: &str, topic: &str, partition: i32, batch: &[u8]) -> i16 {
+    use std::io::{Read, Write};
+    let string = |s: &str, out: &mut Vec<u8>| {
+        out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    let mut body = Vec::new();
+    body.extend_from_slice(&0i16.to_be_bytes()); // Produce
+    body.extend_from_slice(&3i16.to_be_bytes()); // version 3
+    body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    string("attacker", &mut body);
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // no transactional id
+    body.extend_from_slice(&1i16.to_be_bytes()); // acks
+    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&1i32.to_be_bytes()); // one topic
+    string(topic, &mut body);
+    body.extend_from_slice(&1i32.to_be_bytes()); // one partition
+    body.extend_from_slice(&partition.to_be_bytes());
+    body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+    body.extend_from_slice(batch);
+    let mut stream = std::net::TcpStream::connect(broker).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(&(body.len() as i32).to_be_bytes())
+        .unwrap();
+    stream.write_all(&body).unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut response).unwrap();
+    // correlation id, topics (1), name, partitions (1), index, error code
+    let at = 4 + 4 + 2 + topic.len() + 4 + 4;
+    i16::from_be_bytes([response[at], response[at + 1]])
+}
+
+/// A batch that cannot be decompressed: an alert and a metric say so, the daemon stays
+/// up and keeps ingesting the other partitions, and the lag behind the batch shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_cannot_be_decompressed_is_an_alert_not_a_silent_stall() {
+    let (_cluster, brokers) = cluster("falco", 2);
+    assert_eq!(produce_raw(&brokers, "falco", 0, &corrupt_batch()), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let _daemon = start(
+        dir.path(),
+        &format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"corrupt\"\n\
+             [[kafka.topics]]\nname = \"falco\"\nformat = \"falco\"\n\
+             [http]\nlisten = \"127.0.0.1:{http}\"\n[postgres]\nenabled = false\n"
+        ),
+    );
+    let addr = format!("127.0.0.1:{http}");
+    eventually(
+        Duration::from_secs(60),
+        "the unreadable batch counted",
+        || {
+            metric(
+                &addr,
+                r#"driftwatch_batches_unreadable_total{error="bad_compression"}"#,
+            ) >= 1.0
+        },
+    )
+    .await;
+    let alerts = http_get(&addr, "/api/v1/alerts").unwrap_or_default();
+    assert!(
+        alerts.contains("unreadable batches") && alerts.contains("bad_compression"),
+        "{alerts}"
+    );
+    // The other partition is read all the same, before and after.
+    let line = falco_line().into_bytes();
+    let to_partition = |partition: i32, n: usize| {
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for _ in 0..n {
+            producer
+                .send(
+                    BaseRecord::<(), _>::to("falco")
+                        .partition(partition)
+                        .payload(&line),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    to_partition(1, 20);
+    decoded(&addr, 20.0).await;
+    // librdkafka reports the batch without naming its partition, so the partition
+    // holding it stays at it: what is produced there after it shows as lag.
+    to_partition(0, 20);
+    eventually(
+        Duration::from_secs(30),
+        "the lag behind the unreadable batch",
+        || {
+            metric(
+                &addr,
+                r#"driftwatch_consumer_lag{topic="falco",partition="0"}"#,
+            ) >= 20.0
+        },
+    )
+    .await;
+    assert!(
+        http_get(&addr, "/healthz")
+            .unwrap_or_default()
+            .contains("ok")
+    );
+}

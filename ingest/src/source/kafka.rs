@@ -159,10 +159,11 @@ impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                // librdkafka reports -1 for partitions it does not consume and the
-                // internal UA partition as -1; neither is a lag.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics.set_lag(topic, *partition, p.consumer_lag);
+                // The internal UA partition is -1: not a lag.
+                if *partition >= 0
+                    && let Some(lag) = lag(p)
+                {
+                    self.metrics.set_lag(topic, *partition, lag);
                 }
             }
         }
@@ -481,6 +482,18 @@ impl KafkaSource {
             Err(e) => Err(SourceError::Commit(e)),
         }
     }
+}
+
+/// A partition's lag: librdkafka's (its high watermark less the committed offset), or,
+/// while nothing is committed yet, the high watermark less the next offset to fetch, so
+/// that a partition held from its start by a batch it cannot read shows its backlog too.
+/// `None` for partitions not fetched here (librdkafka reports -1 for them).
+fn lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    if p.consumer_lag >= 0 {
+        return Some(p.consumer_lag);
+    }
+    (p.fetch_state == "active" && p.hi_offset >= 0 && p.next_offset >= 0)
+        .then(|| (p.hi_offset - p.next_offset.max(p.lo_offset)).max(0))
 }
 
 /// Whether a consumer error means records that cannot be read (rather than a broker
