@@ -3,7 +3,10 @@
 //! At-least-once: `enable.auto.offset.store` is forced off and an offset is stored
 //! only when the pipeline acknowledges the batch holding its record; librdkafka's
 //! auto-commit then commits stored offsets, and shutdown commits them synchronously. A
-//! crash replays at most the uncommitted tail and never skips a record.
+//! crash replays at most the uncommitted tail and never skips a record. A batch that
+//! cannot be read (corrupt, or compressed past repair) is not skipped either: librdkafka
+//! reports it without its partition, which stays at it; the report is counted and
+//! alerted on, and the partition's lag shows what waits behind it.
 //!
 //! Backpressure: batches go to the pipeline over a bounded channel. When it stays full
 //! the consumer pauses its assignment (librdkafka stops fetching), keeps polling so the
