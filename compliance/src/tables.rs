@@ -49,6 +49,9 @@ pub struct FindingRecord {
     /// The container facts the check read, as JSON.
     pub facts: String,
     pub note: Option<String>,
+    /// The triggering records, as the API shows them (absent from older members).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provenance: Vec<ingest::Provenance>,
 }
 
 impl FindingRecord {
@@ -72,7 +75,35 @@ impl FindingRecord {
                 .join(","),
             facts: serde_json::to_string(&*f.facts).unwrap_or_default(),
             note: f.note.clone(),
+            provenance: f.evidence.to_vec(),
         }
+    }
+
+    /// The finding as the API shows this daemon's own ([`Finding`]'s JSON).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "id": self.id,
+            "time": ingest::Nanos(self.time),
+            "service": self.service,
+            "container": self.container,
+            "control": self.control,
+            "title": self.title,
+            "status": self.status,
+            "severity": self.severity,
+            "references": self.references,
+            "evidence": self.provenance,
+            "facts": serde_json::from_str::<serde_json::Value>(&self.facts)
+                .unwrap_or(serde_json::Value::Null),
+        });
+        if let Some(o) = v.as_object_mut() {
+            if let Some(a) = &self.alert_id {
+                o.insert("alert".into(), a.as_str().into());
+            }
+            if let Some(n) = &self.note {
+                o.insert("note".into(), n.as_str().into());
+            }
+        }
+        v
     }
 }
 
@@ -119,4 +150,53 @@ pub fn posture_table<'a>(
             finding_id: &p.finding,
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::{Facts, Status};
+
+    fn finding(alert: Option<&str>, note: Option<&str>) -> Finding {
+        Finding {
+            id: "f1".into(),
+            time: ingest::Nanos(1_772_446_501_000_000_000),
+            service: "shop/api".into(),
+            container: "0b8e4f1d2c3a".into(),
+            control: "DW-RT-015".into(),
+            title: "No shell spawned by an application".into(),
+            status: Status::Fail,
+            severity: detect::Severity::High,
+            references: vec!["pci-dss:11.5".to_owned()].into(),
+            alert: alert.map(Into::into),
+            evidence: vec![
+                ingest::Provenance::kafka("tetragon", 3, 41),
+                ingest::Provenance {
+                    origin: "events.jsonl".into(),
+                    partition: None,
+                    offset: 7,
+                },
+            ]
+            .into(),
+            facts: Arc::new(Facts {
+                known: true,
+                user: "root".into(),
+                ..Facts::default()
+            }),
+            note: note.map(Into::into),
+            clears_failure: false,
+        }
+    }
+
+    #[test]
+    fn another_members_finding_shows_as_this_daemons_own() {
+        for f in [finding(None, None), finding(Some("a1"), Some("why"))] {
+            let sent: FindingRecord =
+                serde_json::from_str(&serde_json::to_string(&FindingRecord::of(&f)).unwrap())
+                    .unwrap();
+            assert_eq!(sent.to_json(), serde_json::to_value(&f).unwrap());
+        }
+    }
 }

@@ -106,7 +106,7 @@ impl ClusterView {
     }
 
     /// Other members' findings, oldest first as read.
-    pub fn findings(&self) -> impl Iterator<Item = &Remote<FindingRecord>> + '_ {
+    pub fn findings(&self) -> impl DoubleEndedIterator<Item = &Remote<FindingRecord>> + '_ {
         self.findings.iter()
     }
 

@@ -23,6 +23,37 @@ pub(super) struct FindingFilter {
     alert: Option<String>,
     since: Option<String>,
     limit: Option<usize>,
+    /// `cluster` (the default): this daemon's findings and, with `[kafka] cluster-topic`,
+    /// the other daemons'; `local`: this daemon's only.
+    scope: Option<String>,
+}
+
+impl FindingFilter {
+    /// Whether a finding with these fields passes the filter.
+    #[allow(clippy::too_many_arguments)]
+    fn keeps(
+        &self,
+        service: &str,
+        control: &str,
+        status: &str,
+        references: &[String],
+        alert: Option<&str>,
+        time: Nanos,
+        since: Option<Nanos>,
+    ) -> bool {
+        self.service.as_ref().is_none_or(|s| service == s)
+            && self.control.as_ref().is_none_or(|c| control == c)
+            && self.status.as_ref().is_none_or(|s| status == s)
+            && self
+                .framework
+                .as_ref()
+                .is_none_or(|fw| refers_to(references, fw))
+            && self
+                .alert
+                .as_ref()
+                .is_none_or(|a| alert == Some(a.as_str()))
+            && since.is_none_or(|t| time >= t)
+    }
 }
 
 fn compliance(api: &Api) -> Result<&compliance::worker::Compliance, ApiError> {
@@ -46,30 +77,73 @@ pub(super) async fn findings(
     let c = compliance(&api)?;
     let since = f.since.as_deref().map(parse_since).transpose()?;
     let limit = f.limit.unwrap_or(1000).min(10_000);
+    let cluster = match f.scope.as_deref() {
+        None | Some("cluster") => api.cluster.as_ref(),
+        Some("local") => None,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "scope {other:?}: expected cluster or local"
+            )));
+        }
+    };
+    let member = api.cluster.as_ref().map(|c| c.member());
     let view = c.view();
-    // Newest first.
-    let found: Vec<&compliance::Finding> = view
+    // Newest first, each list up to the limit, then merged by time.
+    let mut found: Vec<(Nanos, Value)> = view
         .findings
         .iter()
         .rev()
         .map(AsRef::as_ref)
-        .filter(|x| f.service.as_ref().is_none_or(|s| *x.service == **s))
-        .filter(|x| f.control.as_ref().is_none_or(|s| *x.control == **s))
-        .filter(|x| f.status.as_ref().is_none_or(|s| x.status.as_str() == s))
         .filter(|x| {
-            f.framework
-                .as_ref()
-                .is_none_or(|fw| refers_to(&x.references, fw))
+            f.keeps(
+                &x.service,
+                &x.control,
+                x.status.as_str(),
+                &x.references,
+                x.alert.as_deref(),
+                x.time,
+                since,
+            )
         })
-        .filter(|x| {
-            f.alert
-                .as_ref()
-                .is_none_or(|a| x.alert.as_deref() == Some(a.as_str()))
-        })
-        .filter(|x| since.is_none_or(|t| x.time >= t))
         .take(limit)
+        .map(|x| (x.time, with_member(json!(x), member)))
         .collect();
+    let others = cluster.map(|c| c.load());
+    found.extend(
+        others
+            .iter()
+            .flat_map(|o| o.findings().rev())
+            .filter(|r| {
+                let x = &r.item;
+                f.keeps(
+                    &x.service,
+                    &x.control,
+                    &x.status,
+                    &x.references,
+                    x.alert_id.as_deref(),
+                    Nanos(x.time),
+                    since,
+                )
+            })
+            .take(limit)
+            .map(|r| {
+                (
+                    Nanos(r.item.time),
+                    with_member(r.item.to_json(), Some(&r.member)),
+                )
+            }),
+    );
+    found.sort_by_key(|(time, _)| std::cmp::Reverse(*time));
+    let found: Vec<Value> = found.into_iter().take(limit).map(|(_, v)| v).collect();
     Ok(Json(json!({ "findings": found })))
+}
+
+/// A finding's JSON with the cluster member that holds it, when there is a cluster.
+fn with_member(mut v: Value, member: Option<&str>) -> Value {
+    if let (Some(m), Some(o)) = (member, v.as_object_mut()) {
+        o.insert("member".to_owned(), json!(m));
+    }
+    v
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -334,5 +334,49 @@ async fn a_killed_members_services_move_with_their_baselines() {
         );
         assert!(api.iter().all(|(_, member)| member.is_some()), "{api:#?}");
         assert_eq!(sql, api, "{}: SQL's members differ from the API's", m.http);
+        // Findings too: the API shows the cluster's, as the `findings` table does.
+        let started = Instant::now();
+        loop {
+            let shown = get(&m.http, "/api/v1/findings?limit=10000", "findings");
+            let body = http_post_json(
+                &m.http,
+                "/api/v1/sql",
+                &json!({"sql": "SELECT id FROM findings"}),
+            )
+            .unwrap_or_default();
+            let rows = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["rows"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let ids = |list: &[Value]| -> BTreeSet<String> {
+                list.iter()
+                    .filter_map(|f| f["id"].as_str().map(str::to_owned))
+                    .collect()
+            };
+            let (api, sql) = (ids(&shown), ids(&rows));
+            let own = get(
+                &m.http,
+                "/api/v1/findings?limit=10000&scope=local",
+                "findings",
+            );
+            let members = shown.iter().filter(|f| f["member"].is_string()).count();
+            if !sql.is_empty()
+                && api == sql
+                && shown.len() == api.len()
+                && members == shown.len()
+                && own.len() < shown.len()
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} shows {} findings by API ({} its own, {members} with a member) and {} by SQL",
+                m.http,
+                shown.len(),
+                own.len(),
+                rows.len(),
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
 }
