@@ -28,31 +28,30 @@ pub(super) struct FindingFilter {
     scope: Option<String>,
 }
 
+/// What the filter reads of a finding, this daemon's or another member's.
+struct Fields<'a> {
+    service: &'a str,
+    control: &'a str,
+    status: &'a str,
+    references: &'a [String],
+    alert: Option<&'a str>,
+    time: Nanos,
+}
+
 impl FindingFilter {
-    /// Whether a finding with these fields passes the filter.
-    #[allow(clippy::too_many_arguments)]
-    fn keeps(
-        &self,
-        service: &str,
-        control: &str,
-        status: &str,
-        references: &[String],
-        alert: Option<&str>,
-        time: Nanos,
-        since: Option<Nanos>,
-    ) -> bool {
-        self.service.as_ref().is_none_or(|s| service == s)
-            && self.control.as_ref().is_none_or(|c| control == c)
-            && self.status.as_ref().is_none_or(|s| status == s)
+    fn keeps(&self, x: &Fields<'_>, since: Option<Nanos>) -> bool {
+        self.service.as_ref().is_none_or(|s| x.service == s)
+            && self.control.as_ref().is_none_or(|c| x.control == c)
+            && self.status.as_ref().is_none_or(|s| x.status == s)
             && self
                 .framework
                 .as_ref()
-                .is_none_or(|fw| refers_to(references, fw))
+                .is_none_or(|fw| refers_to(x.references, fw))
             && self
                 .alert
                 .as_ref()
-                .is_none_or(|a| alert == Some(a.as_str()))
-            && since.is_none_or(|t| time >= t)
+                .is_none_or(|a| x.alert == Some(a.as_str()))
+            && since.is_none_or(|t| x.time >= t)
     }
 }
 
@@ -95,15 +94,15 @@ pub(super) async fn findings(
         .rev()
         .map(AsRef::as_ref)
         .filter(|x| {
-            f.keeps(
-                &x.service,
-                &x.control,
-                x.status.as_str(),
-                &x.references,
-                x.alert.as_deref(),
-                x.time,
-                since,
-            )
+            let fields = Fields {
+                service: &x.service,
+                control: &x.control,
+                status: x.status.as_str(),
+                references: &x.references,
+                alert: x.alert.as_deref(),
+                time: x.time,
+            };
+            f.keeps(&fields, since)
         })
         .take(limit)
         .map(|x| (x.time, with_member(json!(x), member)))
@@ -115,15 +114,15 @@ pub(super) async fn findings(
             .flat_map(|o| o.findings().rev())
             .filter(|r| {
                 let x = &r.item;
-                f.keeps(
-                    &x.service,
-                    &x.control,
-                    &x.status,
-                    &x.references,
-                    x.alert_id.as_deref(),
-                    Nanos(x.time),
-                    since,
-                )
+                let fields = Fields {
+                    service: &x.service,
+                    control: &x.control,
+                    status: &x.status,
+                    references: &x.references,
+                    alert: x.alert_id.as_deref(),
+                    time: Nanos(x.time),
+                };
+                f.keeps(&fields, since)
             })
             .take(limit)
             .map(|r| {
