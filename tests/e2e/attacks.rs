@@ -1,8 +1,8 @@
 //! Attacks against the real binary, as a viewer or a Kafka producer would run them:
 //! hostile SQL over HTTP and the PostgreSQL wire, a record built to break its dead
-//! letter, a dead-letter topic that refuses everything, and topics compressed with
-//! every codec Kafka producers use. After each, the daemon is up, answers `/healthz`
-//! and keeps ingesting. The daemon runs under an address-space limit, so a runaway
+//! letter, a dead-letter topic that refuses everything, topics compressed with every
+//! codec Kafka producers use, and a batch that cannot be decompressed. After each, the
+//! daemon is up, answers `/healthz` and keeps ingesting. The daemon runs under an address-space limit, so a runaway
 //! allocation ends it rather than the machine.
 
 use std::path::Path;
