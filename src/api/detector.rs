@@ -11,7 +11,7 @@ use ingest::Nanos;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Api, ApiError, ApiQuery, Caller, Role, label, parse_since};
+use super::{Api, ApiError, ApiQuery, Caller, Role, label, parse_since, scoped, with_member};
 use crate::baseline::{self, BaselineFile};
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,11 +44,7 @@ impl AlertFilter {
 
 /// An alert as the API shows it; with a cluster topic, with the member that holds it.
 fn shown(alert: &Alert, member: Option<&str>) -> Value {
-    let mut v = json!(alert);
-    if let (Some(m), Some(o)) = (member, v.as_object_mut()) {
-        o.insert("member".to_owned(), json!(m));
-    }
-    v
+    with_member(json!(alert), member)
 }
 
 pub(super) async fn list_alerts(
@@ -59,15 +55,7 @@ pub(super) async fn list_alerts(
     caller.require(Role::Viewer)?;
     let since = f.since.as_deref().map(parse_since).transpose()?;
     let limit = f.limit.unwrap_or(1000).min(10_000);
-    let cluster = match f.scope.as_deref() {
-        None | Some("cluster") => api.cluster.as_ref(),
-        Some("local") => None,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "scope {other:?}: expected cluster or local"
-            )));
-        }
-    };
+    let cluster = scoped(&api, f.scope.as_deref())?;
     let view = api.views.load();
     let member = api.cluster.as_ref().map(|c| c.member());
     // Newest first, from the view's time order: stops at the limit.

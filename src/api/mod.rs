@@ -275,6 +275,30 @@ fn parse_since(s: &str) -> Result<Nanos, ApiError> {
     )))
 }
 
+/// The other members a list shows: with `scope` `cluster` (the default) those of the
+/// cluster topic, if there is one; with `local`, none.
+fn scoped<'a>(
+    api: &'a Api,
+    scope: Option<&str>,
+) -> Result<Option<&'a pipeline::cluster::Cluster>, ApiError> {
+    match scope {
+        None | Some("cluster") => Ok(api.cluster.as_ref()),
+        Some("local") => Ok(None),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "scope {other:?}: expected cluster or local"
+        ))),
+    }
+}
+
+/// An alert's or a finding's JSON with the cluster member that holds it, when there is
+/// a cluster.
+fn with_member(mut v: Value, member: Option<&str>) -> Value {
+    if let (Some(m), Some(o)) = (member, v.as_object_mut()) {
+        o.insert("member".to_owned(), json!(m));
+    }
+    v
+}
+
 fn label<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()

@@ -10,7 +10,7 @@ use ingest::Nanos;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Api, ApiError, ApiQuery, Caller, Role, parse_since};
+use super::{Api, ApiError, ApiQuery, Caller, Role, parse_since, scoped, with_member};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,15 +76,7 @@ pub(super) async fn findings(
     let c = compliance(&api)?;
     let since = f.since.as_deref().map(parse_since).transpose()?;
     let limit = f.limit.unwrap_or(1000).min(10_000);
-    let cluster = match f.scope.as_deref() {
-        None | Some("cluster") => api.cluster.as_ref(),
-        Some("local") => None,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "scope {other:?}: expected cluster or local"
-            )));
-        }
-    };
+    let cluster = scoped(&api, f.scope.as_deref())?;
     let member = api.cluster.as_ref().map(|c| c.member());
     let view = c.view();
     // Newest first, each list up to the limit, then merged by time.
@@ -135,14 +127,6 @@ pub(super) async fn findings(
     found.sort_by_key(|(time, _)| std::cmp::Reverse(*time));
     let found: Vec<Value> = found.into_iter().take(limit).map(|(_, v)| v).collect();
     Ok(Json(json!({ "findings": found })))
-}
-
-/// A finding's JSON with the cluster member that holds it, when there is a cluster.
-fn with_member(mut v: Value, member: Option<&str>) -> Value {
-    if let (Some(m), Some(o)) = (member, v.as_object_mut()) {
-        o.insert("member".to_owned(), json!(m));
-    }
-    v
 }
 
 #[derive(Debug, Default, Deserialize)]
