@@ -25,9 +25,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::kin::{KIN_MIN, Kinship};
+use super::kin::{KIN_MIN, Kinship, push_bounded};
 use super::shape::{MIN_NAMES, NameShape, label_shape};
-use super::{Generalisations, Merge};
+use super::{Generalisations, Merge, insert_shape};
 
 /// Parents (per port and protocol) whose labels a service keeps: those it reaches
 /// first. A couple of KiB each at most.
@@ -97,16 +97,6 @@ pub(super) fn split_name_key(key: &str) -> Option<NameKey<'_>> {
         })
 }
 
-fn push_bounded(list: &mut Vec<String>, item: &str, kept: usize) {
-    if list.iter().any(|l| l == item) {
-        return;
-    }
-    if list.len() >= kept {
-        list.remove(0);
-    }
-    list.push(item.to_owned());
-}
-
 impl Generalisations {
     /// Indexes a learned name pattern's key.
     pub(super) fn index_name(&mut self, key: &str) {
@@ -118,12 +108,7 @@ impl Generalisations {
     }
 
     fn add_name_shape(&mut self, group: String, shape: NameShape) {
-        let shapes = self.name_shapes.entry(group).or_default();
-        if let Some(narrower) = shapes.iter_mut().find(|s| s.widens(&shape)) {
-            *narrower = shape;
-        } else if !shapes.contains(&shape) {
-            shapes.push(shape);
-        }
+        insert_shape(self.name_shapes.entry(group).or_default(), shape);
     }
 
     /// The learned pattern's key that covers a named destination, if one does.
@@ -149,7 +134,7 @@ impl Generalisations {
             return None;
         }
         let labels = self.labels.entry(group.clone()).or_default();
-        push_bounded(&mut labels.learned, k.label, LEARNED_KEPT);
+        push_bounded(&mut labels.learned, k.label.to_owned(), LEARNED_KEPT);
         let names: Vec<&str> = labels.learned.iter().map(String::as_str).collect();
         let shape = label_shape(&names, k.label, MIN_NAMES)?;
         let from: Vec<String> = names
@@ -172,7 +157,7 @@ impl Generalisations {
         if labels.learned.is_empty() {
             return None;
         }
-        push_bounded(&mut labels.since, k.label, SINCE_KEPT);
+        push_bounded(&mut labels.since, k.label.to_owned(), SINCE_KEPT);
         let mut all: Vec<&str> = labels.learned.iter().map(String::as_str).collect();
         for n in &labels.since {
             if !all.contains(&n.as_str()) {

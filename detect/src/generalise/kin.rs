@@ -74,7 +74,7 @@ pub struct Kinship {
     pub key: Option<String>,
 }
 
-fn push_bounded<T: PartialEq>(list: &mut Vec<T>, item: T, kept: usize) {
+pub(super) fn push_bounded<T: PartialEq>(list: &mut Vec<T>, item: T, kept: usize) {
     if list.contains(&item) {
         return;
     }

@@ -143,6 +143,16 @@ pub struct Generalisations {
     labels: HashMap<String, Labels>,
 }
 
+/// Adds a learned shape to those of one directory (or parent domain): in place of the
+/// one it widens, else beside the others.
+fn insert_shape(shapes: &mut Vec<NameShape>, shape: NameShape) {
+    if let Some(narrower) = shapes.iter_mut().find(|s| s.widens(&shape)) {
+        *narrower = shape;
+    } else if !shapes.contains(&shape) {
+        shapes.push(shape);
+    }
+}
+
 fn group_key(head: &str, port: &str) -> String {
     format!("{head}|{port}")
 }
@@ -198,12 +208,7 @@ impl Generalisations {
         if never_generalised(&dir) {
             return;
         }
-        let shapes = self.shapes.entry(dir).or_default();
-        if let Some(narrower) = shapes.iter_mut().find(|s| s.widens(&shape)) {
-            *narrower = shape;
-        } else if !shapes.contains(&shape) {
-            shapes.push(shape);
-        }
+        insert_shape(self.shapes.entry(dir).or_default(), shape);
     }
 
     /// Whether any shape has been learned (the common case is none).
