@@ -13,8 +13,13 @@
 //! computed from the window: the [`OUTLIERS`]+1 latest times are held sorted, and the
 //! window is scanned again only when a time among them leaves it (in a stream that
 //! moves forward, the time that leaves is the oldest, so hardly ever).
+//!
+//! Beside it, [`Progress`] keeps each input partition's own clock, for the one question
+//! the shared clock cannot answer the same way in every run: whether a record is late.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+
+use ingest::Provenance;
 
 /// Event times the clock is taken over.
 pub const WINDOW: usize = 1024;
@@ -100,6 +105,64 @@ impl Clock {
     }
 }
 
+/// Topics (or replayed files) whose partitions have a progress of their own.
+pub const MAX_ORIGINS: usize = 64;
+
+/// Partitions below this number have a progress of their own: a topic's partitions
+/// are numbered from 0, and more than this many is beyond any deployment's need.
+pub const MAX_PARTITIONS: i32 = 4096;
+
+/// Each input partition's progress: the newest credible event time it has delivered.
+///
+/// Partitions interleave however the consumer group reads them (a member catching up
+/// reads one partition's backlog before another's, members start at different
+/// moments), but each partition is in the order its sensor wrote it. So whether a
+/// record is late is asked of its own partition, and the same records get the same
+/// answer however their partitions interleave. A record with no partition of its own
+/// here (beyond [`MAX_ORIGINS`] or [`MAX_PARTITIONS`]) has none: callers fall back to
+/// the [`Clock`]. Not kept across restarts: after one, a partition's progress starts
+/// again at its first record.
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    /// Per origin, the newest time of each partition by slot (a file's is slot 0,
+    /// partition `p`'s is `p + 1`); `i64::MIN` for one never seen.
+    origins: HashMap<String, Vec<i64>>,
+}
+
+fn slot(p: &Provenance) -> Option<usize> {
+    match p.partition {
+        None => Some(0),
+        Some(n) if (0..MAX_PARTITIONS).contains(&n) => Some(n as usize + 1),
+        Some(_) => None,
+    }
+}
+
+impl Progress {
+    /// Takes a credible event's time into its partition's progress.
+    pub fn advance(&mut self, p: &Provenance, time: i64) {
+        let Some(slot) = slot(p) else { return };
+        let set = |times: &mut Vec<i64>| {
+            if times.len() <= slot {
+                times.resize(slot + 1, i64::MIN);
+            }
+            times[slot] = times[slot].max(time);
+        };
+        // One lookup for the common case, an origin already seen.
+        if let Some(times) = self.origins.get_mut(p.origin.as_str()) {
+            set(times);
+        } else if self.origins.len() < MAX_ORIGINS {
+            set(self.origins.entry(p.origin.clone()).or_default());
+        }
+    }
+
+    /// The newest time `p`'s partition has delivered; `None` for a partition never
+    /// seen or beyond the bounds.
+    pub fn newest(&self, p: &Provenance) -> Option<i64> {
+        let times = self.origins.get(p.origin.as_str())?;
+        times.get(slot(p)?).copied().filter(|&t| t != i64::MIN)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +231,30 @@ mod tests {
             c.note(time, MIN);
             assert_eq!(c.now(), by_definition(&c.recent), "after {i} times");
         }
+    }
+
+    #[test]
+    fn each_partition_keeps_its_own_progress_within_bounds() {
+        let mut p = Progress::default();
+        let raw = |partition| Provenance::kafka("raw", partition, 0);
+        p.advance(&raw(0), 30 * MIN);
+        p.advance(&raw(1), 5 * MIN);
+        p.advance(&raw(1), 4 * MIN);
+        assert_eq!(p.newest(&raw(0)), Some(30 * MIN));
+        assert_eq!(p.newest(&raw(1)), Some(5 * MIN));
+        assert_eq!(p.newest(&raw(2)), None);
+        assert_eq!(p.newest(&Provenance::file("raw", 1)), None);
+        // Beyond the bounds: no progress of its own, and nothing kept.
+        p.advance(&raw(MAX_PARTITIONS), MIN);
+        assert_eq!(p.newest(&raw(MAX_PARTITIONS)), None);
+        for i in 0..MAX_ORIGINS * 2 {
+            p.advance(&Provenance::file(&format!("f{i}"), 1), MIN);
+        }
+        assert_eq!(p.origins.len(), MAX_ORIGINS);
+        assert_eq!(
+            p.newest(&Provenance::file(&format!("f{}", MAX_ORIGINS + 1), 1)),
+            None
+        );
     }
 
     #[test]

@@ -363,6 +363,8 @@ pub struct Detector {
     rate_clock: i64,
     /// Event time, robust to a few future-dated records.
     clock: crate::clock::Clock,
+    /// Each input partition's own event time, for lateness.
+    progress: crate::clock::Progress,
     /// What the state caps turned away or forgot.
     capacity: Capacity,
     /// Whether `pending_sensor` changed since the last publish.
@@ -382,11 +384,21 @@ pub struct Capacity {
     pub alerts_evicted: u64,
 }
 
-/// How long after learning ended (on the clock) a record dated before that end is
-/// still learned: a topic lagging by minutes delivers learning material late. Past
-/// it, such a record is judged as monitoring: a sender cannot backdate behaviour into
-/// a finished baseline.
+/// How far past the end of learning a record's own partition may have moved while the
+/// record, dated before that end, is still learned. Partitions are read in any
+/// interleaving, so a partition behind the others delivers learning material late;
+/// but within one partition records come in the order they were written, and one
+/// dated this far behind its own stream is judged as monitoring: a sender cannot
+/// backdate behaviour into a finished baseline. Five minutes covers a sensor's
+/// batching and clock jitter.
 const LATE_LEARNING: i64 = 5 * 60 * 1_000_000_000;
+
+/// How far past the end of learning the detector's clock (every partition) may have
+/// moved while a record dated before that end, from a partition that lags the others,
+/// is still learned. An hour (the default learning period) covers a consumer group
+/// catching up on a backlog partition by partition; it bounds what a sender writing to
+/// a partition no sensor writes to can backdate.
+const LATE_PARTITION: i64 = 60 * 60 * 1_000_000_000;
 
 fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
@@ -403,6 +415,7 @@ impl Detector {
             pending_sensor: HashMap::new(),
             rate_clock: i64::MIN,
             clock: crate::clock::Clock::default(),
+            progress: crate::clock::Progress::default(),
             capacity: Capacity::default(),
             pending_changed: false,
             published: std::sync::Arc::default(),
@@ -518,6 +531,9 @@ impl Detector {
         // Two rate buckets of slack: events of one batch arrive a little out of order.
         let slack = nanos(self.config.rate.bucket).saturating_mul(2);
         let credible = self.clock.note(event.time.0, slack);
+        if credible {
+            self.progress.advance(&event.provenance, event.time.0);
+        }
         let clock_now = self.clock.now();
         let config = &self.config;
         // Look up first: the service key is cloned only for a service seen the first time.
@@ -535,13 +551,28 @@ impl Detector {
             .expect("inserted above");
         state.events += 1;
         state.last_event = state.last_event.max(event.time);
+        // Learning spans a period of event time from the service's earliest record,
+        // whichever partition delivers it first.
+        if state.phase == Phase::Learning {
+            state.learning_since = state.learning_since.min(event.time);
+        }
+        let learning_end = state
+            .learning_since
+            .saturating_add(nanos(config.learning_period));
         if state.phase == Phase::Learning
-            && event.time.0.saturating_sub(state.learning_since.0) >= nanos(config.learning_period)
+            && event.time >= learning_end
             && state.events >= config.min_learning_events
         {
+            // It ends at the period's end, not at the first record read past it (which
+            // depends on how partitions interleave), unless it waited for events.
+            let at = if state.events > config.min_learning_events {
+                learning_end
+            } else {
+                event.time
+            };
             state.phase = Phase::Monitoring;
-            state.learned_at = Some((event.time, state.events));
-            state.growth_until = Some(event.time.saturating_add(nanos(config.growth_period)));
+            state.learned_at = Some((at, state.events));
+            state.growth_until = Some(at.saturating_add(nanos(config.growth_period)));
             for n in &mut state.novelty {
                 n.growing = n.still_growing();
             }
@@ -674,12 +705,16 @@ impl Detector {
                 .expect("inserted above");
             let in_grace = state.grace_until.is_some_and(|g| event.time <= g)
                 && state.phase == Phase::Monitoring;
-            // Windows are event time: a record that arrives late (another topic lagging)
-            // but happened before learning ended is still learning material.
+            // Windows are event time: a record that arrives late (its partition lagging
+            // the others) but happened before learning ended is still learning
+            // material, unless it is late in its own partition's stream.
             let learning = state.phase == Phase::Learning
                 || (state.phase == Phase::Monitoring
                     && state.learned_at.is_some_and(|(at, _)| {
-                        event.time < at && clock_now < at.0.saturating_add(LATE_LEARNING)
+                        let own = self.progress.newest(&event.provenance).unwrap_or(clock_now);
+                        event.time < at
+                            && own < at.0.saturating_add(LATE_LEARNING)
+                            && clock_now < at.0.saturating_add(LATE_PARTITION)
                     }));
             let growth_open = !learning
                 && state.phase == Phase::Monitoring
@@ -1246,6 +1281,62 @@ mod tests {
         let mut raised = Vec::new();
         d.observe(&exec(5, "/usr/bin/late"), &mut raised);
         assert!(raised.is_empty(), "{raised:#?}");
+    }
+
+    /// One service's records on two partitions, the first read to its end before the
+    /// second (a member catching up on a backlog): the second's records dated inside
+    /// learning are learned, as they are in time order. Lateness is asked of a record's
+    /// own partition: backdated behind its own stream, or an hour behind every stream,
+    /// a record is judged.
+    #[test]
+    fn a_partition_read_after_another_still_delivers_its_learning() {
+        let on = |partition: i32, mut e: Event| {
+            e.provenance = Provenance::kafka("raw", partition, e.time.0 / MIN - T0 / MIN);
+            e
+        };
+        let mut d = Detector::new(config());
+        let mut raised = Vec::new();
+        for m in 0..40 {
+            d.observe(&on(0, exec(m, "/app/server")), &mut raised);
+        }
+        for m in 0..40 {
+            d.observe(&on(1, exec(m, "/app/worker")), &mut raised);
+        }
+        assert!(raised.is_empty(), "{raised:#?}");
+        let api = d.service("shop/api").unwrap();
+        assert_eq!(api.learned_at.map(|(at, _)| at), Some(Nanos(T0 + 10 * MIN)));
+        // Dated back into learning behind its own partition: judged.
+        d.observe(&on(1, exec(5, "/usr/bin/nc")), &mut raised);
+        assert_eq!(raised.len(), 1, "{raised:#?}");
+        // A third partition's first record, dated in learning but over an hour behind
+        // the others: judged too.
+        for m in 40..75 {
+            d.observe(&on(0, exec(m, "/app/server")), &mut raised);
+        }
+        d.observe(&on(2, exec(6, "/usr/bin/socat")), &mut raised);
+        assert_eq!(raised.len(), 2, "{raised:#?}");
+        assert!(raised[1].subject.contains("socat"), "{raised:#?}");
+    }
+
+    /// Whichever partition delivers a service's first record, learning starts at its
+    /// earliest record: a record dated before the first one read moves the start back.
+    #[test]
+    fn learning_starts_at_the_earliest_record_whichever_arrives_first() {
+        let on = |partition: i32, mut e: Event| {
+            e.provenance = Provenance::kafka("raw", partition, e.time.0 / MIN - T0 / MIN);
+            e
+        };
+        let mut d = Detector::new(config());
+        let mut raised = Vec::new();
+        d.observe(&on(1, exec(3, "/app/worker")), &mut raised);
+        d.observe(&on(0, exec(0, "/app/server")), &mut raised);
+        assert_eq!(d.service("shop/api").unwrap().learning_since, Nanos(T0));
+        for m in 1..=10 {
+            d.observe(&on(0, exec(m, "/app/server")), &mut raised);
+        }
+        let api = d.service("shop/api").unwrap();
+        assert_eq!(api.phase, Phase::Monitoring);
+        assert_eq!(api.learned_at.map(|(at, _)| at), Some(Nanos(T0 + 10 * MIN)));
     }
 
     /// A producer spraying service keys fills the cap once: one alert, the rest

@@ -2,7 +2,9 @@
 //! raises nothing, and `replay` writes alerts as JSON lines.
 
 use ingest::Nanos;
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use crate::common::{driftwatch, fixtures, replay};
@@ -387,4 +389,85 @@ fn rotating_named_destinations_stay_quiet_and_a_new_domain_pages() {
         alerts.len() <= 6,
         "a few low alerts, not one per edge: {alerts:#?}"
     );
+}
+
+/// The same records, read partition after partition (as a member catching up on a
+/// backlog reads them) or in time order, raise the same alerts. Each service's server
+/// and worker write to different partitions (here, files); the worker's partition is
+/// read after the server's has gone half an hour past the end of learning.
+#[test]
+fn partitions_read_one_after_another_raise_what_time_order_raises() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fast.toml");
+    std::fs::write(
+        &config,
+        "[detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n[compliance]\nenabled = false\n",
+    )
+    .unwrap();
+    let record = |service: u32, minute: u32, second: u32, exe: &str| {
+        serde_json::json!({
+            "time": format!("2026-03-02T10:{minute:02}:{second:02}Z"),
+            "service": format!("shop/svc-{service}"),
+            "kind": "process_exec",
+            "process": { "exe": exe, "parent_exe": "/app/bin/entrypoint" },
+        })
+        .to_string()
+    };
+    let (mut servers, mut workers, mut in_order) = (Vec::new(), Vec::new(), Vec::new());
+    for minute in 0..40 {
+        for service in 0..3 {
+            let server = record(service, minute, 0, "/app/bin/server");
+            let worker = record(service, minute, 30, "/app/bin/worker");
+            servers.push(server.clone());
+            workers.push(worker.clone());
+            in_order.extend([server, worker]);
+            if minute == 25 && service == 1 {
+                let tool = record(service, minute, 45, "/usr/bin/tool");
+                workers.push(tool.clone());
+                in_order.push(tool);
+            }
+        }
+    }
+    // Backdated into learning behind its own partition: judged either way.
+    let backdated = record(2, 5, 10, "/usr/bin/nc");
+    servers.push(backdated.clone());
+    in_order.push(backdated);
+    let write = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let alerts = |files: &[PathBuf]| -> BTreeSet<(String, String)> {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--format".as_ref(),
+            "native".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ];
+        args.extend(files.iter().map(|f| f.as_os_str()));
+        replay(args, None)
+            .of_type("alert")
+            .iter()
+            .map(|a| {
+                (
+                    a["service"].as_str().unwrap().to_owned(),
+                    a["subject"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let in_time_order = alerts(&[write("all.jsonl", &in_order)]);
+    let expected: BTreeSet<(String, String)> = [
+        ("shop/svc-1", "/usr/bin/tool (parent /app/bin/entrypoint)"),
+        ("shop/svc-2", "/usr/bin/nc (parent /app/bin/entrypoint)"),
+    ]
+    .into_iter()
+    .map(|(s, t)| (s.to_owned(), t.to_owned()))
+    .collect();
+    assert_eq!(in_time_order, expected);
+    let one_after_another = alerts(&[
+        write("servers.jsonl", &servers),
+        write("workers.jsonl", &workers),
+    ]);
+    assert_eq!(one_after_another, in_time_order);
 }
