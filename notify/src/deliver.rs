@@ -50,6 +50,45 @@ pub struct DeliveryStatus {
 /// Statuses kept in memory for the API and the `notifications` table.
 pub const STATUSES_KEPT: usize = 100_000;
 
+/// Ids of the alerts submitted and not yet written to the outbox (queued for the
+/// router, or waiting in a group), each with how many copies are.
+#[derive(Clone, Default)]
+struct Unrouted(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Unrouted {
+    fn add<'a>(&self, items: impl IntoIterator<Item = &'a Item>) {
+        let mut ids = self.0.lock().expect("unrouted lock poisoned");
+        for i in items.into_iter().filter(|i| i.source == "alert") {
+            *ids.entry(i.id.clone()).or_default() += 1;
+        }
+    }
+
+    fn remove(&self, alert_ids: &[String]) {
+        let mut ids = self.0.lock().expect("unrouted lock poisoned");
+        for id in alert_ids {
+            if let Some(n) = ids.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    ids.remove(id);
+                }
+            }
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let ids = self.0.lock().expect("unrouted lock poisoned");
+        ids.keys().cloned().collect()
+    }
+}
+
+fn alert_ids<'a>(items: impl IntoIterator<Item = &'a Item>) -> Vec<String> {
+    items
+        .into_iter()
+        .filter(|i| i.source == "alert")
+        .map(|i| i.id.clone())
+        .collect()
+}
+
 #[derive(Default)]
 struct Statuses {
     by_key: HashMap<(String, String), DeliveryStatus>,
@@ -108,6 +147,8 @@ pub struct Notifier {
     statuses: Arc<Mutex<Statuses>>,
     /// Items submitted and not yet routed, plus items in open groups.
     unrouted: Arc<AtomicUsize>,
+    /// The alerts among them, by id.
+    unrouted_alerts: Unrouted,
     health: Arc<watch::Sender<OutboxHealth>>,
     routes: Arc<Vec<crate::config::RouteConfig>>,
     resumers: Arc<HashMap<String, mpsc::UnboundedSender<Vec<Item>>>>,
@@ -254,6 +295,7 @@ impl Notifier {
         }
         let (tx, rx) = mpsc::channel(SUBMIT_QUEUE);
         let unrouted: Arc<AtomicUsize> = Arc::default();
+        let unrouted_alerts = Unrouted::default();
         let depth = metrics.queued.clone();
         // Delivery runs on a thread and runtime of its own: outbox writes (fsync) and
         // slow receivers never take time from the pipeline's runtime.
@@ -268,6 +310,7 @@ impl Notifier {
             metrics,
             statuses: statuses.clone(),
             unrouted: unrouted.clone(),
+            unrouted_alerts: unrouted_alerts.clone(),
             health: health.clone(),
         };
         let nice = config.nice;
@@ -290,6 +333,7 @@ impl Notifier {
             depth,
             statuses,
             unrouted,
+            unrouted_alerts,
             health,
             routes: Arc::new(config.routes.clone()),
             resumers: Arc::new(resumers),
@@ -330,12 +374,13 @@ impl Notifier {
     /// them, where one each would cost the caller a system call per item); waits while
     /// the queue to the router is full.
     pub async fn submit_all(&self, items: Vec<Item>) {
-        let n = self.queued(items.len());
+        let n = self.queued(&items);
         if n == 0 {
             return;
         }
+        let ids = alert_ids(&items);
         if self.tx.send(items).await.is_err() {
-            self.unqueued(n);
+            self.unqueued(n, &ids);
         }
     }
 
@@ -343,18 +388,21 @@ impl Notifier {
     /// worker's): blocks while the queue is full. Called on a runtime's thread, it
     /// panics, as blocking there would stall the runtime.
     pub fn submit_all_blocking(&self, items: Vec<Item>) {
-        let n = self.queued(items.len());
+        let n = self.queued(&items);
         if n == 0 {
             return;
         }
+        let ids = alert_ids(&items);
         if self.tx.blocking_send(items).is_err() {
-            self.unqueued(n);
+            self.unqueued(n, &ids);
         }
     }
 
-    /// Counts `n` items in before they are sent.
-    fn queued(&self, n: usize) -> usize {
+    /// Counts items in before they are sent; returns how many.
+    fn queued(&self, items: &[Item]) -> usize {
+        let n = items.len();
         if n > 0 {
+            self.unrouted_alerts.add(items);
             let now = self.unrouted.fetch_add(n, Ordering::Relaxed) + n;
             self.depth.set(i64::try_from(now).unwrap_or(i64::MAX));
         }
@@ -362,7 +410,8 @@ impl Notifier {
     }
 
     /// Counts `n` items out again when the notifier has stopped.
-    fn unqueued(&self, n: usize) {
+    fn unqueued(&self, n: usize, alert_ids: &[String]) {
+        self.unrouted_alerts.remove(alert_ids);
         self.unrouted.fetch_sub(n, Ordering::Relaxed);
         warn!(
             n,
@@ -389,6 +438,24 @@ impl Notifier {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The alerts whose latest trigger or resolve some sink has not taken yet: queued
+    /// for routing, waiting in a group, or pending in the outbox. What a member hands
+    /// over with a service's state, so that the next owner sends it.
+    pub fn undelivered(&self) -> std::collections::HashSet<String> {
+        // Unrouted first: the router marks an entry pending before it counts its items
+        // out, so an item between the two is seen in one or the other.
+        let mut ids: std::collections::HashSet<String> =
+            self.unrouted_alerts.ids().into_iter().collect();
+        let s = self.statuses.lock().expect("statuses lock poisoned");
+        ids.extend(
+            s.by_key
+                .values()
+                .filter(|d| d.source == "alert" && d.state == "pending")
+                .map(|d| d.item.clone()),
+        );
+        ids
     }
 
     /// Delivery statuses, newest change last.
@@ -440,6 +507,7 @@ struct Router {
     metrics: NotifyMetrics,
     statuses: Arc<Mutex<Statuses>>,
     unrouted: Arc<AtomicUsize>,
+    unrouted_alerts: Unrouted,
     health: Arc<watch::Sender<OutboxHealth>>,
 }
 
@@ -561,6 +629,8 @@ impl Router {
                 }
             }
             let received = items.len();
+            // Counted out once routed: what is grouped is counted in again below.
+            let mut routed = alert_ids(&items);
             let mut batch = Vec::new();
             // Items for sinks that take several in one request, routed together: one
             // notification per sink (up to MERGE_ITEMS items), not one each.
@@ -586,6 +656,7 @@ impl Router {
                     match windows.get(sink) {
                         Some(window) => {
                             grouped += 1;
+                            self.unrouted_alerts.add([&item]);
                             groups
                                 .entry((sink.to_owned(), item.service.clone()))
                                 .or_insert_with(|| (Instant::now() + *window, Vec::new()))
@@ -615,6 +686,7 @@ impl Router {
             for key in due {
                 if let Some((_, items)) = groups.remove(&key) {
                     flushed += items.len();
+                    routed.extend(alert_ids(&items));
                     batch.push(Self::entry(&key.0, items));
                 }
             }
@@ -623,6 +695,7 @@ impl Router {
                 last_commit = Instant::now();
             }
             self.commit(batch);
+            self.unrouted_alerts.remove(&routed);
             let left = self
                 .unrouted
                 .fetch_sub(received + flushed, Ordering::Release)

@@ -578,3 +578,44 @@ async fn alerts_open_at_start_are_sent_again_to_alertmanager_on_its_interval() {
     assert_eq!(keys, ["k-o1"]);
     assert!(notifier.statuses().is_empty());
 }
+
+/// What a member hands over with a service's state: an alert is undelivered while it
+/// waits in a group, while any sink has not taken it, and no longer once all have;
+/// findings are not alerts.
+#[tokio::test]
+async fn an_alert_is_undelivered_until_every_sink_took_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (chat_url, chat) = Receiver::start(&[]).await;
+    let refusals = [(503, None); 5];
+    let (hook_url, hook) = Receiver::start(&refusals).await;
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[sink]]\nname = \"chat\"\ntype = \"slack\"\nurl = \"{chat_url}\"\ngroup-window = \"300ms\"\n\
+             [[sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{hook_url}\""
+        ),
+        "[[route]]\nname = \"chat\"\nsink = \"chat\"\n[[route]]\nname = \"hook\"\nsink = \"hook\"",
+    );
+    let notifier = Notifier::start(&cfg, NotifyMetrics::default()).unwrap();
+    let mut finding = item("f1", "shop/api");
+    finding.source = "finding".into();
+    notifier
+        .submit_all(vec![item("a1", "shop/api"), finding])
+        .await;
+    let undelivered = |n: &Notifier| n.undelivered().into_iter().collect::<Vec<_>>();
+    assert_eq!(undelivered(&notifier), ["a1"]);
+    until("the webhook to refuse it", Duration::from_secs(5), || {
+        !hook.seen().is_empty()
+    })
+    .await;
+    // Refused by the webhook, which retries for half a second more.
+    assert_eq!(undelivered(&notifier), ["a1"]);
+    until("both sinks to take it", Duration::from_secs(5), || {
+        !chat.seen().is_empty() && hook.seen().iter().any(|s| s.status == 200)
+    })
+    .await;
+    until("nothing undelivered", Duration::from_secs(5), || {
+        notifier.undelivered().is_empty()
+    })
+    .await;
+}

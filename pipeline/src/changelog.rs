@@ -16,6 +16,13 @@
 //! counts since the last state file, learned and counted again from the re-read
 //! records. Alerts raised since then by a daemon that died are raised again by the new
 //! owner, under the same alert id.
+//!
+//! Notifications travel with the state: each record names the service's alerts whose
+//! latest trigger or resolve some sink had not taken when it was written, and the
+//! member that adopts the record sends those again. Delivery is at least once: an
+//! alert delivered after the record was written and before its owner died is sent
+//! again, with the same alert id and dedup key (receivers deduplicate by those; the
+//! `webhook-id` of a notification that bundles several alerts differs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -44,6 +51,9 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 struct ServiceRecord {
     service: ServiceSnapshot,
     alerts: Vec<Alert>,
+    /// Ids of those alerts not delivered everywhere when the record was written.
+    #[serde(default)]
+    undelivered: Vec<String>,
 }
 
 pub struct Changelog {
@@ -94,8 +104,11 @@ impl Changelog {
     }
 
     /// Before a batch is judged: reads back the partitions among `partitions` not read
-    /// since the last rebalance, and has the detector adopt their services.
-    pub async fn restore(&mut self, detector: &mut Detector, partitions: &[i32]) {
+    /// since the last rebalance, and has the detector adopt their services. Returns
+    /// the alerts their previous owner had not delivered everywhere, as the detector
+    /// holds them now: the caller sends them.
+    pub async fn restore(&mut self, detector: &mut Detector, partitions: &[i32]) -> Vec<Alert> {
+        let mut handed = Vec::new();
         let generation = self.source.assignments();
         if generation != self.generation {
             self.generation = generation;
@@ -145,20 +158,30 @@ impl Changelog {
                     continue;
                 }
             };
-            let (mut services, mut alerts) = (Vec::new(), Vec::new());
+            let (mut services, mut alerts, mut undelivered) = (Vec::new(), Vec::new(), Vec::new());
             for r in records {
                 self.owner.insert(r.service.service.clone(), partition);
                 services.push(r.service);
                 alerts.extend(r.alerts);
+                undelivered.extend(r.undelivered);
             }
             let (read, adopted) = (services.len(), detector.adopt(services, alerts));
+            let before = handed.len();
+            handed.extend(
+                undelivered
+                    .iter()
+                    .filter_map(|id| detector.alert(id))
+                    .cloned(),
+            );
             info!(
                 partition,
                 services = read,
                 adopted,
+                undelivered = handed.len() - before,
                 "State changelog read back."
             );
         }
+        handed
     }
 
     /// Notes the partition a service's events come from.
@@ -168,9 +191,14 @@ impl Changelog {
         }
     }
 
-    /// Writes the services of partitions this member holds whose state changed since
+    /// Writes the services of partitions this member holds whose state (or whose
+    /// alerts' delivery: `undelivered`, [`notify::Notifier::undelivered`]) changed since
     /// the last write, and waits for the broker to take them all.
-    pub async fn write(&mut self, snapshot: &DetectorSnapshot) -> Result<usize, ChangelogError> {
+    pub async fn write(
+        &mut self,
+        snapshot: &DetectorSnapshot,
+        undelivered: &HashSet<String>,
+    ) -> Result<usize, ChangelogError> {
         let held: HashSet<i32> = self.source.assigned(&self.input).into_iter().collect();
         let mut alerts: HashMap<&str, Vec<&Alert>> = HashMap::new();
         for a in &snapshot.alerts {
@@ -188,12 +216,19 @@ impl Changelog {
                 .get(s.service.as_str())
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let version = version(s, theirs);
+            let pending: Vec<&str> = theirs
+                .iter()
+                .filter(|a| undelivered.contains(&a.id))
+                .map(|a| a.id.as_str())
+                .collect();
+            let version = version(s, theirs, &pending);
             if self.written.get(&s.service) == Some(&version) {
                 continue;
             }
-            let body = serde_json::to_vec(&serde_json::json!({ "service": s, "alerts": theirs }))
-                .expect("snapshots serialize");
+            let body = serde_json::to_vec(&serde_json::json!({
+                "service": s, "alerts": theirs, "undelivered": pending,
+            }))
+            .expect("snapshots serialize");
             records.push((s.service.clone(), partition, body, version));
         }
         let sends = records.iter().map(|(service, partition, body, _)| {
@@ -230,13 +265,14 @@ impl Changelog {
     }
 }
 
-/// What changes when a service's record would: its events, and its alerts' counts and
-/// statuses.
-fn version(s: &ServiceSnapshot, alerts: &[&Alert]) -> u64 {
+/// What changes when a service's record would: its events, its alerts' counts and
+/// statuses, and which of them are undelivered.
+fn version(s: &ServiceSnapshot, alerts: &[&Alert], undelivered: &[&str]) -> u64 {
     let mut parts = vec![s.service.clone(), s.events.to_string()];
     for a in alerts {
         parts.push(format!("{}:{}:{:?}", a.id, a.count, a.status));
     }
+    parts.extend(undelivered.iter().map(|id| format!("undelivered {id}")));
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     detect::stable_hash(&parts)
 }

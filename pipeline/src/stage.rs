@@ -276,8 +276,19 @@ impl Stages {
             None => (None, None),
         };
         if let Some(c) = changelog.as_deref_mut() {
-            // Services of a partition this daemon did not hold come back first.
-            c.restore(detector, &batch.partitions).await;
+            // Services of a partition this daemon did not hold come back first, with
+            // what their previous owner had not delivered.
+            let handed = c.restore(detector, &batch.partitions).await;
+            if let Some(n) = &self.notifier
+                && !handed.is_empty()
+            {
+                info!(
+                    alerts = handed.len(),
+                    "Alerts the previous owner had not delivered are sent from here."
+                );
+                n.submit_all(handed.iter().map(notify::Item::from_alert).collect())
+                    .await;
+            }
         }
         let started = std::time::Instant::now();
         let mut checks = Vec::new();
@@ -473,8 +484,13 @@ impl Stages {
             // Harmless: the next start skips the lines this file reflects.
             warn!(error = %ingest::chain(&e), "Emptying the alert journal failed.");
         }
+        let undelivered = self
+            .notifier
+            .as_ref()
+            .map(notify::Notifier::undelivered)
+            .unwrap_or_default();
         if let Some(c) = &mut p.changelog
-            && let Err(e) = c.write(&state.detector).await
+            && let Err(e) = c.write(&state.detector, &undelivered).await
         {
             warn!(error = %ingest::chain(&e), "Writing the state changelog failed; offsets stay uncommitted until it succeeds.");
             return false;

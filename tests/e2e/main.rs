@@ -9,6 +9,7 @@ mod crash_restarts;
 mod demo;
 mod demo_kcat;
 mod detection;
+mod handover;
 mod kafka_ingest;
 mod logs_cli;
 // The NAB scorer the `nab` bench uses, with its tests.

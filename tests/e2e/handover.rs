@@ -1,0 +1,212 @@
+//! Notifications move with the state. A daemon raises alerts while the receiver is
+//! down, writes its state (and the changelog) and commits past their records, then is
+//! killed (SIGKILL) and never comes back. Another daemon, with a data directory of its
+//! own, takes its partitions over from the changelog and sends what the dead one had
+//! not delivered: every alert reaches the receiver, each under one `webhook-id`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::{Value, json};
+
+use crate::common::{Killed, driftwatch, eventually, free_port, http_get, serve};
+
+const SERVICES: u32 = 4;
+/// The minute each service runs a program it never ran (learning takes ten).
+const DRIFT: u32 = 12;
+
+fn minute(m: u32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for s in 0..SERVICES {
+        out.push(((s % 2) as i32, record(s, m, 0, "/app/bin/server")));
+        if m == DRIFT {
+            out.push((
+                (s % 2) as i32,
+                record(s, m, 30, &format!("/usr/bin/tool-{s}")),
+            ));
+        }
+    }
+    out
+}
+
+fn record(s: u32, m: u32, second: u32, exe: &str) -> String {
+    json!({
+        "time": format!("2026-03-02T10:{m:02}:{second:02}Z"),
+        "service": format!("shop/svc-{s}"),
+        "kind": "process_exec",
+        "process": { "exe": exe, "parent_exe": "/app/bin/entrypoint" },
+    })
+    .to_string()
+}
+
+fn produce(producer: &ThreadedProducer<DefaultProducerContext>, minutes: std::ops::Range<u32>) {
+    for m in minutes {
+        for (p, r) in minute(m) {
+            producer
+                .send(BaseRecord::<(), _>::to("raw").partition(p).payload(&r))
+                .unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// A `driftwatch run` member with a data directory in `dir`; returns it, its outbox and
+/// its HTTP address.
+fn member(dir: &Path, brokers: &str, receiver: &str) -> (Killed, PathBuf, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let data = dir.join("data");
+    let outbox = data.join("outbox");
+    let config = dir.join("driftwatch.toml");
+    let http = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"handover\"\nrepartition-topic = \"events\"\n\
+             [[kafka.topics]]\nname = \"raw\"\nformat = \"native\"\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+             [http]\nlisten = \"{http}\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
+             [search]\nenabled = false\n[compliance]\nenabled = false\n\
+             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
+             [state]\ndata-dir = {data:?}\nsnapshot-interval = \"1s\"\nchangelog-topic = \"state\"\n\
+             [notify]\noutbox-dir = {outbox:?}\n[notify.retry]\ninitial = \"100ms\"\nmax = \"500ms\"\n\
+             [[notify.sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{receiver}/hook\"\n\
+             [[notify.route]]\nname = \"all\"\nsink = \"hook\"\n",
+            data = data.display().to_string(),
+            outbox = outbox.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let process = Killed(
+        driftwatch()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (process, outbox, http)
+}
+
+/// The ids of the alerts a member shows about its services' new programs.
+fn tool_alerts(http: &str) -> BTreeSet<String> {
+    let body = http_get(http, "/api/v1/alerts?limit=1000").unwrap_or_default();
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| {
+            a["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("/usr/bin/tool-"))
+        })
+        .filter_map(|a| a["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_members_undelivered_alerts_are_sent_by_the_next_owner() {
+    let up = Arc::new(AtomicBool::new(false));
+    // (webhook-id, alert id) of every accepted delivery of an alert's trigger.
+    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let (state_up, sink) = (up.clone(), got.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (up, sink) = (state_up.clone(), sink.clone());
+            async move {
+                if !up.load(Ordering::SeqCst) {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let mut got = sink.lock().unwrap();
+                for item in v["data"]["items"].as_array().unwrap() {
+                    if item["source"] == "alert" && item["resolved"] == false {
+                        got.push((id.clone(), item["id"].as_str().unwrap().to_owned()));
+                    }
+                }
+                StatusCode::OK
+            }
+        }),
+    );
+    let receiver = serve(app).await.to_string();
+
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("raw", 2, 1).unwrap();
+    cluster.create_topic("events", 2, 1).unwrap();
+    cluster.create_topic("state", 2, 1).unwrap();
+    cluster
+        .create_topic("driftwatch-dead-letter", 1, 1)
+        .unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The first member raises an alert per service; the receiver is down.
+    let (mut first, outbox, http) = member(&dir.path().join("first"), &brokers, &receiver);
+    produce(&producer, 0..DRIFT + 4);
+    eventually(
+        Duration::from_secs(90),
+        "an alert per service, pending in the outbox",
+        || {
+            tool_alerts(&http).len() == SERVICES as usize
+                && !notify::outbox::pending_ids(&outbox).is_empty()
+        },
+    )
+    .await;
+    let raised = tool_alerts(&http);
+    // Several state files (and changelog writes, and commits) later, it dies for good.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    assert!(!notify::outbox::pending_ids(&outbox).is_empty());
+    assert!(got.lock().unwrap().is_empty());
+
+    // The next owner starts from the committed offsets and the changelog; the stream
+    // goes on.
+    up.store(true, Ordering::SeqCst);
+    let (_second, _, _) = member(&dir.path().join("second"), &brokers, &receiver);
+    produce(&producer, DRIFT + 4..DRIFT + 8);
+    eventually(
+        Duration::from_secs(90),
+        "every service's alert delivered",
+        || {
+            let got = got.lock().unwrap();
+            raised.iter().all(|a| got.iter().any(|(_, g)| g == a))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = got.lock().unwrap();
+    let mut ids: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (webhook, alert) in got.iter() {
+        ids.entry(alert.as_str())
+            .or_default()
+            .insert(webhook.as_str());
+    }
+    assert_eq!(ids.len(), SERVICES as usize, "{got:?}");
+    assert!(ids.keys().all(|a| raised.contains(*a)), "{got:?}");
+    for (alert, webhooks) in &ids {
+        assert_eq!(
+            webhooks.len(),
+            1,
+            "{alert} paged under several ids: {webhooks:?}"
+        );
+    }
+}
