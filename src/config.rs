@@ -357,6 +357,13 @@ impl Config {
                      topic: give it a topic of its own"
                 );
             }
+            if let Some(m) = &kafka.member
+                && (m.trim().is_empty() || m.len() > 253 || m.chars().any(char::is_control))
+            {
+                bail!(
+                    "[kafka] member {m:?} is not a name: give each daemon a non-empty name of up to                      253 characters, or leave it out for the host name"
+                );
+            }
             let mut names = std::collections::HashSet::new();
             for t in &kafka.topics {
                 if !names.insert(&t.name) {
@@ -474,6 +481,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("cluster-topic"), "{err:#}");
+    }
+
+    #[test]
+    fn a_member_name_must_be_a_name() {
+        let parse = |member: &str| {
+            Config::parse(&format!(
+                "[kafka]\nbrokers = \"b\"\nmember = {member:?}\n\
+                 [[kafka.topics]]\nname = \"falco\"\nformat = \"falco\"\n"
+            ))
+        };
+        for bad in ["", "  ", "a\nb"] {
+            let err = parse(bad).unwrap_err();
+            assert!(format!("{err:#}").contains("[kafka] member"), "{err:#}");
+        }
+        let c = parse("dw-1").unwrap();
+        assert_eq!(c.kafka.unwrap().member.as_deref(), Some("dw-1"));
     }
 
     #[test]

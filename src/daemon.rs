@@ -95,6 +95,7 @@ pub async fn start(
         Some(topic) => {
             let (cluster, reader) = pipeline::cluster::Cluster::new(
                 topic,
+                kafka.member.as_deref(),
                 &kafka.client_config(),
                 config.detect.max_alerts,
                 pipeline::cluster::ClusterMetrics::register(&mut registry),

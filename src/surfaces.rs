@@ -207,6 +207,7 @@ fn summary(config: &Config) -> serde_json::Value {
             "dead_letter_topic": k.dead_letter_topic,
             "repartition_topic": k.repartition_topic,
             "cluster_topic": k.cluster_topic,
+            "member": k.member,
         })),
         "http": {
             "listen": config.http.listen.to_string(),

@@ -233,8 +233,11 @@ pub struct ClusterReader {
 impl Cluster {
     /// `client` holds the brokers and connection properties; `max_alerts` bounds the
     /// other members' alerts kept.
+    /// Clients for `topic`; this daemon is `member` in the tables (the host name when
+    /// `None`).
     pub fn new(
         topic: &str,
+        member: Option<&str>,
         client: &ClientConfig,
         max_alerts: usize,
         metrics: ClusterMetrics,
@@ -267,7 +270,7 @@ impl Cluster {
         let view = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
         let cluster = Cluster {
             topic: topic.clone(),
-            member: member_name().into(),
+            member: member.map_or_else(member_name, str::to_owned).into(),
             incarnation: incarnation.clone(),
             producer: Arc::new(producer),
             view: view.clone(),

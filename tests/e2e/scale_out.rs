@@ -56,17 +56,18 @@ fn record(s: u32, m: u32, second: u32, exe: &str) -> String {
 }
 
 struct Member {
+    name: String,
     http: String,
     process: Option<Killed>,
 }
 
-fn config(dir: &Path, brokers: &str, http: &str) -> PathBuf {
+fn config(dir: &Path, brokers: &str, http: &str, name: &str) -> PathBuf {
     let path = dir.join("driftwatch.toml");
     std::fs::write(
         &path,
         format!(
             "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"scale\"\nrepartition-topic = \"driftwatch-events\"\n\
-             cluster-topic = \"driftwatch-cluster\"\n\
+             cluster-topic = \"driftwatch-cluster\"\nmember = \"{name}\"\n\
              [[kafka.topics]]\nname = \"falco-like\"\nformat = \"native\"\n\
              [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
              [http]\nlisten = \"{http}\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n[search]\nenabled = false\n\
@@ -131,7 +132,7 @@ async fn a_killed_members_services_move_with_their_baselines() {
     std::fs::write(&file, all.join("\n") + "\n").unwrap();
     let replay_dir = dir.path().join("replay");
     std::fs::create_dir_all(&replay_dir).unwrap();
-    let replay_conf = config(&replay_dir, &brokers, "127.0.0.1:0");
+    let replay_conf = config(&replay_dir, &brokers, "127.0.0.1:0", "replay");
     let key = |a: &Value| {
         (
             a["kind"].as_str().unwrap_or_default().to_owned(),
@@ -166,7 +167,8 @@ async fn a_killed_members_services_move_with_their_baselines() {
             let member_dir = dir.path().join(format!("member-{i}"));
             std::fs::create_dir_all(&member_dir).unwrap();
             let http = format!("127.0.0.1:{}", free_port());
-            let conf = config(&member_dir, &brokers, &http);
+            let name = format!("member-{i}");
+            let conf = config(&member_dir, &brokers, &http, &name);
             let process = Killed(
                 driftwatch()
                     .args(["run", "--config"])
@@ -177,6 +179,7 @@ async fn a_killed_members_services_move_with_their_baselines() {
                     .unwrap(),
             );
             Member {
+                name,
                 http,
                 process: Some(process),
             }
@@ -334,6 +337,24 @@ async fn a_killed_members_services_move_with_their_baselines() {
         );
         assert!(api.iter().all(|(_, member)| member.is_some()), "{api:#?}");
         assert_eq!(sql, api, "{}: SQL's members differ from the API's", m.http);
+        // Each alert names the survivor that raised it, by its configured name.
+        let own: BTreeSet<_> = get(&m.http, "/api/v1/alerts?limit=10000&scope=local", "alerts")
+            .iter()
+            .map(key)
+            .collect();
+        for (alert, member) in &api {
+            let member = member.as_deref().unwrap_or_default();
+            assert!(
+                survivors.iter().any(|s| s.name == member),
+                "{alert:?} names {member}, not a survivor"
+            );
+            assert_eq!(
+                own.contains(alert),
+                member == m.name,
+                "{alert:?} on {}",
+                m.name
+            );
+        }
         // Findings too: the API shows the cluster's, as the `findings` table does.
         let started = Instant::now();
         loop {

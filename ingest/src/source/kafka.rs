@@ -59,6 +59,10 @@ pub struct KafkaConfig {
     /// whole cluster's.
     #[serde(default)]
     pub cluster_topic: Option<String>,
+    /// This daemon's name in the cluster's tables and API (`member`); the host name
+    /// when unset. Set it when several daemons share a host.
+    #[serde(default)]
+    pub member: Option<String>,
     /// Records per batch handed to the pipeline.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -99,6 +103,7 @@ impl KafkaConfig {
             dead_letter_topic: default_dead_letter_topic(),
             repartition_topic: None,
             cluster_topic: None,
+            member: None,
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
             channel_capacity: default_channel_capacity(),
