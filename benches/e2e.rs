@@ -799,9 +799,11 @@ fn main() {
             "\nsoak: {} records/s for {} s; every 30 s:",
             args.soak_rate, args.soak
         );
+        // Anonymous memory is the daemon's own; file-backed pages are the log index's
+        // and the state's mapped files, which the kernel can drop under pressure.
         println!(
-            "  {:>8} {:>8} {:>16} {:>14} {:>14}",
-            "time", "RSS MiB", "read records/s", "alerts/s low", "above low"
+            "  {:>8} {:>8} {:>8} {:>8} {:>16} {:>14} {:>14}",
+            "time", "RSS MiB", "anon", "file", "read records/s", "alerts/s low", "above low"
         );
         let mut samples = Vec::new();
         let started = Instant::now();
@@ -818,6 +820,8 @@ fn main() {
         while started.elapsed() < Duration::from_secs(args.soak) {
             produce_live(&p, &mut w, args.soak_rate * 30, args.soak_rate);
             let rss = memory_mib(d.pid(), "VmRSS");
+            let anon = memory_mib(d.pid(), "RssAnon");
+            let file = memory_mib(d.pid(), "RssFile") + memory_mib(d.pid(), "RssShmem");
             let t = started.elapsed().as_secs_f64();
             // A daemon that falls behind holds less than one that keeps up: say which.
             let now_read = d.consumed().0;
@@ -829,22 +833,23 @@ fn main() {
                 (now_alerts.1 - alerts.1) / secs,
             );
             (read, at, alerts) = (now_read, Instant::now(), now_alerts);
-            println!("  {t:>6.0} s {rss:>8.0} {rate:>16.0} {low:>14.1} {above:>14.1}");
-            samples.push((t, rss));
+            println!(
+                "  {t:>6.0} s {rss:>8.0} {anon:>8.0} {file:>8.0} {rate:>16.0} {low:>14.1} {above:>14.1}"
+            );
+            samples.push((t, rss, anon));
         }
-        let half: Vec<(f64, f64)> = samples[samples.len() / 2..].to_vec();
-        let n = half.len() as f64;
-        let (mt, mr) = (
-            half.iter().map(|s| s.0).sum::<f64>() / n,
-            half.iter().map(|s| s.1).sum::<f64>() / n,
-        );
-        let cov: f64 = half.iter().map(|(t, r)| (t - mt) * (r - mr)).sum();
-        let var: f64 = half.iter().map(|(t, _)| (t - mt) * (t - mt)).sum();
-        let slope = if var > 0.0 { cov / var * 60.0 } else { 0.0 };
+        let half = &samples[samples.len() / 2..];
+        let rss: Vec<(f64, f64)> = half.iter().map(|s| (s.0, s.1)).collect();
+        let anon: Vec<(f64, f64)> = half.iter().map(|s| (s.0, s.2)).collect();
         println!(
-            "RSS slope over the second half: {slope:+.1} MiB/min (from {:.0} to {:.0} MiB); peak {:.0} MiB",
-            half.first().map_or(0.0, |s| s.1),
-            half.last().map_or(0.0, |s| s.1),
+            "RSS slope over the second half: {:+.1} MiB/min (from {:.0} to {:.0} MiB); anonymous {:+.1} MiB/min \
+             (from {:.0} to {:.0} MiB); peak {:.0} MiB",
+            slope(&rss),
+            rss.first().map_or(0.0, |s| s.1),
+            rss.last().map_or(0.0, |s| s.1),
+            slope(&anon),
+            anon.first().map_or(0.0, |s| s.1),
+            anon.last().map_or(0.0, |s| s.1),
             memory_mib(d.pid(), "VmHWM")
         );
     }
@@ -852,4 +857,16 @@ fn main() {
         "\n({} cores shared by the producer, the mock broker and the process measured)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+}
+
+/// Least-squares slope of `(seconds, MiB)` samples, in MiB a minute.
+fn slope(samples: &[(f64, f64)]) -> f64 {
+    let n = samples.len() as f64;
+    let (mt, mr) = (
+        samples.iter().map(|s| s.0).sum::<f64>() / n,
+        samples.iter().map(|s| s.1).sum::<f64>() / n,
+    );
+    let cov: f64 = samples.iter().map(|(t, r)| (t - mt) * (r - mr)).sum();
+    let var: f64 = samples.iter().map(|(t, _)| (t - mt) * (t - mt)).sum();
+    if var > 0.0 { cov / var * 60.0 } else { 0.0 }
 }
