@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use driftwatch::config::{self, Config};
 use driftwatch::{daemon, demo, replay, supervisor, telemetry};
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -11,9 +11,22 @@ use std::time::Duration;
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 
-/// Starts `driftwatch run` on a config file, its output discarded.
+/// Starts `driftwatch run` on a config file, its output discarded. With
+/// `DRIFTWATCH_BENCH_WRAP` set (a command and its arguments, split on spaces, such as
+/// `heaptrack -o /tmp/dw`), the daemon runs under it; the figures measured of the
+/// process are then the wrapper's.
 pub fn spawn_run(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+    let wrap = std::env::var("DRIFTWATCH_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_driftwatch"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_driftwatch")),
+    };
+    command
         .args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
