@@ -14,7 +14,8 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 /// Starts `driftwatch run` on a config file, its output discarded. With
 /// `DRIFTWATCH_BENCH_WRAP` set (a command and its arguments, split on spaces, such as
 /// `heaptrack -o /tmp/dw`), the daemon runs under it; the figures measured of the
-/// process are then the wrapper's.
+/// process are then the wrapper's, and the bench's kill at the end reaches only the
+/// wrapper: stop the daemon under it by hand (`pkill -9 -f 'driftwatch run'`).
 pub fn spawn_run(config: &Path) -> Child {
     let wrap = std::env::var("DRIFTWATCH_BENCH_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
