@@ -552,8 +552,12 @@ impl Detector {
         state.events += 1;
         state.last_event = state.last_event.max(event.time);
         // Learning spans a period of event time from the service's earliest record,
-        // whichever partition delivers it first.
-        if state.phase == Phase::Learning {
+        // whichever partition delivers it first; a record over an hour (the bound for
+        // late learning) behind the service's latest does not move it, so one
+        // backdated record cannot end a new service's learning at once.
+        if state.phase == Phase::Learning
+            && state.last_event.0.saturating_sub(event.time.0) < LATE_PARTITION
+        {
             state.learning_since = state.learning_since.min(event.time);
         }
         let learning_end = state
@@ -1337,6 +1341,13 @@ mod tests {
         let api = d.service("shop/api").unwrap();
         assert_eq!(api.phase, Phase::Monitoring);
         assert_eq!(api.learned_at.map(|(at, _)| at), Some(Nanos(T0 + 10 * MIN)));
+        // A record dated a day before every other does not move a learning start back.
+        let mut d = Detector::new(config());
+        d.observe(&on(0, exec(0, "/app/server")), &mut raised);
+        d.observe(&on(1, exec(-24 * 60, "/app/server")), &mut raised);
+        let api = d.service("shop/api").unwrap();
+        assert_eq!(api.learning_since, Nanos(T0));
+        assert_eq!(api.phase, Phase::Learning);
     }
 
     /// A producer spraying service keys fills the cap once: one alert, the rest
