@@ -1168,7 +1168,7 @@ mod tests {
         assert!(
             raised[1]
                 .explanation
-                .contains("`connect tcp d<[a-z0-9_-]{13}>.cdn.example.net:443` is learned"),
+                .contains("`connect tcp d<[a-z0-9-]{13}>.cdn.example.net:443` is learned"),
             "{}",
             raised[1].explanation
         );

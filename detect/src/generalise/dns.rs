@@ -5,7 +5,7 @@
 //! and their siblings names one pool of endpoints, whose first label is a generator's
 //! (random characters, or one run of digits). The labels a port's connections use under
 //! one parent are sampled, and the same shapes as for file names ([`label_shape`]) are
-//! learned from them: `connect tcp d<[a-z0-9_-]{13}>.cdn.example.net:443`.
+//! learned from them: `connect tcp d<[a-z0-9-]{13}>.cdn.example.net:443`.
 //!
 //! Bounds:
 //! - Only the first label varies, and only below a registrable domain: a name's last two

@@ -640,7 +640,21 @@ pub(super) fn shape_of(names: &[&str], new: &str, min: usize, dir: bool) -> Opti
 /// which nothing folds: random, or a run of digits.
 pub(super) fn label_shape(names: &[&str], new: &str, min: usize) -> Option<NameShape> {
     let all = || names.iter().copied();
-    random_shape(all(), new, min).or_else(|| digits_varying(all(), new, min, false))
+    let Some(mut shape) = random_shape(all(), new, min) else {
+        return digits_varying(all(), new, min, false);
+    };
+    // Host names are letters, digits and hyphens (RFC 1123); `_` appears only in
+    // service labels (`_sip._tcp`). So a label's alphabet has it only when a label of
+    // the shape showed one, however few were seen.
+    let shown = names.iter().any(|n| {
+        shape.matches(n) && n[shape.prefix.len()..n.len() - shape.suffix.len()].contains('_')
+    });
+    if let Body::Random { classes, .. } = &mut shape.body
+        && !shown
+    {
+        classes.0 &= !UNDERSCORE;
+    }
+    Some(shape)
 }
 
 #[cfg(test)]
@@ -711,5 +725,28 @@ mod tests {
             &["r1oxj0bo", "ec7x__lw", "z07x3_lz", "gmoxy38b"],
             classes
         ));
+    }
+
+    #[test]
+    fn a_host_label_admits_an_underscore_only_once_one_showed() {
+        let plain = [
+            "q3kz9x7mwa2b",
+            "p8vn2k4jd0zr",
+            "t5hw1m9qx7ca",
+            "a2cx8v6nb3kq",
+        ];
+        let shape = label_shape(&plain, plain[3], MIN_NAMES).expect("a shape");
+        assert_eq!(shape.render(), "<[a-z0-9-]{12}>");
+        let under = [
+            "q3kz9x_mwa2b",
+            "p8vn2k4jd0zr",
+            "t5hw1m9qx7ca",
+            "a2cx8v6nb3kq",
+        ];
+        let shape = label_shape(&under, under[3], MIN_NAMES).expect("a shape");
+        assert_eq!(shape.render(), "<[a-z0-9_-]{12}>");
+        // A file name's alphabet keeps what few names cannot rule out.
+        let shape = random_shape(plain, plain[3], MIN_NAMES).expect("a shape");
+        assert_eq!(shape.render(), "<[a-z0-9_-]{12}>");
     }
 }
