@@ -144,6 +144,18 @@ pub fn cluster(
 }
 
 /// Publishes `records` to `topic` and waits until the broker has them all.
+/// A native `process_exec` record of service `shop/svc-{service}` at 10:`minute`:`second`
+/// on 2026-03-02, run by `/app/bin/entrypoint`: the cluster and partition tests' unit.
+pub fn exec_record(service: u32, minute: u32, second: u32, exe: &str) -> String {
+    serde_json::json!({
+        "time": format!("2026-03-02T10:{minute:02}:{second:02}Z"),
+        "service": format!("shop/svc-{service}"),
+        "kind": "process_exec",
+        "process": { "exe": exe, "parent_exe": "/app/bin/entrypoint" },
+    })
+    .to_string()
+}
+
 pub fn produce(brokers: &str, topic: &str, records: impl IntoIterator<Item = impl AsRef<str>>) {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use crate::common::{driftwatch, fixtures, replay};
+use crate::common::{driftwatch, exec_record, fixtures, replay};
 
 /// The simulated shop, with its churn, for `hours` of event time at `rate` records a
 /// second of wall time at 60x (at 100, 0.6 s of event time a record), the attacks
@@ -404,32 +404,23 @@ fn partitions_read_one_after_another_raise_what_time_order_raises() {
         "[detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n[compliance]\nenabled = false\n",
     )
     .unwrap();
-    let record = |service: u32, minute: u32, second: u32, exe: &str| {
-        serde_json::json!({
-            "time": format!("2026-03-02T10:{minute:02}:{second:02}Z"),
-            "service": format!("shop/svc-{service}"),
-            "kind": "process_exec",
-            "process": { "exe": exe, "parent_exe": "/app/bin/entrypoint" },
-        })
-        .to_string()
-    };
     let (mut servers, mut workers, mut in_order) = (Vec::new(), Vec::new(), Vec::new());
     for minute in 0..40 {
         for service in 0..3 {
-            let server = record(service, minute, 0, "/app/bin/server");
-            let worker = record(service, minute, 30, "/app/bin/worker");
+            let server = exec_record(service, minute, 0, "/app/bin/server");
+            let worker = exec_record(service, minute, 30, "/app/bin/worker");
             servers.push(server.clone());
             workers.push(worker.clone());
             in_order.extend([server, worker]);
             if minute == 25 && service == 1 {
-                let tool = record(service, minute, 45, "/usr/bin/tool");
+                let tool = exec_record(service, minute, 45, "/usr/bin/tool");
                 workers.push(tool.clone());
                 in_order.push(tool);
             }
         }
     }
     // Backdated into learning behind its own partition: judged either way.
-    let backdated = record(2, 5, 10, "/usr/bin/nc");
+    let backdated = exec_record(2, 5, 10, "/usr/bin/nc");
     servers.push(backdated.clone());
     in_order.push(backdated);
     let write = |name: &str, lines: &[String]| {

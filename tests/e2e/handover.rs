@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::common::{Killed, driftwatch, eventually, free_port, http_get, serve};
+use crate::common::{Killed, driftwatch, eventually, exec_record, free_port, http_get, serve};
 
 const SERVICES: u32 = 4;
 /// The minute each service runs a program it never ran (learning takes ten).
@@ -24,25 +24,15 @@ const DRIFT: u32 = 12;
 fn minute(m: u32) -> Vec<(i32, String)> {
     let mut out = Vec::new();
     for s in 0..SERVICES {
-        out.push(((s % 2) as i32, record(s, m, 0, "/app/bin/server")));
+        out.push(((s % 2) as i32, exec_record(s, m, 0, "/app/bin/server")));
         if m == DRIFT {
             out.push((
                 (s % 2) as i32,
-                record(s, m, 30, &format!("/usr/bin/tool-{s}")),
+                exec_record(s, m, 30, &format!("/usr/bin/tool-{s}")),
             ));
         }
     }
     out
-}
-
-fn record(s: u32, m: u32, second: u32, exe: &str) -> String {
-    json!({
-        "time": format!("2026-03-02T10:{m:02}:{second:02}Z"),
-        "service": format!("shop/svc-{s}"),
-        "kind": "process_exec",
-        "process": { "exe": exe, "parent_exe": "/app/bin/entrypoint" },
-    })
-    .to_string()
 }
 
 fn produce(producer: &ThreadedProducer<DefaultProducerContext>, minutes: std::ops::Range<u32>) {

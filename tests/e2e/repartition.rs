@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::common::{Killed, driftwatch, free_port, http_get, replay, sample};
+use crate::common::{Killed, driftwatch, exec_record, free_port, http_get, replay, sample};
 
 const SERVICES: u32 = 8;
 const MINUTES: u32 = 30;
@@ -28,26 +28,16 @@ fn minute(m: u32) -> Vec<(i32, String)> {
     let mut out = Vec::new();
     for s in 0..SERVICES {
         for i in 0..8 {
-            out.push(((i % 4) as i32, record(s, m, i * 7, "/app/bin/server")));
+            out.push(((i % 4) as i32, exec_record(s, m, i * 7, "/app/bin/server")));
         }
         if m == 15 + s {
             out.push((
                 (s % 4) as i32,
-                record(s, m, 59, &format!("/usr/bin/tool-{s}")),
+                exec_record(s, m, 59, &format!("/usr/bin/tool-{s}")),
             ));
         }
     }
     out
-}
-
-fn record(s: u32, m: u32, second: u32, exe: &str) -> String {
-    json!({
-        "time": format!("2026-03-02T10:{m:02}:{second:02}Z"),
-        "service": format!("shop/svc-{s}"),
-        "kind": "process_exec",
-        "process": { "exe": exe, "parent_exe": "/app/bin/entrypoint" },
-    })
-    .to_string()
 }
 
 fn config(path: &Path, brokers: &str, http: &str) {

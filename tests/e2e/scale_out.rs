@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::{Value, json};
 
-use crate::common::{Killed, driftwatch, free_port, http_get, http_post_json, replay, sample};
+use crate::common::{
+    Killed, driftwatch, exec_record, free_port, http_get, http_post_json, replay, sample,
+};
 
 const SERVICES: u32 = 12;
 /// Minutes of event time while the three share the work; services learn in the first
@@ -33,26 +35,16 @@ fn minute(m: u32) -> Vec<(i32, String)> {
             } else {
                 "/app/bin/worker"
             };
-            out.push(((i % 4) as i32, record(s, m, i * 9, exe)));
+            out.push(((i % 4) as i32, exec_record(s, m, i * 9, exe)));
         }
         if m == BEFORE + 1 + s % 8 {
             out.push((
                 (s % 4) as i32,
-                record(s, m, 58, &format!("/usr/bin/tool-{s}")),
+                exec_record(s, m, 58, &format!("/usr/bin/tool-{s}")),
             ));
         }
     }
     out
-}
-
-fn record(s: u32, m: u32, second: u32, exe: &str) -> String {
-    json!({
-        "time": format!("2026-03-02T10:{m:02}:{second:02}Z"),
-        "service": format!("shop/svc-{s}"),
-        "kind": "process_exec",
-        "process": { "exe": exe, "parent_exe": "/app/bin/entrypoint" },
-    })
-    .to_string()
 }
 
 struct Member {
