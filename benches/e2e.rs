@@ -23,7 +23,10 @@
 //!
 //! `cargo bench --bench e2e` (`-- --records N --soak SECONDS --soak-rate R
 //! --latency-only --kafka LINE`). The producer, the mock brokers and the daemon share
-//! this machine's cores.
+//! this machine's cores. `-- --dump FILE` writes the preload's records to FILE as JSON
+//! lines instead, and measures nothing: `driftwatch replay FILE` then runs the same
+//! workload through the same pipeline with no broker and no producer beside it, which
+//! is steadier for comparing two builds, and for a profiler.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -81,6 +84,8 @@ struct Args {
     kafka: Vec<String>,
     /// Set in the child process that is the bare consumer: brokers, records, group.
     bare: Option<(String, u64, String)>,
+    /// Write the preload's records here and stop (`--dump FILE`).
+    dump: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -92,6 +97,7 @@ fn args() -> Args {
         latency_only: false,
         kafka: Vec::new(),
         bare: None,
+        dump: None,
     };
     let mut i = 1;
     while i < argv.len() {
@@ -103,6 +109,11 @@ fn args() -> Args {
             ("--soak-rate", Some(v)) => a.soak_rate = v,
             ("--kafka", _) if next.is_some() => {
                 a.kafka.extend(next.cloned());
+                i += 2;
+                continue;
+            }
+            ("--dump", _) if next.is_some() => {
+                a.dump = next.map(PathBuf::from);
                 i += 2;
                 continue;
             }
@@ -695,10 +706,30 @@ fn throughput(
     }
 }
 
+/// Writes the preload's records, one JSON record a line, in the order they are produced.
+fn dump(path: &Path, records: u64) {
+    let file = std::fs::File::create(path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    let mut out = std::io::BufWriter::new(file);
+    let mut w = Workload::new(records);
+    for _ in 0..records {
+        let (_, _, payload) = w.next();
+        // A record is one line: the simulator's broken records are cut JSON, never
+        // multi-line, but a newline inside one would make two.
+        writeln!(out, "{}", payload.replace('\n', " ")).expect("write");
+    }
+    out.flush().expect("write");
+    println!("wrote {records} records to {}", path.display());
+}
+
 fn main() {
     let args = args();
     if let Some((brokers, records, group)) = &args.bare {
         bare_consumer(brokers, *records, group);
+        return;
+    }
+    if let Some(path) = &args.dump {
+        dump(path, args.records);
         return;
     }
     let extra: String = args.kafka.iter().map(|l| format!("{l}\n")).collect();

@@ -530,8 +530,9 @@ impl Engine {
                 self.evicted += 1;
             }
             self.facts_order.push_back(key.clone());
+            self.facts.insert(key.clone(), Known::default());
         }
-        let known = self.facts.entry(key.clone()).or_default();
+        let known = self.facts.get_mut(&key).expect("inserted above");
         let lifecycle = match &event.kind {
             EventKind::Container { facts, .. } => Some(facts),
             _ => None,
@@ -623,14 +624,13 @@ impl Engine {
                 self.evicted += 1;
             }
             self.posture_order.push_back(t.service.to_owned());
+            self.posture
+                .insert(t.service.to_owned(), vec![None; self.meta.len()]);
         }
         if !self.posture_changed.contains(t.service) {
             self.posture_changed.insert(t.service.to_owned());
         }
-        let posture = self
-            .posture
-            .entry(t.service.to_owned())
-            .or_insert_with(|| vec![None; self.meta.len()]);
+        let posture = self.posture.get_mut(t.service).expect("inserted above");
         // What every finding of this trigger shares, made for its first finding.
         let mut shared: Option<Shared> = None;
         for &i in controls {

@@ -2,13 +2,15 @@
 //! fire, so that checks never slow detection. The pipeline hands it only what can fire a
 //! control (or carries container facts), through a bounded queue.
 //!
-//! The worker is the one owner of the engine and the findings. After each batch of
-//! items it publishes a [`ComplianceView`]; the API, the SQL tables and reports read
-//! that, and never wait for a control to run. A view shares the findings and every
+//! The worker is the one owner of the engine and the findings. Once it has caught up
+//! with its queue, and at least every [`PUBLISH_EVERY`] while it has not, it publishes
+//! a [`ComplianceView`]; the API, the SQL tables and reports read that, and never wait
+//! for a control to run. A view shares the findings and every
 //! unchanged service's posture with the one before, so publishing costs what changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use detect::{Alert, AlertKind};
@@ -68,16 +70,33 @@ pub const FINDINGS_KEPT: usize = 200_000;
 /// topic's triggers, so that a slow control run is absorbed rather than felt.
 const QUEUED: usize = 64;
 
-/// One thing for the worker, in the order the pipeline saw it.
+/// How late the published view may be while batches keep arriving, as for the
+/// detector's: a busy worker takes each touched service's posture again once per this,
+/// not after every batch (a 1,000-record batch touches hundreds of services, and copying
+/// their posture was a sixth of the worker's time). An idle worker, and `flush`,
+/// publish at once.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// One thing for the worker to check, in the order the pipeline saw it. Events are
+/// named by their index in the batch sent with them: the batch moves to the worker
+/// whole, so no event is copied or moved one by one, and a trigger is two words.
 pub enum Trigger {
-    Event(Event),
-    /// An alert, with the event that raised it when there is one (boxed: alerts are
-    /// rare next to events).
-    Alert(Box<(Alert, Option<Event>)>),
+    Event(u32),
+    /// An alert, with the index of the event that raised it when there is one (boxed:
+    /// alerts are rare next to events).
+    Alert(Box<(Alert, Option<u32>)>),
+}
+
+/// A batch's events and what to check of them. An index out of the batch names
+/// nothing and is skipped.
+#[derive(Default)]
+pub struct Triggers {
+    pub events: Vec<Event>,
+    pub order: Vec<Trigger>,
 }
 
 enum Message {
-    Items(Vec<Trigger>),
+    Items(Triggers),
     Flush(oneshot::Sender<()>),
 }
 
@@ -236,8 +255,8 @@ impl Compliance {
     }
 
     /// Queues items; waits only when the worker is a whole queue behind.
-    pub async fn send(&self, items: Vec<Trigger>) {
-        if items.is_empty() {
+    pub async fn send(&self, items: Triggers) {
+        if items.order.is_empty() {
             return;
         }
         let message = match self.tx.try_send(Message::Items(items)) {
@@ -326,19 +345,33 @@ fn run(worker: ComplianceWorker) {
     // control refers to. Findings of one control share its id, so its address keys it.
     let mut counters: HashMap<(usize, Status), Vec<Counter>> = HashMap::new();
     let mut view = ComplianceView::default();
+    let mut published = Instant::now();
+    // Findings or posture changed since the view was last published.
+    let mut unpublished = false;
     while let Some(message) = rx.blocking_recv() {
         let items = match message {
             Message::Items(items) => items,
             Message::Flush(done) => {
+                if unpublished {
+                    publish(&mut engine, &mut view, &views);
+                    unpublished = false;
+                }
                 let _ = done.send(());
                 continue;
             }
         };
         let (hits, misses) = engine.result_cache_stats();
-        for item in &items {
+        let event = |i: u32| items.events.get(i as usize);
+        for item in &items.order {
             match item {
-                Trigger::Event(e) => engine.on_event(e, &mut out),
-                Trigger::Alert(pair) => engine.on_alert(&pair.0, pair.1.as_ref(), &mut out),
+                Trigger::Event(i) => {
+                    if let Some(e) = event(*i) {
+                        engine.on_event(e, &mut out);
+                    }
+                }
+                Trigger::Alert(pair) => {
+                    engine.on_alert(&pair.0, pair.1.and_then(event), &mut out);
+                }
             }
         }
         let (h, m) = engine.result_cache_stats();
@@ -384,18 +417,28 @@ fn run(worker: ComplianceWorker) {
             }
             view.findings.push_back(Arc::new(f));
         }
-        for service in engine.take_posture_changes() {
-            let posture = engine.posture_of(&service);
-            if posture.is_empty() {
-                view.posture.remove(&service);
-            } else {
-                view.posture.insert(service, Arc::new(posture));
-            }
-        }
         view.control_runs = (h, m);
         metrics
             .queued
             .set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
-        views.store(Arc::new(view.clone()));
+        unpublished = true;
+        if rx.is_empty() || published.elapsed() >= PUBLISH_EVERY {
+            publish(&mut engine, &mut view, &views);
+            published = Instant::now();
+            unpublished = false;
+        }
     }
+}
+
+/// Takes the posture of the services whose posture changed into `view`, and publishes it.
+fn publish(engine: &mut Engine, view: &mut ComplianceView, views: &ArcSwap<ComplianceView>) {
+    for service in engine.take_posture_changes() {
+        let posture = engine.posture_of(&service);
+        if posture.is_empty() {
+            view.posture.remove(&service);
+        } else {
+            view.posture.insert(service, Arc::new(posture));
+        }
+    }
+    views.store(Arc::new(view.clone()));
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compliance::worker::{Compliance, Trigger};
+use compliance::worker::{Compliance, Trigger, Triggers};
 use detect::{Alert, AlertKind, Command, Detector, DetectorView, Outcome, Severity, Views};
 use ingest::{Batch, IngestMetrics, IngestStats, KafkaSource, Nanos};
 use store::{EventTable, StoreMetrics};
@@ -87,12 +87,6 @@ impl Totals {
     pub fn load(&self) -> Arc<IngestStats> {
         self.0.load_full()
     }
-}
-
-/// What goes to the compliance worker: an event of the batch (by index), or an item.
-enum Check {
-    Event(usize),
-    Trigger(Trigger),
 }
 
 impl Stages {
@@ -291,7 +285,11 @@ impl Stages {
             }
         }
         let started = std::time::Instant::now();
-        let mut checks = Vec::new();
+        let mut checks = Vec::with_capacity(if self.compliance.is_some() {
+            batch.events.len()
+        } else {
+            0
+        });
         let mut newest = Nanos(i64::MIN);
         let mut oldest = Nanos(i64::MAX);
         // Detection first: it names each log line's template, which the store keeps.
@@ -322,15 +320,12 @@ impl Stages {
                 // makes one finding, and the alert's is the one that names it.
                 for a in &raised[before..] {
                     if c.wants_alert(a.kind) {
-                        checks.push(Check::Trigger(Trigger::Alert(Box::new((
-                            a.clone(),
-                            Some(event.clone()),
-                        )))));
+                        checks.push(Trigger::Alert(Box::new((a.clone(), Some(i as u32)))));
                     }
                 }
                 if c.wants(event) {
-                    // Moved to the worker once stored, rather than copied.
-                    checks.push(Check::Event(i));
+                    // The batch moves to the worker once stored; no event is copied.
+                    checks.push(Trigger::Event(i as u32));
                 }
             }
         }
@@ -350,7 +345,7 @@ impl Stages {
             if let Some(c) = &self.compliance {
                 for a in &raised[before..] {
                     if c.wants_alert(a.kind) {
-                        checks.push(Check::Trigger(Trigger::Alert(Box::new((a.clone(), None)))));
+                        checks.push(Trigger::Alert(Box::new((a.clone(), None))));
                     }
                 }
             }
@@ -371,19 +366,11 @@ impl Stages {
             self.pipeline_metrics.stage("index", started);
         }
         if let Some(c) = &self.compliance {
-            // Indexes of events come in increasing order, each once.
-            let mut events = std::mem::take(&mut batch.events).into_iter().enumerate();
-            let items = checks
-                .drain(..)
-                .filter_map(|check| match check {
-                    Check::Event(i) => events
-                        .by_ref()
-                        .find(|(j, _)| *j == i)
-                        .map(|(_, e)| Trigger::Event(e)),
-                    Check::Trigger(trigger) => Some(trigger),
-                })
-                .collect();
-            c.send(items).await;
+            c.send(Triggers {
+                events: std::mem::take(&mut batch.events),
+                order: checks,
+            })
+            .await;
             if let Some(r) = &self.reports {
                 r.saw(oldest, newest);
                 r.tick(c).await;
