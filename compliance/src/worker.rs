@@ -1,6 +1,7 @@
 //! The compliance worker: a thread of its own runs the controls that events and alerts
-//! fire, so that checks never slow detection. The pipeline hands it only what can fire a
-//! control (or carries container facts), through a bounded queue.
+//! fire, so that checks never slow detection. The pipeline hands it each batch whole,
+//! naming the events and alerts that can fire a control (or carry container facts),
+//! through a bounded queue.
 //!
 //! The worker is the one owner of the engine and the findings. Once it has caught up
 //! with its queue, and at least every [`PUBLISH_EVERY`] while it has not, it publishes
@@ -89,7 +90,6 @@ pub enum Trigger {
 
 /// A batch's events and what to check of them. An index out of the batch names
 /// nothing and is skipped.
-#[derive(Default)]
 pub struct Triggers {
     pub events: Vec<Event>,
     pub order: Vec<Trigger>,
@@ -441,4 +441,67 @@ fn publish(engine: &mut Engine, view: &mut ComplianceView, views: &ArcSwap<Compl
         }
     }
     views.store(Arc::new(view.clone()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(exe: &str, service: &str) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "time": 1_772_445_600_000_000_000i64,
+            "kind": "process_exec",
+            "service": service,
+            "process": { "exe": exe },
+        }))
+        .unwrap()
+    }
+
+    /// Only the events a trigger names are checked, an index outside the batch names
+    /// nothing, and `flush` returns once what it waited for is published.
+    #[test]
+    fn triggers_name_events_of_their_batch_and_a_flush_publishes_them() {
+        let (handle, worker) = Compliance::new(
+            &ComplianceConfig::default(),
+            ComplianceMetrics::default(),
+            Box::new(|_| {}),
+        )
+        .unwrap()
+        .expect("enabled by default");
+        let thread = std::thread::spawn(move || worker.run());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            handle
+                .send(Triggers {
+                    events: vec![
+                        exec("/usr/bin/apt-get", "shop/unnamed"),
+                        exec("/usr/bin/yum", "shop/named"),
+                    ],
+                    order: vec![Trigger::Event(1), Trigger::Event(7)],
+                })
+                .await;
+            handle.flush().await;
+        });
+        let view = handle.view();
+        let failed: Vec<(String, String)> = view
+            .findings
+            .iter()
+            .filter(|f| f.status == Status::Fail)
+            .map(|f| (f.service.to_string(), f.control.to_string()))
+            .collect();
+        assert!(
+            failed.contains(&("shop/named".to_owned(), "DW-RT-001".to_owned())),
+            "{failed:?}"
+        );
+        assert!(
+            view.findings.iter().all(|f| &*f.service == "shop/named"),
+            "{failed:?}"
+        );
+        let posture: Vec<&str> = view.posture().map(|p| p.service.as_str()).collect();
+        assert!(posture.contains(&"shop/named"), "{posture:?}");
+        drop(handle);
+        thread.join().unwrap();
+    }
 }
