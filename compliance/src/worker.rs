@@ -354,7 +354,7 @@ fn run(worker: ComplianceWorker) {
             Message::Flush(done) => {
                 if unpublished {
                     publish(&mut engine, &mut view, &views);
-                    unpublished = false;
+                    (published, unpublished) = (Instant::now(), false);
                 }
                 let _ = done.send(());
                 continue;
@@ -424,8 +424,7 @@ fn run(worker: ComplianceWorker) {
         unpublished = true;
         if rx.is_empty() || published.elapsed() >= PUBLISH_EVERY {
             publish(&mut engine, &mut view, &views);
-            published = Instant::now();
-            unpublished = false;
+            (published, unpublished) = (Instant::now(), false);
         }
     }
 }
