@@ -14,6 +14,9 @@
 //!   or fewer words, and a line's token count must not depend on it.
 //! - A name with a one-digit suffix (`SOCKS5`, `ssh2`, `IPV6`, `en0`) is a word, not a
 //!   parameter: protocols, versions and interfaces tell messages apart.
+//! - A word that lines up with a parameter only because a parameter moved it one place
+//!   (`7 bytes sent, 901 bytes (0.9 KB) received` against `901 bytes (0.9 KB) sent, 7
+//!   bytes received`) is evidence of two messages, as two different words are.
 //! - Two different words at one position are evidence of two messages (`Link Up` /
 //!   `Link Down`, `client SPP.` / `client WindowsUpdateAgent.`): a line that differs from
 //!   a template by words only starts a *variant* of it. When a template has collected
@@ -388,18 +391,30 @@ struct Comparison {
 
 fn compare(template: &[String], line: &[Token<'_>]) -> Comparison {
     let (mut same, mut wildcards, mut word_mismatches) = (0usize, 0usize, 0usize);
-    for (a, b) in template.iter().zip(line) {
+    for (i, (a, b)) in template.iter().zip(line).enumerate() {
         if same_text(a, b) {
             same += 1;
             wildcards += usize::from(a == WILDCARD);
         } else if a == WILDCARD {
             wildcards += 1;
-            // A parameter where the template has one is agreement, not noise.
-            same += usize::from(is_parameter(b));
+            if is_parameter(b) {
+                // A parameter where the template has one is agreement, not noise.
+                same += 1;
+            } else if moved(i, |j| match (template.get(j), line.get(j)) {
+                (Some(t), Some(l)) => same_text(t, b) && !same_text(t, l),
+                _ => false,
+            }) {
+                word_mismatches += 1;
+            }
         } else if key(a).is_some_and(|k| token_key(b) == Some(k)) {
             // `rhost=<*>` and `rhost=example.org`: the same key, another value.
             same += 1;
-        } else if b.pieces() != (WILDCARD, "") {
+        } else if b.pieces() != (WILDCARD, "")
+            || moved(i, |j| match (template.get(j), line.get(j)) {
+                (Some(t), Some(l)) => same_text(a, l) && !same_text(t, l),
+                _ => false,
+            })
+        {
             word_mismatches += 1;
         }
     }
@@ -413,6 +428,16 @@ fn compare(template: &[String], line: &[Token<'_>]) -> Comparison {
         wildcards,
         word_mismatches,
     }
+}
+
+/// The word that one side holds at `i`, where the other side holds a parameter, stands
+/// next door on the other side only, at `j` (`moved_to(j)` checks both sides there):
+/// the two line up only because a parameter moved the word
+/// (`7 bytes sent, 901 bytes (0.9 KB) received` against `901 bytes (0.9 KB) sent, 7
+/// bytes received`). That is a different message, not a word that varies. A word that
+/// both sides hold next door is not moved (`invalid user <*>` and `invalid user user`).
+fn moved(i: usize, moved_to: impl Fn(usize) -> bool) -> bool {
+    i.checked_sub(1).is_some_and(&moved_to) || moved_to(i + 1)
 }
 
 fn generalise(template: &mut [String], other: &[String]) {
@@ -771,6 +796,36 @@ mod tests {
         let c = m.add("retried 3 times").id;
         let d = m.add("retried 3 s").id;
         assert_ne!(c, d);
+    }
+
+    #[test]
+    fn a_word_shifted_by_a_parameter_is_another_message() {
+        // The same words, one parameter earlier or later: the sent and the received
+        // side printed their sizes in different forms. A line that lines up only
+        // because a word moved is not the same message.
+        let mut m = Miner::default();
+        let sent = m
+            .add("edge-a.example.net:443 close, 7 bytes sent, 901 bytes (0.9 KB) received, lifetime 00:02")
+            .id;
+        let received = m
+            .add("edge-b.example.net:443 close, 901 bytes (0.9 KB) sent, 7 bytes received, lifetime 00:02")
+            .id;
+        assert_ne!(sent, received, "{:?}", m.all_templates());
+        let later = m
+            .add("edge-c.example.net:80 close, 12 bytes sent, 4410 bytes (4.3 KB) received, lifetime <1 sec")
+            .id;
+        assert_eq!(later, sent);
+        assert_eq!(
+            text(&m, sent),
+            "<*> close, <*> sent, <*> <*> received, lifetime <*>"
+        );
+        // A parameter where a word stood, with no word moved, still generalises.
+        let a = m.add("session closed for user alice after 12 s").id;
+        let b = m.add("session closed for user 1007 after 3 s").id;
+        assert_eq!(a, b);
+        // A varying word that equals its neighbour has not moved.
+        let c = m.add("session closed for user user after 5 s").id;
+        assert_eq!(c, a, "{:?}", m.all_templates());
     }
 
     #[test]
