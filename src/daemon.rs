@@ -201,6 +201,16 @@ pub async fn start(
         .as_ref()
         .map(|dir| dir.join("dead-letters.spool.jsonl"));
     let dead_letters = source.dead_letter_sink(spool)?;
+    // The state file holds its records already, and the commit after it may not have
+    // happened before a crash. With a changelog the group's commits decide instead.
+    if config.state.changelog_topic.is_none() || kafka.repartition_topic.is_none() {
+        source.already_read(
+            restored
+                .offsets
+                .iter()
+                .flat_map(|(t, parts)| parts.iter().map(move |(p, o)| (t.as_str(), *p, *o))),
+        );
+    }
     let (tx, rx) = mpsc::channel(source.channel_capacity());
     let cancel = sup.cancel.clone();
     let consumer = source.clone();

@@ -54,6 +54,7 @@ pub struct IngestMetrics {
     unreadable: Family<ErrorLabels, Counter>,
     events_repartitioned: Counter,
     repartition_retries: Counter,
+    records_already_read: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -131,7 +132,17 @@ impl IngestMetrics {
             "Times events the repartition topic refused were produced again",
             m.repartition_retries.clone(),
         );
+        registry.register(
+            "records_already_read",
+            "Records fetched again after a rebalance handed their partition straight back, \
+             skipped because this member had read them in this run",
+            m.records_already_read.clone(),
+        );
         m
+    }
+
+    pub fn already_read(&self) {
+        self.records_already_read.inc();
     }
 
     /// Publishes a batch's counts.

@@ -433,8 +433,8 @@ impl Stages {
 
     /// Writes the state file, then commits the offsets it holds; false if either failed.
     /// A failure is logged and retried at the next tick: until then the previous file and
-    /// the committed offsets still agree, or the commit lags the file (which only makes a
-    /// restart re-read a little).
+    /// the committed offsets still agree, or the commit lags the file (a restart then
+    /// fetches a little more, and skips what the file holds).
     async fn persist(
         &self,
         p: &mut Persistence,

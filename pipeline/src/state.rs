@@ -8,9 +8,10 @@
 //! re-read records) and the repeat counts since it; alerts raised or changed since it
 //! come back from the alert journal ([`crate::journal`]), so their repeats count in
 //! instead of raising again. Should the commit after a file fail (or the
-//! process die between the two), the restart re-reads records the file already
-//! reflects: nothing is skipped, but those records count twice in alert and baseline
-//! counts.
+//! process die between the two), the restart fetches records the file already
+//! reflects; the Kafka source skips those below the file's offsets
+//! (`ingest::KafkaSource::already_read`), so they count once. Without a changelog
+//! only: with one, the group's commits decide where each partition resumes.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -3,13 +3,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{cluster, driftwatch, eventually, produce};
+use crate::common::{Killed, cluster, driftwatch, eventually, produce};
 
 fn exec(minute: u32, exe: &str) -> String {
     json!({
@@ -19,8 +19,9 @@ fn exec(minute: u32, exe: &str) -> String {
     .to_string()
 }
 
-/// Starts `run`, collecting its (JSON) log lines.
-fn start(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
+/// Starts `run`, collecting its (JSON) log lines; the daemon dies with the handle, so a
+/// failing test leaves none behind.
+fn start(config: &Path) -> (Killed, Arc<Mutex<Vec<String>>>) {
     let mut child = driftwatch()
         .arg("run")
         .arg("--config")
@@ -34,10 +35,10 @@ fn start(config: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
         }
     });
-    (child, lines)
+    (Killed(child), lines)
 }
 
 fn alerts_about(lines: &Mutex<Vec<String>>, subject: &str) -> usize {
@@ -91,8 +92,9 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
     )
     .await;
     assert_eq!(alerts_about(&logs, "/bin/sh"), 1);
-    daemon.kill().unwrap(); // SIGKILL: no drain, no final state file
-    daemon.wait().unwrap();
+    daemon.0.kill().unwrap(); // SIGKILL: no drain, no final state file
+    daemon.0.wait().unwrap();
+    let first_run = logs.lock().unwrap().join("\n");
 
     produce(
         &brokers,
@@ -117,10 +119,10 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
             .any(|l| l.contains("State restored."))
     );
     Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
+        .args(["-TERM", &daemon.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(daemon.wait().unwrap().success());
+    assert!(daemon.0.wait().unwrap().success());
     assert_eq!(
         alerts_about(&logs, "/bin/sh"),
         0,
@@ -134,8 +136,10 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
         .find(|a| a["subject"].as_str().unwrap().starts_with("/bin/sh"))
         .unwrap();
     assert_eq!(
-        shell["count"], 2,
-        "the repeat counted into the restored alert"
+        shell["count"],
+        2,
+        "the repeat counted into the restored alert: {shell}; logs:\n{first_run}\n{}",
+        logs.lock().unwrap().join("\n")
     );
     assert_eq!(alerts.len(), 2);
     let api = &s["detector"]["services"][0];
@@ -187,4 +191,272 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
         String::from_utf8_lossy(&diff.stdout),
         "+ shop/api process /bin/sh (parent /usr/local/bin/gunicorn)\n"
     );
+}
+
+/// A member that joins the group makes the daemon's partition go through a rebalance
+/// and come straight back to it, with nothing committed since (the state file is
+/// hours away). The records re-read from the last commit are already in the daemon's
+/// state: counted again, every repeat doubles and an alert's count is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_a_rebalance_hands_straight_back_is_not_counted_twice() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let (cluster, brokers) = cluster("native", 1);
+    cluster.create_topic("other", 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("driftwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"handback\"\n\
+             [[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
+             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
+             [state]\ndata-dir = \"{}\"\nsnapshot-interval = \"1h\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut first: Vec<String> = (0..=10)
+        .map(|m| exec(m, "/usr/local/bin/python3.12"))
+        .collect();
+    first.push(exec(13, "/bin/sh"));
+    produce(&brokers, "native", &first);
+    let (mut daemon, logs) = start(&config);
+    eventually(Duration::from_secs(60), "the shell alert", || {
+        alerts_about(&logs, "/bin/sh") == 1
+    })
+    .await;
+    let assigned = |logs: &Mutex<Vec<String>>| {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("Partitions assigned."))
+            .count()
+    };
+    assert_eq!(assigned(&logs), 1);
+
+    // A second member of the group, reading another topic: the group rebalances, and
+    // the daemon gets its one partition back.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let member = {
+        let (brokers, stop) = (brokers.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", "handback")
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500")
+                .create()
+                .unwrap();
+            consumer.subscribe(&["other"]).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        })
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the daemon's partition back",
+        || assigned(&logs) >= 2,
+    )
+    .await;
+    // One record after the re-read: its alert says the re-read is over.
+    produce(&brokers, "native", [exec(15, "/usr/bin/wget")]);
+    let waited = std::time::Instant::now();
+    while alerts_about(&logs, "/usr/bin/wget") == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no wget alert; logs:\n{}",
+            logs.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(daemon.0.wait().unwrap().success());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    member.join().unwrap();
+
+    assert_eq!(
+        alerts_about(&logs, "/bin/sh"),
+        1,
+        "the shell alert raised again"
+    );
+    let s = state(&data).unwrap();
+    let alerts = s["detector"]["alerts"].as_array().unwrap();
+    let shell = alerts
+        .iter()
+        .find(|a| a["subject"].as_str().unwrap().starts_with("/bin/sh"))
+        .unwrap();
+    assert_eq!(
+        shell["count"], 1,
+        "the re-read shell counted again: {shell}"
+    );
+    assert_eq!(s["offsets"]["native"]["0"], 13);
+}
+
+/// The broker goes away while the daemon is idle and comes back. librdkafka reports the
+/// lost connection to the consumer as an error, with no record to hand over; the
+/// daemon must go on consuming once the broker is back, not wait on a flush that never
+/// comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_goes_away_and_comes_back_does_not_blind_the_daemon() {
+    let (cluster, brokers) = cluster("native", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("driftwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"outage\"\n\
+             [[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
+             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n",
+        ),
+    )
+    .unwrap();
+    let mut first: Vec<String> = (0..=10)
+        .map(|m| exec(m, "/usr/local/bin/python3.12"))
+        .collect();
+    first.push(exec(13, "/bin/sh"));
+    produce(&brokers, "native", &first);
+    let (mut daemon, logs) = start(&config);
+    eventually(Duration::from_secs(60), "the shell alert", || {
+        alerts_about(&logs, "/bin/sh") == 1
+    })
+    .await;
+
+    cluster.broker_down(1).unwrap();
+    let reported = |logs: &Mutex<Vec<String>>| {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("Kafka consumer reported an error."))
+    };
+    eventually(Duration::from_secs(60), "the outage reported", || {
+        reported(&logs)
+    })
+    .await;
+    // Past the flush interval, with nothing pending.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.broker_up(1).unwrap();
+
+    produce(&brokers, "native", [exec(15, "/usr/bin/wget")]);
+    let waited = std::time::Instant::now();
+    while alerts_about(&logs, "/usr/bin/wget") == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "nothing consumed after the broker came back; logs:\n{}",
+            logs.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(daemon.0.wait().unwrap().success());
+}
+
+/// The daemon dies after writing a state file and before committing its offsets (as
+/// `kill -9` can land between the two): the group's commit lags the file, here all
+/// the way back to the start. The restart restores the state file and must not count
+/// the records it already holds a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_lagged_the_state_file_counts_nothing_twice() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    let (_cluster, brokers) = cluster("native", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("driftwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"lagged\"\n\
+             [[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
+             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
+             [state]\ndata-dir = \"{}\"\nsnapshot-interval = \"200ms\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut first: Vec<String> = (0..=10)
+        .map(|m| exec(m, "/usr/local/bin/python3.12"))
+        .collect();
+    first.push(exec(13, "/bin/sh"));
+    produce(&brokers, "native", &first);
+    let (mut daemon, _logs) = start(&config);
+    eventually(
+        Duration::from_secs(60),
+        "every record in a state file",
+        || state(&data).is_some_and(|s| s["offsets"]["native"]["0"] == 12),
+    )
+    .await;
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+
+    // The commit that follows the file never happened: the group is back at 0. A
+    // member of the group sets it so, once the killed member's session has ended.
+    let rewind: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "lagged")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .unwrap();
+    rewind.subscribe(&["native"]).unwrap();
+    let mut at_start = TopicPartitionList::new();
+    at_start
+        .add_partition_offset("native", 0, Offset::Offset(0))
+        .unwrap();
+    let (waited, mut last) = (std::time::Instant::now(), None);
+    loop {
+        let _ = rewind.poll(Duration::from_millis(100));
+        if rewind.assignment().unwrap().count() == 1 {
+            match rewind.commit(&at_start, CommitMode::Sync) {
+                Ok(()) => break,
+                Err(e) => last = Some(e),
+            }
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no rewind: {last:?}"
+        );
+    }
+    rewind.unsubscribe();
+    drop(rewind);
+
+    produce(&brokers, "native", [exec(15, "/usr/bin/wget")]);
+    let (mut daemon, logs) = start(&config);
+    eventually(Duration::from_secs(60), "the wget alert", || {
+        alerts_about(&logs, "/usr/bin/wget") == 1
+    })
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(daemon.0.wait().unwrap().success());
+    assert_eq!(
+        alerts_about(&logs, "/bin/sh"),
+        0,
+        "the shell alert raised again"
+    );
+    let s = state(&data).unwrap();
+    let shell = s["detector"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["subject"].as_str().unwrap().starts_with("/bin/sh"))
+        .cloned()
+        .unwrap();
+    assert_eq!(shell["count"], 1, "the shell record counted again: {shell}");
+    assert_eq!(s["offsets"]["native"]["0"], 13);
 }

@@ -8,6 +8,18 @@
 //! reports it without its partition, which stays at it; the report is counted and
 //! alerted on, and the partition's lag shows what waits behind it.
 //!
+//! No record twice within one run: a rebalance that hands a partition straight back to
+//! this member (another member joined or left) makes librdkafka fetch it again from the
+//! last commit, which can lie well behind what was read (with a data directory, commits
+//! follow the state file). Those records are already in the pipeline's state, or on
+//! their way there in order, so the source skips every record below the next offset it
+//! read of that partition. That floor is kept only while the member holds the partition
+//! without a break: one revoked and not handed back in the same rebalance is read again
+//! from the commit when it returns, since its state may have moved elsewhere meanwhile.
+//! A run that starts from a state file starts from its offsets as floors
+//! ([`KafkaSource::already_read`]): the commit that follows each file may not have
+//! happened before a crash.
+//!
 //! Backpressure: batches go to the pipeline over a bounded channel. When it stays full
 //! the consumer pauses its assignment (librdkafka stops fetching), keeps polling so the
 //! group stays healthy, waits for room and resumes; nothing queues without bound.
@@ -157,7 +169,75 @@ pub struct SourceContext {
     metrics: IngestMetrics,
     assignments: Arc<std::sync::atomic::AtomicU64>,
     on_revoke: Arc<std::sync::OnceLock<RevokeHook>>,
+    rebalanced: Arc<Rebalanced>,
 }
+
+/// What rebalances took from this member for good, for the read floors ([module
+/// docs](self)). Written from librdkafka's rebalance callback, which runs inside the
+/// consumer's poll, and read by the same task before its next record: the lock is
+/// never contended.
+#[derive(Default)]
+struct Rebalanced {
+    /// Set when `partitions` has news; checked with every record.
+    news: std::sync::atomic::AtomicBool,
+    partitions: std::sync::Mutex<Handback>,
+}
+
+#[derive(Default)]
+struct Handback {
+    /// Revoked by the rebalance under way.
+    revoked: Vec<(String, i32)>,
+    /// Revoked and not handed back: their floors go.
+    lost: Vec<(String, i32)>,
+}
+
+impl Rebalanced {
+    fn revoked(&self, tpl: &TopicPartitionList) {
+        let mut p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        p.revoked.extend(
+            tpl.elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition())),
+        );
+    }
+
+    /// `assigned` is `None` when the rebalance failed: nothing counts as handed back.
+    fn assigned(&self, assigned: Option<&TopicPartitionList>) {
+        let mut guard = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        let p = &mut *guard;
+        for (topic, partition) in p.revoked.drain(..) {
+            if assigned.is_none_or(|a| a.find_partition(&topic, partition).is_none()) {
+                p.lost.push((topic, partition));
+            }
+        }
+        if !p.lost.is_empty() {
+            self.news.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Drops the floors of partitions lost since the last call.
+    fn forget(&self, floors: &mut Floors) {
+        if !self.news.swap(false, std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let lost = std::mem::take(
+            &mut self
+                .partitions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lost,
+        );
+        for (topic, partition) in lost {
+            if let Some(p) = floors.get_mut(&topic) {
+                p.remove(&partition);
+            }
+        }
+    }
+}
+
+/// The next offset to read per topic and partition: records below it were read in
+/// this run while the member held the partition without a break.
+type Floors = HashMap<String, HashMap<i32, i64>>;
 
 /// Called, blocking, before partitions are revoked: what holds state for them writes it
 /// out first (the state changelog), so that the next owner starts from it.
@@ -187,6 +267,7 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 info!(partitions = tpl.count(), "Partitions revoked.");
+                self.rebalanced.revoked(tpl);
                 if tpl.count() > 0
                     && let Some(hook) = self.on_revoke.get()
                 {
@@ -196,9 +277,13 @@ impl ConsumerContext for SourceContext {
             Rebalance::Assign(tpl) => {
                 self.assignments
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.rebalanced.assigned(Some(tpl));
                 info!(partitions = tpl.count(), "Partitions assigned.");
             }
-            Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
+            Rebalance::Error(e) => {
+                warn!(error = %e, "Rebalance failed.");
+                self.rebalanced.assigned(None);
+            }
         }
     }
 
@@ -224,6 +309,9 @@ pub struct KafkaSource {
     metrics: IngestMetrics,
     assignments: Arc<std::sync::atomic::AtomicU64>,
     on_revoke: Arc<std::sync::OnceLock<RevokeHook>>,
+    rebalanced: Arc<Rebalanced>,
+    /// Floors to start from ([`KafkaSource::already_read`]), taken by `run`.
+    restored: std::sync::Mutex<Floors>,
 }
 
 pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
@@ -249,11 +337,13 @@ impl KafkaSource {
         cc.set("enable.auto.offset.store", "false");
         let assignments = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let on_revoke = Arc::new(std::sync::OnceLock::new());
+        let rebalanced = Arc::new(Rebalanced::default());
         let consumer: Consumer = cc
             .create_with_context(SourceContext {
                 metrics: metrics.clone(),
                 assignments: assignments.clone(),
                 on_revoke: on_revoke.clone(),
+                rebalanced: rebalanced.clone(),
             })
             .map_err(|source| SourceError::CreateClient {
                 what: "consumer",
@@ -279,12 +369,28 @@ impl KafkaSource {
             metrics,
             assignments,
             on_revoke,
+            rebalanced,
+            restored: std::sync::Mutex::default(),
         })
     }
 
     /// Sets what runs before this member's partitions are revoked (once).
     pub fn on_revoke(&self, hook: RevokeHook) {
         let _ = self.on_revoke.set(hook);
+    }
+
+    /// Records below these next offsets are already in the state this run starts from
+    /// (a state file's): skipped when fetched, as records read earlier in the run are.
+    /// A commit that lagged the state file when the daemon died would otherwise count
+    /// them twice. Call before [`KafkaSource::run`].
+    pub fn already_read<'a>(&self, next: impl IntoIterator<Item = (&'a str, i32, i64)>) {
+        let mut floors = self.restored.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, partition, offset) in next {
+            floors
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(partition, offset);
+        }
     }
 
     /// How many assignments this member has had: it changes with every rebalance.
@@ -355,6 +461,8 @@ impl KafkaSource {
     ) -> Result<(), SourceError> {
         let mut pending = Pending::new(decoder);
         let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+        let mut floors =
+            std::mem::take(&mut *self.restored.lock().unwrap_or_else(|e| e.into_inner()));
         let batch_size = self.config.batch_size.max(1);
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -363,15 +471,20 @@ impl KafkaSource {
                 () = cancel.cancelled() => return Ok(()),
                 () = sleep_until(deadline) => true,
                 msg = self.consumer.recv() => {
-                    self.accept(msg, &mut pending, &mut offsets);
+                    self.accept(msg, &mut pending, &mut offsets, &mut floors);
                     deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.config.flush_interval);
                     pending.records() >= batch_size
                 }
             };
-            if !flush_due || pending.is_empty() {
+            if !flush_due {
                 continue;
             }
+            // Due, even with nothing to hand over (every record skipped): a deadline
+            // left in the past would win every later select.
             deadline = None;
+            if pending.is_empty() {
+                continue;
+            }
             let (events, partitions, stats) = pending.take(&mut dead_letters).await?;
             let ack = Ack::Kafka {
                 consumer: self.consumer.clone(),
@@ -403,7 +516,7 @@ impl KafkaSource {
                     () = cancel.cancelled() => return Ok(()),
                     permit = tx.reserve() => break permit.map_err(|_| SourceError::PipelineClosed)?,
                     msg = self.consumer.recv() => {
-                        self.accept(msg, &mut pending, &mut offsets);
+                        self.accept(msg, &mut pending, &mut offsets, &mut floors);
                         // A rebalance may have assigned partitions that are not paused.
                         self.pause();
                     }
@@ -426,10 +539,33 @@ impl KafkaSource {
         msg: KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
         pending: &mut Pending,
         offsets: &mut HashMap<(String, i32), i64>,
+        floors: &mut Floors,
     ) {
+        self.rebalanced.forget(floors);
         match msg {
             Ok(m) => {
                 let topic = m.topic();
+                let floor = match floors.get_mut(topic) {
+                    Some(p) => p.entry(m.partition()).or_insert(i64::MIN),
+                    None => floors
+                        .entry(topic.to_owned())
+                        .or_default()
+                        .entry(m.partition())
+                        .or_insert(i64::MIN),
+                };
+                if m.offset() < *floor {
+                    // Handed straight back by a rebalance and fetched again from the
+                    // last commit: already read in this run.
+                    self.metrics.already_read();
+                    debug!(
+                        topic,
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "Record read before in this run skipped."
+                    );
+                    return;
+                }
+                *floor = m.offset() + 1;
                 let format = self.formats.get(topic).copied().unwrap_or(Format::Auto);
                 let provenance = Provenance::kafka(topic, m.partition(), m.offset());
                 pending.push(format, m.payload().unwrap_or_default(), provenance);
