@@ -14,8 +14,9 @@
 //! window is scanned again only when a time among them leaves it (in a stream that
 //! moves forward, the time that leaves is the oldest, so hardly ever).
 //!
-//! Beside it, [`Progress`] keeps each input partition's own clock, for the one question
-//! the shared clock cannot answer the same way in every run: whether a record is late.
+//! Beside it, [`Progress`] keeps each input partition's own clock, and [`OwnProgress`]
+//! each service's own records' clock per partition, for the one question the shared
+//! clock cannot answer the same way in every run: whether a record is late.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -134,6 +135,52 @@ fn slot(p: &Provenance) -> Option<usize> {
         None => Some(0),
         Some(n) if (0..MAX_PARTITIONS).contains(&n) => Some(n as usize + 1),
         Some(_) => None,
+    }
+}
+
+/// Partitions one service's records have a progress of their own in: a service's
+/// records come from a handful (a sensor's partition per node, a repartition topic's
+/// one); beyond this, [`Progress`] answers.
+pub const MAX_OWN: usize = 16;
+
+/// One service's progress in each input partition its records come from: the newest
+/// credible time of its own records there.
+///
+/// A partition's records for one service are in the order the sensor wrote them, and
+/// stay so wherever they go: a decode stage that repartitions by service keeps each
+/// raw partition's order within each service's stream, but the streams of different
+/// services are read at different paces (one repartition partition ahead of another).
+/// So whether a service's record is late in its partition is asked of that service's
+/// own records there; another service read further ahead in the same raw partition
+/// says nothing about it. Not kept across restarts, as [`Progress`] is not.
+#[derive(Debug, Default, Clone)]
+pub struct OwnProgress {
+    /// (origin, partition, newest time), in order of first appearance.
+    slots: Vec<(Box<str>, Option<i32>, i64)>,
+}
+
+impl OwnProgress {
+    /// Takes a credible time of the service's record into its partition's progress.
+    pub fn advance(&mut self, p: &Provenance, time: i64) {
+        if let Some(slot) = self
+            .slots
+            .iter_mut()
+            .find(|(o, n, _)| *n == p.partition && **o == *p.origin)
+        {
+            slot.2 = slot.2.max(time);
+        } else if self.slots.len() < MAX_OWN {
+            self.slots
+                .push((p.origin.as_str().into(), p.partition, time));
+        }
+    }
+
+    /// The newest time of the service's records in `p`'s partition; `None` for one
+    /// it has no slot for.
+    pub fn newest(&self, p: &Provenance) -> Option<i64> {
+        self.slots
+            .iter()
+            .find(|(o, n, _)| *n == p.partition && **o == *p.origin)
+            .map(|s| s.2)
     }
 }
 

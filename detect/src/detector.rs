@@ -202,6 +202,8 @@ pub struct ServiceState {
     pub novelty: [Novelty; LEARNED_DIMENSIONS.len()],
     /// Until when dimensions still growing at the end of learning keep learning.
     pub growth_until: Option<Nanos>,
+    /// Its own records' progress per input partition, for lateness (not persisted).
+    pub(crate) progress: crate::clock::OwnProgress,
 }
 
 impl ServiceState {
@@ -223,6 +225,7 @@ impl ServiceState {
             general: Generalisations::default(),
             novelty: [Novelty::default(); LEARNED_DIMENSIONS.len()],
             growth_until: None,
+            progress: crate::clock::OwnProgress::default(),
         }
     }
 
@@ -551,6 +554,9 @@ impl Detector {
             .expect("inserted above");
         state.events += 1;
         state.last_event = state.last_event.max(event.time);
+        if credible {
+            state.progress.advance(&event.provenance, event.time.0);
+        }
         // Learning spans a period of event time from the service's earliest record,
         // whichever partition delivers it first; a record over an hour (the bound for
         // late learning) behind the service's latest does not move it, so one
@@ -715,7 +721,11 @@ impl Detector {
             let learning = state.phase == Phase::Learning
                 || (state.phase == Phase::Monitoring
                     && state.learned_at.is_some_and(|(at, _)| {
-                        let own = self.progress.newest(&event.provenance).unwrap_or(clock_now);
+                        let own = state
+                            .progress
+                            .newest(&event.provenance)
+                            .or_else(|| self.progress.newest(&event.provenance))
+                            .unwrap_or(clock_now);
                         event.time < at
                             && own < at.0.saturating_add(LATE_LEARNING)
                             && clock_now < at.0.saturating_add(LATE_PARTITION)
@@ -1320,6 +1330,37 @@ mod tests {
         d.observe(&on(2, exec(6, "/usr/bin/socat")), &mut raised);
         assert_eq!(raised.len(), 2, "{raised:#?}");
         assert!(raised[1].subject.contains("socat"), "{raised:#?}");
+    }
+
+    /// Two services share two raw partitions, and each service's records reach this
+    /// detector in a stream of their own (a repartition topic's partition, read at its
+    /// own pace). One service's records on partition 0 are read to minute 40 before the
+    /// other's, whose records on partition 1 come first and end its learning. That
+    /// other's partition-0 records, dated inside its learning, are in order in its own
+    /// stream: they are learned, whatever the first service moved partition 0 to.
+    #[test]
+    fn a_partition_is_late_by_the_services_own_records_in_it() {
+        let on = |service: &str, partition: i32, mut e: Event| {
+            e.provenance = Provenance::kafka("raw", partition, e.time.0 / MIN - T0 / MIN);
+            e.service = service.into();
+            e
+        };
+        let mut d = Detector::new(config());
+        let mut raised = Vec::new();
+        for m in 0..40 {
+            d.observe(&on("shop/web", 0, exec(m, "/app/server")), &mut raised);
+            d.observe(&on("shop/web", 1, exec(m, "/app/worker")), &mut raised);
+        }
+        for m in 0..40 {
+            d.observe(&on("shop/api", 1, exec(m, "/app/worker")), &mut raised);
+        }
+        for m in 0..40 {
+            d.observe(&on("shop/api", 0, exec(m, "/app/server")), &mut raised);
+        }
+        assert!(raised.is_empty(), "{raised:#?}");
+        // Backdated behind the service's own records on a partition: still judged.
+        d.observe(&on("shop/api", 0, exec(5, "/usr/bin/nc")), &mut raised);
+        assert_eq!(raised.len(), 1, "{raised:#?}");
     }
 
     /// Whichever partition delivers a service's first record, learning starts at its

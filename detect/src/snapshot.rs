@@ -273,6 +273,7 @@ fn service_state(config: &crate::DetectConfig, s: ServiceSnapshot) -> (String, S
             novelty
         },
         growth_until: s.growth_until,
+        progress: crate::clock::OwnProgress::default(),
     };
     let mut state = state;
     state.reindex();
