@@ -2,7 +2,7 @@
 //! learned baseline and the raised alerts come back, and an alert is never raised twice.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +50,46 @@ fn alerts_about(lines: &Mutex<Vec<String>>, subject: &str) -> usize {
         .count()
 }
 
+/// A daemon's config: one `native` topic of group `group`, a ten-minute learning
+/// period, and with `state` a data directory and snapshot interval.
+fn write_config(dir: &Path, brokers: &str, group: &str, state: Option<(&Path, &str)>) -> PathBuf {
+    let mut text = format!(
+        "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"{group}\"\n\
+         [[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
+         [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n"
+    );
+    if let Some((data, interval)) = state {
+        text.push_str(&format!(
+            "[state]\ndata-dir = \"{}\"\nsnapshot-interval = \"{interval}\"\n",
+            data.display()
+        ));
+    }
+    let path = dir.join("driftwatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Eleven minutes of the API's one program (offsets 0 to 10), then a shell at 10:13
+/// (offset 11), which is an alert once learning has ended.
+fn learning_then_a_shell() -> Vec<String> {
+    let mut records: Vec<String> = (0..=10)
+        .map(|m| exec(m, "/usr/local/bin/python3.12"))
+        .collect();
+    records.push(exec(13, "/bin/sh"));
+    records
+}
+
+/// Stops the daemon with SIGTERM; it must drain and exit cleanly.
+fn terminate(daemon: &mut Killed) {
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(daemon.0.wait().unwrap().success());
+}
+
 fn state(dir: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()
 }
@@ -59,25 +99,9 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
     let (_cluster, brokers) = cluster("native", 1);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = dir.path().join("driftwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"restart\"\n\
-             [[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
-             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
-             [state]\ndata-dir = \"{}\"\nsnapshot-interval = \"200ms\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), &brokers, "restart", Some((&data, "200ms")));
 
-    let mut first: Vec<String> = (0..=10)
-        .map(|m| exec(m, "/usr/local/bin/python3.12"))
-        .collect();
-    first.push(exec(13, "/bin/sh"));
-    produce(&brokers, "native", &first);
+    produce(&brokers, "native", learning_then_a_shell());
     let (mut daemon, logs) = start(&config);
     eventually(
         Duration::from_secs(60),
@@ -118,11 +142,7 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
             .iter()
             .any(|l| l.contains("State restored."))
     );
-    Command::new("kill")
-        .args(["-TERM", &daemon.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(daemon.0.wait().unwrap().success());
+    terminate(&mut daemon);
     assert_eq!(
         alerts_about(&logs, "/bin/sh"),
         0,
@@ -205,24 +225,8 @@ async fn a_partition_a_rebalance_hands_straight_back_is_not_counted_twice() {
     cluster.create_topic("other", 1, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = dir.path().join("driftwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"handback\"\n\
-             [[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
-             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
-             [state]\ndata-dir = \"{}\"\nsnapshot-interval = \"1h\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let mut first: Vec<String> = (0..=10)
-        .map(|m| exec(m, "/usr/local/bin/python3.12"))
-        .collect();
-    first.push(exec(13, "/bin/sh"));
-    produce(&brokers, "native", &first);
+    let config = write_config(dir.path(), &brokers, "handback", Some((&data, "1h")));
+    produce(&brokers, "native", learning_then_a_shell());
     let (mut daemon, logs) = start(&config);
     eventually(Duration::from_secs(60), "the shell alert", || {
         alerts_about(&logs, "/bin/sh") == 1
@@ -273,11 +277,7 @@ async fn a_partition_a_rebalance_hands_straight_back_is_not_counted_twice() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Command::new("kill")
-        .args(["-TERM", &daemon.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(daemon.0.wait().unwrap().success());
+    terminate(&mut daemon);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     member.join().unwrap();
 
@@ -307,22 +307,8 @@ async fn a_partition_a_rebalance_hands_straight_back_is_not_counted_twice() {
 async fn a_broker_that_goes_away_and_comes_back_does_not_blind_the_daemon() {
     let (cluster, brokers) = cluster("native", 1);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("driftwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"outage\"\n\
-             [[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
-             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n",
-        ),
-    )
-    .unwrap();
-    let mut first: Vec<String> = (0..=10)
-        .map(|m| exec(m, "/usr/local/bin/python3.12"))
-        .collect();
-    first.push(exec(13, "/bin/sh"));
-    produce(&brokers, "native", &first);
+    let config = write_config(dir.path(), &brokers, "outage", None);
+    produce(&brokers, "native", learning_then_a_shell());
     let (mut daemon, logs) = start(&config);
     eventually(Duration::from_secs(60), "the shell alert", || {
         alerts_about(&logs, "/bin/sh") == 1
@@ -354,11 +340,7 @@ async fn a_broker_that_goes_away_and_comes_back_does_not_blind_the_daemon() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Command::new("kill")
-        .args(["-TERM", &daemon.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(daemon.0.wait().unwrap().success());
+    terminate(&mut daemon);
 }
 
 /// The daemon dies after writing a state file and before committing its offsets (as
@@ -373,24 +355,8 @@ async fn a_commit_that_lagged_the_state_file_counts_nothing_twice() {
     let (_cluster, brokers) = cluster("native", 1);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = dir.path().join("driftwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[log]\nformat = \"json\"\n[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"lagged\"\n\
-             [[kafka.topics]]\nname = \"native\"\nformat = \"native\"\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[http]\nlisten = \"127.0.0.1:0\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
-             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
-             [state]\ndata-dir = \"{}\"\nsnapshot-interval = \"200ms\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let mut first: Vec<String> = (0..=10)
-        .map(|m| exec(m, "/usr/local/bin/python3.12"))
-        .collect();
-    first.push(exec(13, "/bin/sh"));
-    produce(&brokers, "native", &first);
+    let config = write_config(dir.path(), &brokers, "lagged", Some((&data, "200ms")));
+    produce(&brokers, "native", learning_then_a_shell());
     let (mut daemon, _logs) = start(&config);
     eventually(
         Duration::from_secs(60),
@@ -439,11 +405,7 @@ async fn a_commit_that_lagged_the_state_file_counts_nothing_twice() {
         alerts_about(&logs, "/usr/bin/wget") == 1
     })
     .await;
-    Command::new("kill")
-        .args(["-TERM", &daemon.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(daemon.0.wait().unwrap().success());
+    terminate(&mut daemon);
     assert_eq!(
         alerts_about(&logs, "/bin/sh"),
         0,
