@@ -400,9 +400,8 @@ fn compare(template: &[String], line: &[Token<'_>]) -> Comparison {
             if is_parameter(b) {
                 // A parameter where the template has one is agreement, not noise.
                 same += 1;
-            } else if moved(i, |j| match (template.get(j), line.get(j)) {
-                (Some(t), Some(l)) => same_text(t, b) && !same_text(t, l),
-                _ => false,
+            } else if moved(template, line, i, |t, l| {
+                same_text(t, b) && !same_text(t, l)
             }) {
                 word_mismatches += 1;
             }
@@ -410,9 +409,8 @@ fn compare(template: &[String], line: &[Token<'_>]) -> Comparison {
             // `rhost=<*>` and `rhost=example.org`: the same key, another value.
             same += 1;
         } else if b.pieces() != (WILDCARD, "")
-            || moved(i, |j| match (template.get(j), line.get(j)) {
-                (Some(t), Some(l)) => same_text(a, l) && !same_text(t, l),
-                _ => false,
+            || moved(template, line, i, |t, l| {
+                same_text(a, l) && !same_text(t, l)
             })
         {
             word_mismatches += 1;
@@ -431,13 +429,20 @@ fn compare(template: &[String], line: &[Token<'_>]) -> Comparison {
 }
 
 /// The word that one side holds at `i`, where the other side holds a parameter, stands
-/// next door on the other side only, at `j` (`moved_to(j)` checks both sides there):
-/// the two line up only because a parameter moved the word
+/// next door on the other side only (`moved_to` is asked of both sides at `i - 1` and
+/// at `i + 1`): the two line up only because a parameter moved the word
 /// (`7 bytes sent, 901 bytes (0.9 KB) received` against `901 bytes (0.9 KB) sent, 7
 /// bytes received`). That is a different message, not a word that varies. A word that
 /// both sides hold next door is not moved (`invalid user <*>` and `invalid user user`).
-fn moved(i: usize, moved_to: impl Fn(usize) -> bool) -> bool {
-    i.checked_sub(1).is_some_and(&moved_to) || moved_to(i + 1)
+fn moved(
+    template: &[String],
+    line: &[Token<'_>],
+    i: usize,
+    moved_to: impl Fn(&String, &Token<'_>) -> bool,
+) -> bool {
+    let at =
+        |j: usize| matches!((template.get(j), line.get(j)), (Some(t), Some(l)) if moved_to(t, l));
+    i.checked_sub(1).is_some_and(at) || at(i + 1)
 }
 
 fn generalise(template: &mut [String], other: &[String]) {

@@ -877,7 +877,12 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        // Failing cases are reported, not saved beside the sources.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
 
         /// Whatever a viewer puts into the functions that grow values, with whatever
         /// sizes, the query answers or fails with an error of its kind; it never

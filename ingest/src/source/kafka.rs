@@ -217,7 +217,10 @@ impl Rebalanced {
 
     /// Drops the floors of partitions lost since the last call.
     fn forget(&self, floors: &mut Floors) {
-        if !self.news.swap(false, std::sync::atomic::Ordering::Acquire) {
+        // A plain load on every record; the swap only after a rebalance lost something.
+        if !self.news.load(std::sync::atomic::Ordering::Acquire)
+            || !self.news.swap(false, std::sync::atomic::Ordering::Acquire)
+        {
             return;
         }
         let lost = std::mem::take(
