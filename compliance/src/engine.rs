@@ -428,19 +428,15 @@ impl Engine {
     /// An engine that remembers up to `capacity` control results by the exact values
     /// each control reads (0: evaluate every run).
     pub fn with_result_cache(catalog: Arc<Catalog>, capacity: usize) -> Engine {
-        let reads = catalog
-            .controls()
-            .iter()
-            .map(|c| {
-                let mut read = Vec::new();
-                if let Some(applies) = &c.applies {
-                    crate::memo::inputs(applies.expression(), &mut read)?;
-                }
-                crate::memo::inputs(c.check.expression(), &mut read)?;
-                read.dedup();
-                Some(read)
-            })
-            .collect();
+        let memo = Memo::new(
+            capacity,
+            catalog.controls().iter().map(|c| {
+                (
+                    c.applies.as_ref().map(|a| a.expression()),
+                    c.check.expression(),
+                )
+            }),
+        );
         let meta = catalog
             .controls()
             .iter()
@@ -467,7 +463,7 @@ impl Engine {
             facts: HashMap::new(),
             meta,
             posture: HashMap::new(),
-            memo: Memo::new(capacity, reads),
+            memo,
             causes: Causes::default(),
             facts_order: Default::default(),
             posture_order: Default::default(),
@@ -635,7 +631,16 @@ impl Engine {
         let mut shared: Option<Shared> = None;
         for &i in controls {
             let control = &self.catalog.controls()[i];
-            let (status, note) = match self.memo.recall(i, &values) {
+            let by_parts = self.memo.by_parts(i, &values, &mut |part| {
+                let p = prepared.get_or_insert_with(|| subject.prepare());
+                match cel::Value::resolve(part, &p.ctx) {
+                    Ok(cel::Value::Bool(b)) => Some(b),
+                    _ => None,
+                }
+            });
+            let (status, note) = match by_parts
+                .map_or_else(|| self.memo.recall(i, &values), Recall::Hit)
+            {
                 Recall::Hit(result) => result,
                 Recall::Miss => {
                     let p = prepared.get_or_insert_with(|| subject.prepare());

@@ -9,200 +9,24 @@
 //!
 //! Keys hold the values themselves, not a hash of them, so two runs share a result
 //! only when every field their control reads is equal.
+//!
+//! A control is first asked part by part: its expressions are split at their boolean
+//! operators (`&&`, `||`, `!`), each part remembered by what it alone reads, and a run
+//! asks only the parts it needs, as CEL would. `!(shell(exe) && interactive(args))`
+//! then reads `args` only for shells, so a service starting the same program with new
+//! arguments each time still reuses its result. A part that errs or gives no bool
+//! sends the whole control to the interpreter, which says exactly why.
 
 use std::collections::HashMap;
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{Expr, IdedExpr, operators};
+
+mod reads;
+
+use reads::write_value;
+pub(crate) use reads::{Input, Values};
 
 use crate::engine::Status;
-
-/// The variables a check can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Root {
-    Event,
-    Alert,
-    Facts,
-    Service,
-}
-
-impl Root {
-    fn named(name: &str) -> Option<Root> {
-        match name {
-            "event" => Some(Root::Event),
-            "alert" => Some(Root::Alert),
-            "facts" => Some(Root::Facts),
-            "service" => Some(Root::Service),
-            _ => None,
-        }
-    }
-}
-
-/// A field a control reads: a variable and the fields selected below it (empty: the
-/// whole variable), and whether only its presence is read (`has(v.a.b)`).
-pub(crate) type Input = (Root, Vec<String>, bool);
-
-/// The inputs of an expression, or `None` when it cannot be keyed safely.
-pub(crate) fn inputs(expr: &IdedExpr, out: &mut Vec<Input>) -> Option<()> {
-    walk(expr, &mut Vec::new(), out)
-}
-
-fn walk(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut Vec<Input>) -> Option<()> {
-    match &expr.expr {
-        Expr::Unspecified => return None,
-        Expr::Literal(_) => {}
-        Expr::Ident(name) => {
-            if !bound.contains(name) {
-                if let Some(root) = Root::named(name) {
-                    out.push((root, Vec::new(), false));
-                }
-            }
-        }
-        Expr::Select(select) => {
-            // A chain `v.a.b` rooted at a variable reads that one field.
-            let mut fields = vec![select.field.clone()];
-            let mut operand = &*select.operand;
-            loop {
-                match &operand.expr {
-                    Expr::Select(inner) if !inner.test => {
-                        fields.push(inner.field.clone());
-                        operand = &inner.operand;
-                    }
-                    Expr::Ident(name) => {
-                        if !bound.contains(name) {
-                            if let Some(root) = Root::named(name) {
-                                fields.reverse();
-                                out.push((root, fields, select.test));
-                            }
-                        }
-                        break;
-                    }
-                    _ => {
-                        walk(operand, bound, out)?;
-                        break;
-                    }
-                }
-            }
-        }
-        Expr::Call(call) => {
-            if let Some(target) = &call.target {
-                walk(target, bound, out)?;
-            }
-            for arg in &call.args {
-                walk(arg, bound, out)?;
-            }
-        }
-        Expr::List(list) => {
-            for e in &list.elements {
-                walk(e, bound, out)?;
-            }
-        }
-        Expr::Map(map) => {
-            for entry in &map.entries {
-                walk_entry(&entry.expr, bound, out)?;
-            }
-        }
-        Expr::Struct(s) => {
-            for entry in &s.entries {
-                walk_entry(&entry.expr, bound, out)?;
-            }
-        }
-        Expr::Comprehension(c) => {
-            walk(&c.iter_range, bound, out)?;
-            walk(&c.accu_init, bound, out)?;
-            let before = bound.len();
-            bound.push(c.iter_var.clone());
-            bound.extend(c.iter_var2.clone());
-            bound.push(c.accu_var.clone());
-            let inner = walk(&c.loop_cond, bound, out)
-                .and_then(|()| walk(&c.loop_step, bound, out))
-                .and_then(|()| walk(&c.result, bound, out));
-            bound.truncate(before);
-            inner?;
-        }
-    }
-    Some(())
-}
-
-fn walk_entry(entry: &EntryExpr, bound: &mut Vec<String>, out: &mut Vec<Input>) -> Option<()> {
-    match entry {
-        EntryExpr::StructField(f) => walk(&f.value, bound, out),
-        EntryExpr::MapEntry(e) => {
-            walk(&e.key, bound, out)?;
-            walk(&e.value, bound, out)
-        }
-    }
-}
-
-/// What a subject holds, as the JSON the checks read.
-pub(crate) struct Values<'a> {
-    pub event: &'a serde_json::Value,
-    pub alert: Option<&'a serde_json::Value>,
-    pub facts: &'a serde_json::Value,
-    pub service: &'a str,
-}
-
-/// Writes one input's value as bytes: a marker when it is absent, else its JSON.
-fn write_value(input: &Input, values: &Values<'_>, out: &mut Vec<u8>) {
-    let (root, fields, presence) = input;
-    let mut value = match root {
-        Root::Event => Some(values.event),
-        Root::Alert => values.alert,
-        Root::Facts => Some(values.facts),
-        Root::Service => {
-            out.push(b'S');
-            out.extend_from_slice(values.service.as_bytes());
-            return;
-        }
-    };
-    if *presence {
-        // `has()` gives true or false when every level above the field is an object, and
-        // otherwise what the value it stopped at gives (an error, or a missing key).
-        let mut parent = value;
-        for (depth, field) in fields.iter().enumerate() {
-            match parent {
-                Some(serde_json::Value::Object(o)) => match o.get(field) {
-                    Some(v) => parent = Some(v),
-                    None => {
-                        out.extend_from_slice(&[b'0', depth as u8]);
-                        return;
-                    }
-                },
-                Some(other) => {
-                    out.extend_from_slice(&[b'V', depth as u8]);
-                    serde_json::to_writer(&mut *out, other).expect("JSON serializes");
-                    return;
-                }
-                None => {
-                    out.extend_from_slice(&[b'-', depth as u8]);
-                    return;
-                }
-            }
-        }
-        out.push(b'1');
-        return;
-    }
-    // Where the selection stopped matters too: a missing key, or a value that is not an
-    // object, at one depth errs differently from another.
-    let mut depth = 0u8;
-    for field in fields {
-        match value {
-            Some(serde_json::Value::Object(o)) => {
-                value = o.get(field);
-                depth += 1;
-            }
-            _ => break,
-        }
-    }
-    out.push(depth);
-    match value {
-        Some(v) => {
-            out.push(b'V');
-            // Serializing JSON into a Vec cannot fail.
-            serde_json::to_writer(&mut *out, v).expect("JSON serializes");
-        }
-        None => out.push(b'-'),
-    }
-}
 
 /// A control's result as remembered.
 pub(crate) type Result = (Status, Option<String>);
@@ -216,45 +40,147 @@ pub(crate) enum Recall {
     Off,
 }
 
+/// A control's expression split at its boolean operators; the leaves are parts, each
+/// remembered on its own (an index into [`Memo`]'s keyed expressions).
+#[derive(Debug)]
+enum Plan {
+    Part(usize),
+    Not(Box<Plan>),
+    And(Box<Plan>, Box<Plan>),
+    Or(Box<Plan>, Box<Plan>),
+}
+
+/// A part of a control's expression: evaluated on its own, remembered by what it reads.
+struct Part {
+    expr: IdedExpr,
+    /// Its key's id in [`Memo::reads`].
+    id: usize,
+}
+
 /// Remembered results, bounded: when full it starts over.
 ///
 /// Each distinct input value is interned as a number, once per trigger however many
-/// controls read it; a control's key is its index and the numbers of its inputs.
+/// controls read it; a control's (or part's) key is its id and the numbers of its
+/// inputs. Controls are ids `0..n`, their parts the ids after them.
 pub(crate) struct Memo {
     capacity: usize,
     /// The distinct inputs of the catalog.
     inputs: Vec<Input>,
-    /// Per control, the indexes of its inputs (`None`: not remembered).
+    /// Per control, then per part, the indexes of its inputs (`None`: not remembered).
     reads: Vec<Option<Vec<usize>>>,
+    /// Per control, its `applies` and `check` split into parts.
+    plans: Vec<(Option<Plan>, Plan)>,
+    parts: Vec<Part>,
     interned: HashMap<Box<[u8]>, u32>,
     results: HashMap<Box<[u32]>, Result>,
     /// This trigger's number for each input, once computed.
     current: Vec<Option<u32>>,
     key: Vec<u32>,
     bytes: Vec<u8>,
-    /// Runs answered from memory, and runs evaluated.
+    /// Runs answered from memory, and runs evaluated (in part or whole).
     pub hits: u64,
     pub misses: u64,
 }
 
+/// What reading a control's or part's key found.
+enum Lookup {
+    Found(Result),
+    Missing,
+    Unkeyed,
+}
+
+/// The inputs of `expr` as indexes into `inputs` (added there when new).
+fn intern_inputs(expr: &IdedExpr, inputs: &mut Vec<Input>) -> Option<Vec<usize>> {
+    let mut read = Vec::new();
+    reads::inputs(expr, &mut read)?;
+    read.dedup();
+    Some(
+        read.into_iter()
+            .map(|input| intern_input(input, inputs))
+            .collect(),
+    )
+}
+
+fn intern_input(input: Input, inputs: &mut Vec<Input>) -> usize {
+    match inputs.iter().position(|i| *i == input) {
+        Some(at) => at,
+        None => {
+            inputs.push(input);
+            inputs.len() - 1
+        }
+    }
+}
+
+/// Splits `expr` at its boolean operators, adding its parts (with their reads) to
+/// `parts` and `reads`.
+fn split(
+    expr: &IdedExpr,
+    parts: &mut Vec<Part>,
+    reads: &mut Vec<Option<Vec<usize>>>,
+    inputs: &mut Vec<Input>,
+) -> Plan {
+    if let Expr::Call(call) = &expr.expr
+        && call.target.is_none()
+    {
+        match (call.func_name.as_str(), call.args.as_slice()) {
+            (operators::LOGICAL_AND, [a, b]) => {
+                return Plan::And(
+                    Box::new(split(a, parts, reads, inputs)),
+                    Box::new(split(b, parts, reads, inputs)),
+                );
+            }
+            (operators::LOGICAL_OR, [a, b]) => {
+                return Plan::Or(
+                    Box::new(split(a, parts, reads, inputs)),
+                    Box::new(split(b, parts, reads, inputs)),
+                );
+            }
+            (operators::LOGICAL_NOT, [a]) => {
+                return Plan::Not(Box::new(split(a, parts, reads, inputs)));
+            }
+            _ => {}
+        }
+    }
+    let id = reads.len();
+    reads.push(intern_inputs(expr, inputs));
+    parts.push(Part {
+        expr: expr.clone(),
+        id,
+    });
+    Plan::Part(parts.len() - 1)
+}
+
 impl Memo {
-    /// `reads`: per control, what it reads (`None`: not remembered).
-    pub fn new(capacity: usize, reads: Vec<Option<Vec<Input>>>) -> Memo {
+    /// `controls`: per control, its `applies` (if any) and `check` expressions.
+    pub fn new<'a>(
+        capacity: usize,
+        controls: impl IntoIterator<Item = (Option<&'a IdedExpr>, &'a IdedExpr)>,
+    ) -> Memo {
+        let controls: Vec<_> = controls.into_iter().collect();
         let mut inputs: Vec<Input> = Vec::new();
-        let reads: Vec<Option<Vec<usize>>> = reads
-            .into_iter()
-            .map(|read| {
-                read.map(|read| {
+        let mut reads: Vec<Option<Vec<usize>>> = controls
+            .iter()
+            .map(|(applies, check)| {
+                let mut read = Vec::new();
+                if let Some(applies) = applies {
+                    reads::inputs(applies, &mut read)?;
+                }
+                reads::inputs(check, &mut read)?;
+                read.dedup();
+                Some(
                     read.into_iter()
-                        .map(|input| match inputs.iter().position(|i| *i == input) {
-                            Some(at) => at,
-                            None => {
-                                inputs.push(input);
-                                inputs.len() - 1
-                            }
-                        })
-                        .collect()
-                })
+                        .map(|input| intern_input(input, &mut inputs))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut parts = Vec::new();
+        let plans = controls
+            .iter()
+            .map(|(applies, check)| {
+                let applies = applies.map(|a| split(a, &mut parts, &mut reads, &mut inputs));
+                let check = split(check, &mut parts, &mut reads, &mut inputs);
+                (applies, check)
             })
             .collect();
         Memo {
@@ -262,6 +188,8 @@ impl Memo {
             current: vec![None; inputs.len()],
             inputs,
             reads,
+            plans,
+            parts,
             interned: HashMap::new(),
             results: HashMap::new(),
             key: Vec::new(),
@@ -289,15 +217,34 @@ impl Memo {
 
     /// The remembered result of a control on this trigger's values, if any.
     pub fn recall(&mut self, control: usize, values: &Values<'_>) -> Recall {
-        let reads = match &self.reads[control] {
-            Some(reads) if self.capacity > 0 => reads,
-            _ => {
-                self.misses += 1;
-                return Recall::Off;
+        if self.capacity == 0 {
+            self.misses += 1;
+            return Recall::Off;
+        }
+        match self.lookup(control, values) {
+            Lookup::Found(result) => {
+                self.hits += 1;
+                Recall::Hit(result)
             }
+            Lookup::Missing => {
+                self.misses += 1;
+                Recall::Miss
+            }
+            Lookup::Unkeyed => {
+                self.misses += 1;
+                Recall::Off
+            }
+        }
+    }
+
+    /// Reads the key of control or part `id` on this trigger's values (left in
+    /// `self.key` for [`Memo::remember`]).
+    fn lookup(&mut self, id: usize, values: &Values<'_>) -> Lookup {
+        let Some(reads) = &self.reads[id] else {
+            return Lookup::Unkeyed;
         };
         self.key.clear();
-        self.key.push(control as u32);
+        self.key.push(id as u32);
         for &input in reads {
             let number = match self.current[input] {
                 Some(n) => n,
@@ -319,13 +266,86 @@ impl Memo {
             self.key.push(number);
         }
         match self.results.get(&self.key[..]) {
-            Some(result) => {
-                self.hits += 1;
-                Recall::Hit(result.clone())
+            Some(result) => Lookup::Found(result.clone()),
+            None => Lookup::Missing,
+        }
+    }
+
+    /// A control's result asked part by part: each part from memory, or from `eval` (a
+    /// bool, or `None` when it errs or gives another value). `None` when the control
+    /// must be evaluated whole (a part it needed erred, or nothing is remembered); then
+    /// nothing is counted and [`Memo::recall`] follows.
+    pub fn by_parts(
+        &mut self,
+        control: usize,
+        values: &Values<'_>,
+        eval: &mut dyn FnMut(&IdedExpr) -> Option<bool>,
+    ) -> Option<Result> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let plans = std::mem::take(&mut self.plans);
+        let mut evaluated = false;
+        let (applies, check) = &plans[control];
+        let result = (|| {
+            if let Some(applies) = applies
+                && !self.ask(applies, values, eval, &mut evaluated)?
+            {
+                return Some((Status::NotApplicable, None));
             }
-            None => {
+            let pass = self.ask(check, values, eval, &mut evaluated)?;
+            Some((if pass { Status::Pass } else { Status::Fail }, None))
+        })();
+        self.plans = plans;
+        if result.is_some() {
+            if evaluated {
                 self.misses += 1;
-                Recall::Miss
+            } else {
+                self.hits += 1;
+            }
+        }
+        result
+    }
+
+    /// One plan's value, as CEL's operators give it when every part they ask is a bool:
+    /// `&&` and `||` ask their right side only when the left does not decide.
+    fn ask(
+        &mut self,
+        plan: &Plan,
+        values: &Values<'_>,
+        eval: &mut dyn FnMut(&IdedExpr) -> Option<bool>,
+        evaluated: &mut bool,
+    ) -> Option<bool> {
+        match plan {
+            Plan::Not(p) => self.ask(p, values, eval, evaluated).map(|b| !b),
+            Plan::And(a, b) => match self.ask(a, values, eval, evaluated)? {
+                false => Some(false),
+                true => self.ask(b, values, eval, evaluated),
+            },
+            Plan::Or(a, b) => match self.ask(a, values, eval, evaluated)? {
+                true => Some(true),
+                false => self.ask(b, values, eval, evaluated),
+            },
+            Plan::Part(i) => {
+                let id = self.parts[*i].id;
+                let found = match self.lookup(id, values) {
+                    // A part that erred sends its control to the interpreter again.
+                    Lookup::Found((status, _)) => {
+                        return (status != Status::NotApplicable).then_some(status == Status::Pass);
+                    }
+                    found => found,
+                };
+                *evaluated = true;
+                let b = eval(&self.parts[*i].expr);
+                if matches!(found, Lookup::Missing) {
+                    let status = match b {
+                        Some(true) => Status::Pass,
+                        Some(false) => Status::Fail,
+                        None => Status::NotApplicable,
+                    };
+                    self.results.insert(self.key[..].into(), (status, None));
+                }
+                b
             }
         }
     }
@@ -340,79 +360,13 @@ impl Memo {
 mod tests {
     use super::*;
 
-    fn of(source: &str) -> Option<Vec<Input>> {
-        let program = cel::Program::compile(source).unwrap();
-        let mut out = Vec::new();
-        inputs(program.expression(), &mut out).map(|()| out)
-    }
-
-    fn path(root: Root, fields: &[&str]) -> Input {
-        (root, fields.iter().map(|f| f.to_string()).collect(), false)
-    }
-
-    fn presence(root: Root, fields: &[&str]) -> Input {
-        (root, fields.iter().map(|f| f.to_string()).collect(), true)
-    }
-
-    #[test]
-    fn a_check_reads_the_fields_it_selects() {
-        let got =
-            of(r#"has(event.process) && event.process.exe.matches("sh$") && facts.user != "root""#)
-                .unwrap();
-        assert_eq!(
-            got,
-            vec![
-                presence(Root::Event, &["process"]),
-                path(Root::Event, &["process", "exe"]),
-                path(Root::Facts, &["user"]),
-            ]
-        );
-    }
-
-    #[test]
-    fn comprehension_variables_are_not_inputs_and_may_shadow_roots() {
-        let got =
-            of(r#"event.process.args.exists(event, event == "-c") && service == "db""#).unwrap();
-        assert_eq!(
-            got,
-            vec![
-                path(Root::Event, &["process", "args"]),
-                path(Root::Service, &[]),
-            ]
-        );
-        // An index reads the whole value it indexes.
-        assert_eq!(
-            of(r#"alert["kind"] == "x""#).unwrap(),
-            vec![path(Root::Alert, &[])]
-        );
-    }
-
-    #[test]
-    fn every_builtin_control_can_be_remembered() {
-        let catalog = crate::Catalog::builtin();
-        for c in catalog.controls() {
-            let mut read = Vec::new();
-            if let Some(applies) = &c.applies {
-                assert!(
-                    inputs(applies.expression(), &mut read).is_some(),
-                    "{}",
-                    c.id
-                );
-            }
-            assert!(
-                inputs(c.check.expression(), &mut read).is_some(),
-                "{}",
-                c.id
-            );
-            assert!(!read.is_empty(), "{} reads nothing", c.id);
-        }
-    }
-
     #[test]
     fn results_are_reused_exactly_when_every_read_field_is_equal() {
-        let read = of(r#"event.process.exe == "/bin/sh" && has(event.process.uid)"#).unwrap();
-        let mut memo = Memo::new(100, vec![None, Some(read)]);
-        assert!(!memo.remembers(0) && memo.remembers(1));
+        let program =
+            cel::Program::compile(r#"event.process.exe == "/bin/sh" && has(event.process.uid)"#)
+                .unwrap();
+        let mut memo = Memo::new(100, [(None, program.expression())]);
+        assert!(memo.remembers(0));
         let facts = serde_json::json!({});
         let recall = |memo: &mut Memo, event: serde_json::Value| {
             memo.begin();
@@ -422,14 +376,13 @@ mod tests {
                 facts: &facts,
                 service: "api",
             };
-            assert!(matches!(memo.recall(0, &values), Recall::Off));
-            match memo.recall(1, &values) {
+            match memo.recall(0, &values) {
                 Recall::Hit(r) => Some(r.0),
                 Recall::Miss => {
                     memo.remember(&(Status::Pass, None));
                     None
                 }
-                Recall::Off => panic!("control 1 is remembered"),
+                Recall::Off => panic!("control 0 is remembered"),
             }
         };
         let a = serde_json::json!({"time": 1, "process": {"exe": "/bin/sh", "uid": 0}});
@@ -456,10 +409,10 @@ mod tests {
         );
         let d = serde_json::json!({"time": 1, "process": {"exe": "/bin/bash", "uid": 0}});
         assert_eq!(recall(&mut memo, d), None);
-        // Control 0 is evaluated every time.
-        assert_eq!((memo.hits, memo.misses), (2, 4 + 6));
+        assert_eq!((memo.hits, memo.misses), (2, 4));
         // Off: nothing is remembered.
-        let mut off = Memo::new(0, vec![of("event.kind == 'x'")]);
+        let program = cel::Program::compile("event.kind == 'x'").unwrap();
+        let mut off = Memo::new(0, [(None, program.expression())]);
         off.begin();
         let e = serde_json::json!({"kind": "x"});
         let values = Values {
@@ -469,5 +422,84 @@ mod tests {
             service: "api",
         };
         assert!(matches!(off.recall(0, &values), Recall::Off));
+        assert!(off.by_parts(0, &values, &mut |_| Some(true)).is_none());
+    }
+
+    /// Runs control 0 by parts on `event`, evaluating each asked part with CEL; returns
+    /// the result and the parts evaluated.
+    fn by_parts(memo: &mut Memo, event: serde_json::Value) -> (Option<Result>, Vec<String>) {
+        let facts = serde_json::json!({});
+        memo.begin();
+        let values = Values {
+            event: &event,
+            alert: None,
+            facts: &facts,
+            service: "api",
+        };
+        let mut ctx = cel::Context::default();
+        ctx.add_variable("event", event.clone()).unwrap();
+        let mut asked = Vec::new();
+        let result = memo.by_parts(0, &values, &mut |part| {
+            asked.push(format!("{:?}", part.expr).chars().take(40).collect());
+            match cel::Value::resolve(part, &ctx) {
+                Ok(cel::Value::Bool(b)) => Some(b),
+                _ => None,
+            }
+        });
+        (result, asked)
+    }
+
+    #[test]
+    fn a_part_no_run_needs_is_neither_read_nor_evaluated() {
+        let applies = cel::Program::compile("has(event.process)").unwrap();
+        let check = cel::Program::compile(
+            r#"!(event.process.exe == "/bin/sh" && event.process.args.exists(a, a == "-i"))"#,
+        )
+        .unwrap();
+        let mut memo = Memo::new(100, [(Some(applies.expression()), check.expression())]);
+        let exec =
+            |exe: &str, arg: &str| serde_json::json!({"process": {"exe": exe, "args": [arg]}});
+        // The first run asks all it needs: `applies`, and the executable.
+        let (got, asked) = by_parts(&mut memo, exec("/app/server", "--port=1"));
+        assert_eq!(got, Some((Status::Pass, None)));
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        // New arguments of a program that is not a shell: nothing evaluated.
+        let (got, asked) = by_parts(&mut memo, exec("/app/server", "--port=2"));
+        assert_eq!(got, Some((Status::Pass, None)));
+        assert!(asked.is_empty(), "{asked:?}");
+        // A shell asks its arguments, each new list once.
+        let (got, asked) = by_parts(&mut memo, exec("/bin/sh", "-i"));
+        assert_eq!(got, Some((Status::Fail, None)));
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        let (got, asked) = by_parts(&mut memo, exec("/bin/sh", "-i"));
+        assert_eq!(got, Some((Status::Fail, None)));
+        assert!(asked.is_empty(), "{asked:?}");
+        let (got, _) = by_parts(&mut memo, exec("/bin/sh", "-c"));
+        assert_eq!(got, Some((Status::Pass, None)));
+        // Not applicable without a process, whatever else the event holds.
+        let (got, asked) = by_parts(&mut memo, serde_json::json!({"kind": "log"}));
+        assert_eq!(got, Some((Status::NotApplicable, None)));
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert_eq!((memo.hits, memo.misses), (2, 4));
+    }
+
+    #[test]
+    fn a_part_that_errs_sends_its_control_to_the_interpreter() {
+        let check =
+            cel::Program::compile(r#"event.process.exe == "/bin/sh" || event.size > 3"#).unwrap();
+        let mut memo = Memo::new(100, [(None, check.expression())]);
+        // `event.size` is missing: the part errs, and is remembered to err.
+        for _ in 0..2 {
+            let (got, _) = by_parts(&mut memo, serde_json::json!({"process": {"exe": "/app"}}));
+            assert_eq!(got, None);
+        }
+        // The left part decides without the right one.
+        let (got, _) = by_parts(
+            &mut memo,
+            serde_json::json!({"process": {"exe": "/bin/sh"}}),
+        );
+        assert_eq!(got, Some((Status::Pass, None)));
+        // Nothing is counted for a run sent to the interpreter: `recall` counts it.
+        assert_eq!((memo.hits, memo.misses), (0, 1));
     }
 }
