@@ -463,7 +463,8 @@ impl KafkaSource {
         cancel: CancellationToken,
     ) -> Result<(), SourceError> {
         let mut pending = Pending::new(decoder);
-        let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+        // Per topic, then partition: a record's topic is looked up, not copied.
+        let mut offsets: HashMap<String, HashMap<i32, i64>> = HashMap::new();
         let mut floors =
             std::mem::take(&mut *self.restored.lock().unwrap_or_else(|e| e.into_inner()));
         let batch_size = self.config.batch_size.max(1);
@@ -491,7 +492,12 @@ impl KafkaSource {
             let (events, partitions, stats) = pending.take(&mut dead_letters).await?;
             let ack = Ack::Kafka {
                 consumer: self.consumer.clone(),
-                offsets: std::mem::take(&mut offsets),
+                offsets: offsets
+                    .iter_mut()
+                    .flat_map(|(topic, partitions)| {
+                        partitions.drain().map(|(p, o)| ((topic.clone(), p), o))
+                    })
+                    .collect(),
             };
             let batch = Batch {
                 events,
@@ -541,7 +547,7 @@ impl KafkaSource {
         &self,
         msg: KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
         pending: &mut Pending,
-        offsets: &mut HashMap<(String, i32), i64>,
+        offsets: &mut HashMap<String, HashMap<i32, i64>>,
         floors: &mut Floors,
     ) {
         self.rebalanced.forget(floors);
@@ -572,7 +578,13 @@ impl KafkaSource {
                 let format = self.formats.get(topic).copied().unwrap_or(Format::Auto);
                 let provenance = Provenance::kafka(topic, m.partition(), m.offset());
                 pending.push(format, m.payload().unwrap_or_default(), provenance);
-                offsets.insert((topic.to_owned(), m.partition()), m.offset());
+                match offsets.get_mut(topic) {
+                    Some(p) => p.insert(m.partition(), m.offset()),
+                    None => offsets
+                        .entry(topic.to_owned())
+                        .or_default()
+                        .insert(m.partition(), m.offset()),
+                };
             }
             Err(e) => match unreadable(&e) {
                 // Records librdkafka cannot give us: said loudly and handed to the
