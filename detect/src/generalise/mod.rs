@@ -8,7 +8,7 @@
 //!   [`MIN_RANDOM_LEN`] characters that looks random; or one varying run of digits — the
 //!   shape is learned: `/tmp/tmp<[a-z0-9_]{8}>`, `/tmp/go-build<[0-9]+>`. Names below
 //!   directories a shape then covers are judged together, as the shape writes their
-//!   directory: `/tmp/pymp-<[a-z0-9_]{8}>/listener-<[a-z0-9_]{8}>`. A shape stands
+//!   directory: `/tmp/pymp-<[a-z0-9_-]{8}>/listener-<[a-z0-9_-]{8}>`. A shape stands
 //!   for one path component, never for a directory tree, a name of another shape in the
 //!   same directory is still new, and no shape is learned in `/etc`, system binary and
 //!   library directories, or credential and service-account directories.
