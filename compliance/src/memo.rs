@@ -459,27 +459,25 @@ mod tests {
         let mut memo = Memo::new(100, [(Some(applies.expression()), check.expression())]);
         let exec =
             |exe: &str, arg: &str| serde_json::json!({"process": {"exe": exe, "args": [arg]}});
-        // The first run asks all it needs: `applies`, and the executable.
-        let (got, asked) = by_parts(&mut memo, exec("/app/server", "--port=1"));
-        assert_eq!(got, Some((Status::Pass, None)));
-        assert_eq!(asked.len(), 2, "{asked:?}");
-        // New arguments of a program that is not a shell: nothing evaluated.
-        let (got, asked) = by_parts(&mut memo, exec("/app/server", "--port=2"));
-        assert_eq!(got, Some((Status::Pass, None)));
-        assert!(asked.is_empty(), "{asked:?}");
-        // A shell asks its arguments, each new list once.
-        let (got, asked) = by_parts(&mut memo, exec("/bin/sh", "-i"));
-        assert_eq!(got, Some((Status::Fail, None)));
-        assert_eq!(asked.len(), 2, "{asked:?}");
-        let (got, asked) = by_parts(&mut memo, exec("/bin/sh", "-i"));
-        assert_eq!(got, Some((Status::Fail, None)));
-        assert!(asked.is_empty(), "{asked:?}");
-        let (got, _) = by_parts(&mut memo, exec("/bin/sh", "-c"));
-        assert_eq!(got, Some((Status::Pass, None)));
-        // Not applicable without a process, whatever else the event holds.
-        let (got, asked) = by_parts(&mut memo, serde_json::json!({"kind": "log"}));
-        assert_eq!(got, Some((Status::NotApplicable, None)));
-        assert_eq!(asked.len(), 1, "{asked:?}");
+        let log = serde_json::json!({"kind": "log"});
+        // Each run in turn: the event, its result, and how many parts it evaluated.
+        let runs = [
+            // The first asks all it needs: `applies`, and the executable.
+            (exec("/app/server", "--port=1"), Status::Pass, 2),
+            // New arguments of a program that is not a shell: nothing evaluated.
+            (exec("/app/server", "--port=2"), Status::Pass, 0),
+            // A shell asks its arguments, each new list once.
+            (exec("/bin/sh", "-i"), Status::Fail, 2),
+            (exec("/bin/sh", "-i"), Status::Fail, 0),
+            (exec("/bin/sh", "-c"), Status::Pass, 1),
+            // Not applicable without a process, whatever else the event holds.
+            (log, Status::NotApplicable, 1),
+        ];
+        for (i, (event, status, evaluated)) in runs.into_iter().enumerate() {
+            let (got, asked) = by_parts(&mut memo, event);
+            assert_eq!(got, Some((status, None)), "run {i}");
+            assert_eq!(asked.len(), evaluated, "run {i}: {asked:?}");
+        }
         assert_eq!((memo.hits, memo.misses), (2, 4));
     }
 

@@ -39,10 +39,10 @@ fn walk(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut Vec<Input>) -> Optio
         Expr::Unspecified => return None,
         Expr::Literal(_) => {}
         Expr::Ident(name) => {
-            if !bound.contains(name) {
-                if let Some(root) = Root::named(name) {
-                    out.push((root, Vec::new(), false));
-                }
+            if !bound.contains(name)
+                && let Some(root) = Root::named(name)
+            {
+                out.push((root, Vec::new(), false));
             }
         }
         Expr::Select(select) => {
@@ -56,11 +56,11 @@ fn walk(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut Vec<Input>) -> Optio
                         operand = &inner.operand;
                     }
                     Expr::Ident(name) => {
-                        if !bound.contains(name) {
-                            if let Some(root) = Root::named(name) {
-                                fields.reverse();
-                                out.push((root, fields, select.test));
-                            }
+                        if !bound.contains(name)
+                            && let Some(root) = Root::named(name)
+                        {
+                            fields.reverse();
+                            out.push((root, fields, select.test));
                         }
                         break;
                     }
