@@ -89,10 +89,15 @@ enum Lookup {
     Unkeyed,
 }
 
-/// The inputs of `expr` as indexes into `inputs` (added there when new).
-fn intern_inputs(expr: &IdedExpr, inputs: &mut Vec<Input>) -> Option<Vec<usize>> {
+/// The inputs of `exprs` as indexes into `inputs` (added there when new).
+fn intern_inputs<'a>(
+    exprs: impl IntoIterator<Item = &'a IdedExpr>,
+    inputs: &mut Vec<Input>,
+) -> Option<Vec<usize>> {
     let mut read = Vec::new();
-    reads::inputs(expr, &mut read)?;
+    for expr in exprs {
+        reads::inputs(expr, &mut read)?;
+    }
     read.dedup();
     Some(
         read.into_iter()
@@ -142,7 +147,7 @@ fn split(
         }
     }
     let id = reads.len();
-    reads.push(intern_inputs(expr, inputs));
+    reads.push(intern_inputs([expr], inputs));
     parts.push(Part {
         expr: expr.clone(),
         id,
@@ -160,19 +165,7 @@ impl Memo {
         let mut inputs: Vec<Input> = Vec::new();
         let mut reads: Vec<Option<Vec<usize>>> = controls
             .iter()
-            .map(|(applies, check)| {
-                let mut read = Vec::new();
-                if let Some(applies) = applies {
-                    reads::inputs(applies, &mut read)?;
-                }
-                reads::inputs(check, &mut read)?;
-                read.dedup();
-                Some(
-                    read.into_iter()
-                        .map(|input| intern_input(input, &mut inputs))
-                        .collect(),
-                )
-            })
+            .map(|&(applies, check)| intern_inputs(applies.into_iter().chain([check]), &mut inputs))
             .collect();
         let mut parts = Vec::new();
         let plans = controls
@@ -370,12 +363,7 @@ mod tests {
         let facts = serde_json::json!({});
         let recall = |memo: &mut Memo, event: serde_json::Value| {
             memo.begin();
-            let values = Values {
-                event: &event,
-                alert: None,
-                facts: &facts,
-                service: "api",
-            };
+            let values = values(&event, &facts);
             match memo.recall(0, &values) {
                 Recall::Hit(r) => Some(r.0),
                 Recall::Miss => {
@@ -415,14 +403,18 @@ mod tests {
         let mut off = Memo::new(0, [(None, program.expression())]);
         off.begin();
         let e = serde_json::json!({"kind": "x"});
-        let values = Values {
-            event: &e,
-            alert: None,
-            facts: &facts,
-            service: "api",
-        };
+        let values = values(&e, &facts);
         assert!(matches!(off.recall(0, &values), Recall::Off));
         assert!(off.by_parts(0, &values, &mut |_| Some(true)).is_none());
+    }
+
+    fn values<'a>(event: &'a serde_json::Value, facts: &'a serde_json::Value) -> Values<'a> {
+        Values {
+            event,
+            alert: None,
+            facts,
+            service: "api",
+        }
     }
 
     /// Runs control 0 by parts on `event`, evaluating each asked part with CEL; returns
@@ -430,12 +422,7 @@ mod tests {
     fn by_parts(memo: &mut Memo, event: serde_json::Value) -> (Option<Result>, Vec<String>) {
         let facts = serde_json::json!({});
         memo.begin();
-        let values = Values {
-            event: &event,
-            alert: None,
-            facts: &facts,
-            service: "api",
-        };
+        let values = values(&event, &facts);
         let mut ctx = cel::Context::default();
         ctx.add_variable("event", event.clone()).unwrap();
         let mut asked = Vec::new();

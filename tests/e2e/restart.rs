@@ -94,6 +94,16 @@ fn state(dir: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()
 }
 
+/// The shell alert in a state file's detector.
+fn shell_alert(state: &serde_json::Value) -> &serde_json::Value {
+    state["detector"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["subject"].as_str().unwrap().starts_with("/bin/sh"))
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice() {
     let (_cluster, brokers) = cluster("native", 1);
@@ -150,18 +160,14 @@ async fn a_killed_daemon_restores_its_baselines_and_never_raises_an_alert_twice(
     );
 
     let s = state(&data).unwrap();
-    let alerts = s["detector"]["alerts"].as_array().unwrap();
-    let shell = alerts
-        .iter()
-        .find(|a| a["subject"].as_str().unwrap().starts_with("/bin/sh"))
-        .unwrap();
+    let shell = shell_alert(&s);
     assert_eq!(
         shell["count"],
         2,
         "the repeat counted into the restored alert: {shell}; logs:\n{first_run}\n{}",
         logs.lock().unwrap().join("\n")
     );
-    assert_eq!(alerts.len(), 2);
+    assert_eq!(s["detector"]["alerts"].as_array().unwrap().len(), 2);
     let api = &s["detector"]["services"][0];
     assert_eq!(api["phase"], "monitoring", "the baseline survived the kill");
     assert_eq!(s["offsets"]["native"]["0"], 14);
@@ -287,11 +293,7 @@ async fn a_partition_a_rebalance_hands_straight_back_is_not_counted_twice() {
         "the shell alert raised again"
     );
     let s = state(&data).unwrap();
-    let alerts = s["detector"]["alerts"].as_array().unwrap();
-    let shell = alerts
-        .iter()
-        .find(|a| a["subject"].as_str().unwrap().starts_with("/bin/sh"))
-        .unwrap();
+    let shell = shell_alert(&s);
     assert_eq!(
         shell["count"], 1,
         "the re-read shell counted again: {shell}"
@@ -412,13 +414,7 @@ async fn a_commit_that_lagged_the_state_file_counts_nothing_twice() {
         "the shell alert raised again"
     );
     let s = state(&data).unwrap();
-    let shell = s["detector"]["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["subject"].as_str().unwrap().starts_with("/bin/sh"))
-        .cloned()
-        .unwrap();
+    let shell = shell_alert(&s);
     assert_eq!(shell["count"], 1, "the shell record counted again: {shell}");
     assert_eq!(s["offsets"]["native"]["0"], 13);
 }
