@@ -84,12 +84,9 @@ pub fn sql_engine(
             "findings",
             store::findings_schema(),
             match (stages.compliance.clone(), stages.cluster.clone()) {
+                // This daemon's findings, then the other members' it does not hold.
                 (Some(c), Some(cluster)) => Arc::new(move || {
-                    let others = cluster.load();
-                    vec![
-                        c.findings_table(),
-                        c.records_table(others.findings().map(|r| r.item.as_ref())),
-                    ]
+                    c.findings_tables(cluster.load().findings().map(|r| r.item.as_ref()))
                 }) as Reader,
                 (Some(c), None) => Arc::new(move || vec![c.findings_table()]) as Reader,
                 (None, _) => Arc::new(Vec::new),

@@ -103,8 +103,10 @@ enum Message {
 /// What readers see of the worker's state, at one publish. It never changes.
 #[derive(Clone, Default)]
 pub struct ComplianceView {
-    /// The newest findings, oldest first (at most [`FINDINGS_KEPT`]).
+    /// The newest findings, oldest first (at most [`FINDINGS_KEPT`]), each once.
     pub findings: imbl::Vector<Arc<Finding>>,
+    /// The ids of `findings`.
+    finding_ids: imbl::HashSet<String>,
     /// The posture of each service, by control.
     posture: imbl::OrdMap<String, Arc<Vec<PostureEntry>>>,
     /// Control runs reused from the result cache, and evaluated.
@@ -112,6 +114,11 @@ pub struct ComplianceView {
 }
 
 impl ComplianceView {
+    /// Whether the finding with this id is among `findings`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.finding_ids.contains(id)
+    }
+
     /// The posture per service and control, by service then control.
     pub fn posture(&self) -> impl Iterator<Item = &PostureEntry> {
         self.posture.values().flat_map(|p| p.iter())
@@ -311,12 +318,20 @@ impl Compliance {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Other daemons' findings as rows of the `findings` table.
-    pub fn records_table<'a>(
+    /// The `findings` table: this daemon's findings, then those of `others` (other
+    /// daemons') it does not hold, from one view.
+    pub fn findings_tables<'a>(
         &self,
-        records: impl IntoIterator<Item = &'a crate::tables::FindingRecord>,
-    ) -> arrow::record_batch::RecordBatch {
-        crate::tables::finding_records_table(records, &self.catalog)
+        others: impl IntoIterator<Item = &'a crate::tables::FindingRecord>,
+    ) -> Vec<arrow::record_batch::RecordBatch> {
+        let view = self.view();
+        vec![
+            crate::tables::findings_table(view.findings.iter().map(AsRef::as_ref), &self.catalog),
+            crate::tables::finding_records_table(
+                others.into_iter().filter(|r| !view.holds(&r.id)),
+                &self.catalog,
+            ),
+        ]
     }
 
     /// The `findings` table.
@@ -374,6 +389,11 @@ fn run(worker: ComplianceWorker) {
                 }
             }
         }
+        // A finding's id is its control's, service's and triggering record's: records
+        // read again (after a rebalance handed a partition back, or from an older
+        // snapshot) make the findings already made, which are neither counted nor sent
+        // again.
+        out.retain(|f| view.finding_ids.insert(f.id.clone()).is_none());
         let (h, m) = engine.result_cache_stats();
         for (outcome, n) in [("reused", h - hits), ("evaluated", m - misses)] {
             metrics
@@ -412,8 +432,10 @@ fn run(worker: ComplianceWorker) {
             on_findings(&out);
         }
         for f in out.drain(..) {
-            if view.findings.len() == FINDINGS_KEPT {
-                view.findings.pop_front();
+            if view.findings.len() == FINDINGS_KEPT
+                && let Some(old) = view.findings.pop_front()
+            {
+                view.finding_ids.remove(&old.id);
             }
             view.findings.push_back(Arc::new(f));
         }
@@ -500,6 +522,48 @@ mod tests {
         );
         let posture: Vec<&str> = view.posture().map(|p| p.service.as_str()).collect();
         assert!(posture.contains(&"shop/named"), "{posture:?}");
+        drop(handle);
+        thread.join().unwrap();
+    }
+
+    /// Records read again make the findings already made, under the same ids: the view
+    /// holds each once and the findings' receiver gets each once.
+    #[test]
+    fn a_finding_made_again_is_held_and_passed_on_once() {
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (handle, worker) = Compliance::new(
+            &ComplianceConfig::default(),
+            ComplianceMetrics::default(),
+            Box::new({
+                let received = received.clone();
+                move |found: &[Finding]| {
+                    let mut received = received.lock().unwrap();
+                    received.extend(found.iter().map(|f| f.id.clone()));
+                }
+            }),
+        )
+        .unwrap()
+        .expect("enabled by default");
+        let thread = std::thread::spawn(move || worker.run());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let batch = || Triggers {
+            events: vec![exec("/usr/bin/apt-get", "shop/api")],
+            order: vec![Trigger::Event(0), Trigger::Event(0)],
+        };
+        runtime.block_on(async {
+            handle.send(batch()).await;
+            handle.send(batch()).await;
+            handle.flush().await;
+        });
+        let view = handle.view();
+        let held: Vec<&str> = view.findings.iter().map(|f| f.id.as_str()).collect();
+        let once: std::collections::BTreeSet<&str> = held.iter().copied().collect();
+        assert!(!held.is_empty());
+        assert_eq!(held.len(), once.len(), "{held:?}");
+        assert!(held.iter().all(|id| view.holds(id)));
+        assert_eq!(*received.lock().unwrap(), held);
         drop(handle);
         thread.join().unwrap();
     }

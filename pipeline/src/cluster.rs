@@ -165,7 +165,7 @@ impl ClusterMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = ClusterMetrics::default();
         registry.register(
-            "driftwatch_cluster_records",
+            "cluster_records",
             "Records of the cluster topic by outcome: sent (taken by the broker), dropped (not queued or refused), read (another member's), unreadable",
             m.records.clone(),
         );

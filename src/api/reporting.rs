@@ -24,7 +24,7 @@ pub(super) struct FindingFilter {
     since: Option<String>,
     limit: Option<usize>,
     /// `cluster` (the default): this daemon's findings and, with `[kafka] cluster-topic`,
-    /// the other daemons'; `local`: this daemon's only.
+    /// the other daemons' it does not hold itself, each once; `local`: this daemon's only.
     scope: Option<String>,
 }
 
@@ -104,6 +104,8 @@ pub(super) async fn findings(
         others
             .iter()
             .flat_map(|o| o.findings().rev())
+            // A finding this daemon holds is shown as its own.
+            .filter(|r| !view.holds(&r.item.id))
             .filter(|r| {
                 let x = &r.item;
                 let fields = Fields {

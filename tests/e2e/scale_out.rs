@@ -393,3 +393,167 @@ async fn a_killed_members_services_move_with_their_baselines() {
         }
     }
 }
+
+/// A `driftwatch run` member alone in consumer group `group`, writing the cluster topic:
+/// its process and HTTP address.
+fn lone_member(dir: &Path, brokers: &str, name: &str, group: &str) -> (Killed, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let path = dir.join("driftwatch.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup-id = \"{group}\"\n\
+             cluster-topic = \"driftwatch-cluster\"\nmember = \"{name}\"\n\
+             [[kafka.topics]]\nname = \"falco-like\"\nformat = \"native\"\n\
+             [http]\nlisten = \"{http}\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n[search]\nenabled = false\n\
+             [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
+             [state]\ndata-dir = {data:?}\n",
+            data = dir.join("data").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let process = Killed(
+        driftwatch()
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (process, http)
+}
+
+fn finding_ids(findings: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = findings
+        .iter()
+        .filter_map(|f| f["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A finding's id is its control, service and triggering record's, so a member that
+/// reads records another member already checked (after a crash or a hand-over) makes the
+/// findings that member published. The cluster's API and `findings` table show each once,
+/// held by the member that has it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_two_members_made_from_one_record_is_shown_once() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("falco-like", 4, 1).unwrap();
+    cluster.create_topic("driftwatch-cluster", 1, 1).unwrap();
+    cluster
+        .create_topic("driftwatch-dead-letter", 1, 1)
+        .unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    // Each service on one partition, so both members read its records in one order.
+    for m in 0..BEFORE + AFTER {
+        for (_, r) in minute(m) {
+            let service: i32 = serde_json::from_str::<Value>(&r).unwrap()["service"]
+                .as_str()
+                .and_then(|s| s.strip_prefix("shop/svc-")?.parse().ok())
+                .unwrap();
+            producer
+                .send(
+                    BaseRecord::<(), _>::to("falco-like")
+                        .partition(service % 4)
+                        .payload(&r),
+                )
+                .unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    // The first member checks every record, publishes its findings, and is gone.
+    let (first, http) = lone_member(&dir.path().join("first"), &brokers, "first", "one");
+    // Done is findings made and none more for two seconds.
+    let (mut made, mut still, started) = (Vec::new(), Instant::now(), Instant::now());
+    loop {
+        let now = finding_ids(&get(&http, "/api/v1/findings?limit=10000", "findings"));
+        if now != made {
+            (made, still) = (now, Instant::now());
+        } else if !made.is_empty() && still.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first member made {} findings",
+            made.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(first);
+
+    // The second reads the same records from the start, as a member taking the first's
+    // partitions over from an older snapshot would.
+    let (_second, http) = lone_member(&dir.path().join("second"), &brokers, "second", "two");
+    let started = Instant::now();
+    loop {
+        let own = get(
+            &http,
+            "/api/v1/findings?limit=10000&scope=local",
+            "findings",
+        );
+        if finding_ids(&own) == made {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the second member made {} findings, the first {}: {own:#?}",
+            own.len(),
+            made.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every record of the cluster topic is read: the first member's findings are there.
+    let started = Instant::now();
+    loop {
+        let metrics = http_get(&http, "/metrics").unwrap_or_default();
+        let read = sample(
+            &metrics,
+            r#"driftwatch_cluster_records_total{outcome="read"}"#,
+        );
+        if read.is_some_and(|n| n as usize >= made.len()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{read:?} of the cluster topic's records read: {}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("cluster"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let shown = get(&http, "/api/v1/findings?limit=10000", "findings");
+    assert_eq!(finding_ids(&shown), made, "the API shows a finding twice");
+    assert!(
+        shown.iter().all(|f| f["member"] == "second"),
+        "a finding this member holds is shown as another's"
+    );
+    let body = http_post_json(
+        &http,
+        "/api/v1/sql",
+        &json!({"sql": "SELECT id FROM findings ORDER BY id"}),
+    )
+    .unwrap();
+    let rows = serde_json::from_str::<Value>(&body).unwrap()["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        finding_ids(&rows),
+        made,
+        "the findings table holds a finding twice"
+    );
+}
