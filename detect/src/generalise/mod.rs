@@ -155,6 +155,18 @@ fn insert_shape(shapes: &mut Vec<NameShape>, shape: NameShape) {
     }
 }
 
+/// The shape that writes `name`: of those that cover it, the broadest
+/// ([`NameShape::breadth`]), the first learned of equals.
+fn covering_shape<'a>(shapes: &'a [NameShape], name: &str) -> Option<&'a NameShape> {
+    shapes
+        .iter()
+        .filter(|s| s.matches(name))
+        .fold(None, |best: Option<&NameShape>, s| match best {
+            Some(b) if b.breadth() >= s.breadth() => Some(b),
+            _ => Some(s),
+        })
+}
+
 fn group_key(head: &str, port: &str) -> String {
     format!("{head}|{port}")
 }
@@ -230,7 +242,7 @@ impl Generalisations {
             let shape = (i > 1)
                 .then(|| self.shapes.get(dir))
                 .flatten()
-                .and_then(|shapes| shapes.iter().find(|s| s.matches(component)));
+                .and_then(|shapes| covering_shape(shapes, component));
             match shape {
                 Some(s) => {
                     let r = s.render();
@@ -400,7 +412,7 @@ impl Generalisations {
             .get(dir)
             .into_iter()
             .flatten()
-            .filter_map(|n| Some((fold(n), shapes.iter().find(|s| s.matches(n))?)))
+            .filter_map(|n| Some((fold(n), covering_shape(&shapes, n)?)))
             .collect();
         let prefix = format!("{dir}/");
         let mut moved: Vec<(String, String)> = self
@@ -409,9 +421,7 @@ impl Generalisations {
             .filter_map(|key| {
                 let rest = key.strip_prefix(&prefix)?;
                 let (component, below) = rest.split_once('/').unwrap_or((rest, ""));
-                let shape = shapes
-                    .iter()
-                    .find(|s| s.matches(component))
+                let shape = covering_shape(&shapes, component)
                     .or_else(|| folded.get(component).copied())?;
                 let mut target = format!("{prefix}{}", shape.render());
                 if !below.is_empty() {

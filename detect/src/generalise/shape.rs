@@ -137,82 +137,253 @@ enum Body {
     Random { len: usize, classes: Classes },
     /// One run of digits, of any length.
     Digits,
+    /// One to `max` characters of `classes`: a random number written in a radix, whose
+    /// leading zeros are dropped (Ruby's `rand(0x100000000).to_s(36)`).
+    Span { max: usize, classes: Classes },
 }
 
-/// A learned shape of the names in one directory.
+impl Body {
+    /// How much of `rest` this body takes, if it takes any.
+    fn take(&self, rest: &str) -> Option<usize> {
+        let run = |admits: &dyn Fn(u8) -> bool| rest.bytes().take_while(|c| admits(*c)).count();
+        match self {
+            Body::Random { len, classes } => rest
+                .get(..*len)
+                .is_some_and(|m| m.bytes().all(|c| classes.admits(c)))
+                .then_some(*len),
+            Body::Digits => Some(run(&|c| c.is_ascii_digit())).filter(|n| *n > 0),
+            Body::Span { max, classes } => {
+                Some(run(&|c| classes.admits(c))).filter(|n| (1..=*max).contains(n))
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            Body::Random { len, classes } => format!("<[{}]{{{len}}}>", classes.render()),
+            Body::Digits => "<[0-9]+>".to_owned(),
+            Body::Span { max, classes } => format!("<[{}]{{1,{max}}}>", classes.render()),
+        }
+    }
+
+    /// The body `<[class]quantity>` writes.
+    fn parse(class: &str, quantity: &str) -> Option<Body> {
+        if class == "0-9" && quantity == "+" {
+            return Some(Body::Digits);
+        }
+        let classes = Classes::parse(class)?;
+        let counts = quantity.strip_prefix('{')?.strip_suffix('}')?;
+        Some(match counts.split_once(',') {
+            Some(("1", max)) => Body::Span {
+                max: max.parse().ok()?,
+                classes,
+            },
+            Some(_) => return None,
+            None => Body::Random {
+                len: counts.parse().ok()?,
+                classes,
+            },
+        })
+    }
+
+    /// Whether `other` is this body with a wider alphabet.
+    fn widened_by(&self, other: &Body) -> bool {
+        match (self, other) {
+            (Body::Random { len: a, classes: x }, Body::Random { len: b, classes: y })
+            | (Body::Span { max: a, classes: x }, Body::Span { max: b, classes: y }) => {
+                a == b && (x.0 | y.0) == y.0 && x != y
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What fixed folding writes for a volatile token (`<n>`, `<hex>`, `<uuid>`, `<id>`).
+const MASKS: [&str; 4] = ["<n>", "<hex>", "<uuid>", "<id>"];
+
+/// Separators of the segments of a name a segmented shape is learned over
+/// (`tmp-<pid>-<random>`, `d<date>-<pid>-<random>`).
+fn is_segment_separator(c: char) -> bool {
+    c == '-' || c == '.'
+}
+
+/// One piece of a learned name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Token {
+    /// The same text in every name.
+    Text(String),
+    /// A varying part.
+    Body(Body),
+    /// A segment (text between separators) that folds to this text, as fixed folding
+    /// writes a component no shape covers (`d20261207` → `<hex>`).
+    Folded(String),
+}
+
+/// A learned shape of the names in one directory: fixed text around one varying part
+/// (`tmp<[a-z0-9_]{8}>`), or a name of segments some of which vary
+/// (`tmp-<[0-9]+>-<[A-Za-z0-9_]{12}>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameShape {
-    prefix: String,
-    suffix: String,
-    body: Body,
+    tokens: Vec<Token>,
 }
 
 impl NameShape {
-    pub fn matches(&self, name: &str) -> bool {
-        let Some(middle) = name
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|m| m.strip_suffix(self.suffix.as_str()))
-        else {
-            return false;
-        };
-        match &self.body {
-            Body::Random { len, classes } => {
-                middle.len() == *len && middle.bytes().all(|c| classes.admits(c))
-            }
-            Body::Digits => !middle.is_empty() && middle.bytes().all(|c| c.is_ascii_digit()),
+    fn single(prefix: &str, body: Body, suffix: &str) -> NameShape {
+        let mut tokens = Vec::with_capacity(3);
+        if !prefix.is_empty() {
+            tokens.push(Token::Text(prefix.to_owned()));
         }
+        tokens.push(Token::Body(body));
+        if !suffix.is_empty() {
+            tokens.push(Token::Text(suffix.to_owned()));
+        }
+        NameShape { tokens }
+    }
+
+    /// The fixed prefix, the body and the fixed suffix of a shape of one varying part.
+    fn as_single(&self) -> Option<(&str, &Body, &str)> {
+        fn text(t: Option<&Token>) -> Option<&str> {
+            match t {
+                Some(Token::Text(s)) => Some(s.as_str()),
+                None => Some(""),
+                _ => None,
+            }
+        }
+        let at = self
+            .tokens
+            .iter()
+            .position(|t| matches!(t, Token::Body(_)))?;
+        let Token::Body(body) = &self.tokens[at] else {
+            return None;
+        };
+        (self.tokens.len() <= at + 2 && at <= 1).then_some(())?;
+        Some((
+            text(at.checked_sub(1).map(|i| &self.tokens[i]))?,
+            body,
+            text(self.tokens.get(at + 1))?,
+        ))
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        let mut rest = name;
+        for token in &self.tokens {
+            let taken = match token {
+                Token::Text(t) => rest.starts_with(t.as_str()).then_some(t.len()),
+                Token::Body(b) => b.take(rest),
+                Token::Folded(f) => {
+                    let end = rest.find(is_segment_separator).unwrap_or(rest.len());
+                    (fold(&rest[..end]) == *f).then_some(end)
+                }
+            };
+            let Some(n) = taken else {
+                return false;
+            };
+            rest = &rest[n..];
+        }
+        rest.is_empty()
     }
 
     /// The component as a baseline key writes it: `tmp<[a-z0-9_]{8}>`.
     pub fn render(&self) -> String {
-        let token = match &self.body {
-            Body::Random { len, classes } => format!("<[{}]{{{len}}}>", classes.render()),
-            Body::Digits => "<[0-9]+>".to_owned(),
-        };
-        format!("{}{token}{}", self.prefix, self.suffix)
+        let mut out = String::new();
+        for token in &self.tokens {
+            match token {
+                Token::Text(t) | Token::Folded(t) => out.push_str(t),
+                Token::Body(b) => out.push_str(&b.render()),
+            }
+        }
+        out
+    }
+
+    /// How many names the shape covers, roughly, in bits: of the shapes that cover a
+    /// name, the broadest writes it (`tmp-<n>-<…>` over the `tmp-1234-<…>` learned
+    /// while one process wrote).
+    pub(super) fn breadth(&self) -> f64 {
+        /// A run of digits or a folded segment: about as many names as a 64-bit number.
+        const UNBOUNDED: f64 = 64.0;
+        self.tokens
+            .iter()
+            .map(|t| match t {
+                Token::Text(_) => 0.0,
+                Token::Folded(_) | Token::Body(Body::Digits) => UNBOUNDED,
+                Token::Body(Body::Random { len, classes } | Body::Span { max: len, classes }) => {
+                    *len as f64 * classes.size().log2()
+                        + f64::from(u8::from(matches!(t, Token::Body(Body::Span { .. }))))
+                }
+            })
+            .sum()
     }
 
     /// The shape a rendered component names, if it names one.
     pub fn parse(component: &str) -> Option<NameShape> {
-        let start = component.find("<[")?;
-        let close = start + component[start..].find("]")?;
-        let end = close + component[close..].find('>')?;
-        let (prefix, suffix) = (&component[..start], &component[end + 1..]);
-        let class = &component[start + 2..close];
-        let quantity = &component[close + 1..end];
-        let body = if class == "0-9" && quantity == "+" {
-            Body::Digits
-        } else {
-            let len = quantity
-                .strip_prefix('{')?
-                .strip_suffix('}')?
-                .parse()
-                .ok()?;
-            Body::Random {
-                len,
-                classes: Classes::parse(class)?,
-            }
-        };
-        Some(NameShape {
-            prefix: prefix.to_owned(),
-            suffix: suffix.to_owned(),
-            body,
-        })
+        let mut tokens = Vec::new();
+        let mut rest = component;
+        let mut bodies = 0;
+        while !rest.is_empty() {
+            let Some(start) = rest.find("<[") else {
+                push_text(&mut tokens, rest);
+                break;
+            };
+            push_text(&mut tokens, &rest[..start]);
+            let close = start + rest[start..].find(']')?;
+            let end = close + rest[close..].find('>')?;
+            tokens.push(Token::Body(Body::parse(
+                &rest[start + 2..close],
+                &rest[close + 1..end],
+            )?));
+            bodies += 1;
+            rest = &rest[end + 1..];
+        }
+        (bodies > 0).then_some(NameShape { tokens })
     }
 
     /// Whether `other` says the same with a wider alphabet (a later sample showed more
     /// of the generator's characters).
     pub(super) fn widens(&self, other: &NameShape) -> bool {
-        match (&self.body, &other.body) {
-            (Body::Random { len: a, classes: x }, Body::Random { len: b, classes: y }) => {
-                a == b
-                    && self.prefix == other.prefix
-                    && self.suffix == other.suffix
-                    && (x.0 | y.0) == y.0
-                    && x != y
-            }
-            _ => false,
+        let mut wider = false;
+        let same = self.tokens.len() == other.tokens.len()
+            && self
+                .tokens
+                .iter()
+                .zip(&other.tokens)
+                .all(|(a, b)| match (a, b) {
+                    (Token::Body(x), Token::Body(y)) if x.widened_by(y) => {
+                        wider = true;
+                        true
+                    }
+                    _ => a == b,
+                });
+        same && wider
+    }
+}
+
+/// Appends fixed text to a shape's tokens: a segment that folding masks is a folded
+/// segment, the rest text.
+fn push_text(tokens: &mut Vec<Token>, text: &str) {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find(is_segment_separator).unwrap_or(rest.len());
+        let piece = &rest[..end];
+        if MASKS.iter().any(|m| piece.contains(m)) {
+            tokens.push(Token::Folded(piece.to_owned()));
+        } else {
+            push_plain(tokens, piece);
         }
+        // The separator (one byte) after the piece.
+        let next = (end + 1).min(rest.len());
+        push_plain(tokens, &rest[end..next]);
+        rest = &rest[next..];
+    }
+}
+
+fn push_plain(tokens: &mut Vec<Token>, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    if let Some(Token::Text(t)) = tokens.last_mut() {
+        t.push_str(text);
+    } else {
+        tokens.push(Token::Text(text.to_owned()));
     }
 }
 
@@ -499,14 +670,14 @@ pub(super) fn random_shape<'a>(
         if !folded.contains("<id>") && group.iter().all(|n| fold(n) == folded) {
             return None;
         }
-        return Some(NameShape {
-            prefix: new[..prefix].to_owned(),
-            suffix: new[new.len() - suffix..].to_owned(),
-            body: Body::Random {
+        return Some(NameShape::single(
+            &new[..prefix],
+            Body::Random {
                 len: new.len() - prefix - suffix,
                 classes,
             },
-        });
+            &new[new.len() - suffix..],
+        ));
     }
     None
 }
@@ -589,11 +760,7 @@ fn digits_varying<'a>(
         return None;
     };
     let (a, b) = own[*i];
-    Some(NameShape {
-        prefix: new[..a].to_owned(),
-        suffix: new[b..].to_owned(),
-        body: Body::Digits,
-    })
+    Some(NameShape::single(&new[..a], Body::Digits, &new[b..]))
 }
 
 /// A fan-out level (`<[a-f0-9]{2}>`): directories of one length of at most
@@ -617,13 +784,15 @@ pub(super) fn fan_out_shape<'a>(
     let letters = group
         .iter()
         .any(|n| n.bytes().any(|c| c.is_ascii_alphabetic()));
-    (group.len() >= min.max(MIN_NAMES) && digits && letters).then(|| NameShape {
-        prefix: String::new(),
-        suffix: String::new(),
-        body: Body::Random {
-            len: new.len(),
-            classes: Classes(HEX | DIGIT),
-        },
+    (group.len() >= min.max(MIN_NAMES) && digits && letters).then(|| {
+        NameShape::single(
+            "",
+            Body::Random {
+                len: new.len(),
+                classes: Classes(HEX | DIGIT),
+            },
+            "",
+        )
     })
 }
 
@@ -631,30 +800,167 @@ pub(super) fn fan_out_shape<'a>(
 /// a run of digits, or, for a directory, a fan-out level.
 pub(super) fn shape_of(names: &[&str], new: &str, min: usize, dir: bool) -> Option<NameShape> {
     let all = || names.iter().copied();
-    random_shape(all(), new, min)
-        .or_else(|| digit_shape(all(), new, min))
-        .or_else(|| dir.then(|| fan_out_shape(all(), new, min)).flatten())
+    let single = random_shape(all(), new, min).or_else(|| digit_shape(all(), new, min));
+    let segmented = segmented_shape(names, new, min);
+    match (single, segmented) {
+        // Segments that vary beyond the one part: the name's pid or date varies too.
+        (Some(single), Some(segmented)) if segmented.breadth() > single.breadth() => {
+            Some(segmented)
+        }
+        (Some(single), _) => Some(single),
+        (None, Some(segmented)) => Some(segmented),
+        (None, None) => dir.then(|| fan_out_shape(all(), new, min)).flatten(),
+    }
+}
+
+/// A name's segments: its text between [`is_segment_separator`]s.
+fn segments(name: &str) -> Vec<&str> {
+    name.split(is_segment_separator).collect()
+}
+
+/// The separators of a name, in order.
+fn separators(name: &str) -> Vec<char> {
+    name.chars().filter(|c| is_segment_separator(*c)).collect()
+}
+
+/// A shape of segments (`tmp-<[0-9]+>-<[A-Za-z0-9_]{12}>`) that `new` shares with at
+/// least `min` of `names` (which include it): names with the same separators, whose
+/// segments at each position are the same, or fold alike, or vary as a run of digits
+/// or as random characters ([`varying_segment`]). A position whose names do none of
+/// these (words: `chronyd`, `nginx`) is fixed to `new`'s and the names that differ
+/// there left out, while at least `min` remain. Names that fixed folding already
+/// writes as one pattern need none.
+fn segmented_shape(names: &[&str], new: &str, min: usize) -> Option<NameShape> {
+    let own = segments(new);
+    if own.len() < 2 {
+        return None;
+    }
+    let seps = separators(new);
+    let mut group: Vec<(&str, Vec<&str>)> = names
+        .iter()
+        .filter(|n| separators(n) == seps)
+        .map(|n| (*n, segments(n)))
+        .collect();
+    'narrow: loop {
+        if group.len() < min {
+            return None;
+        }
+        let folded = fold(new);
+        if !folded.contains("<id>") && group.iter().all(|(n, _)| fold(n) == folded) {
+            return None;
+        }
+        let mut tokens = Vec::with_capacity(own.len() * 2);
+        for (j, segment) in own.iter().enumerate() {
+            if j > 0 {
+                push_plain(&mut tokens, &seps[j - 1].to_string());
+            }
+            let values: Vec<&str> = group.iter().map(|(_, s)| s[j]).collect();
+            if values.iter().all(|v| v == segment) {
+                let f = fold(segment);
+                if f == *segment {
+                    push_plain(&mut tokens, segment);
+                } else {
+                    tokens.push(Token::Folded(f));
+                }
+            } else if let Some(shape) = varying_segment(&values, segment) {
+                for t in shape.tokens {
+                    match t {
+                        Token::Text(t) => push_plain(&mut tokens, &t),
+                        other => tokens.push(other),
+                    }
+                }
+            } else if values.iter().all(|v| fold(v) == fold(segment)) && fold(segment) != *segment {
+                tokens.push(Token::Folded(fold(segment)));
+            } else {
+                group.retain(|(_, s)| s[j] == *segment);
+                continue 'narrow;
+            }
+        }
+        let shape = NameShape { tokens };
+        let varies = shape.tokens.iter().any(|t| matches!(t, Token::Body(_)));
+        return (varies && group.iter().all(|(n, _)| shape.matches(n))).then_some(shape);
+    }
+}
+
+/// The shape of one position's segments where they differ: one varying run of digits
+/// (`d<[0-9]+>`); or random characters, each segment another: of one length around
+/// fixed text (tested as [`random_shape`]'s), or of lengths up to the longest, which
+/// a number in a radix writes (spread over their alphabet, not word-like).
+fn varying_segment(values: &[&str], own: &str) -> Option<NameShape> {
+    if let Some(shape) = digits_varying(values.iter().copied(), own, values.len(), false) {
+        return Some(shape);
+    }
+    let mut distinct = values.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < values.len() {
+        return None;
+    }
+    let longest = values.iter().map(|v| v.len()).max()?;
+    let (prefix, suffix) = if values.iter().all(|v| v.len() == longest) {
+        let prefix = values.iter().map(|v| common_prefix(v, own)).min()?;
+        let suffix = values.iter().map(|v| common_suffix(v, own)).min()?;
+        (prefix, suffix.min(longest - prefix))
+    } else {
+        // A number's leading characters are not fixed text, however many agree.
+        (0, 0)
+    };
+    if !own.is_char_boundary(prefix) || !own.is_char_boundary(own.len() - suffix) {
+        return None;
+    }
+    let middles: Vec<&str> = values
+        .iter()
+        .map(|v| v.get(prefix..v.len() - suffix))
+        .collect::<Option<_>>()?;
+    let mut seen = 0u8;
+    for c in middles.iter().flat_map(|m| m.bytes()) {
+        seen |= Classes::of(c)?;
+    }
+    let longest = longest - prefix - suffix;
+    if seen == DIGIT || longest < MIN_RANDOM_LEN || middles.iter().any(|m| m.is_empty()) {
+        return None;
+    }
+    let classes = Classes(seen).normalised();
+    let chars: usize = middles.iter().map(|m| m.len()).sum();
+    // Segments never hold their separators.
+    let alphabet = Classes(unruled_out(classes, chars).0 & !DASH);
+    let body = if middles.iter().all(|m| m.len() == longest) {
+        varies_everywhere(&middles, classes).then_some(Body::Random {
+            len: longest,
+            classes: alphabet,
+        })?
+    } else {
+        Body::Span {
+            max: longest,
+            classes: alphabet,
+        }
+    };
+    looks_random(&middles, classes)
+        .then(|| NameShape::single(&own[..prefix], body, &own[own.len() - suffix..]))
 }
 
 /// The shape `new` shares with at least `min` of `names` as a DNS name's first label,
 /// which nothing folds: random, or a run of digits.
 pub(super) fn label_shape(names: &[&str], new: &str, min: usize) -> Option<NameShape> {
     let all = || names.iter().copied();
-    let Some(mut shape) = random_shape(all(), new, min) else {
+    let Some(shape) = random_shape(all(), new, min) else {
         return digits_varying(all(), new, min, false);
     };
+    let (prefix, body, suffix) = shape.as_single()?;
     // Host names are letters, digits and hyphens (RFC 1123); `_` appears only in
     // service labels (`_sip._tcp`). So a label's alphabet has it only when a label of
     // the shape showed one, however few were seen.
-    let shown = names.iter().any(|n| {
-        shape.matches(n) && n[shape.prefix.len()..n.len() - shape.suffix.len()].contains('_')
-    });
-    if let Body::Random { classes, .. } = &mut shape.body
-        && !shown
-    {
-        classes.0 &= !UNDERSCORE;
-    }
-    Some(shape)
+    let shown = names
+        .iter()
+        .any(|n| shape.matches(n) && n[prefix.len()..n.len() - suffix.len()].contains('_'));
+    let body = match body {
+        Body::Random { len, classes } if !shown => Body::Random {
+            len: *len,
+            classes: Classes(classes.0 & !UNDERSCORE),
+        },
+        other => other.clone(),
+    };
+    Some(NameShape::single(prefix, body, suffix))
 }
 
 #[cfg(test)]

@@ -489,3 +489,139 @@ fn named_destinations_learned_before_a_restart_are_kin_after_it() {
     assert_eq!(kin.anchors.len(), 2, "{kin:?}");
     assert_eq!(kin.key, None);
 }
+
+/// A random number written in base 36, as Ruby's `rand(0x100000000).to_s(36)`.
+fn base36(mut n: u64) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(digits[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap()
+}
+
+/// Names of segments that vary together: the writing process's id beside the random
+/// part (Node's `tmp`: `tmp-<pid>-<12 random>`), and a date, a pid and a random number
+/// of varying length (Ruby's `Dir.mktmpdir`: `d<yyyymmdd>-<pid>-<base 36>`).
+#[test]
+fn names_whose_pid_date_and_random_part_vary_learn_one_shape() {
+    let mut rng = Rng(11);
+    let alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let node = |rng: &mut Rng| {
+        format!(
+            "/tmp/tmp-{}-{}",
+            1 + rng.next() % 40_000,
+            rng.word(alnum, 12)
+        )
+    };
+    let mut g = Generalisations::default();
+    let learned: Vec<String> = (0..8).map(|_| node(&mut rng)).collect();
+    assert!(!learn(&mut g, &learned).is_empty(), "{learned:?}");
+    for _ in 0..50 {
+        let next = node(&mut rng);
+        assert_eq!(
+            g.path(&next),
+            "/tmp/tmp-<[0-9]+>-<[A-Za-z0-9_]{12}>",
+            "{next}"
+        );
+    }
+
+    let ruby = |rng: &mut Rng, day: u32| {
+        format!(
+            "/tmp/d202612{day:02}-{}-{}/out.json",
+            1 + rng.next() % 40_000,
+            base36(rng.next() % 0x1_0000_0000)
+        )
+    };
+    let mut g = Generalisations::default();
+    let learned: Vec<String> = (0..8).map(|_| ruby(&mut rng, 7)).collect();
+    assert!(!learn(&mut g, &learned).is_empty(), "{learned:?}");
+    // The next days, and the random number shorter than any seen.
+    for day in 7..12 {
+        let next = ruby(&mut rng, day);
+        assert_eq!(
+            g.path(&next),
+            "/tmp/<hex>-<[0-9]+>-<[a-z0-9_]{1,7}>/out.json",
+            "{next}"
+        );
+    }
+    assert!(g.path("/tmp/d20261209-77-k2z/out.json").contains("{1,7}"));
+    // A name of another shape in that directory stays itself.
+    assert_eq!(g.path("/tmp/d20261207-77-k2z.sh"), "/tmp/<hex>-<n>-k2z.sh");
+    assert!(
+        !g.path("/tmp/d20261207-payload-k2z1/out.json")
+            .contains("<[")
+    );
+}
+
+/// A segment of words (the unit a systemd private directory is for) is fixed where
+/// the names differ in it; the shape is learned from the names of one of them.
+#[test]
+fn a_segment_of_words_is_fixed_and_only_its_names_make_the_shape() {
+    let mut rng = Rng(12);
+    let alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut g = Generalisations::default();
+    let mut paths = Vec::new();
+    for unit in [
+        "chronyd", "nginx", "redis", "chronyd", "chronyd", "postfix", "chronyd",
+    ] {
+        paths.push(format!(
+            "/tmp/systemd-private-{}-{unit}.service-{}",
+            rng.word(b"0123456789abcdef", 32),
+            rng.word(alnum, 6)
+        ));
+    }
+    learn(&mut g, &paths);
+    let next = format!(
+        "/tmp/systemd-private-{}-chronyd.service-{}",
+        rng.word(b"0123456789abcdef", 32),
+        rng.word(alnum, 6)
+    );
+    let general = g.path(&next);
+    assert!(general.starts_with("/tmp/systemd-private-"), "{general}");
+    assert!(general.contains("-chronyd.service-<["), "{general}");
+    let other = g.path("/tmp/systemd-private-0123456789abcdef0123456789abcdef-sshd.service-Qz12Xy");
+    assert!(!other.contains("<["), "{other}");
+}
+
+/// Words of several segments, and dated names folding already writes alike, learn no
+/// shape.
+#[test]
+fn segments_someone_chose_learn_no_shape() {
+    let mut g = Generalisations::default();
+    let words: Vec<String> = [
+        "report-alpha-final.csv",
+        "report-delta-draft.csv",
+        "report-gamma-final.csv",
+        "report-sigma-review.csv",
+        "report-omega-draft.csv",
+    ]
+    .iter()
+    .map(|n| format!("/srv/out/{n}"))
+    .collect();
+    assert!(learn(&mut g, &words).is_empty());
+    let dated: Vec<String> = (1..9)
+        .map(|d| format!("/var/log/app/app-2026-12-0{d}.log"))
+        .collect();
+    assert!(learn(&mut g, &dated).is_empty());
+    assert!(!g.has_shapes());
+}
+
+#[test]
+fn segmented_shapes_survive_as_baseline_keys() {
+    let key = "write /tmp/<hex>-<[0-9]+>-<[a-z0-9_]{1,7}>/out.json";
+    let g = Generalisations::rebuild([(Dimension::File, key)]);
+    assert_eq!(
+        g.path("/tmp/d20261207-4411-1x9kq2/out.json"),
+        "/tmp/<hex>-<[0-9]+>-<[a-z0-9_]{1,7}>/out.json"
+    );
+    let shape = NameShape::parse("tmp-<n>-<[A-Za-z0-9_]{12}>").expect("a shape");
+    assert_eq!(shape.render(), "tmp-<n>-<[A-Za-z0-9_]{12}>");
+    assert!(shape.matches("tmp-1-AbCdEfGhIjK1"));
+    assert!(!shape.matches("tmp-x1-AbCdEfGhIjK1"));
+}
