@@ -394,3 +394,54 @@ async fn a_stalled_pipeline_pauses_the_consumer_which_resumes_without_loss() {
     cancel.cancel();
     consumer.await.unwrap().unwrap();
 }
+
+/// Batches are as large as a busy pipeline makes them: a record on a quiet topic
+/// reaches an idle pipeline at once, not after `flush-interval` (an hour here); records
+/// that arrive while it is busy fill batches of `batch-size`, and what is left of them
+/// follows as soon as the pipeline has emptied its queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pipeline_gets_records_at_once_and_a_busy_one_full_batches() {
+    let (_cluster, brokers) = cluster("tetragon", 1);
+    let mut kafka = KafkaConfig::new(brokers.clone(), vec![topic("tetragon", "tetragon")]);
+    kafka.group_id = "batching".to_owned();
+    kafka.batch_size = 100;
+    kafka.flush_interval = Duration::from_secs(3600);
+    kafka.channel_capacity = 2;
+    let source = Arc::new(KafkaSource::new(kafka, IngestMetrics::default()).unwrap());
+    let (tx, mut rx) = mpsc::channel(source.channel_capacity());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let consumer = run_source(&source, tx, &cancel);
+    produce(&brokers, &[("tetragon", tetragon_exec(0))]).await;
+    let batch = next_batch(&mut rx).await;
+    assert_eq!(batch.events.len(), 1);
+    batch.ack().unwrap();
+
+    // Nobody takes batches while 1,000 records arrive, then the pipeline takes them all.
+    const N: usize = 1_000;
+    let records: Vec<_> = (1..=N as u64)
+        .map(|id| ("tetragon", tetragon_exec(id)))
+        .collect();
+    produce(&brokers, &records).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<usize>() < N {
+        let batch = next_batch(&mut rx).await;
+        sizes.push(batch.events.len());
+        batch.ack().unwrap();
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), N, "{sizes:?}");
+    assert!(sizes.iter().all(|n| *n <= 100), "{sizes:?}");
+    assert!(
+        sizes.iter().filter(|n| **n == 100).count() >= N / 100 - 2,
+        "a busy pipeline got small batches: {sizes:?}"
+    );
+    cancel.cancel();
+    consumer.await.unwrap().unwrap();
+}
+
+async fn next_batch(rx: &mut mpsc::Receiver<ingest::Batch>) -> ingest::Batch {
+    tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("a batch long before the flush interval")
+        .expect("the source is running")
+}
