@@ -6,7 +6,9 @@
 //!   directory. Once a directory holds [`MIN_NAMES`] distinct names of one shape — the
 //!   same length, a fixed prefix and suffix, and a varying part of at least
 //!   [`MIN_RANDOM_LEN`] characters that looks random; or one varying run of digits — the
-//!   shape is learned: `/tmp/tmp<[a-z0-9_]{8}>`, `/tmp/go-build<[0-9]+>`. Names below
+//!   shape is learned: `/tmp/tmp<[a-z0-9_]{8}>`, `/tmp/go-build<[0-9]+>`. Names of
+//!   segments several of which vary (a pid, a date beside the random part) are learned
+//!   segment by segment: `/tmp/tmp-<[0-9]+>-<[A-Za-z0-9_]{12}>`. Names below
 //!   directories a shape then covers are judged together, as the shape writes their
 //!   directory: `/tmp/pymp-<[a-z0-9_-]{8}>/listener-<[a-z0-9_-]{8}>`. A shape stands
 //!   for one path component, never for a directory tree, a name of another shape in the
