@@ -885,7 +885,8 @@ fn segmented_shape(names: &[&str], new: &str, min: usize) -> Option<NameShape> {
 /// The shape of one position's segments where they differ: one varying run of digits
 /// (`d<[0-9]+>`); or random characters, each segment another: of one length around
 /// fixed text (tested as [`random_shape`]'s), or of lengths up to the longest, which
-/// a number in a radix writes (spread over their alphabet, not word-like).
+/// a number in a radix beyond ten writes (digits and letters, spread over their
+/// alphabet, not word-like).
 fn varying_segment(values: &[&str], own: &str) -> Option<NameShape> {
     if let Some(shape) = digits_varying(values.iter().copied(), own, values.len(), false) {
         return Some(shape);
@@ -930,10 +931,11 @@ fn varying_segment(values: &[&str], own: &str) -> Option<NameShape> {
             classes: alphabet,
         })?
     } else {
-        Body::Span {
+        // A number in a radix beyond ten mixes digits and letters; words have no digits.
+        (seen & DIGIT != 0 && seen & !DIGIT != 0).then_some(Body::Span {
             max: longest,
             classes: alphabet,
-        }
+        })?
     };
     looks_random(&middles, classes)
         .then(|| NameShape::single(&own[..prefix], body, &own[own.len() - suffix..]))
@@ -1031,6 +1033,16 @@ mod tests {
             &["r1oxj0bo", "ec7x__lw", "z07x3_lz", "gmoxy38b"],
             classes
         ));
+    }
+
+    #[test]
+    fn a_segment_of_varying_length_is_a_number_only_with_digits_and_letters() {
+        let base36 = ["1k2qzx9", "b7wtr4", "1p4xjd0", "zv9qk3"];
+        let shape = varying_segment(&base36, base36[0]).expect("a shape");
+        assert_eq!(shape.render(), "<[a-z0-9_]{1,7}>");
+        // Letters alone, however random they look, are not a number.
+        let letters = ["kqzxvw", "bwtrnmq", "pxjdkz", "zvqkxwt"];
+        assert_eq!(varying_segment(&letters, letters[0]), None);
     }
 
     #[test]

@@ -605,6 +605,17 @@ fn segments_someone_chose_learn_no_shape() {
     .map(|n| format!("/srv/out/{n}"))
     .collect();
     assert!(learn(&mut g, &words).is_empty());
+    let users: Vec<String> = [
+        "user-john-123.json",
+        "user-mary-456.json",
+        "user-peter-789.json",
+        "user-susan-12.json",
+        "user-olivia-7.json",
+    ]
+    .iter()
+    .map(|n| format!("/srv/users/{n}"))
+    .collect();
+    assert!(learn(&mut g, &users).is_empty());
     let dated: Vec<String> = (1..9)
         .map(|d| format!("/var/log/app/app-2026-12-0{d}.log"))
         .collect();
