@@ -478,14 +478,19 @@ mod tests {
         .unwrap()
     }
 
-    /// Only the events a trigger names are checked, an index outside the batch names
-    /// nothing, and `flush` returns once what it waited for is published.
-    #[test]
-    fn triggers_name_events_of_their_batch_and_a_flush_publishes_them() {
+    /// A worker with the default catalog, running on a thread of its own, and a runtime
+    /// to send it batches from.
+    fn started(
+        on_findings: OnFindings,
+    ) -> (
+        Compliance,
+        std::thread::JoinHandle<()>,
+        tokio::runtime::Runtime,
+    ) {
         let (handle, worker) = Compliance::new(
             &ComplianceConfig::default(),
             ComplianceMetrics::default(),
-            Box::new(|_| {}),
+            on_findings,
         )
         .unwrap()
         .expect("enabled by default");
@@ -493,6 +498,14 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        (handle, thread, runtime)
+    }
+
+    /// Only the events a trigger names are checked, an index outside the batch names
+    /// nothing, and `flush` returns once what it waited for is published.
+    #[test]
+    fn triggers_name_events_of_their_batch_and_a_flush_publishes_them() {
+        let (handle, thread, runtime) = started(Box::new(|_| {}));
         runtime.block_on(async {
             handle
                 .send(Triggers {
@@ -531,23 +544,13 @@ mod tests {
     #[test]
     fn a_finding_made_again_is_held_and_passed_on_once() {
         let received = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (handle, worker) = Compliance::new(
-            &ComplianceConfig::default(),
-            ComplianceMetrics::default(),
-            Box::new({
-                let received = received.clone();
-                move |found: &[Finding]| {
-                    let mut received = received.lock().unwrap();
-                    received.extend(found.iter().map(|f| f.id.clone()));
-                }
-            }),
-        )
-        .unwrap()
-        .expect("enabled by default");
-        let thread = std::thread::spawn(move || worker.run());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let (handle, thread, runtime) = started(Box::new({
+            let received = received.clone();
+            move |found: &[Finding]| {
+                let mut received = received.lock().unwrap();
+                received.extend(found.iter().map(|f| f.id.clone()));
+            }
+        }));
         let batch = || Triggers {
             events: vec![exec("/usr/bin/apt-get", "shop/api")],
             order: vec![Trigger::Event(0), Trigger::Event(0)],

@@ -23,7 +23,7 @@ const PER_MINUTE: u32 = 4;
 
 /// Whether service `s` runs a new program in minute `m` (after learning ends).
 fn drifts(s: u32, m: u32) -> bool {
-    m >= 15 && (m + s) % 6 == 0
+    m >= 15 && (m + s).is_multiple_of(6)
 }
 
 /// One minute of event time: every service runs its two programs, and some a new one.
