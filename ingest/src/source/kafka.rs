@@ -22,8 +22,9 @@
 //!
 //! Batching: a batch is handed over when it holds `batch-size` records, when
 //! `flush-interval` has passed since its first, or, once it has gathered for 20 ms
-//! ([`IDLE_LINGER`]), as soon as the pipeline has no batch queued: batches grow only
-//! while the pipeline is busy, and a quiet topic's records wait for neither.
+//! ([`IDLE_LINGER`]), as soon as the pipeline has no batch queued, with every record
+//! the consumer already holds (up to `batch-size`): batches grow only while the
+//! pipeline is busy or a backlog is read, and a quiet topic's records wait for neither.
 //!
 //! Backpressure: batches go to the pipeline over a bounded channel. When it stays full
 //! the consumer pauses its assignment (librdkafka stops fetching), keeps polling so the
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
@@ -503,10 +505,20 @@ impl KafkaSource {
                 () = sleep_until(wake) => {
                     let now = tokio::time::Instant::now();
                     // A pipeline with nothing queued takes a partial batch once it has
-                    // gathered for `IDLE_LINGER`: batches grow to `batch-size` only
-                    // while it is busy, and a quiet topic's records wait for neither
-                    // the batch nor the interval.
-                    let due = deadline.is_some_and(|d| now >= d) || idle(&tx);
+                    // gathered for `IDLE_LINGER`, with every record the consumer
+                    // already holds (up to `batch-size`): batches grow to `batch-size`
+                    // while the pipeline is busy or a backlog is read, and a quiet
+                    // topic's records wait for neither the batch nor the interval.
+                    let mut due = deadline.is_some_and(|d| now >= d);
+                    if !due && idle(&tx) {
+                        due = true;
+                        while pending.records() < batch_size {
+                            let Some(msg) = self.consumer.recv().now_or_never() else {
+                                break;
+                            };
+                            self.accept(msg, &mut pending, &mut offsets, &mut floors);
+                        }
+                    }
                     recheck = (!due).then(|| now + IDLE_RECHECK);
                     due
                 }
