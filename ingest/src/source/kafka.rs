@@ -20,12 +20,6 @@
 //! ([`KafkaSource::already_read`]): the commit that follows each file may not have
 //! happened before a crash.
 //!
-//! Batching: a batch is handed over when it holds `batch-size` records, when
-//! `flush-interval` has passed since its first, or, once it has gathered for 20 ms
-//! ([`IDLE_LINGER`]), as soon as the pipeline has no batch queued, with every record
-//! the consumer already holds (up to `batch-size`): batches grow only while the
-//! pipeline is busy or a backlog is read, and a quiet topic's records wait for neither.
-//!
 //! Backpressure: batches go to the pipeline over a bounded channel. When it stays full
 //! the consumer pauses its assignment (librdkafka stops fetching), keeps polling so the
 //! group stays healthy, waits for room and resumes; nothing queues without bound.
@@ -35,7 +29,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
@@ -82,11 +75,10 @@ pub struct KafkaConfig {
     /// when unset. Set it when several daemons share a host.
     #[serde(default)]
     pub member: Option<String>,
-    /// Records per batch handed to the pipeline at most. A pipeline with no batch
-    /// queued gets what has gathered for 20 ms, so batches fill only while it is busy.
+    /// Records per batch handed to the pipeline.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// A partly filled batch is handed over after this long, however busy the pipeline.
+    /// A partly filled batch is handed over after this long.
     #[serde(default = "default_flush_interval", with = "humantime_serde")]
     pub flush_interval: Duration,
     /// Batches in flight between the consumer and the pipeline before it pauses.
@@ -159,17 +151,6 @@ fn default_format() -> Format {
 /// partitions. Pausing makes librdkafka drop what it prefetched and fetch it again on
 /// resume, so it is for a pipeline that is really behind, not for a moment's jitter.
 const PAUSE_AFTER: Duration = Duration::from_millis(500);
-
-/// How long a partial batch gathers before a pipeline with nothing queued takes it: at
-/// 50,000 records/s and more a batch fills in that time anyway, and below it the
-/// pipeline gets at most 50 batches a second, whose fixed costs (a store append, a
-/// compliance hand-over, an acknowledgement) stay out of the way.
-const IDLE_LINGER: Duration = Duration::from_millis(20);
-
-/// How often a partial batch then looks whether a busy pipeline has emptied its queue:
-/// a few milliseconds add little to a record's wait, and a timer 200 times a second
-/// while a batch waits costs nothing measurable.
-const IDLE_RECHECK: Duration = Duration::from_millis(5);
 
 /// How often librdkafka reports statistics (the source of the lag metric), unless the
 /// config sets `statistics.interval.ms` itself.
@@ -487,46 +468,15 @@ impl KafkaSource {
         let mut floors =
             std::mem::take(&mut *self.restored.lock().unwrap_or_else(|e| e.into_inner()));
         let batch_size = self.config.batch_size.max(1);
-        // When the pending batch's first record arrived, and when the batch is due
-        // whatever the pipeline is doing.
-        let mut first: Option<tokio::time::Instant> = None;
         let mut deadline: Option<tokio::time::Instant> = None;
-        // When a partial batch next looks whether the pipeline has emptied its queue.
-        let mut recheck: Option<tokio::time::Instant> = None;
-        let idle = |tx: &mpsc::Sender<Batch>| tx.capacity() == tx.max_capacity();
         loop {
-            let wake = match (deadline, recheck) {
-                (Some(d), Some(r)) => Some(d.min(r)),
-                (d, r) => d.or(r),
-            };
             let flush_due = tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Ok(()),
-                () = sleep_until(wake) => {
-                    let now = tokio::time::Instant::now();
-                    // A pipeline with nothing queued takes a partial batch once it has
-                    // gathered for `IDLE_LINGER`, with every record the consumer
-                    // already holds (up to `batch-size`): batches grow to `batch-size`
-                    // while the pipeline is busy or a backlog is read, and a quiet
-                    // topic's records wait for neither the batch nor the interval.
-                    let mut due = deadline.is_some_and(|d| now >= d);
-                    if !due && idle(&tx) {
-                        due = true;
-                        while pending.records() < batch_size {
-                            let Some(msg) = self.consumer.recv().now_or_never() else {
-                                break;
-                            };
-                            self.accept(msg, &mut pending, &mut offsets, &mut floors);
-                        }
-                    }
-                    recheck = (!due).then(|| now + IDLE_RECHECK);
-                    due
-                }
+                () = sleep_until(deadline) => true,
                 msg = self.consumer.recv() => {
                     self.accept(msg, &mut pending, &mut offsets, &mut floors);
-                    let now = *first.get_or_insert_with(tokio::time::Instant::now);
-                    deadline.get_or_insert(now + self.config.flush_interval);
-                    recheck.get_or_insert(now + IDLE_LINGER);
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.config.flush_interval);
                     pending.records() >= batch_size
                 }
             };
@@ -535,7 +485,7 @@ impl KafkaSource {
             }
             // Due, even with nothing to hand over (every record skipped): a deadline
             // left in the past would win every later select.
-            (first, deadline, recheck) = (None, None, None);
+            deadline = None;
             if pending.is_empty() {
                 continue;
             }
