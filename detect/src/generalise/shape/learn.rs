@@ -268,11 +268,11 @@ fn segmented_shape(names: &[&str], new: &str, min: usize) -> Option<NameShape> {
         .filter(|n| separators(n) == seps)
         .map(|n| (*n, segments(n)))
         .collect();
+    let folded = fold(new);
     'narrow: loop {
         if group.len() < min {
             return None;
         }
-        let folded = fold(new);
         if !folded.contains("<id>") && group.iter().all(|(n, _)| fold(n) == folded) {
             return None;
         }
@@ -282,22 +282,20 @@ fn segmented_shape(names: &[&str], new: &str, min: usize) -> Option<NameShape> {
                 push_plain(&mut tokens, &seps[j - 1].to_string());
             }
             let values: Vec<&str> = group.iter().map(|(_, s)| s[j]).collect();
-            if values.iter().all(|v| v == segment) {
-                let f = fold(segment);
-                if f == *segment {
-                    push_plain(&mut tokens, segment);
-                } else {
-                    tokens.push(Token::Folded(f));
-                }
-            } else if let Some(shape) = varying_segment(&values, segment) {
+            let same = values.iter().all(|v| v == segment);
+            let f = fold(segment);
+            if same && f == *segment {
+                push_plain(&mut tokens, segment);
+            } else if let Some(shape) = (!same).then(|| varying_segment(&values, segment)).flatten()
+            {
                 for t in shape.tokens {
                     match t {
                         Token::Text(t) => push_plain(&mut tokens, &t),
                         other => tokens.push(other),
                     }
                 }
-            } else if values.iter().all(|v| fold(v) == fold(segment)) && fold(segment) != *segment {
-                tokens.push(Token::Folded(fold(segment)));
+            } else if f != *segment && values.iter().all(|v| fold(v) == f) {
+                tokens.push(Token::Folded(f));
             } else {
                 group.retain(|(_, s)| s[j] == *segment);
                 continue 'narrow;
