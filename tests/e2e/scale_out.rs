@@ -26,7 +26,8 @@ const BEFORE: u32 = 30;
 /// while a service that learned again from scratch would still be learning.
 const AFTER: u32 = 15;
 
-fn minute(m: u32) -> Vec<(i32, String)> {
+/// Minute `m`'s records: each with its service and the partition it is produced to.
+fn minute(m: u32) -> Vec<(u32, i32, String)> {
     let mut out = Vec::new();
     for s in 0..SERVICES {
         for i in 0..6 {
@@ -35,10 +36,11 @@ fn minute(m: u32) -> Vec<(i32, String)> {
             } else {
                 "/app/bin/worker"
             };
-            out.push(((i % 4) as i32, exec_record(s, m, i * 9, exe)));
+            out.push((s, (i % 4) as i32, exec_record(s, m, i * 9, exe)));
         }
         if m == BEFORE + 1 + s % 8 {
             out.push((
+                s,
                 (s % 4) as i32,
                 exec_record(s, m, 58, &format!("/usr/bin/tool-{s}")),
             ));
@@ -89,7 +91,7 @@ fn get(http: &str, path: &str, field: &str) -> Vec<Value> {
 
 fn produce(producer: &ThreadedProducer<DefaultProducerContext>, minutes: std::ops::Range<u32>) {
     for m in minutes {
-        for (p, r) in minute(m) {
+        for (_, p, r) in minute(m) {
             producer
                 .send(
                     BaseRecord::<(), _>::to("falco-like")
@@ -118,7 +120,7 @@ async fn a_killed_members_services_move_with_their_baselines() {
 
     // What one daemon replaying every record raises.
     let all: Vec<String> = (0..BEFORE + AFTER)
-        .flat_map(|m| minute(m).into_iter().map(|(_, r)| r))
+        .flat_map(|m| minute(m).into_iter().map(|(_, _, r)| r))
         .collect();
     let file = dir.path().join("records.jsonl");
     std::fs::write(&file, all.join("\n") + "\n").unwrap();
@@ -161,19 +163,10 @@ async fn a_killed_members_services_move_with_their_baselines() {
             let http = format!("127.0.0.1:{}", free_port());
             let name = format!("member-{i}");
             let conf = config(&member_dir, &brokers, &http, &name);
-            let process = Killed(
-                driftwatch()
-                    .args(["run", "--config"])
-                    .arg(&conf)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
             Member {
                 name,
                 http,
-                process: Some(process),
+                process: Some(run(&conf)),
             }
         })
         .collect();
@@ -413,16 +406,20 @@ fn lone_member(dir: &Path, brokers: &str, name: &str, group: &str) -> (Killed, S
         ),
     )
     .unwrap();
-    let process = Killed(
+    (run(&path), http)
+}
+
+/// `driftwatch run` with the config at `path`, its output discarded.
+fn run(path: &Path) -> Killed {
+    Killed(
         driftwatch()
             .args(["run", "--config"])
-            .arg(&path)
+            .arg(path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
-    (process, http)
+    )
 }
 
 fn finding_ids(findings: &[Value]) -> Vec<String> {
@@ -454,15 +451,11 @@ async fn a_finding_two_members_made_from_one_record_is_shown_once() {
         .unwrap();
     // Each service on one partition, so both members read its records in one order.
     for m in 0..BEFORE + AFTER {
-        for (_, r) in minute(m) {
-            let service: i32 = serde_json::from_str::<Value>(&r).unwrap()["service"]
-                .as_str()
-                .and_then(|s| s.strip_prefix("shop/svc-")?.parse().ok())
-                .unwrap();
+        for (service, _, r) in minute(m) {
             producer
                 .send(
                     BaseRecord::<(), _>::to("falco-like")
-                        .partition(service % 4)
+                        .partition((service % 4) as i32)
                         .payload(&r),
                 )
                 .unwrap();
