@@ -24,8 +24,8 @@ pub struct SourceContext {
     pub(super) rebalanced: Arc<Rebalanced>,
 }
 
-/// What rebalances took from this member for good, for the read floors ([the
-/// source's docs](super)). Written from librdkafka's rebalance callback, which runs inside the
+/// What rebalances took from this member for good, for the read floors ([the source's
+/// docs](super)). Written from librdkafka's rebalance callback, which runs inside the
 /// consumer's poll, and read by the same task before its next record: the lock is
 /// never contended.
 #[derive(Default)]
