@@ -14,15 +14,24 @@
 //!
 //! What a move loses is what a crash loses ([`crate::state`]): behaviour and repeat
 //! counts since the last state file, learned and counted again from the re-read
-//! records. Alerts raised since then by a daemon that died are raised again by the new
-//! owner, under the same alert id.
+//! records. Alerts raised since then are not lost: they are journaled (below).
 //!
 //! Notifications travel with the state: each record names the service's alerts whose
 //! latest trigger or resolve some sink had not taken when it was written, and the
-//! member that adopts the record sends those again. Delivery is at least once: an
-//! alert delivered after the record was written and before its owner died is sent
-//! again, with the same alert id and dedup key (receivers deduplicate by those; the
-//! `webhook-id` of a notification that bundles several alerts differs).
+//! member that adopts the record sends those again.
+//!
+//! Between two state files, alerts are journaled here as they are in the data
+//! directory's journal ([`crate::journal`]): every alert raised or changed is written,
+//! keyed by its id in its service's partition, and the broker has taken it before it is
+//! handed to delivery; once every sink has taken it, the same key is written again,
+//! marked delivered (within [`Changelog::MARK_EVERY`]). The next state file's service
+//! record holds those alerts, and their keys are then deleted (tombstones). A member
+//! that takes a partition over adopts the journaled alerts too, so the records it
+//! re-reads count into them instead of raising them again, and it sends only those not
+//! marked delivered. Delivery is at least once: an alert a sink took in the moments
+//! before its owner died, too late to be marked, is sent again, with the same alert id
+//! and dedup key (receivers deduplicate by those; the `webhook-id` of a notification
+//! that bundles several alerts differs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -45,6 +54,33 @@ const MAX_RECORD_BYTES: &str = "16777216";
 /// How long reading one partition of the changelog may take before the restore gives
 /// up on it (its services then learn from scratch, and a warning says so).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Keys of journaled alerts start with this (a NUL, which no service name holds), then
+/// the alert's id.
+const JOURNAL_KEY: &str = "\u{0}alert ";
+
+/// One alert journaled between state files.
+#[derive(Serialize, Deserialize)]
+struct JournalRecord {
+    alert: Alert,
+    /// Whether every sink had taken the alert's latest trigger or resolve.
+    delivered: bool,
+}
+
+/// What one partition of the changelog holds: the newest record of each key, with its
+/// offset.
+#[derive(Default)]
+struct Partition {
+    services: Vec<(i64, ServiceRecord)>,
+    journal: Vec<(i64, JournalRecord)>,
+}
+
+/// An alert journaled by this member and not yet in a state file's record.
+struct Journaled {
+    partition: i32,
+    alert: Alert,
+    delivered: bool,
+}
 
 /// One service's record in the changelog.
 #[derive(Serialize, Deserialize)]
@@ -69,6 +105,8 @@ pub struct Changelog {
     generation: u64,
     /// What was last written per service, to write only what changed.
     written: HashMap<String, u64>,
+    /// Alerts journaled since their service's last record, by alert id.
+    journaled: HashMap<String, Journaled>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +138,13 @@ impl Changelog {
             restored: HashSet::new(),
             generation: u64::MAX,
             written: HashMap::new(),
+            journaled: HashMap::new(),
         })
     }
+
+    /// How often journaled alerts are checked for delivery (and marked): as often as
+    /// views are published.
+    pub const MARK_EVERY: Duration = Duration::from_millis(250);
 
     /// Before a batch is judged: reads back the partitions among `partitions` not read
     /// since the last rebalance, and has the detector adopt their services. Returns
@@ -158,30 +201,127 @@ impl Changelog {
                     continue;
                 }
             };
-            let (mut services, mut alerts, mut undelivered) = (Vec::new(), Vec::new(), Vec::new());
-            for r in records {
+            let delivered = delivered(&records);
+            let journaled = records.journal.len();
+            let (mut services, mut alerts) = (Vec::new(), Vec::new());
+            for (_, r) in records.services {
                 self.owner.insert(r.service.service.clone(), partition);
                 services.push(r.service);
                 alerts.extend(r.alerts);
-                undelivered.extend(r.undelivered);
+            }
+            for (_, j) in records.journal {
+                self.owner
+                    .entry(j.alert.service.clone())
+                    .or_insert(partition);
+                alerts.push(j.alert);
             }
             let (read, adopted) = (services.len(), detector.adopt(services, alerts));
-            let before = handed.len();
-            handed.extend(
-                undelivered
-                    .iter()
-                    .filter_map(|id| detector.alert(id))
-                    .cloned(),
-            );
+            let mut pending: Vec<&Alert> = delivered
+                .iter()
+                .filter(|(_, delivered)| !**delivered)
+                .filter_map(|(id, _)| detector.alert(id))
+                .collect();
+            pending.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
             info!(
                 partition,
                 services = read,
                 adopted,
-                undelivered = handed.len() - before,
+                journaled,
+                undelivered = pending.len(),
                 "State changelog read back."
             );
+            handed.extend(pending.into_iter().cloned());
         }
         handed
+    }
+
+    /// Journals alerts just raised or changed, in their services' partitions (those this
+    /// member holds), and waits for the broker to take them: call before handing them
+    /// to delivery. Alerts of services whose partition is unknown (driftwatch's own
+    /// health) are not journaled.
+    pub async fn journal(&mut self, alerts: &[Alert]) -> Result<(), ChangelogError> {
+        let held: HashSet<i32> = self.source.assigned(&self.input).into_iter().collect();
+        let records: Vec<(i32, String, Vec<u8>, &Alert)> = alerts
+            .iter()
+            .filter_map(|a| {
+                let partition = *self.owner.get(&a.service)?;
+                held.contains(&partition).then(|| {
+                    let body = serde_json::to_vec(&JournalRecord {
+                        alert: a.clone(),
+                        delivered: false,
+                    })
+                    .expect("alerts serialize");
+                    (partition, format!("{JOURNAL_KEY}{}", a.id), body, a)
+                })
+            })
+            .collect();
+        let sends = records.iter().map(|(partition, key, body, _)| {
+            self.producer.send(
+                FutureRecord::to(&self.topic)
+                    .key(key)
+                    .partition(*partition)
+                    .payload(body),
+                Duration::from_secs(5),
+            )
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut failed = 0;
+        let mut error = None;
+        for (result, (partition, _, _, alert)) in results.into_iter().zip(&records) {
+            match result {
+                Ok(_) => {
+                    self.journaled.insert(
+                        alert.id.clone(),
+                        Journaled {
+                            partition: *partition,
+                            alert: (*alert).clone(),
+                            delivered: false,
+                        },
+                    );
+                }
+                Err((e, _)) => {
+                    failed += 1;
+                    error = Some(e);
+                }
+            }
+        }
+        match error {
+            Some(source) => Err(ChangelogError::Refused {
+                topic: self.topic.clone(),
+                failed,
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether some journaled alert is not yet marked delivered.
+    pub fn awaiting_delivery(&self) -> bool {
+        self.journaled.values().any(|j| !j.delivered)
+    }
+
+    /// Marks delivered the journaled alerts that no sink still holds (`undelivered`:
+    /// [`notify::Notifier::undelivered`]). The marks are queued, not waited for: one
+    /// lost to a crash leaves the alert to be sent again by the next owner.
+    pub fn mark_delivered(&mut self, undelivered: &HashSet<String>) {
+        for (id, j) in &mut self.journaled {
+            if j.delivered || undelivered.contains(id) {
+                continue;
+            }
+            j.delivered = true;
+            let body = serde_json::to_vec(&JournalRecord {
+                alert: j.alert.clone(),
+                delivered: true,
+            })
+            .expect("alerts serialize");
+            // Sent whether or not the future is awaited: the producer holds the record.
+            let _ = self.producer.send_result(
+                FutureRecord::to(&self.topic)
+                    .key(&format!("{JOURNAL_KEY}{id}"))
+                    .partition(j.partition)
+                    .payload(&body),
+            );
+        }
     }
 
     /// Notes the partition a service's events come from.
@@ -243,10 +383,13 @@ impl Changelog {
         let results = futures::future::join_all(sends).await;
         let mut failed = 0;
         let mut error = None;
+        // Alerts the written records now hold leave the journal.
+        let mut held_now: HashSet<&str> = HashSet::new();
         for (result, (service, _, _, version)) in results.into_iter().zip(&records) {
             match result {
                 Ok(_) => {
                     self.written.insert(service.clone(), *version);
+                    held_now.insert(service.as_str());
                 }
                 Err((e, _)) => {
                     failed += 1;
@@ -254,6 +397,26 @@ impl Changelog {
                 }
             }
         }
+        let recorded: HashSet<&str> = snapshot
+            .alerts
+            .iter()
+            .filter(|a| held_now.contains(a.service.as_str()))
+            .map(|a| a.id.as_str())
+            .collect();
+        let (topic, producer) = (&self.topic, &self.producer);
+        self.journaled.retain(|id, j| {
+            if !recorded.contains(id.as_str()) {
+                return true;
+            }
+            // A tombstone lost to a crash leaves a journal record older than the
+            // service's: the reader goes by the newer.
+            let _ = producer.send_result(
+                FutureRecord::<String, [u8]>::to(topic)
+                    .key(&format!("{JOURNAL_KEY}{id}"))
+                    .partition(j.partition),
+            );
+            false
+        });
         match error {
             Some(source) => Err(ChangelogError::Refused {
                 topic: self.topic.clone(),
@@ -263,6 +426,31 @@ impl Changelog {
             None => Ok(records.len()),
         }
     }
+}
+
+/// Per alert of a partition, whether every sink took its latest trigger or resolve, as
+/// the newest record that speaks of it says: its service's record (which names those
+/// not taken), or its journal record. A journal record older than its service's (its
+/// tombstone lost) says nothing new.
+fn delivered(partition: &Partition) -> HashMap<String, bool> {
+    let mut newest: HashMap<&str, (i64, bool)> = HashMap::new();
+    for (offset, r) in &partition.services {
+        for a in &r.alerts {
+            newest.insert(&a.id, (*offset, !r.undelivered.contains(&a.id)));
+        }
+    }
+    for (offset, j) in &partition.journal {
+        if newest
+            .get(j.alert.id.as_str())
+            .is_none_or(|(seen, _)| seen < offset)
+        {
+            newest.insert(&j.alert.id, (*offset, j.delivered));
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(id, (_, d))| (id.to_owned(), d))
+        .collect()
 }
 
 /// What changes when a service's record would: its events, its alerts' counts and
@@ -277,12 +465,13 @@ fn version(s: &ServiceSnapshot, alerts: &[&Alert], undelivered: &[&str]) -> u64 
     detect::stable_hash(&parts)
 }
 
-/// Reads one partition of the changelog to its end: the newest record of each service.
+/// Reads one partition of the changelog to its end: the newest record of each service
+/// and of each journaled alert.
 fn read_partition(
     source: &KafkaSource,
     topic: &str,
     partition: i32,
-) -> Result<Vec<ServiceRecord>, rdkafka::error::KafkaError> {
+) -> Result<Partition, rdkafka::error::KafkaError> {
     let mut cc = source.client_config();
     cc.set("group.id", "driftwatch-changelog-reader")
         .set("enable.auto.commit", "false")
@@ -290,7 +479,8 @@ fn read_partition(
         .set("fetch.message.max.bytes", MAX_RECORD_BYTES);
     let consumer: BaseConsumer = cc.create()?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-    let mut newest: HashMap<String, Option<ServiceRecord>> = HashMap::new();
+    // The newest payload of each key (`None`: deleted), with its offset.
+    let mut newest: HashMap<Vec<u8>, (i64, Option<Vec<u8>>)> = HashMap::new();
     if high > low {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
@@ -313,18 +503,89 @@ fn read_partition(
             };
             let message = message?;
             next = message.offset() + 1;
-            let Some(key) = message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-            else {
+            let Some(key) = message.key() else {
                 continue;
             };
-            // A record that does not parse (another version's) counts as none.
-            let record = message
-                .payload()
-                .and_then(|p| serde_json::from_slice::<ServiceRecord>(p).ok());
-            newest.insert(key, record);
+            newest.insert(
+                key.to_vec(),
+                (message.offset(), message.payload().map(<[u8]>::to_vec)),
+            );
         }
     }
-    Ok(newest.into_values().flatten().collect())
+    let mut read = Partition::default();
+    for (key, (offset, payload)) in newest {
+        let Some(payload) = payload else { continue };
+        // A record that does not parse (another version's) counts as none.
+        if key.starts_with(JOURNAL_KEY.as_bytes()) {
+            if let Ok(r) = serde_json::from_slice::<JournalRecord>(&payload) {
+                read.journal.push((offset, r));
+            }
+        } else if let Ok(r) = serde_json::from_slice::<ServiceRecord>(&payload) {
+            read.services.push((offset, r));
+        }
+    }
+    Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(id: &str) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "time": "2026-03-02T10:00:00Z", "last_seen": "2026-03-02T10:00:00Z",
+            "service": "shop/api", "kind": "process", "severity": "high",
+            "subject": "/usr/bin/nc", "dimension": "process", "explanation": "x",
+            "count": 1, "status": "open", "dedup_key": id, "evidence": [],
+        }))
+        .expect("an alert")
+    }
+
+    fn service_record(alerts: &[&str], undelivered: &[&str]) -> ServiceRecord {
+        serde_json::from_value(serde_json::json!({
+            "service": {
+                "service": "shop/api", "phase": "monitoring", "learning_since": 0,
+                "events": 10, "baseline": [],
+            },
+            "alerts": alerts.iter().map(|id| alert(id)).collect::<Vec<_>>(),
+            "undelivered": undelivered,
+        }))
+        .expect("a service record")
+    }
+
+    fn journal(id: &str, delivered: bool) -> JournalRecord {
+        JournalRecord {
+            alert: alert(id),
+            delivered,
+        }
+    }
+
+    #[test]
+    fn a_journaled_alert_marked_delivered_is_not_sent_again() {
+        let p = Partition {
+            services: vec![],
+            journal: vec![(3, journal("a", true)), (4, journal("b", false))],
+        };
+        let d = delivered(&p);
+        assert_eq!(d.get("a"), Some(&true));
+        assert_eq!(d.get("b"), Some(&false));
+    }
+
+    #[test]
+    fn the_newer_of_a_service_record_and_a_journal_record_decides() {
+        let p = Partition {
+            // "a" was pending when the service was written, then delivered; "b" was
+            // journaled before the service record, whose tombstone was lost.
+            services: vec![(5, service_record(&["a", "b"], &["a"]))],
+            journal: vec![(7, journal("a", true)), (2, journal("b", false))],
+        };
+        let d = delivered(&p);
+        assert_eq!(d.get("a"), Some(&true));
+        assert_eq!(d.get("b"), Some(&true));
+        let p = Partition {
+            services: vec![(5, service_record(&["a"], &["a"]))],
+            journal: vec![(2, journal("a", true))],
+        };
+        assert_eq!(delivered(&p).get("a"), Some(&false));
+    }
 }

@@ -124,6 +124,9 @@ impl Stages {
         let mut unpublished = false;
         let mut watermarks = Watermarks::default();
         let mut flushes = persistence.as_mut().and_then(|p| p.flushes.take());
+        // Journaled alerts are checked for delivery this often while some wait for it.
+        let mut marks = tokio::time::interval(crate::changelog::Changelog::MARK_EVERY);
+        marks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let batch = tokio::select! {
                 // Commands first: an analyst waits on each, and each is cheap.
@@ -137,6 +140,9 @@ impl Stages {
                     };
                     if let (Some(alert), Some(p)) = (changed, persistence.as_mut()) {
                         journal(&mut p.journal, std::slice::from_ref(alert));
+                        if let Some(c) = p.changelog.as_mut() {
+                            journal_to_changelog(c, std::slice::from_ref(alert)).await;
+                        }
                     }
                     self.publish(&mut detector, totals, &counted);
                     (last_publish, unpublished) = (tokio::time::Instant::now(), false);
@@ -152,6 +158,11 @@ impl Stages {
                 () = tokio::time::sleep_until(last_publish + PUBLISH_INTERVAL), if unpublished => {
                     self.publish(&mut detector, totals, &counted);
                     (last_publish, unpublished) = (tokio::time::Instant::now(), false);
+                    self.mark_delivered(persistence.as_mut());
+                    continue;
+                }
+                _ = marks.tick(), if awaiting_delivery(persistence.as_ref()) => {
+                    self.mark_delivered(persistence.as_mut());
                     continue;
                 }
                 Some(done) = async {
@@ -214,6 +225,7 @@ impl Stages {
             if last_publish.elapsed() >= PUBLISH_INTERVAL {
                 self.publish(&mut detector, totals, &counted);
                 (last_publish, unpublished) = (tokio::time::Instant::now(), false);
+                self.mark_delivered(persistence.as_mut());
             }
         }
         let view = self.publish(&mut detector, totals, &counted);
@@ -223,6 +235,22 @@ impl Stages {
             self.persist(p, view, &applied).await;
         }
         Ok(())
+    }
+
+    /// Marks delivered, in the state changelog, the journaled alerts every sink took.
+    /// Without delivery there is nothing to wait for.
+    fn mark_delivered(&self, persistence: Option<&mut Persistence>) {
+        let Some(c) = persistence.and_then(|p| p.changelog.as_mut()) else {
+            return;
+        };
+        if c.awaiting_delivery() {
+            let undelivered = self
+                .notifier
+                .as_ref()
+                .map(notify::Notifier::undelivered)
+                .unwrap_or_default();
+            c.mark_delivered(&undelivered);
+        }
     }
 
     /// Publishes the detector's state for readers, and the metrics that follow it.
@@ -404,6 +432,11 @@ impl Stages {
         let persisting = journal.is_some();
         if let Some(j) = journal {
             self::journal(j, raised);
+        }
+        if let Some(c) = changelog
+            && !raised.is_empty()
+        {
+            journal_to_changelog(c, raised).await;
         }
         let mut deliver = Vec::new();
         for alert in raised.drain(..) {
@@ -605,6 +638,21 @@ impl Stages {
             );
         }
     }
+}
+
+/// Journals alerts to the state changelog before they are delivered. A failure is
+/// logged, not fatal, as for the local journal: should this member die before its next
+/// state file, the next owner raises those alerts again and sends them once more.
+async fn journal_to_changelog(changelog: &mut crate::changelog::Changelog, alerts: &[Alert]) {
+    if let Err(e) = changelog.journal(alerts).await {
+        warn!(error = %ingest::chain(&e), alerts = alerts.len(), "Journaling alerts to the state changelog failed; should this member die before its next state file, the next owner sends them again.");
+    }
+}
+
+fn awaiting_delivery(persistence: Option<&Persistence>) -> bool {
+    persistence
+        .and_then(|p| p.changelog.as_ref())
+        .is_some_and(crate::changelog::Changelog::awaiting_delivery)
 }
 
 /// Appends alerts to the journal. A failure is logged, not fatal: the alerts are still

@@ -2,7 +2,9 @@
 //! down, writes its state (and the changelog) and commits past their records, then is
 //! killed (SIGKILL) and never comes back. Another daemon, with a data directory of its
 //! own, takes its partitions over from the changelog and sends what the dead one had
-//! not delivered: every alert reaches the receiver, each under one `webhook-id`.
+//! not delivered: every alert reaches the receiver, each under one `webhook-id`. And
+//! what the dead one had delivered, since its last state file, is not sent again: the
+//! alerts it journaled to the changelog, marked delivered, are adopted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -46,9 +48,9 @@ fn produce(producer: &ThreadedProducer<DefaultProducerContext>, minutes: std::op
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
-/// A `driftwatch run` member with a data directory in `dir`; returns it, its outbox and
-/// its HTTP address.
-fn member(dir: &Path, brokers: &str, receiver: &str) -> (Killed, PathBuf, String) {
+/// A `driftwatch run` member with a data directory in `dir`, writing its state (and the
+/// changelog) every `snapshot`; returns it, its outbox and its HTTP address.
+fn member(dir: &Path, brokers: &str, receiver: &str, snapshot: &str) -> (Killed, PathBuf, String) {
     std::fs::create_dir_all(dir).unwrap();
     let data = dir.join("data");
     let outbox = data.join("outbox");
@@ -63,7 +65,7 @@ fn member(dir: &Path, brokers: &str, receiver: &str) -> (Killed, PathBuf, String
              [http]\nlisten = \"{http}\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
              [search]\nenabled = false\n[compliance]\nenabled = false\n\
              [detect]\nlearning-period = \"10m\"\nmin-learning-events = 3\n\
-             [state]\ndata-dir = {data:?}\nsnapshot-interval = \"1s\"\nchangelog-topic = \"state\"\n\
+             [state]\ndata-dir = {data:?}\nsnapshot-interval = \"{snapshot}\"\nchangelog-topic = \"state\"\n\
              [notify]\noutbox-dir = {outbox:?}\n[notify.retry]\ninitial = \"100ms\"\nmax = \"500ms\"\n\
              [[notify.sink]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{receiver}/hook\"\n\
              [[notify.route]]\nname = \"all\"\nsink = \"hook\"\n",
@@ -149,7 +151,7 @@ async fn a_dead_members_undelivered_alerts_are_sent_by_the_next_owner() {
     let dir = tempfile::tempdir().unwrap();
 
     // The first member raises an alert per service; the receiver is down.
-    let (mut first, outbox, http) = member(&dir.path().join("first"), &brokers, &receiver);
+    let (mut first, outbox, http) = member(&dir.path().join("first"), &brokers, &receiver, "1s");
     produce(&producer, 0..DRIFT + 4);
     eventually(
         Duration::from_secs(90),
@@ -171,7 +173,7 @@ async fn a_dead_members_undelivered_alerts_are_sent_by_the_next_owner() {
     // The next owner starts from the committed offsets and the changelog; the stream
     // goes on.
     up.store(true, Ordering::SeqCst);
-    let (_second, _, _) = member(&dir.path().join("second"), &brokers, &receiver);
+    let (_second, _, _) = member(&dir.path().join("second"), &brokers, &receiver, "1s");
     produce(&producer, DRIFT + 4..DRIFT + 8);
     eventually(
         Duration::from_secs(90),
@@ -199,4 +201,100 @@ async fn a_dead_members_undelivered_alerts_are_sent_by_the_next_owner() {
             "{alert} paged under several ids: {webhooks:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_dead_member_delivered_since_its_last_state_file_is_not_paged_again() {
+    // (webhook-id, alert id) of every delivery of an alert's trigger.
+    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let mut got = sink.lock().unwrap();
+                for item in v["data"]["items"].as_array().unwrap() {
+                    if item["source"] == "alert" && item["resolved"] == false {
+                        got.push((id.clone(), item["id"].as_str().unwrap().to_owned()));
+                    }
+                }
+                StatusCode::OK
+            }
+        }),
+    );
+    let receiver = serve(app).await.to_string();
+
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    for topic in ["raw", "events", "state"] {
+        cluster.create_topic(topic, 2, 1).unwrap();
+    }
+    cluster
+        .create_topic("driftwatch-dead-letter", 1, 1)
+        .unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The first member writes no state file while it runs (the first is due in an
+    // hour), so it commits nothing: its alerts, delivered, are only in its journals.
+    let (mut first, _, http) = member(&dir.path().join("first"), &brokers, &receiver, "1h");
+    produce(&producer, 0..DRIFT + 4);
+    eventually(
+        Duration::from_secs(90),
+        "an alert per service, delivered",
+        || {
+            let raised = tool_alerts(&http);
+            let got = got.lock().unwrap();
+            raised.len() == SERVICES as usize
+                && raised.iter().all(|a| got.iter().any(|(_, g)| g == a))
+        },
+    )
+    .await;
+    let raised = tool_alerts(&http);
+    // Time for the delivery to be marked in the changelog; then it dies for good.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    // The next owner reads every record again, from the start, and learns again.
+    let (_second, _, http) = member(&dir.path().join("second"), &brokers, &receiver, "1s");
+    produce(&producer, DRIFT + 4..DRIFT + 8);
+    eventually(
+        Duration::from_secs(90),
+        "the next owner holds the dead member's alerts",
+        || tool_alerts(&http) == raised,
+    )
+    .await;
+    // The records read again count into them, and page nobody.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let body = http_get(&http, "/api/v1/alerts?limit=1000").unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let counts: BTreeMap<&str, u64> = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| Some((a["id"].as_str()?, a["count"].as_u64()?)))
+        .filter(|(id, _)| raised.contains(*id))
+        .collect();
+    let got = got.lock().unwrap();
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, alert) in got.iter() {
+        *times.entry(alert.as_str()).or_default() += 1;
+    }
+    assert_eq!(times.len(), SERVICES as usize, "{got:?}");
+    for (alert, n) in &times {
+        assert_eq!(*n, 1, "{alert} paged {n} times: {got:?}");
+    }
+    assert!(counts.values().all(|&c| c >= 2), "{counts:?}");
 }
