@@ -170,6 +170,9 @@ impl Changelog {
                 self.owner.remove(service);
                 self.written.remove(service);
             }
+            // Their journaled alerts are the new owner's to mark (the state written on
+            // revoke holds them, unless that write failed).
+            self.journaled.retain(|_, j| held.contains(&j.partition));
             if !gone.is_empty() {
                 info!(
                     services = gone.len(),
