@@ -107,6 +107,8 @@ pub struct Changelog {
     written: HashMap<String, u64>,
     /// Alerts journaled since their service's last record, by alert id.
     journaled: HashMap<String, Journaled>,
+    /// How many of them are not marked delivered (asked before every batch).
+    awaiting: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +141,7 @@ impl Changelog {
             generation: u64::MAX,
             written: HashMap::new(),
             journaled: HashMap::new(),
+            awaiting: 0,
         })
     }
 
@@ -173,6 +176,7 @@ impl Changelog {
             // Their journaled alerts are the new owner's to mark (the state written on
             // revoke holds them, unless that write failed).
             self.journaled.retain(|_, j| held.contains(&j.partition));
+            self.count_awaiting();
             if !gone.is_empty() {
                 info!(
                     services = gone.len(),
@@ -288,6 +292,7 @@ impl Changelog {
                 }
             }
         }
+        self.count_awaiting();
         match error {
             Some(source) => Err(ChangelogError::Refused {
                 topic: self.topic.clone(),
@@ -300,7 +305,11 @@ impl Changelog {
 
     /// Whether some journaled alert is not yet marked delivered.
     pub fn awaiting_delivery(&self) -> bool {
-        self.journaled.values().any(|j| !j.delivered)
+        self.awaiting > 0
+    }
+
+    fn count_awaiting(&mut self) {
+        self.awaiting = self.journaled.values().filter(|j| !j.delivered).count();
     }
 
     /// Marks delivered the journaled alerts that no sink still holds (`undelivered`:
@@ -325,6 +334,7 @@ impl Changelog {
                     .payload(&body),
             );
         }
+        self.count_awaiting();
     }
 
     /// Notes the partition a service's events come from.
@@ -420,6 +430,7 @@ impl Changelog {
             );
             false
         });
+        self.count_awaiting();
         match error {
             Some(source) => Err(ChangelogError::Refused {
                 topic: self.topic.clone(),
