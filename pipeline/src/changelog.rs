@@ -27,11 +27,12 @@
 //! marked delivered (within [`Changelog::MARK_EVERY`]). The next state file's service
 //! record holds those alerts, and their keys are then deleted (tombstones). A member
 //! that takes a partition over adopts the journaled alerts too, so the records it
-//! re-reads count into them instead of raising them again, and it sends only those not
-//! marked delivered. Delivery is at least once: an alert a sink took in the moments
-//! before its owner died, too late to be marked, is sent again, with the same alert id
-//! and dedup key (receivers deduplicate by those; the `webhook-id` of a notification
-//! that bundles several alerts differs).
+//! re-reads count into them instead of raising them again, sends only those not marked
+//! delivered, and from then on marks and deletes their keys as its own. Delivery is at
+//! least once: an alert a sink took in the moments before its owner died, too late to
+//! be marked, is sent again, with the same alert id and dedup key (receivers
+//! deduplicate by those; the `webhook-id` of a notification that bundles several
+//! alerts differs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -55,8 +56,8 @@ const MAX_RECORD_BYTES: &str = "16777216";
 /// up on it (its services then learn from scratch, and a warning says so).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Keys of journaled alerts start with this (a NUL, which no service name holds), then
-/// the alert's id.
+/// Keys of journaled alerts start with this, then the alert's id: a NUL, which the
+/// workload names a service is named after (Kubernetes, Docker) cannot hold.
 const JOURNAL_KEY: &str = "\u{0}alert ";
 
 /// One alert journaled between state files.
@@ -216,13 +217,31 @@ impl Changelog {
                 services.push(r.service);
                 alerts.extend(r.alerts);
             }
+            let mut from_journal = Vec::with_capacity(journaled);
             for (_, j) in records.journal {
                 self.owner
                     .entry(j.alert.service.clone())
                     .or_insert(partition);
+                from_journal.push(j.alert.id.clone());
                 alerts.push(j.alert);
             }
             let (read, adopted) = (services.len(), detector.adopt(services, alerts));
+            // Their keys are this member's now: marked once its sinks take what is
+            // pending, deleted once its own state file holds them.
+            for id in from_journal {
+                if let Some(alert) = detector.alert(&id) {
+                    let delivered = delivered.get(&id).copied().unwrap_or(true);
+                    self.journaled.insert(
+                        id,
+                        Journaled {
+                            partition,
+                            alert: alert.clone(),
+                            delivered,
+                        },
+                    );
+                }
+            }
+            self.count_awaiting();
             let mut pending: Vec<&Alert> = delivered
                 .iter()
                 .filter(|(_, delivered)| !**delivered)

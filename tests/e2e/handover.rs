@@ -297,4 +297,50 @@ async fn what_a_dead_member_delivered_since_its_last_state_file_is_not_paged_aga
         assert_eq!(*n, 1, "{alert} paged {n} times: {got:?}");
     }
     assert!(counts.values().all(|&c| c >= 2), "{counts:?}");
+    // The dead member's journal keys are the next owner's now: deleted once its own
+    // state file holds their alerts.
+    eventually(
+        Duration::from_secs(30),
+        "no journaled alert left in the changelog",
+        || journaled_in_changelog(&brokers).is_empty(),
+    )
+    .await;
+}
+
+/// The alert ids whose newest record in the changelog is a journal record, not deleted.
+fn journaled_in_changelog(brokers: &str) -> BTreeSet<String> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "handover-check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut newest: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+    for partition in 0..2 {
+        let (low, high) = reader
+            .fetch_watermarks("state", partition, Duration::from_secs(5))
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset("state", partition, rdkafka::Offset::Offset(low))
+            .unwrap();
+        reader.assign(&tpl).unwrap();
+        let mut next = low;
+        while next < high {
+            let Some(m) = reader.poll(Duration::from_secs(5)) else {
+                break;
+            };
+            let m = m.unwrap();
+            next = m.offset() + 1;
+            if let Some(key) = m.key() {
+                newest.insert(key.to_vec(), m.payload().is_some());
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .filter(|(key, alive)| *alive && key.starts_with(b"\0alert "))
+        .map(|(key, _)| String::from_utf8_lossy(&key[7..]).into_owned())
+        .collect()
 }
