@@ -281,11 +281,40 @@ impl Changelog {
                 })
             })
             .collect();
-        let sends = records.iter().map(|(partition, key, body, _)| {
+        let (taken, refused) = self
+            .send_all(
+                records
+                    .iter()
+                    .map(|(partition, key, body, _)| (key.as_str(), *partition, body.as_slice())),
+            )
+            .await;
+        for (taken, (partition, _, _, alert)) in taken.into_iter().zip(&records) {
+            if taken {
+                self.journaled.insert(
+                    alert.id.clone(),
+                    Journaled {
+                        partition: *partition,
+                        alert: (*alert).clone(),
+                        delivered: false,
+                    },
+                );
+            }
+        }
+        self.count_awaiting();
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Sends records (key, partition, payload) and waits for the broker to take each;
+    /// returns which it took and, if it refused any, how many with the last reason.
+    async fn send_all(
+        &self,
+        records: impl Iterator<Item = (&str, i32, &[u8])>,
+    ) -> (Vec<bool>, Option<ChangelogError>) {
+        let sends = records.map(|(key, partition, body)| {
             self.producer.send(
                 FutureRecord::to(&self.topic)
                     .key(key)
-                    .partition(*partition)
+                    .partition(partition)
                     .payload(body),
                 Duration::from_secs(5),
             )
@@ -293,33 +322,23 @@ impl Changelog {
         let results = futures::future::join_all(sends).await;
         let mut failed = 0;
         let mut error = None;
-        for (result, (partition, _, _, alert)) in results.into_iter().zip(&records) {
-            match result {
-                Ok(_) => {
-                    self.journaled.insert(
-                        alert.id.clone(),
-                        Journaled {
-                            partition: *partition,
-                            alert: (*alert).clone(),
-                            delivered: false,
-                        },
-                    );
-                }
+        let taken = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(_) => true,
                 Err((e, _)) => {
                     failed += 1;
                     error = Some(e);
+                    false
                 }
-            }
-        }
-        self.count_awaiting();
-        match error {
-            Some(source) => Err(ChangelogError::Refused {
-                topic: self.topic.clone(),
-                failed,
-                source,
-            }),
-            None => Ok(()),
-        }
+            })
+            .collect();
+        let refused = error.map(|source| ChangelogError::Refused {
+            topic: self.topic.clone(),
+            failed,
+            source,
+        });
+        (taken, refused)
     }
 
     /// Whether some journaled alert is not yet marked delivered.
@@ -403,30 +422,17 @@ impl Changelog {
             .expect("snapshots serialize");
             records.push((s.service.clone(), partition, body, version));
         }
-        let sends = records.iter().map(|(service, partition, body, _)| {
-            self.producer.send(
-                FutureRecord::to(&self.topic)
-                    .key(service)
-                    .partition(*partition)
-                    .payload(body),
-                Duration::from_secs(5),
-            )
-        });
-        let results = futures::future::join_all(sends).await;
-        let mut failed = 0;
-        let mut error = None;
+        let (taken, refused) = self
+            .send_all(records.iter().map(|(service, partition, body, _)| {
+                (service.as_str(), *partition, body.as_slice())
+            }))
+            .await;
         // Alerts the written records now hold leave the journal.
         let mut held_now: HashSet<&str> = HashSet::new();
-        for (result, (service, _, _, version)) in results.into_iter().zip(&records) {
-            match result {
-                Ok(_) => {
-                    self.written.insert(service.clone(), *version);
-                    held_now.insert(service.as_str());
-                }
-                Err((e, _)) => {
-                    failed += 1;
-                    error = Some(e);
-                }
+        for (taken, (service, _, _, version)) in taken.into_iter().zip(&records) {
+            if taken {
+                self.written.insert(service.clone(), *version);
+                held_now.insert(service.as_str());
             }
         }
         let recorded: HashSet<&str> = snapshot
@@ -450,14 +456,7 @@ impl Changelog {
             false
         });
         self.count_awaiting();
-        match error {
-            Some(source) => Err(ChangelogError::Refused {
-                topic: self.topic.clone(),
-                failed,
-                source,
-            }),
-            None => Ok(records.len()),
-        }
+        refused.map_or(Ok(records.len()), Err)
     }
 }
 

@@ -178,6 +178,47 @@ pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
     addr
 }
 
+/// (webhook-id, alert id, resolved) of every alert a webhook receiver took.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, bool)>>>;
+
+/// A webhook receiver at `/hook` that answers 503 while `up` is false and otherwise
+/// takes every notification, noting each alert it carries; returns its address.
+pub async fn alert_receiver(
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (String, Received) {
+    let received = Received::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (up, sink) = (up.clone(), sink.clone());
+            async move {
+                if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let mut got = sink.lock().unwrap();
+                for item in v["data"]["items"].as_array().unwrap() {
+                    if item["source"] == "alert" {
+                        got.push((
+                            id.clone(),
+                            item["id"].as_str().unwrap().to_owned(),
+                            item["resolved"].as_bool().unwrap(),
+                        ));
+                    }
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    (serve(app).await.to_string(), received)
+}
+
 /// A child process killed (not stopped gracefully) when the test lets go of it.
 pub struct Killed(pub std::process::Child);
 

@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Killed, cluster, driftwatch, free_port, http_get, sample, serve};
+use crate::common::{Killed, alert_receiver, cluster, driftwatch, free_port, http_get, sample};
 
 const SERVICES: u32 = 20;
 const MINUTES: u32 = 400;
@@ -139,40 +139,10 @@ async fn post(http: &str, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// (webhook-id, alert id, resolved) of every delivery the receiver took.
-type Received = Arc<Mutex<Vec<(String, String, bool)>>>;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_kills_page_no_alert_twice_and_lose_none() {
     let (_cluster, brokers) = cluster("native", 1);
-    let received: Received = Arc::default();
-    let sink = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let sink = sink.clone();
-            async move {
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                let v: Value = serde_json::from_str(&body).unwrap();
-                let mut got = sink.lock().unwrap();
-                for item in v["data"]["items"].as_array().unwrap() {
-                    if item["source"] == "alert" {
-                        got.push((
-                            id.clone(),
-                            item["id"].as_str().unwrap().to_owned(),
-                            item["resolved"].as_bool().unwrap(),
-                        ));
-                    }
-                }
-                StatusCode::OK
-            }
-        }),
-    );
-    let receiver = serve(app).await;
+    let (receiver, received) = alert_receiver(Arc::new(AtomicBool::new(true))).await;
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -9,15 +9,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::Value;
 
-use crate::common::{Killed, driftwatch, eventually, exec_record, free_port, http_get, serve};
+use crate::common::{
+    Killed, Received, alert_receiver, driftwatch, eventually, exec_record, free_port, http_get,
+};
 
 const SERVICES: u32 = 4;
 /// The minute each service runs a program it never ran (learning takes ten).
@@ -86,6 +87,34 @@ fn member(dir: &Path, brokers: &str, receiver: &str, snapshot: &str) -> (Killed,
     (process, outbox, http)
 }
 
+type Cluster = rdkafka::mocking::MockCluster<'static, DefaultProducerContext>;
+
+/// A mock cluster with the members' topics (raw, repartition and changelog, two
+/// partitions each), its address, and a producer to it.
+fn members_cluster() -> (Cluster, String, ThreadedProducer<DefaultProducerContext>) {
+    let (cluster, brokers) = crate::common::cluster("raw", 2);
+    for topic in ["events", "state"] {
+        cluster.create_topic(topic, 2, 1).unwrap();
+    }
+    let producer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+    (cluster, brokers, producer)
+}
+
+/// (webhook-id, alert id) of every delivery of an alert's trigger.
+fn triggers(received: &Received) -> Vec<(String, String)> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, resolved)| !resolved)
+        .map(|(webhook, alert, _)| (webhook.clone(), alert.clone()))
+        .collect()
+}
+
 /// The ids of the alerts a member shows about its services' new programs.
 fn tool_alerts(http: &str) -> BTreeSet<String> {
     let body = http_get(http, "/api/v1/alerts?limit=1000").unwrap_or_default();
@@ -106,48 +135,9 @@ fn tool_alerts(http: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_members_undelivered_alerts_are_sent_by_the_next_owner() {
     let up = Arc::new(AtomicBool::new(false));
-    // (webhook-id, alert id) of every accepted delivery of an alert's trigger.
-    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let (state_up, sink) = (up.clone(), got.clone());
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let (up, sink) = (state_up.clone(), sink.clone());
-            async move {
-                if !up.load(Ordering::SeqCst) {
-                    return StatusCode::SERVICE_UNAVAILABLE;
-                }
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                let v: Value = serde_json::from_str(&body).unwrap();
-                let mut got = sink.lock().unwrap();
-                for item in v["data"]["items"].as_array().unwrap() {
-                    if item["source"] == "alert" && item["resolved"] == false {
-                        got.push((id.clone(), item["id"].as_str().unwrap().to_owned()));
-                    }
-                }
-                StatusCode::OK
-            }
-        }),
-    );
-    let receiver = serve(app).await.to_string();
+    let (receiver, got) = alert_receiver(up.clone()).await;
 
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    cluster.create_topic("raw", 2, 1).unwrap();
-    cluster.create_topic("events", 2, 1).unwrap();
-    cluster.create_topic("state", 2, 1).unwrap();
-    cluster
-        .create_topic("driftwatch-dead-letter", 1, 1)
-        .unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("compression.type", "lz4")
-        .create()
-        .unwrap();
+    let (_cluster, brokers, producer) = members_cluster();
     let dir = tempfile::tempdir().unwrap();
 
     // The first member raises an alert per service; the receiver is down.
@@ -168,7 +158,7 @@ async fn a_dead_members_undelivered_alerts_are_sent_by_the_next_owner() {
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     assert!(!notify::outbox::pending_ids(&outbox).is_empty());
-    assert!(got.lock().unwrap().is_empty());
+    assert!(triggers(&got).is_empty());
 
     // The next owner starts from the committed offsets and the changelog; the stream
     // goes on.
@@ -179,13 +169,13 @@ async fn a_dead_members_undelivered_alerts_are_sent_by_the_next_owner() {
         Duration::from_secs(90),
         "every service's alert delivered",
         || {
-            let got = got.lock().unwrap();
+            let got = triggers(&got);
             raised.iter().all(|a| got.iter().any(|(_, g)| g == a))
         },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let got = got.lock().unwrap();
+    let got = triggers(&got);
     let mut ids: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (webhook, alert) in got.iter() {
         ids.entry(alert.as_str())
@@ -205,45 +195,9 @@ async fn a_dead_members_undelivered_alerts_are_sent_by_the_next_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_dead_member_delivered_since_its_last_state_file_is_not_paged_again() {
-    // (webhook-id, alert id) of every delivery of an alert's trigger.
-    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let sink = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let sink = sink.clone();
-            async move {
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                let v: Value = serde_json::from_str(&body).unwrap();
-                let mut got = sink.lock().unwrap();
-                for item in v["data"]["items"].as_array().unwrap() {
-                    if item["source"] == "alert" && item["resolved"] == false {
-                        got.push((id.clone(), item["id"].as_str().unwrap().to_owned()));
-                    }
-                }
-                StatusCode::OK
-            }
-        }),
-    );
-    let receiver = serve(app).await.to_string();
+    let (receiver, got) = alert_receiver(Arc::new(AtomicBool::new(true))).await;
 
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for topic in ["raw", "events", "state"] {
-        cluster.create_topic(topic, 2, 1).unwrap();
-    }
-    cluster
-        .create_topic("driftwatch-dead-letter", 1, 1)
-        .unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("compression.type", "lz4")
-        .create()
-        .unwrap();
+    let (_cluster, brokers, producer) = members_cluster();
     let dir = tempfile::tempdir().unwrap();
 
     // The first member writes no state file while it runs (the first is due in an
@@ -255,7 +209,7 @@ async fn what_a_dead_member_delivered_since_its_last_state_file_is_not_paged_aga
         "an alert per service, delivered",
         || {
             let raised = tool_alerts(&http);
-            let got = got.lock().unwrap();
+            let got = triggers(&got);
             raised.len() == SERVICES as usize
                 && raised.iter().all(|a| got.iter().any(|(_, g)| g == a))
         },
@@ -287,7 +241,7 @@ async fn what_a_dead_member_delivered_since_its_last_state_file_is_not_paged_aga
         .filter_map(|a| Some((a["id"].as_str()?, a["count"].as_u64()?)))
         .filter(|(id, _)| raised.contains(*id))
         .collect();
-    let got = got.lock().unwrap();
+    let got = triggers(&got);
     let mut times: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, alert) in got.iter() {
         *times.entry(alert.as_str()).or_default() += 1;
