@@ -198,7 +198,7 @@ impl Changelog {
             let read =
                 tokio::task::spawn_blocking(move || read_partition(&source, &topic, partition))
                     .await;
-            let records = match read {
+            let mut records = match read {
                 Ok(Ok(records)) => records,
                 Ok(Err(e)) => {
                     warn!(topic = %self.topic, partition, error = %e, "Reading the state changelog failed; this partition's services not held here learn from scratch.");
@@ -211,19 +211,18 @@ impl Changelog {
             };
             let delivered = delivered(&records);
             let journaled = records.journal.len();
-            let (mut services, mut alerts) = (Vec::new(), Vec::new());
+            let alerts = newest_alerts(&mut records);
+            let mut services = Vec::with_capacity(records.services.len());
             for (_, r) in records.services {
                 self.owner.insert(r.service.service.clone(), partition);
                 services.push(r.service);
-                alerts.extend(r.alerts);
             }
             let mut from_journal = Vec::with_capacity(journaled);
             for (_, j) in records.journal {
                 self.owner
                     .entry(j.alert.service.clone())
                     .or_insert(partition);
-                from_journal.push(j.alert.id.clone());
-                alerts.push(j.alert);
+                from_journal.push(j.alert.id);
             }
             let (read, adopted) = (services.len(), detector.adopt(services, alerts));
             // Their keys are this member's now: marked once its sinks take what is
@@ -485,6 +484,31 @@ fn delivered(partition: &Partition) -> HashMap<String, bool> {
         .collect()
 }
 
+/// The alerts a partition holds, each as its newest record (by offset) has it: an
+/// analyst's change journaled after the service's record was written is the alert.
+/// Takes them out of the records.
+fn newest_alerts(partition: &mut Partition) -> Vec<Alert> {
+    let mut newest: HashMap<String, (i64, Alert)> = HashMap::new();
+    let services = partition.services.iter_mut().flat_map(|(offset, r)| {
+        std::mem::take(&mut r.alerts)
+            .into_iter()
+            .map(|a| (*offset, a))
+    });
+    let journal = partition
+        .journal
+        .iter()
+        .map(|(offset, j)| (*offset, j.alert.clone()));
+    for (offset, alert) in services.chain(journal) {
+        match newest.get(&alert.id) {
+            Some((seen, _)) if *seen > offset => {}
+            _ => {
+                newest.insert(alert.id.clone(), (offset, alert));
+            }
+        }
+    }
+    newest.into_values().map(|(_, a)| a).collect()
+}
+
 /// What changes when a service's record would: its events, its alerts' counts and
 /// statuses, and which of them are undelivered.
 fn version(s: &ServiceSnapshot, alerts: &[&Alert], undelivered: &[&str]) -> u64 {
@@ -601,6 +625,28 @@ mod tests {
         let d = delivered(&p);
         assert_eq!(d.get("a"), Some(&true));
         assert_eq!(d.get("b"), Some(&false));
+    }
+
+    #[test]
+    fn an_alert_changed_after_its_services_record_is_adopted_as_changed() {
+        let mut acknowledged = journal("a", false);
+        acknowledged.alert.status = detect::AlertStatus::Acknowledged;
+        let mut stale = journal("b", false);
+        stale.alert.status = detect::AlertStatus::Acknowledged;
+        let mut p = Partition {
+            services: vec![(5, service_record(&["a", "b"], &[]))],
+            journal: vec![(7, acknowledged), (2, stale)],
+        };
+        let mut alerts = newest_alerts(&mut p);
+        alerts.sort_by(|x, y| x.id.cmp(&y.id));
+        let status: Vec<_> = alerts.iter().map(|a| (a.id.as_str(), a.status)).collect();
+        assert_eq!(
+            status,
+            [
+                ("a", detect::AlertStatus::Acknowledged),
+                ("b", detect::AlertStatus::Open)
+            ]
+        );
     }
 
     #[test]
