@@ -208,7 +208,7 @@ fn default_seasonal_alpha() -> f64 {
 /// ordinary residuals rather than by a quarter of itself, so a short anomaly leaves a
 /// smaller echo in the next day's residuals. An anomaly that lasts for days still
 /// moves the means, as the typical residual then grows with it. NAB: 69.7 unclipped,
-/// 70.3 with 3 and 4, 70.1 with 5, 6, 8 and 10, 69.7 with 15; 2 clips the ordinary
+/// 70.3 with 3 and 4, 70.0 to 70.1 with 5 to 10, 69.7 with 15; 2 clips the ordinary
 /// residual too (67.0). The corpus threshold also moves less between categories: taken
 /// from the other two categories, 69.9 against 66.2 unclipped.
 fn default_seasonal_clip() -> f64 {
