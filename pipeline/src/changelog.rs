@@ -56,6 +56,14 @@ const MAX_RECORD_BYTES: &str = "16777216";
 /// up on it (its services then learn from scratch, and a warning says so).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a record may wait for the broker's acknowledgement. A healthy cluster takes
+/// one in milliseconds and a leader election in a few seconds; past this the broker is
+/// taken to be away, rather than librdkafka's own limit (`message.timeout.ms`, five
+/// minutes by default) holding pages back: alerts go to delivery unjournaled (should
+/// this member die, the next owner sends them again), and a state file's offsets stay
+/// uncommitted until a later write is taken. The record itself stays queued.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// Keys of journaled alerts start with this, then the alert's id: a NUL, which the
 /// workload names a service is named after (Kubernetes, Docker) cannot hold.
 const JOURNAL_KEY: &str = "\u{0}alert ";
@@ -116,7 +124,7 @@ pub struct Changelog {
 pub enum ChangelogError {
     #[error("the changelog producer could not be created")]
     Create(#[source] rdkafka::error::KafkaError),
-    #[error("the changelog topic {topic} refused {failed} service records")]
+    #[error("the changelog topic {topic} refused, or did not take in time, {failed} records")]
     Refused {
         topic: String,
         failed: usize,
@@ -310,12 +318,15 @@ impl Changelog {
         records: impl Iterator<Item = (&str, i32, &[u8])>,
     ) -> (Vec<bool>, Option<ChangelogError>) {
         let sends = records.map(|(key, partition, body)| {
-            self.producer.send(
-                FutureRecord::to(&self.topic)
-                    .key(key)
-                    .partition(partition)
-                    .payload(body),
-                Duration::from_secs(5),
+            tokio::time::timeout(
+                ACK_WAIT,
+                self.producer.send(
+                    FutureRecord::to(&self.topic)
+                        .key(key)
+                        .partition(partition)
+                        .payload(body),
+                    Duration::from_secs(5),
+                ),
             )
         });
         let results = futures::future::join_all(sends).await;
@@ -324,10 +335,17 @@ impl Changelog {
         let taken = results
             .into_iter()
             .map(|r| match r {
-                Ok(_) => true,
-                Err((e, _)) => {
+                Ok(Ok(_)) => true,
+                Ok(Err((e, _))) => {
                     failed += 1;
                     error = Some(e);
+                    false
+                }
+                Err(_) => {
+                    failed += 1;
+                    error = Some(rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+                    ));
                     false
                 }
             })

@@ -4,7 +4,8 @@
 //! own, takes its partitions over from the changelog and sends what the dead one had
 //! not delivered: every alert reaches the receiver, each under one `webhook-id`. And
 //! what the dead one had delivered, since its last state file, is not sent again: the
-//! alerts it journaled to the changelog, marked delivered, are adopted.
+//! alerts it journaled to the changelog, marked delivered, are adopted. A changelog
+//! broker that stops answering holds pages back only briefly.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -297,4 +298,66 @@ fn journaled_in_changelog(brokers: &str) -> BTreeSet<String> {
         .filter(|(key, alive)| *alive && key.starts_with(b"\0alert "))
         .map(|(key, _)| String::from_utf8_lossy(&key[7..]).into_owned())
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_broker_that_stops_answering_holds_pages_back_only_briefly() {
+    let (receiver, got) = alert_receiver(Arc::new(AtomicBool::new(true))).await;
+    // Two brokers: the inputs, the repartition topic and every group on the first, the
+    // changelog's partitions led by the second.
+    let cluster = rdkafka::mocking::MockCluster::new(2).unwrap();
+    for topic in ["raw", "events", "state"] {
+        cluster.create_topic(topic, 2, 1).unwrap();
+    }
+    cluster
+        .create_topic("driftwatch-dead-letter", 1, 1)
+        .unwrap();
+    for partition in 0..2 {
+        for topic in ["raw", "events"] {
+            cluster.partition_leader(topic, partition, Some(1)).unwrap();
+        }
+        cluster
+            .partition_leader("state", partition, Some(2))
+            .unwrap();
+    }
+    cluster
+        .partition_leader("driftwatch-dead-letter", 0, Some(1))
+        .unwrap();
+    for group in ["handover", "handover-decode"] {
+        cluster
+            .coordinator(rdkafka::mocking::MockCoordinator::Group(group.into()), 1)
+            .unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_member, _, http) = member(&dir.path().join("member"), &brokers, &receiver, "1h");
+    produce(&producer, 0..DRIFT);
+    eventually(Duration::from_secs(90), "every service learned", || {
+        let body = http_get(&http, "/api/v1/services").unwrap_or_default();
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let services = v["services"].as_array().cloned().unwrap_or_default();
+        services.len() == SERVICES as usize && services.iter().all(|s| s["phase"] == "monitoring")
+    })
+    .await;
+    // The changelog's broker now answers after two minutes; the services drift.
+    cluster
+        .broker_round_trip_time(2, Duration::from_secs(120))
+        .unwrap();
+    produce(&producer, DRIFT..DRIFT + 4);
+    eventually(
+        Duration::from_secs(40),
+        "an alert per service delivered while the changelog does not answer",
+        || {
+            let raised = tool_alerts(&http);
+            let got = triggers(&got);
+            raised.len() == SERVICES as usize
+                && raised.iter().all(|a| got.iter().any(|(_, g)| g == a))
+        },
+    )
+    .await;
 }
