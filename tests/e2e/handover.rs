@@ -116,14 +116,23 @@ fn triggers(received: &Received) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The ids of the alerts a member shows about its services' new programs.
-fn tool_alerts(http: &str) -> BTreeSet<String> {
+/// Whether the receiver took the trigger of each of `raised`.
+fn delivered_all(raised: &BTreeSet<String>, received: &Received) -> bool {
+    let got = triggers(received);
+    raised.iter().all(|a| got.iter().any(|(_, g)| g == a))
+}
+
+/// The alerts a member shows (none while it does not answer).
+fn alerts(http: &str) -> Vec<Value> {
     let body = http_get(http, "/api/v1/alerts?limit=1000").unwrap_or_default();
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    v["alerts"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    v["alerts"].as_array().cloned().unwrap_or_default()
+}
+
+/// The ids of the alerts a member shows about its services' new programs.
+fn tool_alerts(http: &str) -> BTreeSet<String> {
+    alerts(http)
+        .iter()
         .filter(|a| {
             a["subject"]
                 .as_str()
@@ -169,10 +178,7 @@ async fn a_dead_members_undelivered_alerts_are_sent_by_the_next_owner() {
     eventually(
         Duration::from_secs(90),
         "every service's alert delivered",
-        || {
-            let got = triggers(&got);
-            raised.iter().all(|a| got.iter().any(|(_, g)| g == a))
-        },
+        || delivered_all(&raised, &got),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -210,9 +216,7 @@ async fn what_a_dead_member_delivered_since_its_last_state_file_is_not_paged_aga
         "an alert per service, delivered",
         || {
             let raised = tool_alerts(&http);
-            let got = triggers(&got);
-            raised.len() == SERVICES as usize
-                && raised.iter().all(|a| got.iter().any(|(_, g)| g == a))
+            raised.len() == SERVICES as usize && delivered_all(&raised, &got)
         },
     )
     .await;
@@ -233,11 +237,8 @@ async fn what_a_dead_member_delivered_since_its_last_state_file_is_not_paged_aga
     .await;
     // The records read again count into them, and page nobody.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let body = http_get(&http, "/api/v1/alerts?limit=1000").unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let counts: BTreeMap<&str, u64> = v["alerts"]
-        .as_array()
-        .unwrap()
+    let shown = alerts(&http);
+    let counts: BTreeMap<&str, u64> = shown
         .iter()
         .filter_map(|a| Some((a["id"].as_str()?, a["count"].as_u64()?)))
         .filter(|(id, _)| raised.contains(*id))
@@ -354,9 +355,56 @@ async fn a_changelog_broker_that_stops_answering_holds_pages_back_only_briefly()
         "an alert per service delivered while the changelog does not answer",
         || {
             let raised = tool_alerts(&http);
-            let got = triggers(&got);
-            raised.len() == SERVICES as usize
-                && raised.iter().all(|a| got.iter().any(|(_, g)| g == a))
+            raised.len() == SERVICES as usize && delivered_all(&raised, &got)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_since_the_last_state_file_moves_with_the_alert() {
+    let (receiver, _) = alert_receiver(Arc::new(AtomicBool::new(true))).await;
+    let (_cluster, brokers, producer) = members_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let first_dir = dir.path().join("first");
+    let (mut first, _, http) = member(&first_dir, &brokers, &receiver, "2s");
+    produce(&producer, 0..DRIFT + 4);
+    eventually(
+        Duration::from_secs(90),
+        "an alert per service, in a state file",
+        || {
+            let raised = tool_alerts(&http);
+            let state =
+                std::fs::read_to_string(first_dir.join("data/state.json")).unwrap_or_default();
+            raised.len() == SERVICES as usize && raised.iter().all(|a| state.contains(a.as_str()))
+        },
+    )
+    .await;
+    // The changelog follows the state file; then an analyst acknowledges an alert, and
+    // the member dies before its next state file.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acknowledged = tool_alerts(&http).into_iter().next().unwrap();
+    let status = reqwest::Client::new()
+        .post(format!(
+            "http://{http}/api/v1/alerts/{acknowledged}/acknowledge"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    let (_second, _, http) = member(&dir.path().join("second"), &brokers, &receiver, "2s");
+    produce(&producer, DRIFT + 4..DRIFT + 8);
+    eventually(
+        Duration::from_secs(90),
+        "the next owner holds the alert, acknowledged",
+        || {
+            alerts(&http)
+                .iter()
+                .any(|a| a["id"] == acknowledged.as_str() && a["status"] == "acknowledged")
         },
     )
     .await;
