@@ -217,9 +217,12 @@ impl Changelog {
                     continue;
                 }
             };
-            let delivered = delivered(&records);
             let journaled = records.journal.len();
-            let alerts = newest_alerts(&mut records);
+            let (alerts, delivered): (Vec<Alert>, HashMap<String, bool>) =
+                newest_alerts(&mut records)
+                    .into_iter()
+                    .map(|(id, (alert, delivered))| (alert, (id, delivered)))
+                    .unzip();
             let mut services = Vec::with_capacity(records.services.len());
             for (_, r) in records.services {
                 self.owner.insert(r.service.service.clone(), partition);
@@ -284,7 +287,7 @@ impl Changelog {
                         delivered: false,
                     })
                     .expect("alerts serialize");
-                    (partition, format!("{JOURNAL_KEY}{}", a.id), body, a)
+                    (partition, journal_key(&a.id), body, a)
                 })
             })
             .collect();
@@ -384,7 +387,7 @@ impl Changelog {
             // Sent whether or not the future is awaited: the producer holds the record.
             let _ = self.producer.send_result(
                 FutureRecord::to(&self.topic)
-                    .key(&format!("{JOURNAL_KEY}{id}"))
+                    .key(&journal_key(id))
                     .partition(j.partition)
                     .payload(&body),
             );
@@ -467,7 +470,7 @@ impl Changelog {
             // service's: the reader goes by the newer.
             let _ = producer.send_result(
                 FutureRecord::<String, [u8]>::to(topic)
-                    .key(&format!("{JOURNAL_KEY}{id}"))
+                    .key(&journal_key(id))
                     .partition(j.partition),
             );
             false
@@ -477,54 +480,42 @@ impl Changelog {
     }
 }
 
-/// Per alert of a partition, whether every sink took its latest trigger or resolve, as
-/// the newest record that speaks of it says: its service's record (which names those
-/// not taken), or its journal record. A journal record older than its service's (its
-/// tombstone lost) says nothing new.
-fn delivered(partition: &Partition) -> HashMap<String, bool> {
-    let mut newest: HashMap<&str, (i64, bool)> = HashMap::new();
-    for (offset, r) in &partition.services {
-        for a in &r.alerts {
-            newest.insert(&a.id, (*offset, !r.undelivered.contains(&a.id)));
-        }
-    }
-    for (offset, j) in &partition.journal {
-        if newest
-            .get(j.alert.id.as_str())
-            .is_none_or(|(seen, _)| seen < offset)
-        {
-            newest.insert(&j.alert.id, (*offset, j.delivered));
-        }
-    }
-    newest
-        .into_iter()
-        .map(|(id, (_, d))| (id.to_owned(), d))
-        .collect()
-}
-
-/// The alerts a partition holds, each as its newest record (by offset) has it: an
-/// analyst's change journaled after the service's record was written is the alert.
-/// Takes them out of the records.
-fn newest_alerts(partition: &mut Partition) -> Vec<Alert> {
-    let mut newest: HashMap<String, (i64, Alert)> = HashMap::new();
+/// Each alert a partition holds, by id, as its newest record (by offset) has it, and
+/// whether every sink took its latest trigger or resolve, as that record says: its
+/// service's record (which names those not taken) or its journal record. So an
+/// analyst's change journaled after the service's record is the alert, and a journal
+/// record older than its service's (its tombstone lost) says nothing new. Takes the
+/// alerts out of the records.
+fn newest_alerts(partition: &mut Partition) -> HashMap<String, (Alert, bool)> {
+    let mut newest: HashMap<String, (i64, Alert, bool)> = HashMap::new();
     let services = partition.services.iter_mut().flat_map(|(offset, r)| {
-        std::mem::take(&mut r.alerts)
-            .into_iter()
-            .map(|a| (*offset, a))
+        let undelivered = &r.undelivered;
+        std::mem::take(&mut r.alerts).into_iter().map(move |a| {
+            let delivered = !undelivered.contains(&a.id);
+            (*offset, a, delivered)
+        })
     });
     let journal = partition
         .journal
         .iter()
-        .map(|(offset, j)| (*offset, j.alert.clone()));
-    for (offset, alert) in services.chain(journal) {
-        match newest.get(&alert.id) {
-            Some((seen, _)) if *seen > offset => {}
-            _ => {
-                newest.insert(alert.id.clone(), (offset, alert));
-            }
+        .map(|(offset, j)| (*offset, j.alert.clone(), j.delivered));
+    for (offset, alert, delivered) in services.chain(journal) {
+        if newest
+            .get(&alert.id)
+            .is_none_or(|(seen, _, _)| *seen < offset)
+        {
+            newest.insert(alert.id.clone(), (offset, alert, delivered));
         }
     }
-    newest.into_values().map(|(_, a)| a).collect()
+    newest
+        .into_iter()
+        .map(|(id, (_, alert, delivered))| (id, (alert, delivered)))
+        .collect()
+}
+
+/// The key of an alert's journal record.
+fn journal_key(id: &str) -> String {
+    format!("{JOURNAL_KEY}{id}")
 }
 
 /// What changes when a service's record would: its events, its alerts' counts and
@@ -634,13 +625,21 @@ mod tests {
         }
     }
 
+    /// Per alert, whether it was delivered, as [`newest_alerts`] says.
+    fn delivered(p: &mut Partition) -> HashMap<String, bool> {
+        newest_alerts(p)
+            .into_iter()
+            .map(|(id, (_, delivered))| (id, delivered))
+            .collect()
+    }
+
     #[test]
     fn a_journaled_alert_marked_delivered_is_not_sent_again() {
-        let p = Partition {
+        let mut p = Partition {
             services: vec![],
             journal: vec![(3, journal("a", true)), (4, journal("b", false))],
         };
-        let d = delivered(&p);
+        let d = delivered(&mut p);
         assert_eq!(d.get("a"), Some(&true));
         assert_eq!(d.get("b"), Some(&false));
     }
@@ -655,7 +654,10 @@ mod tests {
             services: vec![(5, service_record(&["a", "b"], &[]))],
             journal: vec![(7, acknowledged), (2, stale)],
         };
-        let mut alerts = newest_alerts(&mut p);
+        let mut alerts: Vec<Alert> = newest_alerts(&mut p)
+            .into_values()
+            .map(|(a, _)| a)
+            .collect();
         alerts.sort_by(|x, y| x.id.cmp(&y.id));
         let status: Vec<_> = alerts.iter().map(|a| (a.id.as_str(), a.status)).collect();
         assert_eq!(
@@ -669,19 +671,19 @@ mod tests {
 
     #[test]
     fn the_newer_of_a_service_record_and_a_journal_record_decides() {
-        let p = Partition {
+        let mut p = Partition {
             // "a" was pending when the service was written, then delivered; "b" was
             // journaled before the service record, whose tombstone was lost.
             services: vec![(5, service_record(&["a", "b"], &["a"]))],
             journal: vec![(7, journal("a", true)), (2, journal("b", false))],
         };
-        let d = delivered(&p);
+        let d = delivered(&mut p);
         assert_eq!(d.get("a"), Some(&true));
         assert_eq!(d.get("b"), Some(&true));
-        let p = Partition {
+        let mut p = Partition {
             services: vec![(5, service_record(&["a"], &["a"]))],
             journal: vec![(2, journal("a", true))],
         };
-        assert_eq!(delivered(&p).get("a"), Some(&false));
+        assert_eq!(delivered(&mut p).get("a"), Some(&false));
     }
 }
